@@ -1,0 +1,3 @@
+"""pollerd: a metering gateway daemon."""
+
+__version__ = "0.1.0"

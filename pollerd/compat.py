@@ -1,0 +1,14 @@
+"""Python 3.10 support: TaskGroup and timeout() arrived in asyncio with 3.11."""
+
+from __future__ import annotations
+
+import sys
+
+if sys.version_info >= (3, 11):
+    from asyncio import TaskGroup, timeout
+    import tomllib
+else:  # pragma: no cover - exercised only on 3.10
+    from taskgroup import TaskGroup, timeout
+    import tomli as tomllib
+
+__all__ = ["TaskGroup", "timeout", "tomllib"]

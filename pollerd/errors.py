@@ -1,0 +1,110 @@
+"""The one exception tree of pollerd.
+
+Every error raised on purpose by pollerd derives from :class:`PollerdError`. Messages carry evidence
+(expected vs. got, the frame as hex) so that a log line alone is enough to diagnose a problem.
+"""
+
+from __future__ import annotations
+
+
+class PollerdError(Exception):
+    """Root of all pollerd errors."""
+
+
+class ConfigError(PollerdError):
+    """The configuration is invalid. ``str(err)`` is one line: ``file:line: key.path: problem``."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 key: str | None = None) -> None:
+        self.path = path
+        self.line = line
+        self.key = key
+        self.problem = message
+        where = ""
+        if path:
+            where = f"{path}:{line}: " if line else f"{path}: "
+        if key:
+            where += f"{key}: "
+        super().__init__(where + message)
+
+
+class FrameError(PollerdError):
+    """A frame on the wire could not be accepted. ``frame`` holds the offending bytes."""
+
+    kind = "frame"
+
+    def __init__(self, message: str, frame: bytes | bytearray | memoryview = b"") -> None:
+        self.frame = bytes(frame)
+        if self.frame:
+            message = f"{message} [{self.frame.hex(' ')}]"
+        super().__init__(message)
+
+
+class CrcError(FrameError):
+    kind = "crc"
+
+
+class FrameTooLong(FrameError):
+    kind = "too_long"
+
+
+class AddressMismatch(FrameError):
+    kind = "address"
+
+
+class EchoError(FrameError):
+    """The line returned our own request (a half-duplex adapter echoing), not a reply."""
+
+    kind = "echo"
+
+
+class TruncatedFrame(FrameError):
+    kind = "truncated"
+
+
+class MeterError(PollerdError):
+    """The meter answered, but refused or failed the request (a protocol-level status)."""
+
+    kind = "meter"
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class SessionClosed(MeterError):
+    """Mercury status 5: the channel is not open (session timed out); reopen and retry once."""
+
+    kind = "session"
+
+
+class IdentityMismatch(MeterError):
+    """The meter at this address reports a different serial number than the config names."""
+
+    kind = "identity"
+
+
+class TransportError(PollerdError):
+    """The byte pipe (serial port, TCP connection) failed or is not open."""
+
+    kind = "transport"
+
+
+class ReplyTimeout(PollerdError):
+    """No complete reply within ``waiting_time``. ``partial`` holds the bytes received, if any."""
+
+    kind = "timeout"
+
+    def __init__(self, message: str, partial: bytes = b"") -> None:
+        self.partial = bytes(partial)
+        if self.partial:
+            message = f"{message} (partial reply [{self.partial.hex(' ')}])"
+        super().__init__(message)
+
+
+class StoreError(PollerdError):
+    """The local store cannot be opened, migrated or written."""
+
+
+class SinkError(PollerdError):
+    """An upstream sink refused or failed a batch."""

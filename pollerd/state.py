@@ -1,0 +1,110 @@
+"""Live, in-memory state of meters and lines, read by the API and /health.
+
+This is observation only: nothing here is needed to resume after a restart (that lives in the store).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(eq=False)
+class MeterState:
+    name: str
+    protocol: str
+    line: str
+    address: int
+    interval: float                 # nominal period, for the "silent too long" health check
+    next_run: float | None = None
+    last_poll: float | None = None  # start of the last finished poll cycle
+    last_ok: float | None = None    # last cycle in which the meter answered
+    last_error: str | None = None
+    consecutive_failures: int = 0
+    degraded: bool = False
+    degraded_reason: str | None = None
+    polls: int = 0
+    failures: int = 0
+    skipped: int = 0                # cycles skipped because the previous one overran
+    readings: int = 0
+    identity: dict[str, object] = field(default_factory=dict)  # serial, manufacture date, ratios, constant
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "protocol": self.protocol,
+            "line": self.line,
+            "address": self.address,
+            "next_run": self.next_run,
+            "last_poll": self.last_poll,
+            "last_ok": self.last_ok,
+            "last_error": self.last_error,
+            "consecutive_failures": self.consecutive_failures,
+            "degraded": self.degraded,
+            "degraded_reason": self.degraded_reason,
+            "polls": self.polls,
+            "failures": self.failures,
+            "skipped": self.skipped,
+            "readings": self.readings,
+            "identity": self.identity,
+        }
+
+
+@dataclass(eq=False)
+class LineState:
+    name: str
+    type: str
+    connected: bool = False
+    last_error: str | None = None
+    reconnects: int = 0
+    exchanges: int = 0
+    bus_time: float = 0.0           # seconds the line spent on exchanges (request out .. reply in)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "connected": self.connected,
+            "last_error": self.last_error,
+            "reconnects": self.reconnects,
+            "exchanges": self.exchanges,
+            "bus_time": round(self.bus_time, 3),
+        }
+
+
+@dataclass(eq=False)
+class SinkState:
+    name: str
+    type: str
+    last_success: float | None = None
+    last_error: str | None = None
+    failures: int = 0
+    sent: int = 0
+    parked: int = 0                 # batches refused with a permanent 4xx, set aside
+    lag_rows: int = 0
+    lag_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "last_success": self.last_success,
+            "last_error": self.last_error,
+            "failures": self.failures,
+            "sent": self.sent,
+            "parked": self.parked,
+            "lag_rows": self.lag_rows,
+            "lag_seconds": round(self.lag_seconds, 3),
+        }
+
+
+@dataclass(eq=False)
+class Runtime:
+    """Everything the API reads: one instance per daemon, passed explicitly."""
+
+    gateway: str
+    meters: dict[str, MeterState] = field(default_factory=dict)
+    lines: dict[str, LineState] = field(default_factory=dict)
+    sinks: dict[str, SinkState] = field(default_factory=dict)
+    started: float = 0.0
+    store_ok: bool = True
+    store_error: str | None = None
