@@ -1,0 +1,53 @@
+"""What every driver offers the scheduler, and what one poll cycle returns."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from ..config import MeterConfig
+from ..line import Line
+from ..metrics import Registry
+from ..model import Event, Reading
+from ..state import MeterState
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    readings: tuple[Reading, ...]
+    events: tuple[Event, ...] = ()
+    answered: bool = True          # the meter said something valid during the cycle
+    error: str | None = None       # why the cycle is incomplete, if it is
+
+    @property
+    def ok(self) -> bool:
+        return self.answered and self.error is None
+
+
+@dataclass(eq=False)
+class DriverContext:
+    """Everything a driver may use; passed explicitly (no module-level state)."""
+
+    meter: MeterConfig
+    line: Line
+    state: MeterState
+    metrics: Registry
+    clock: Callable[[], float] = time.time
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("pollerd.driver"))
+
+
+class Driver(Protocol):
+    async def poll(self, ts: int) -> PollResult:
+        """Run one full poll cycle. ``ts`` is the cycle's timestamp for ``current`` readings.
+        Never raises for meter or bus trouble: that is reported in the result."""
+        ...
+
+    async def probe(self) -> bool:
+        """One cheap request without retries, used while the meter is degraded."""
+        ...
+
+    async def close(self) -> None:
+        """Close the meter session (best effort, on shutdown)."""
+        ...

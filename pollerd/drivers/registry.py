@@ -1,0 +1,17 @@
+"""protocol name -> driver class. Explicit: adding a driver means adding a line here."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from . import Protocol
+from .base import Driver, DriverContext
+from .mercury230 import Mercury230Driver
+
+DRIVERS: dict[Protocol, Callable[[DriverContext], Driver]] = {
+    Protocol.MERCURY230: Mercury230Driver,
+}
+
+
+def make_driver(ctx: DriverContext) -> Driver:
+    return DRIVERS[Protocol(ctx.meter.protocol)](ctx)

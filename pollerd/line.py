@@ -1,0 +1,166 @@
+"""A line is one physical or logical bus: one exchange on the wire at a time.
+
+The line owns the link (connect, reconnect with capped jittered backoff), keeps `pause_time` of silence before
+each request, waits for the reply until the codec's framer says it is complete (never a fixed sleep), and is the
+one place that counts, logs and resynchronises after a bad frame. Drivers decide what to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Callable, Protocol, TypeVar
+
+from .compat import timeout as _timeout
+from .config import LineConfig
+from .errors import FrameError, PollerdError, ReplyTimeout, TransportError
+from .metrics import Registry
+from .state import LineState
+from .transport import Link, backoff_delay
+
+log = logging.getLogger("pollerd.line")
+
+R = TypeVar("R")
+
+# After a bad frame the rest of it may still be arriving; wait this long for the bus to fall quiet
+# before dropping what is buffered, so the tail is not taken as the start of the next reply.
+RESYNC_QUIET = 0.02
+
+
+class Framer(Protocol[R]):  # type: ignore[misc]
+    """Sans-I/O receiver for one reply: None while incomplete, the reply once complete; raises FrameError."""
+
+    def feed(self, data: bytes) -> R | None: ...
+
+    @property
+    def pending(self) -> bytes: ...
+
+
+class LineStopping(PollerdError):
+    """The daemon is shutting down; no new exchange starts."""
+
+
+class Line:
+    def __init__(self, cfg: LineConfig, state: LineState, metrics: Registry, *,
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.state = state
+        self.link = Link(cfg)
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._lock = asyncio.Lock()
+        self._last_activity = 0.0
+        self._failures = 0
+        self._next_connect = 0.0
+        self.accepting = True
+        self._m_exchanges = metrics.counter(
+            "pollerd_line_exchanges_total", "Request/reply exchanges started on a line", ("line",))
+        self._m_bus = metrics.counter(
+            "pollerd_line_bus_seconds_total", "Time a line spent in exchanges (request out to reply in)",
+            ("line",))
+        self._m_reconnects = metrics.counter(
+            "pollerd_line_connects_total", "Successful (re)connections of a line", ("line",))
+        self._m_connect_fail = metrics.counter(
+            "pollerd_line_connect_failures_total", "Failed connection attempts of a line", ("line",))
+        self._m_frame_err = metrics.counter(
+            "pollerd_frame_errors_total", "Bad frames received, by meter and kind", ("meter", "kind"))
+        self._m_timeouts = metrics.counter(
+            "pollerd_reply_timeouts_total", "Requests without a complete reply within waiting_time",
+            ("meter",))
+        self._m_stale = metrics.counter(
+            "pollerd_line_stale_bytes_total", "Unasked bytes dropped before a request", ("line",))
+        self._m_connected = metrics.gauge("pollerd_line_up", "1 when the line's link is open", ("line",))
+        self._m_connected.set(0, line=self.name)
+
+    async def _ensure_connected(self) -> None:
+        if self.link.connected:
+            return
+        if self.state.connected:
+            self.state.connected = False
+            self._m_connected.set(0, line=self.name)
+        now = self._clock()
+        if now < self._next_connect:
+            raise TransportError(
+                f"line {self.name} is down ({self.state.last_error}); next attempt in "
+                f"{self._next_connect - now:.1f}s")
+        try:
+            await self.link.open()
+        except TransportError as exc:
+            self._failures += 1
+            self._m_connect_fail.inc(line=self.name)
+            delay = backoff_delay(self._failures - 1, self.cfg.reconnect_min, self.cfg.reconnect_max, self._rng)
+            self._next_connect = self._clock() + delay
+            if self.state.last_error != str(exc):
+                log.warning("line %s: %s (retrying with backoff)", self.name, exc)
+            self.state.last_error = str(exc)
+            raise
+        if self._failures or self.state.reconnects:
+            log.info("line %s: connected to %s", self.name, self.link.describe)
+        self._failures = 0
+        self.state.connected = True
+        self.state.last_error = None
+        self.state.reconnects += 1
+        self._m_reconnects.inc(line=self.name)
+        self._m_connected.set(1, line=self.name)
+
+    async def exchange(self, request: bytes, framer: Framer[R], *, waiting_time: float, pause: float,
+                       meter: str) -> R:
+        """Send one request and return the framer's reply. Raises ReplyTimeout, FrameError (already counted
+        and logged here), TransportError or LineStopping."""
+        async with self._lock:
+            if not self.accepting:
+                raise LineStopping(f"line {self.name} is stopping")
+            await self._ensure_connected()
+            stale = self.link.discard_input()
+            if stale:
+                self._m_stale.inc(len(stale), line=self.name)
+                log.debug("line %s: dropped %d unasked bytes before request to %s: %s",
+                          self.name, len(stale), meter, stale.hex(" "))
+            wait = self._last_activity + pause - self._clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            t0 = self._clock()
+            self.state.exchanges += 1
+            self._m_exchanges.inc(line=self.name)
+            try:
+                self.link.write(request)
+                async with _timeout(waiting_time):
+                    while True:
+                        reply = framer.feed(await self.link.read_chunk())
+                        if reply is not None:
+                            return reply
+            except (TimeoutError, asyncio.TimeoutError):
+                self._m_timeouts.inc(meter=meter)
+                raise ReplyTimeout(
+                    f"{meter}: no complete reply within {waiting_time:g}s to [{request.hex(' ')}]",
+                    framer.pending) from None
+            except FrameError as exc:
+                self._m_frame_err.inc(meter=meter, kind=exc.kind)
+                log.warning("line %s: %s: bad reply to [%s]: %s", self.name, meter, request.hex(" "), exc)
+                await self._resync()
+                raise
+            except TransportError as exc:
+                self.state.connected = False
+                self.state.last_error = str(exc)
+                self._m_connected.set(0, line=self.name)
+                log.warning("line %s: %s", self.name, exc)
+                await self.link.close()
+                raise
+            finally:
+                end = self._clock()
+                self._last_activity = end
+                self.state.bus_time += end - t0
+                self._m_bus.inc(end - t0, line=self.name)
+
+    async def _resync(self) -> None:
+        await asyncio.sleep(RESYNC_QUIET)
+        self.link.discard_input()
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self.link.close()
+            self.state.connected = False
+            self._m_connected.set(0, line=self.name)

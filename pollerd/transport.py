@@ -1,0 +1,165 @@
+"""Byte pipes to the bus: a TCP connection (RS-485-to-Ethernet converter, GSM modem) or a serial port.
+
+A :class:`Link` only moves bytes. It keeps one receive buffer, hands it out in chunks and reports a lost
+connection as :class:`TransportError`; reconnecting with capped, jittered backoff is the line's job
+(:mod:`pollerd.line`), because only the line knows when the bus is idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from .compat import timeout
+from .config import LineConfig
+from .errors import TransportError
+
+# A reply never legitimately exceeds a few hundred bytes; a buffer growing past this means a babbling
+# device or the wrong baud rate, and is dropped rather than grown without bound.
+MAX_BUFFER = 64 * 1024
+
+_PARITY = {"N": "N", "E": "E", "O": "O", "M": "M", "S": "S"}
+
+
+class _Pipe(asyncio.Protocol):
+    """asyncio protocol shared by TCP and serial: a bytearray buffer plus one waiter."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.transport: asyncio.BaseTransport | None = None
+        self.lost: BaseException | None = None
+        self.overflowed = 0
+        self._waiter: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if len(self.buf) + len(data) > MAX_BUFFER:
+            self.overflowed += len(self.buf)
+            self.buf.clear()
+        self.buf += data
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc or ConnectionResetError("connection closed by peer")
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        self.lost = ConnectionResetError("peer closed the connection")
+        self._wake()
+        return False
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def wait_data(self) -> None:
+        if self.buf or self.lost is not None:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+
+class Link:
+    """One connection to a bus. Not thread-safe; the owning line serialises use."""
+
+    def __init__(self, cfg: LineConfig) -> None:
+        self.cfg = cfg
+        self._pipe: _Pipe | None = None
+
+    @property
+    def describe(self) -> str:
+        c = self.cfg
+        if c.type == "tcp":
+            return f"tcp {c.host}:{c.port}"
+        return f"serial {c.device} {c.baudrate} {c.bytesize}{c.parity}{c.stopbits:g}"
+
+    @property
+    def connected(self) -> bool:
+        p = self._pipe
+        return p is not None and p.lost is None and p.transport is not None
+
+    async def open(self) -> None:
+        await self.close()
+        pipe = _Pipe()
+        c = self.cfg
+        try:
+            async with timeout(c.connect_timeout):
+                if c.type == "tcp":
+                    loop = asyncio.get_running_loop()
+                    await loop.create_connection(lambda: pipe, c.host, c.port)
+                else:
+                    await self._open_serial(pipe)
+        except (OSError, asyncio.TimeoutError, ValueError) as exc:
+            raise TransportError(f"cannot open {self.describe}: {exc or type(exc).__name__}") from exc
+        except Exception as exc:  # pyserial raises SerialException (an OSError subclass on most versions)
+            if type(exc).__name__ == "SerialException":
+                raise TransportError(f"cannot open {self.describe}: {exc}") from exc
+            raise
+        self._pipe = pipe
+
+    async def _open_serial(self, pipe: _Pipe) -> None:
+        try:
+            import serial_asyncio_fast as serial_asyncio
+        except ImportError:  # pragma: no cover - the classic package has the same API
+            import serial_asyncio  # type: ignore[no-redef]
+        c = self.cfg
+        stopbits = int(c.stopbits) if c.stopbits in (1, 2) else c.stopbits
+        await serial_asyncio.create_serial_connection(
+            asyncio.get_running_loop(), lambda: pipe, url=c.device, baudrate=c.baudrate,
+            bytesize=c.bytesize, parity=_PARITY[c.parity], stopbits=stopbits,
+        )
+
+    def _live(self) -> _Pipe:
+        p = self._pipe
+        if p is None:
+            raise TransportError(f"{self.describe} is not open")
+        if p.lost is not None:
+            raise TransportError(f"{self.describe} lost: {p.lost}")
+        return p
+
+    def write(self, data: bytes) -> None:
+        p = self._live()
+        assert p.transport is not None
+        p.transport.write(data)  # type: ignore[attr-defined]
+
+    def discard_input(self) -> bytes:
+        """Drop whatever arrived unasked (late replies, echoes, noise) and return it for logging."""
+        p = self._pipe
+        if p is None or not p.buf:
+            return b""
+        stale = bytes(p.buf)
+        p.buf.clear()
+        return stale
+
+    async def read_chunk(self) -> bytes:
+        """Wait for bytes and return everything buffered. Raises TransportError if the pipe is lost."""
+        p = self._live()
+        await p.wait_data()
+        if p.buf:
+            chunk = bytes(p.buf)
+            p.buf.clear()
+            return chunk
+        raise TransportError(f"{self.describe} lost: {p.lost}")
+
+    async def close(self) -> None:
+        p, self._pipe = self._pipe, None
+        if p is not None and p.transport is not None:
+            p.transport.close()
+            await asyncio.sleep(0)  # let the transport finish closing its fd
+
+
+def backoff_delay(attempt: int, lo: float, hi: float, rng: random.Random | None = None) -> float:
+    """Capped exponential backoff with jitter: uniform in [d/2, d] where d = min(hi, lo * 2**attempt).
+
+    Half-jitter keeps a floor (so a dead converter is not hammered) while still de-synchronising
+    several lines that failed at the same moment.
+    """
+    d = min(hi, lo * (2 ** min(attempt, 30)))
+    r = (rng or random).random()
+    return d / 2 + r * d / 2
