@@ -1,0 +1,199 @@
+"""The forwarder: moves one sink's outbox cursor through the store (DESIGN.md §4).
+
+One forwarder per sink. It reads the rows after the sink's cursor, hands them to the sink's client and moves
+the cursor only after the client confirmed the batch, so a crash or a cancel at any moment re-sends at most
+one batch (at-least-once; the natural key lets the receiver de-duplicate).
+
+* Transient failures retry the *same* batch after a capped exponential backoff with full jitter in
+  ``[retry_min, min(retry_max, retry_min * 2**n)]``; the outage is logged once when it starts and once
+  when it ends, not on every try.
+* A permanent refusal parks the batch in the store (it stays there, listed by ``store.parked()``), moves
+  the cursor past it and logs one error for that batch.
+* Lag (rows and seconds behind) is refreshed on every loop turn and at least every ``idle_wait`` seconds
+  while idle, so gauges and /health stay current when nothing is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from pollerd.compat import timeout
+from pollerd.config import SinkConfig
+from pollerd.metrics import Registry
+from pollerd.model import Reading
+from pollerd.push import PermanentSinkError, PushClient, TransientSinkError
+from pollerd.state import SinkState
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT = 5.0     # longest sleep on an empty outbox; bounds how stale the lag gauges get
+_MAX_EXP = 32       # 2**32 * retry_min is far past any retry_max; stops the float growing
+
+
+class Forwarder:
+    def __init__(
+        self,
+        store: Any,
+        client: PushClient,
+        sink: SinkConfig,
+        state: SinkState,
+        metrics: Registry,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+        idle_wait: float = IDLE_WAIT,
+    ) -> None:
+        self._store = store
+        self._client = client
+        self._sink = sink
+        self._state = state
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng
+        self._idle_wait = idle_wait
+        name = sink.name
+        self._name = name
+        self._m_sent = metrics.counter("pollerd_sink_sent_total", "Readings confirmed by the sink.", ("sink",))
+        self._m_fail = metrics.counter(
+            "pollerd_sink_failures_total", "Failed batch deliveries, by kind.", ("sink", "kind"))
+        self._m_parked = metrics.counter(
+            "pollerd_sink_parked_batches_total", "Batches the sink refused for good, set aside in the store.",
+            ("sink",))
+        self._m_lag_rows = metrics.gauge("pollerd_sink_lag_rows", "Stored readings not yet confirmed.", ("sink",))
+        self._m_lag_s = metrics.gauge(
+            "pollerd_sink_lag_seconds", "Age of the oldest reading not yet confirmed.", ("sink",))
+        self._m_last_ok = metrics.gauge(
+            "pollerd_sink_last_success_timestamp", "Unix time of the last confirmed batch.", ("sink",))
+        # Make the series exist from the start, so a scrape shows 0 rather than nothing.
+        self._m_sent.inc(0, sink=name)
+        self._m_parked.inc(0, sink=name)
+        self._m_lag_rows.set(0, sink=name)
+        self._m_lag_s.set(0, sink=name)
+        # (last_seq, clock) samples: when a row became visible to us. The store keeps no arrival time and a
+        # reading's ts may be weeks old (archive backfill), which would fake a lag; rows already there at
+        # start fall back to ts because when they arrived is unknown.
+        self._seen: collections.deque[tuple[int, float]] = collections.deque()
+        self._start_seq: int | None = None
+        self._attempt = 0
+        self._failing = False
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def run(self) -> None:
+        """Forward until cancelled. Never returns otherwise; cancellation propagates."""
+        store = self._store
+        cursor = await store.cursor(self._name)
+        log.info("sink %s: forwarding from seq %d", self._name, cursor)
+        while True:
+            # Clear before fetching: a commit that lands after the fetch sets the event again and the wait
+            # below returns at once. new_data is shared by all sinks; a clear by another forwarder can at
+            # worst delay this one by idle_wait.
+            store.new_data.clear()
+            batch = await store.fetch_after(cursor, self._sink.batch_size)
+            await self._update_lag(cursor, batch)
+            if not batch:
+                try:
+                    async with timeout(self._idle_wait):
+                        await store.new_data.wait()
+                except (TimeoutError, asyncio.TimeoutError):
+                    pass
+                continue
+            cursor = await self._deliver(batch, cursor)
+
+    async def _deliver(self, batch: Sequence[tuple[int, Reading]], cursor: int) -> int:
+        """Send one batch until it is confirmed or parked; return the new cursor."""
+        readings = [r for _, r in batch]
+        first, last = batch[0][0], batch[-1][0]
+        while True:
+            try:
+                await self._client.send(readings)
+            except TransientSinkError as exc:
+                await self._on_transient(exc, first, last)
+                await self._update_lag(cursor, batch)
+                continue
+            except PermanentSinkError as exc:
+                reason = str(exc)
+                await self._store.park(self._name, first, last, reason)
+                await self._store.advance(self._name, last)
+                self._state.parked += 1
+                self._state.failures += 1
+                self._state.last_error = reason
+                self._m_parked.inc(sink=self._name)
+                self._m_fail.inc(kind=exc.kind, sink=self._name)
+                log.error("sink %s: batch seq %d..%d (%d readings) refused and parked: %s",
+                          self._name, first, last, len(readings), reason)
+                self._attempt = 0
+                return last
+            except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # a client bug must not stop delivery for good; retry with backoff
+                log.exception("sink %s: unexpected error from the client", self._name)
+                await self._on_transient(
+                    TransientSinkError(f"{type(exc).__name__}: {exc}", kind="error"), first, last, logged=True)
+                continue
+            break
+        await self._store.advance(self._name, last)
+        now = self._clock()
+        self._state.sent += len(readings)
+        self._state.last_success = now
+        self._m_sent.inc(len(readings), sink=self._name)
+        self._m_last_ok.set(now, sink=self._name)
+        if self._failing:
+            log.info("sink %s: delivering again after %d failed tries", self._name, self._attempt)
+            self._failing = False
+        self._attempt = 0
+        return last
+
+    async def _on_transient(self, exc: TransientSinkError, first: int, last: int, *, logged: bool = False) -> None:
+        self._state.failures += 1
+        self._state.last_error = str(exc)
+        self._m_fail.inc(kind=exc.kind, sink=self._name)
+        delay = self.backoff(self._attempt)
+        self._attempt += 1
+        if not self._failing and not logged:
+            log.warning("sink %s: batch seq %d..%d not delivered, retrying with backoff: %s",
+                        self._name, first, last, exc)
+        else:
+            log.debug("sink %s: try %d failed, next in %.1f s: %s", self._name, self._attempt, delay, exc)
+        self._failing = True
+        await self._sleep(delay)
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before retry number ``attempt + 1``: full jitter between retry_min and the capped exponential."""
+        lo = max(0.0, self._sink.retry_min)
+        hi = max(lo, min(self._sink.retry_max, lo * 2.0 ** min(attempt, _MAX_EXP)))
+        return lo + self._rng() * (hi - lo)
+
+    async def _update_lag(self, cursor: int, batch: Sequence[tuple[int, Reading]]) -> None:
+        last_seq = await self._store.last_seq()
+        now = self._clock()
+        if self._start_seq is None:
+            self._start_seq = last_seq
+        seen = self._seen
+        if not seen or last_seq > seen[-1][0]:
+            seen.append((last_seq, now))
+        # Samples wholly at or below the cursor describe delivered rows; keep the one that covers cursor+1.
+        while len(seen) > 1 and seen[0][0] <= cursor:
+            seen.popleft()
+        rows = max(0, last_seq - cursor)
+        lag_s = 0.0
+        if batch:
+            head_seq, head = batch[0]
+            lag_s = now - head.ts
+            if head_seq > self._start_seq:
+                arrived = next((t for s, t in seen if s >= head_seq), now)
+                lag_s = min(lag_s, now - arrived)
+            lag_s = max(0.0, lag_s)
+        self._state.lag_rows = rows
+        self._state.lag_seconds = lag_s
+        self._m_lag_rows.set(rows, sink=self._name)
+        self._m_lag_s.set(lag_s, sink=self._name)

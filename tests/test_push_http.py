@@ -1,0 +1,413 @@
+"""HTTP push client and forwarder against a local aiohttp server on 127.0.0.1 and the real Store."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+
+import orjson
+import pytest
+from aiohttp import web
+
+from pollerd.config import Secret, SinkConfig
+from pollerd.errors import SinkError
+from pollerd.metrics import Registry
+from pollerd.model import Reading
+from pollerd.push import CLIENTS, PermanentSinkError, TransientSinkError, make_client
+from pollerd.push.forwarder import Forwarder
+from pollerd.push.http import HttpPushClient
+from pollerd.state import SinkState
+from pollerd.store import Store
+
+TOKEN = "tok-S3CRET-0123456789"
+PASSWORD = "pw-S3CRET-987654"
+
+
+# ---- a scripted upstream -----------------------------------------------------------------------------------
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: str = "ok"
+    delay: float = 0.0
+    gate: asyncio.Event | None = None      # hold the reply until the test sets it
+
+
+@dataclass
+class Upstream:
+    url: str = ""
+    script: list[Reply] = field(default_factory=list)   # consumed in order; then 200
+    requests: list[dict] = field(default_factory=list)  # every request as it arrived
+    delivered: list[dict] = field(default_factory=list)  # readings of requests answered 2xx
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    echo_auth: bool = False
+
+    async def handle(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        entry = {"headers": dict(request.headers), "body": orjson.loads(raw), "raw": raw}
+        self.requests.append(entry)
+        self.arrived.set()
+        reply = self.script.pop(0) if self.script else Reply()
+        if reply.gate is not None:
+            await reply.gate.wait()
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        body = reply.body
+        if self.echo_auth:
+            body += " you sent Authorization: " + request.headers.get("Authorization", "")
+        if 200 <= reply.status < 300:
+            self.delivered.extend(entry["body"]["readings"])
+        return web.Response(status=reply.status, text=body)
+
+
+@pytest.fixture
+async def upstream():
+    up = Upstream()
+    app = web.Application()
+    app.router.add_post("/ingest", up.handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    up.url = f"http://127.0.0.1:{runner.addresses[0][1]}/ingest"
+    yield up
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def store(tmp_path):
+    st = await Store.open(tmp_path / "p.db", commit_interval=0.01)
+    yield st
+    await st.close()
+
+
+def sink_cfg(url: str, **kw) -> SinkConfig:
+    base = dict(name="up", type="http", url=url, timeout=2.0, batch_size=2, retry_min=0.01, retry_max=0.05)
+    base.update(kw)
+    return SinkConfig(**base)
+
+
+def readings(n: int, meter: str = "m1", ts0: int = 1_700_000_000) -> list[Reading]:
+    return [Reading(meter, "A+", "profile", ts0 + 1800 * i, 1000.0 + i, "Wh") for i in range(n)]
+
+
+class FakeSleep:
+    """Records backoff delays without waiting them out."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        await asyncio.sleep(0)
+
+
+async def until(cond: Callable[[], bool | Awaitable[bool]], what: str, tries: int = 500) -> None:
+    for _ in range(tries):
+        r = cond()
+        if not isinstance(r, bool):
+            r = await r
+        if r:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@dataclass
+class Running:
+    fwd: Forwarder
+    task: asyncio.Task
+    client: HttpPushClient
+    state: SinkState
+    metrics: Registry
+    sleep: FakeSleep
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await self.task
+        await self.client.close()
+
+
+async def start_forwarder(store: Store, sink: SinkConfig, **kw) -> Running:
+    client = HttpPushClient(sink, "gw1")
+    await client.connect()
+    state = SinkState(sink.name, sink.type)
+    metrics = Registry()
+    sleep = FakeSleep()
+    fwd = Forwarder(store, client, sink, state, metrics, sleep=sleep, idle_wait=0.05, **kw)
+    task = asyncio.create_task(fwd.run(), name=f"forwarder:{sink.name}")
+    return Running(fwd, task, client, state, metrics, sleep)
+
+
+def as_wire(rs: list[Reading]) -> list[dict]:
+    return [r.as_dict() for r in rs]
+
+
+# ---- the client alone --------------------------------------------------------------------------------------
+
+async def test_body_shape_and_bearer(upstream):
+    client = make_client(sink_cfg(upstream.url, token=Secret(TOKEN), headers=(("X-Site", "north"),)), "gw1")
+    batch = [Reading("m1", "A+", "current", 1_700_000_000, 12345.5, "Wh"),
+             Reading("m1", "A+", "profile", 1_699_999_200, 10.0, "Wh", quality="incomplete")]
+    await client.connect()
+    try:
+        await client.send(batch)
+    finally:
+        await client.close()
+    [req] = upstream.requests
+    assert req["body"] == {
+        "gateway": "gw1",
+        "readings": [
+            {"meter": "m1", "channel": "A+", "archive": "current", "ts": 1_700_000_000, "value": 12345.5,
+             "unit": "Wh"},
+            {"meter": "m1", "channel": "A+", "archive": "profile", "ts": 1_699_999_200, "value": 10.0,
+             "unit": "Wh", "quality": "incomplete"},
+        ],
+    }
+    assert req["headers"]["Content-Type"] == "application/json"
+    assert req["headers"]["Authorization"] == f"Bearer {TOKEN}"
+    assert req["headers"]["X-Site"] == "north"
+
+
+async def test_basic_auth_header(upstream):
+    client = HttpPushClient(sink_cfg(upstream.url, username="alice", password=Secret(PASSWORD)), "gw1")
+    try:
+        await client.send(readings(1))      # connects on first use
+    finally:
+        await client.close()
+    expected = "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    assert upstream.requests[0]["headers"]["Authorization"] == expected
+
+
+@pytest.mark.parametrize("status, exc_type", [(500, TransientSinkError), (503, TransientSinkError),
+                                              (408, TransientSinkError), (429, TransientSinkError),
+                                              (400, PermanentSinkError), (422, PermanentSinkError),
+                                              (307, TransientSinkError)])
+async def test_status_classification(upstream, status, exc_type):
+    upstream.script = [Reply(status, body="x" * 500)]
+    client = HttpPushClient(sink_cfg(upstream.url), "gw1")
+    try:
+        with pytest.raises(exc_type) as ei:
+            await client.send(readings(1))
+    finally:
+        await client.close()
+    text = str(ei.value)
+    assert f"HTTP {status}" in text
+    assert ei.value.status == status
+    # the body is quoted, but only a short slice of it
+    assert "x" * 200 in text and "x" * 201 not in text
+
+
+async def test_unknown_sink_type_is_refused():
+    assert set(CLIENTS) == {"http"}
+    with pytest.raises(SinkError, match="unknown type 'ftp'"):
+        make_client(sink_cfg("http://127.0.0.1:1/", type="ftp"), "gw1")
+
+
+async def test_no_secret_in_errors(upstream, caplog, store):
+    caplog.set_level(logging.DEBUG)
+    upstream.echo_auth = True
+    # The receiver echoes our Authorization header back in its error body.
+    for cfg in (sink_cfg(upstream.url, token=Secret(TOKEN)),
+                sink_cfg(upstream.url, username="alice", password=Secret(PASSWORD))):
+        upstream.script = [Reply(401, body="denied")]
+        client = HttpPushClient(cfg, "gw1")
+        try:
+            with pytest.raises(PermanentSinkError) as ei:
+                await client.send(readings(1))
+        finally:
+            await client.close()
+        assert "denied you sent Authorization:" in str(ei.value)     # the echo is there ...
+        for secret in (TOKEN, PASSWORD, base64.b64encode(f"alice:{PASSWORD}".encode()).decode()):
+            assert secret not in str(ei.value)                      # ... but scrubbed
+            assert secret not in repr(client)
+    # Network failure with credentials inside the URL (nothing listens on port 1).
+    bad = sink_cfg(f"http://alice:{PASSWORD}@127.0.0.1:1/ingest?api_key={TOKEN}")
+    client = HttpPushClient(bad, "gw1")
+    try:
+        with pytest.raises(TransientSinkError) as ei:
+            await client.send(readings(1))
+    finally:
+        await client.close()
+    assert ei.value.kind == "network"
+    assert "127.0.0.1:1" in str(ei.value)
+    assert PASSWORD not in str(ei.value) and TOKEN not in str(ei.value)
+    # And through the forwarder's logs: a refused batch is logged with the (scrubbed) reason.
+    await store.write(readings(1))
+    upstream.script = [Reply(403, body="nope")]
+    run = await start_forwarder(store, sink_cfg(upstream.url, token=Secret(TOKEN)))
+    try:
+        await until(lambda: run.state.parked == 1, "the batch to be parked")
+    finally:
+        await run.stop()
+    assert any("parked" in r.getMessage() for r in caplog.records)
+    logged = "\n".join(r.getMessage() for r in caplog.records) + caplog.text
+    assert TOKEN not in logged and PASSWORD not in logged
+
+
+# ---- the forwarder -----------------------------------------------------------------------------------------
+
+async def test_2xx_advances_cursor(upstream, store):
+    rs = readings(5)
+    await store.write(rs)
+    run = await start_forwarder(store, sink_cfg(upstream.url))
+    try:
+        await until(lambda: run.state.sent == 5, "all readings sent")
+        assert await store.cursor("up") == await store.last_seq()
+    finally:
+        await run.stop()
+    assert upstream.delivered == as_wire(rs)
+    assert [len(r["body"]["readings"]) for r in upstream.requests] == [2, 2, 1]   # batch_size=2
+    assert run.metrics.counter("pollerd_sink_sent_total", "", ("sink",)).get(sink="up") == 5
+    assert run.metrics.gauge("pollerd_sink_last_success_timestamp", "", ("sink",)).get(sink="up") > 0
+    assert run.state.last_success is not None
+    assert run.state.lag_rows == 0
+
+
+async def test_new_rows_are_forwarded_when_written_later(upstream, store):
+    run = await start_forwarder(store, sink_cfg(upstream.url))
+    try:
+        await until(lambda: run.state.lag_rows == 0 and not upstream.requests, "an idle forwarder")
+        rs = readings(3)
+        await store.write(rs)
+        await until(lambda: run.state.sent == 3, "late rows sent")
+    finally:
+        await run.stop()
+    assert upstream.delivered == as_wire(rs)
+
+
+async def test_500_then_200_delivers_once_in_order(upstream, store):
+    rs = readings(4)
+    await store.write(rs)
+    upstream.script = [Reply(500, body="boom"), Reply(502, body="gateway")]
+    run = await start_forwarder(store, sink_cfg(upstream.url))
+    try:
+        await until(lambda: run.state.sent == 4, "all readings sent")
+    finally:
+        await run.stop()
+    assert upstream.delivered == as_wire(rs)        # exactly once, in order
+    # the same first batch was offered three times
+    assert [r["body"]["readings"] for r in upstream.requests[:3]] == [as_wire(rs[:2])] * 3
+    fails = run.metrics.counter("pollerd_sink_failures_total", "", ("sink", "kind"))
+    assert fails.get(sink="up", kind="http") == 2
+    assert len(run.sleep.delays) == 2
+    assert run.state.failures == 2 and "HTTP 502" in run.state.last_error
+
+
+async def test_timeout_is_retried(upstream, store):
+    rs = readings(2)
+    await store.write(rs)
+    upstream.script = [Reply(200, delay=1.0)]
+    run = await start_forwarder(store, sink_cfg(upstream.url, timeout=0.2))
+    try:
+        await until(lambda: run.state.sent == 2, "the batch sent after a timeout")
+    finally:
+        await run.stop()
+    fails = run.metrics.counter("pollerd_sink_failures_total", "", ("sink", "kind"))
+    assert fails.get(sink="up", kind="timeout") == 1
+    assert await store.cursor("up") == await store.last_seq()
+    assert [r["body"]["readings"] for r in upstream.requests] == [as_wire(rs)] * 2
+
+
+async def test_429_is_retried(upstream, store):
+    await store.write(readings(1))
+    upstream.script = [Reply(429, body="slow down")]
+    run = await start_forwarder(store, sink_cfg(upstream.url))
+    try:
+        await until(lambda: run.state.sent == 1, "the batch sent after 429")
+    finally:
+        await run.stop()
+    assert run.state.parked == 0 and await store.parked() == []
+    assert len(upstream.requests) == 2
+
+
+async def test_400_parks_and_moves_on(upstream, store, caplog):
+    caplog.set_level(logging.ERROR, logger="pollerd.push.forwarder")
+    rs = readings(4)
+    await store.write(rs)
+    upstream.script = [Reply(400, body="bad channel A+")]
+    run = await start_forwarder(store, sink_cfg(upstream.url))
+    try:
+        await until(lambda: run.state.sent == 2, "the second batch sent")
+        last = await store.last_seq()
+        assert await store.cursor("up") == last
+    finally:
+        await run.stop()
+    assert upstream.delivered == as_wire(rs[2:])
+    assert len(upstream.requests) == 2                  # the refused batch was not retried
+    parked = await store.parked("up")
+    assert len(parked) == 1
+    first_seq, last_seq = parked[0]["first_seq"], parked[0]["last_seq"]
+    assert last_seq - first_seq == 1 and last_seq == last - 2
+    assert "HTTP 400" in parked[0]["reason"] and "bad channel" in parked[0]["reason"]
+    assert run.metrics.counter("pollerd_sink_parked_batches_total", "", ("sink",)).get(sink="up") == 1
+    assert run.state.parked == 1
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "parked" in errors[0].getMessage()
+
+
+async def test_cancel_mid_send_keeps_cursor(upstream, store):
+    await store.write(readings(2))
+    gate = asyncio.Event()
+    upstream.script = [Reply(200, gate=gate)]
+    run = await start_forwarder(store, sink_cfg(upstream.url))
+    try:
+        await until(lambda: upstream.arrived.is_set(), "the request to reach the server")
+    finally:
+        await run.stop()              # cancelled while the POST is in flight
+        gate.set()
+    assert await store.cursor("up") == 0
+    assert run.state.sent == 0
+    # A new forwarder re-sends the same batch: nothing was lost by the cancel.
+    run2 = await start_forwarder(store, sink_cfg(upstream.url))
+    try:
+        await until(lambda: run2.state.sent == 2, "the batch re-sent")
+    finally:
+        await run2.stop()
+    assert await store.cursor("up") == await store.last_seq()
+
+
+async def test_backoff_is_capped_exponential_with_jitter():
+    sink = sink_cfg("http://127.0.0.1:1/", retry_min=1.0, retry_max=10.0)
+    hi = Forwarder(None, None, sink, SinkState("up", "http"), Registry(), rng=lambda: 1.0)
+    lo = Forwarder(None, None, sink, SinkState("up", "http"), Registry(), rng=lambda: 0.0)
+    assert [hi.backoff(n) for n in range(6)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    assert [lo.backoff(n) for n in range(6)] == [1.0] * 6
+    mid = Forwarder(None, None, sink, SinkState("up", "http"), Registry(), rng=lambda: 0.5)
+    assert mid.backoff(3) == 4.5
+    assert hi.backoff(10_000) == 10.0      # no float overflow on a long outage
+
+
+async def test_lag_metrics(upstream, store):
+    now = [1_700_000_000.0 + 3600]
+    old = readings(3, ts0=1_700_000_000)           # there before the forwarder started
+    await store.write(old)
+    upstream.script = [Reply(500)] * 1000           # sink down
+    run = await start_forwarder(store, sink_cfg(upstream.url), clock=lambda: now[0])
+    try:
+        await until(lambda: len(upstream.requests) >= 2, "retries")
+        assert run.state.lag_rows == 3
+        assert run.state.lag_seconds == 3600.0      # rows older than the forwarder: age by ts
+        g = run.metrics.gauge("pollerd_sink_lag_seconds", "", ("sink",))
+        assert g.get(sink="up") == 3600.0
+        assert run.metrics.gauge("pollerd_sink_lag_rows", "", ("sink",)).get(sink="up") == 3
+    finally:
+        await run.stop()
+    # A backfilled archive row (old ts) that arrives while the forwarder runs ages from its arrival.
+    run = await start_forwarder(store, sink_cfg(upstream.url), clock=lambda: now[0])
+    upstream.script = []
+    try:
+        await until(lambda: run.state.sent == 3, "backlog sent")
+        await store.write(readings(1, ts0=1_600_000_000))
+        upstream.script = [Reply(503)] * 1000
+        await until(lambda: run.state.lag_rows == 1, "new row seen")
+        now[0] += 60
+        n = len(upstream.requests)
+        await until(lambda: len(upstream.requests) > n + 1, "more retries")
+        assert run.state.lag_seconds == 60.0
+    finally:
+        await run.stop()
