@@ -1,0 +1,1 @@
+"""Sans-I/O protocol codecs: bytes in, frames and values out. Nothing here imports asyncio."""
