@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from pollerd.config import Secret, SinkConfig
-from pollerd.errors import SinkError
+from pollerd.errors import SinkError, StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Reading
 from pollerd.push import CLIENTS, PermanentSinkError, TransientSinkError, make_client
@@ -411,3 +411,86 @@ async def test_lag_metrics(upstream, store):
         assert run.state.lag_seconds == 60.0
     finally:
         await run.stop()
+
+
+# ---- TLS ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+async def tls_upstream(tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl binary not available to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    up = Upstream()
+    app = web.Application()
+    app.router.add_post("/ingest", up.handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx).start()
+    up.url = f"https://127.0.0.1:{runner.addresses[0][1]}/ingest"
+    yield up, str(cert)
+    await runner.cleanup()
+
+
+async def send_once(cfg: SinkConfig) -> None:
+    client = HttpPushClient(cfg, "gw1")
+    await client.connect()
+    try:
+        await client.send(readings(1))
+    finally:
+        await client.close()
+
+
+async def test_tls_verified_by_default(tls_upstream):
+    up, cert = tls_upstream
+    with pytest.raises(TransientSinkError) as ei:
+        await send_once(sink_cfg(up.url))              # self-signed: refused
+    assert ei.value.kind == "network" and "certificate" in str(ei.value).lower()
+    assert up.delivered == []
+    await send_once(sink_cfg(up.url, ca_file=cert))     # trusted through ca_file
+    await send_once(sink_cfg(up.url, verify_tls=False))
+    assert len(up.delivered) == 2
+
+
+async def test_bad_ca_file_does_not_stop_connect(tmp_path, caplog):
+    cfg = sink_cfg("https://127.0.0.1:1/ingest", ca_file=str(tmp_path / "missing.pem"))
+    client = HttpPushClient(cfg, "gw1")
+    await client.connect()                                # logged, not raised: polling goes on
+    assert "missing.pem" in caplog.text
+    with pytest.raises(TransientSinkError) as ei:
+        await client.send(readings(1))
+    assert ei.value.kind == "tls"
+    await client.close()
+
+
+async def test_store_read_error_is_retried_not_fatal(upstream, store):
+    rs = readings(2)
+    await store.write(rs)
+    real = store.fetch_after
+    calls = []
+
+    async def flaky(seq, limit):
+        calls.append(seq)
+        if len(calls) == 1:
+            raise StoreError("fetch outbox: OperationalError: disk I/O error")
+        return await real(seq, limit)
+
+    store.fetch_after = flaky
+    run = await start_forwarder(store, sink_cfg(upstream.url))
+    try:
+        await until(lambda: run.state.sent == 2, "delivery after a store hiccup")
+    finally:
+        await run.stop()
+        del store.fetch_after
+    assert run.metrics.counter("pollerd_sink_failures_total", "", ("sink", "kind")).get(sink="up", kind="store") == 1
+    assert upstream.delivered == as_wire(rs)

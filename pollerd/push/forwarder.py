@@ -21,14 +21,18 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pollerd.compat import timeout
 from pollerd.config import SinkConfig
+from pollerd.errors import StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Reading
 from pollerd.push import PermanentSinkError, PushClient, TransientSinkError
 from pollerd.state import SinkState
+
+if TYPE_CHECKING:
+    from pollerd.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ _MAX_EXP = 32       # 2**32 * retry_min is far past any retry_max; stops the flo
 class Forwarder:
     def __init__(
         self,
-        store: Any,
+        store: Store,
         client: PushClient,
         sink: SinkConfig,
         state: SinkState,
@@ -98,8 +102,17 @@ class Forwarder:
             # below returns at once. new_data is shared by all sinks; a clear by another forwarder can at
             # worst delay this one by idle_wait.
             store.new_data.clear()
-            batch = await store.fetch_after(cursor, self._sink.batch_size)
-            await self._update_lag(cursor, batch)
+            try:
+                batch = await store.fetch_after(cursor, self._sink.batch_size)
+                await self._update_lag(cursor, batch)
+            except StoreError as exc:
+                # The daemon reports the store through /health; stopping here would take every other task
+                # down with this one, so wait and read again.
+                self._state.last_error = str(exc)
+                self._m_fail.inc(kind="store", sink=self._name)
+                log.warning("sink %s: cannot read the outbox, retrying: %s", self._name, exc)
+                await self._sleep(max(self._sink.retry_min, 1.0))
+                continue
             if not batch:
                 try:
                     async with timeout(self._idle_wait):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import re
 import ssl
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ from yarl import URL
 from pollerd.config import SinkConfig
 from pollerd.model import Reading
 from pollerd.push import PermanentSinkError, TransientSinkError
+
+log = logging.getLogger(__name__)
 
 BODY_SNIPPET = 200          # chars of an error response shown in the exception
 _BODY_READ = 1024           # bytes read from an error response; the rest is not worth the memory
@@ -98,6 +101,14 @@ class HttpPushClient:
         return True
 
     async def connect(self) -> None:
+        """Prepare the session. Never raises for a sink problem: a bad ca_file must not stop the daemon from
+        polling, so the failure is logged here and raised again by ``send`` for the forwarder to retry."""
+        try:
+            self._open()
+        except TransientSinkError as exc:
+            log.error("%s", exc)
+
+    def _open(self) -> None:
         if self._session is not None and not self._session.closed:
             return
         try:
@@ -123,8 +134,7 @@ class HttpPushClient:
     async def send(self, batch: Sequence[Reading]) -> None:
         if not batch:
             return
-        if self._session is None or self._session.closed:
-            await self.connect()
+        self._open()
         assert self._session is not None
         body = self.encode(batch)
         # `from None` below: the original exception (and its traceback) may carry the raw URL.

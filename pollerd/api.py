@@ -1,0 +1,321 @@
+"""The local HTTP endpoint (aiohttp): health, Prometheus metrics and read access to meters and readings.
+
+Endpoints (DESIGN.md §5)::
+
+    GET /health                      200 {"status": "ok", ...} | 503 {"status": "fail", "reasons": [...]}
+    GET /metrics                     Prometheus text format 0.0.4
+    GET /api/meters                  {"data": [meter, ...]}
+    GET /api/meters/{name}           {"data": meter} | 404
+    GET /api/readings?meter=&channel=&archive=&from=&to=&page=&per_page=
+    GET /api/events?meter=&from=&to=&page=&per_page=
+
+Paged replies follow seed 000: ``{"data": [...], "total": N, "total_pages": N, "current_page": P,
+"next_page": P + 1 | null}``; ``per_page`` defaults to 100 and may not exceed 1000. ``from``/``to`` are unix
+seconds or ISO 8601 (a time without an offset is UTC); ``from`` is inclusive and ``to`` exclusive, so
+consecutive ranges never overlap. Errors are
+``{"error": "..."}`` with a 4xx/5xx status. Nothing in a reply is secret: the runtime state holds no
+passwords or tokens.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from pollerd.errors import StoreError
+from pollerd.metrics import Registry
+from pollerd.model import Archive
+from pollerd.state import Runtime
+
+if TYPE_CHECKING:
+    from pollerd.store import Store
+
+log = logging.getLogger(__name__)
+
+PER_PAGE_DEFAULT = 100
+PER_PAGE_MAX = 1000                # seed 000's limit; also bounds one reply's memory
+_PAGE_MAX = 10**9                  # keeps OFFSET inside SQLite's int64
+_TS_MAX = 1e13                     # far past any date; keeps the bound inside SQLite's int64
+_READINGS_PARAMS = frozenset({"meter", "channel", "archive", "from", "to", "page", "per_page"})
+_EVENTS_PARAMS = frozenset({"meter", "from", "to", "page", "per_page"})
+_ARCHIVES = tuple(a.value for a in Archive)
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthLimits:
+    """What /health counts as a failure.
+
+    A meter is silent when ``now - (last_ok or runtime.started) > max(silent_factor * interval, silent_min)``:
+    a few missed cycles are normal on a noisy RS-485 bus, and ``silent_min`` keeps fast-polled meters from
+    flapping the health on one bad minute.
+
+    A degraded meter (answering, but e.g. with an identity mismatch or a clock it cannot set) is listed under
+    ``warnings`` and does not fail the health unless ``degraded_is_failure``: it still delivers data, and a
+    503 from /health is meant to make someone act on the gateway, not on one meter.
+    """
+
+    silent_factor: float = 3.0
+    silent_min: float = 300.0
+    sink_lag_seconds: float = 3600.0
+    degraded_is_failure: bool = False
+
+
+class BadRequest(ValueError):
+    """A query parameter is malformed; the message goes to the client as is."""
+
+
+def _json(obj: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status=status)
+
+
+def parse_time(name: str, raw: str) -> int:
+    """Unix seconds (``1718000000``, ``1718000000.5``) or ISO 8601 (``2024-06-10T06:13:20Z``).
+
+    Rounded up to whole seconds: readings have integer ts, and for both ``ts >= from`` and ``ts < to``
+    the ceiling selects exactly the same rows as the fractional bound."""
+    s = raw.strip()
+    if not s:
+        raise BadRequest(f"{name}: empty, expected unix seconds or ISO 8601")
+    try:
+        v = float(s)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(v) or abs(v) > _TS_MAX:
+            raise BadRequest(f"{name}: {raw!r} is not a plausible unix time")
+        return math.ceil(v)
+    iso = s[:-1] + "+00:00" if s[-1] in "Zz" else s
+    dt = None
+    # An unescaped "+" in a query string arrives as a space: "...T10:00:00 03:00".
+    for candidate in (iso, iso.replace(" ", "+")):
+        try:
+            dt = _dt.datetime.fromisoformat(candidate)
+            break
+        except ValueError:
+            continue
+    if dt is None:
+        raise BadRequest(f"{name}: {raw!r} is neither unix seconds nor ISO 8601")
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=_dt.timezone.utc)
+    return math.ceil(dt.timestamp())
+
+
+def _parse_int(name: str, raw: str | None, default: int, lo: int, hi: int, hint: str = "") -> int:
+    if raw is None:
+        return default
+    try:
+        v = int(raw.strip())
+    except ValueError:
+        raise BadRequest(f"{name}: {raw!r} is not an integer") from None
+    if v < lo or v > hi:
+        raise BadRequest(f"{name}: {v} out of range, expected {lo}..{hi}{hint}")
+    return v
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    filters: dict[str, Any]
+    page: int
+    per_page: int
+
+
+def _parse_query(q: Mapping[str, str], allowed: frozenset[str], text_keys: tuple[str, ...]) -> _Query:
+    # Unknown keys are refused: a typo such as `form=` would otherwise silently return everything.
+    unknown = sorted(set(q) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown parameter(s) {unknown}, expected some of {sorted(allowed)}")
+    filters: dict[str, Any] = {}
+    for key in text_keys:
+        if key in q:
+            value = q[key]
+            if not value:
+                raise BadRequest(f"{key}: empty")
+            filters[key] = value
+    if "archive" in filters and filters["archive"] not in _ARCHIVES:
+        raise BadRequest(f"archive: {filters['archive']!r}, expected one of {list(_ARCHIVES)}")
+    ts_from = parse_time("from", q["from"]) if "from" in q else None
+    ts_to = parse_time("to", q["to"]) if "to" in q else None
+    if ts_from is not None and ts_to is not None and ts_from > ts_to:
+        raise BadRequest(f"from ({ts_from}) is after to ({ts_to})")
+    filters["ts_from"] = ts_from
+    filters["ts_to"] = ts_to
+    page = _parse_int("page", q.get("page"), 1, 1, _PAGE_MAX)
+    per_page = _parse_int("per_page", q.get("per_page"), PER_PAGE_DEFAULT, 1, PER_PAGE_MAX,
+                          f" (the limit is {PER_PAGE_MAX})")
+    return _Query(filters, page, per_page)
+
+
+def _paged(data: list[object], total: int, page: int, per_page: int) -> dict[str, object]:
+    total_pages = -(-total // per_page)
+    return {
+        "data": data,
+        "total": total,
+        "total_pages": total_pages,
+        "current_page": page,
+        "next_page": page + 1 if page < total_pages else None,
+    }
+
+
+class _Api:
+    def __init__(self, runtime: Runtime, store: Store, metrics: Registry, clock: Callable[[], float],
+                 limits: HealthLimits) -> None:
+        self.runtime = runtime
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self.limits = limits
+
+    # ---- health -------------------------------------------------------------------------------------------
+
+    async def health_report(self) -> tuple[list[str], list[str]]:
+        """(reasons, warnings). Reasons fail the health; warnings are shown only."""
+        rt, lim, now = self.runtime, self.limits, self.clock()
+        reasons: list[str] = []
+        warnings: list[str] = []
+        if not rt.store_ok:
+            reasons.append(f"store not writable: {rt.store_error or 'unknown error'}")
+        # Parked batches are counted in the store, not in SinkState: they stay a failure across restarts
+        # until someone looks at them and unparks them.
+        parked: dict[str, int] = {}
+        if rt.sinks:
+            try:
+                for p in await self.store.parked():
+                    parked[p["sink"]] = parked.get(p["sink"], 0) + 1
+            except Exception as exc:  # report it; the rest of the health is still worth answering
+                reasons.append(f"store not readable: {exc}")
+                parked = {s.name: s.parked for s in rt.sinks.values()}
+        lines_in_use = {m.line for m in rt.meters.values()}
+        for ln in rt.lines.values():
+            # A line that has not tried yet (no last_error) is starting, not down.
+            if not ln.connected and ln.last_error and ln.name in lines_in_use:
+                reasons.append(f"line {ln.name} down: {ln.last_error}")
+        for m in rt.meters.values():
+            budget = max(lim.silent_factor * m.interval, lim.silent_min)
+            since = m.last_ok if m.last_ok is not None else rt.started
+            silent = now - since
+            if silent > budget:
+                what = "no answer" if m.last_ok is not None else "never answered"
+                reasons.append(f"meter {m.name} silent {silent:.0f} s > {budget:.0f} s ({what}"
+                               + (f": {m.last_error})" if m.last_error else ")"))
+            if m.degraded:
+                msg = f"meter {m.name} degraded: {m.degraded_reason or 'no reason given'}"
+                (reasons if lim.degraded_is_failure else warnings).append(msg)
+        for s in rt.sinks.values():
+            if s.lag_seconds > lim.sink_lag_seconds:
+                reasons.append(f"sink {s.name} lag {s.lag_seconds:.0f} s > {lim.sink_lag_seconds:.0f} s"
+                               f" ({s.lag_rows} rows)")
+            n = parked.get(s.name, 0)
+            if n > 0:
+                reasons.append(f"sink {s.name} has {n} parked (refused) batch(es)")
+        return reasons, warnings
+
+    async def health(self, request: web.Request) -> web.Response:
+        reasons, warnings = await self.health_report()
+        body = {"status": "fail" if reasons else "ok", "reasons": reasons, "warnings": warnings}
+        return _json(body, status=503 if reasons else 200)
+
+    # ---- metrics ------------------------------------------------------------------------------------------
+
+    async def metrics_text(self, request: web.Request) -> web.Response:
+        m, rt = self.metrics, self.runtime
+        try:
+            stats = await self.store.stats()
+        except Exception as exc:  # a broken store must not take the scrape down with it
+            log.warning("metrics: store stats unavailable: %s", exc)
+            stats = None
+        if stats is not None:
+            rows = stats.get("rows")
+            if rows is not None:
+                m.gauge("pollerd_store_rows", "Readings held in the local store.").set(rows)
+            size = stats.get("db_bytes")
+            if size is not None:
+                m.gauge("pollerd_store_bytes", "Size of the local store on disk.").set(size)
+        degraded = sum(1 for ms in rt.meters.values() if ms.degraded)
+        g = m.gauge("pollerd_meters", "Configured meters by state.", ("state",))
+        g.set(len(rt.meters) - degraded, state="ok")
+        g.set(degraded, state="degraded")
+        m.gauge("pollerd_up_seconds", "Seconds since the daemon started.").set(
+            max(0.0, self.clock() - rt.started))
+        return web.Response(body=m.render().encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    # ---- data ---------------------------------------------------------------------------------------------
+
+    async def meters(self, request: web.Request) -> web.Response:
+        return _json({"data": [ms.as_dict() for ms in self.runtime.meters.values()]})
+
+    async def meter(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        ms = self.runtime.meters.get(name)
+        if ms is None:
+            return _error(404, f"no meter named {name!r}")
+        return _json({"data": ms.as_dict()})
+
+    async def readings(self, request: web.Request) -> web.Response:
+        q = _parse_query(request.query, _READINGS_PARAMS, ("meter", "channel", "archive"))
+        rows, total = await self.store.query_readings(**q.filters, page=q.page, per_page=q.per_page)
+        return _json(_paged([r.as_dict() for r in rows], total, q.page, q.per_page))
+
+    async def events(self, request: web.Request) -> web.Response:
+        q = _parse_query(request.query, _EVENTS_PARAMS, ("meter",))
+        rows, total = await self.store.query_events(**q.filters, page=q.page, per_page=q.per_page)
+        return _json(_paged([e.as_dict() for e in rows], total, q.page, q.per_page))
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return _error(400, str(exc))
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return _error(exc.status, exc.reason)
+        raise
+    except StoreError as exc:
+        log.warning("api: %s %s: %s", request.method, request.path, exc)
+        return _error(503, f"store unavailable: {exc}")
+    except Exception:
+        # CancelledError is a BaseException and passes through untouched.
+        log.exception("api: %s %s failed", request.method, request.path)
+        return _error(500, "internal error, see the daemon log")
+
+
+def make_app(*, runtime: Runtime, store: Store, metrics: Registry, clock: Callable[[], float] = time.time,
+             health_limits: HealthLimits | None = None) -> web.Application:
+    api = _Api(runtime, store, metrics, clock, health_limits or HealthLimits())
+    app = web.Application(middlewares=[_errors])
+    app.router.add_get("/health", api.health)
+    app.router.add_get("/metrics", api.metrics_text)
+    app.router.add_get("/api/meters", api.meters)
+    app.router.add_get("/api/meters/{name}", api.meter)
+    app.router.add_get("/api/readings", api.readings)
+    app.router.add_get("/api/events", api.events)
+    return app
+
+
+async def start_api(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on ``host:port``; returns the runner (``await runner.cleanup()`` to stop) and the bound
+    port, which is the real one when ``port`` is 0."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return runner, bound

@@ -1,0 +1,373 @@
+"""The local HTTP API, served by start_api on 127.0.0.1:0, against the real Store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+
+from pollerd.api import PER_PAGE_MAX, HealthLimits, make_app, parse_time, start_api
+from pollerd.errors import StoreError
+from pollerd.metrics import Registry
+from pollerd.model import Event, Reading
+from pollerd.state import LineState, MeterState, Runtime, SinkState
+from pollerd.store import Store
+
+T0 = 1_700_000_000.0
+
+
+@dataclass
+class Clock:
+    now: float = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Env:
+    runtime: Runtime
+    store: Store
+    metrics: Registry
+    clock: Clock
+    http: aiohttp.ClientSession
+    base: str
+
+    async def get(self, path: str, **params: object) -> tuple[int, object, aiohttp.ClientResponse]:
+        async with self.http.get(self.base + path, params={k: str(v) for k, v in params.items()}) as r:
+            body = await r.json() if r.content_type == "application/json" else await r.text()
+            return r.status, body, r
+
+    async def get_raw(self, path_and_query: str) -> tuple[int, object]:
+        async with self.http.get(self.base + path_and_query) as r:
+            return r.status, await r.json()
+
+
+def make_runtime() -> Runtime:
+    rt = Runtime(gateway="gw1", started=T0)
+    rt.lines["bus1"] = LineState("bus1", "serial", connected=True)
+    rt.meters["m1"] = MeterState("m1", "mercury230", "bus1", 1, interval=60.0, last_ok=T0)
+    rt.meters["m2"] = MeterState("m2", "mercury230", "bus1", 2, interval=900.0, last_ok=T0)
+    rt.sinks["up"] = SinkState("up", "http")
+    return rt
+
+
+async def serve(tmp_path, store=None, limits: HealthLimits | None = None):
+    own_store = store is None
+    if store is None:
+        store = await Store.open(tmp_path / "api.db", commit_interval=0.01)
+    rt, metrics, clock = make_runtime(), Registry(), Clock()
+    app = make_app(runtime=rt, store=store, metrics=metrics, clock=clock, health_limits=limits)
+    runner, port = await start_api(app, "127.0.0.1", 0)
+    http = aiohttp.ClientSession()
+    env = Env(rt, store, metrics, clock, http, f"http://127.0.0.1:{port}")
+
+    async def stop() -> None:
+        await http.close()
+        await runner.cleanup()
+        if own_store:
+            await store.close()
+
+    return env, stop
+
+
+@pytest.fixture
+async def env(tmp_path):
+    e, stop = await serve(tmp_path)
+    yield e
+    await stop()
+
+
+def many_readings(n: int) -> list[Reading]:
+    out = []
+    for i in range(n):
+        out.append(Reading("m1", "A+", "profile", int(T0) + 1800 * i, float(i), "Wh"))
+    return out
+
+
+# ---- /health ---------------------------------------------------------------------------------------------
+
+async def test_start_api_reports_the_bound_port(env):
+    port = int(env.base.rsplit(":", 1)[1])
+    assert port > 0
+    status, body, _ = await env.get("/health")
+    assert (status, body) == (200, {"status": "ok", "reasons": [], "warnings": []})
+
+
+async def test_health_store_not_writable(env):
+    env.runtime.store_ok = False
+    env.runtime.store_error = "disk I/O error"
+    status, body, _ = await env.get("/health")
+    assert status == 503 and body["status"] == "fail"
+    assert body["reasons"] == ["store not writable: disk I/O error"]
+    env.runtime.store_ok = True
+    assert (await env.get("/health"))[0] == 200
+
+
+async def test_health_line_down(env):
+    line = env.runtime.lines["bus1"]
+    line.connected = False
+    assert (await env.get("/health"))[0] == 200          # not tried yet: starting, not down
+    line.last_error = "ECONNREFUSED"
+    status, body, _ = await env.get("/health")
+    assert status == 503
+    assert body["reasons"] == ["line bus1 down: ECONNREFUSED"]
+    env.runtime.lines["spare"] = LineState("spare", "tcp", connected=False, last_error="refused")
+    line.connected = True
+    assert (await env.get("/health"))[0] == 200          # a line no meter uses does not count
+
+
+async def test_health_meter_silent_budget(env):
+    # m1: interval 60 -> budget max(3*60, 300) = 300; m2: interval 900 -> 2700
+    env.clock.now = T0 + 300
+    assert (await env.get("/health"))[0] == 200
+    env.clock.now = T0 + 301
+    status, body, _ = await env.get("/health")
+    assert status == 503
+    assert len(body["reasons"]) == 1 and body["reasons"][0].startswith("meter m1 silent 301 s > 300 s")
+    env.clock.now = T0 + 2701
+    env.runtime.meters["m1"].last_ok = env.clock.now - 10
+    status, body, _ = await env.get("/health")
+    assert status == 503 and [r.split(" silent")[0] for r in body["reasons"]] == ["meter m2"]
+
+
+async def test_health_meter_never_answered_counts_from_start(env):
+    m = env.runtime.meters["m1"]
+    m.last_ok, m.last_error = None, "timeout after 1.0 s"
+    env.clock.now = T0 + 299
+    assert (await env.get("/health"))[0] == 200
+    env.clock.now = T0 + 301
+    status, body, _ = await env.get("/health")
+    assert status == 503
+    assert "never answered" in body["reasons"][0] and "timeout after 1.0 s" in body["reasons"][0]
+
+
+async def test_health_silent_factor_is_configurable(tmp_path):
+    env, stop = await serve(tmp_path, limits=HealthLimits(silent_factor=10.0, silent_min=60.0))
+    try:
+        env.clock.now = T0 + 599       # m1: 10 * 60 = 600
+        assert (await env.get("/health"))[0] == 200
+        env.clock.now = T0 + 601
+        assert (await env.get("/health"))[0] == 503
+    finally:
+        await stop()
+
+
+async def test_health_degraded_is_a_warning_by_default(env, tmp_path):
+    m = env.runtime.meters["m2"]
+    m.degraded, m.degraded_reason = True, "serial 123 != 456"
+    status, body, _ = await env.get("/health")
+    assert status == 200
+    assert body["warnings"] == ["meter m2 degraded: serial 123 != 456"]
+    strict, stop = await serve(tmp_path, store=env.store, limits=HealthLimits(degraded_is_failure=True))
+    try:
+        strict.runtime.meters["m2"].degraded = True
+        status, body, _ = await strict.get("/health")
+        assert status == 503 and body["reasons"][0].startswith("meter m2 degraded")
+    finally:
+        await stop()
+
+
+async def test_health_sink_lag(env):
+    sink = env.runtime.sinks["up"]
+    sink.lag_seconds, sink.lag_rows = 3600.0, 10
+    assert (await env.get("/health"))[0] == 200
+    sink.lag_seconds = 3601.0
+    status, body, _ = await env.get("/health")
+    assert status == 503 and body["reasons"] == ["sink up lag 3601 s > 3600 s (10 rows)"]
+
+
+async def test_health_parked_batches(env):
+    await env.store.write(many_readings(3))
+    await env.store.park("other", 1, 3, "HTTP 400")       # a sink not configured any more: ignored
+    assert (await env.get("/health"))[0] == 200
+    await env.store.park("up", 1, 2, "HTTP 400")
+    status, body, _ = await env.get("/health")
+    assert status == 503 and body["reasons"] == ["sink up has 1 parked (refused) batch(es)"]
+    [p] = await env.store.parked("up")
+    assert await env.store.unpark(p["id"])
+    assert (await env.get("/health"))[0] == 200
+
+
+# ---- /metrics --------------------------------------------------------------------------------------------
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$')
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("# HELP ") or line.startswith("# TYPE "):
+            continue
+        m = _SAMPLE.match(line)
+        assert m, f"not a Prometheus sample line: {line!r}"
+        value = float(m.group(4))
+        assert not math.isnan(value)
+        samples[line.rsplit(" ", 1)[0]] = value
+    return samples
+
+
+async def test_metrics_text(env):
+    await env.store.write(many_readings(7))
+    env.runtime.meters["m2"].degraded = True
+    env.metrics.counter("pollerd_polls_total", "Polls.", ("meter",)).inc(3, meter="m1")
+    env.clock.now = T0 + 42
+    status, text, resp = await env.get("/metrics")
+    assert status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    s = parse_metrics(text)
+    assert s["pollerd_store_rows"] == 7
+    assert s["pollerd_store_bytes"] > 0
+    assert s['pollerd_meters{state="ok"}'] == 1
+    assert s['pollerd_meters{state="degraded"}'] == 1
+    assert s["pollerd_up_seconds"] == 42
+    assert s['pollerd_polls_total{meter="m1"}'] == 3
+    # gauges are refreshed at each scrape
+    await env.store.write(many_readings(9))
+    s = parse_metrics((await env.get("/metrics"))[1])
+    assert s["pollerd_store_rows"] == 9
+
+
+# ---- /api/meters -----------------------------------------------------------------------------------------
+
+async def test_meters(env):
+    env.runtime.meters["m1"].identity = {"serial": "12345678"}
+    status, body, _ = await env.get("/api/meters")
+    assert status == 200
+    assert body == {"data": [env.runtime.meters["m1"].as_dict(), env.runtime.meters["m2"].as_dict()]}
+    status, body, _ = await env.get("/api/meters/m1")
+    assert status == 200 and body["data"]["identity"] == {"serial": "12345678"}
+    status, body, _ = await env.get("/api/meters/nope")
+    assert status == 404 and "nope" in body["error"]
+
+
+async def test_unknown_path_is_json_404(env):
+    status, body, _ = await env.get("/api/nothing")
+    assert status == 404 and "error" in body
+
+
+# ---- /api/readings ---------------------------------------------------------------------------------------
+
+async def test_readings_paging(env):
+    rs = many_readings(25)
+    await env.store.write(rs)
+    got = []
+    page, seen_pages = 1, []
+    while page is not None:
+        status, body, _ = await env.get("/api/readings", page=page, per_page=10)
+        assert status == 200
+        assert body["total_pages"] == 3 and body["total"] == 25 and body["current_page"] == page
+        seen_pages.append((page, len(body["data"]), body["next_page"]))
+        got.extend(body["data"])
+        page = body["next_page"]
+    assert seen_pages == [(1, 10, 2), (2, 10, 3), (3, 5, None)]
+    assert got == [r.as_dict() for r in rs]
+    status, body, _ = await env.get("/api/readings", page=4, per_page=10)
+    assert (status, body["data"], body["next_page"], body["total_pages"]) == (200, [], None, 3)
+    # default per_page is 100: everything on one page
+    status, body, _ = await env.get("/api/readings")
+    assert (len(body["data"]), body["total_pages"], body["next_page"]) == (25, 1, None)
+    # exact multiple: the last page has no next
+    status, body, _ = await env.get("/api/readings", page=5, per_page=5)
+    assert (body["total_pages"], body["next_page"], len(body["data"])) == (5, None, 5)
+
+
+async def test_readings_empty(env):
+    status, body, _ = await env.get("/api/readings")
+    assert status == 200
+    assert body == {"data": [], "total": 0, "total_pages": 0, "current_page": 1, "next_page": None}
+
+
+async def test_readings_filters(env):
+    rs = many_readings(6) + [Reading("m2", "U.L1", "current", int(T0), 230.1, "V"),
+                             Reading("m2", "A+", "current", int(T0), 5.0, "Wh")]
+    await env.store.write(rs)
+    status, body, _ = await env.get("/api/readings", meter="m2")
+    assert {(d["meter"], d["channel"]) for d in body["data"]} == {("m2", "U.L1"), ("m2", "A+")}
+    status, body, _ = await env.get("/api/readings", channel="A+", archive="current")
+    assert [d["meter"] for d in body["data"]] == ["m2"]
+    # from inclusive, to exclusive: profile rows at T0+1800*i
+    status, body, _ = await env.get("/api/readings", meter="m1", **{"from": int(T0) + 1800, "to": int(T0) + 5400})
+    assert [d["ts"] for d in body["data"]] == [int(T0) + 1800, int(T0) + 3600]
+    iso_from = dt.datetime.fromtimestamp(T0 + 1800, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status, body, _ = await env.get("/api/readings", meter="m1", **{"from": iso_from})
+    assert status == 200 and body["total"] == 5
+    # an offset, with "+" correctly escaped and left raw (arrives as a space)
+    iso3 = dt.datetime.fromtimestamp(T0 + 1800, dt.timezone(dt.timedelta(hours=3))).isoformat()
+    status, body, _ = await env.get("/api/readings", meter="m1", **{"from": iso3})
+    assert status == 200 and body["total"] == 5
+    status, body = await env.get_raw(f"/api/readings?meter=m1&from={iso3}")
+    assert status == 200 and body["total"] == 5
+
+
+@pytest.mark.parametrize("params, needle", [
+    ({"per_page": PER_PAGE_MAX + 1}, "1000"),
+    ({"per_page": 0}, "per_page"),
+    ({"page": 0}, "page"),
+    ({"page": "two"}, "page"),
+    ({"archive": "weekly"}, "archive"),
+    ({"from": "yesterday"}, "from"),
+    ({"from": "nan"}, "from"),
+    ({"from": 200, "to": 100}, "after"),
+    ({"meter": ""}, "meter"),
+    ({"form": 1}, "unknown"),
+])
+async def test_readings_bad_parameters(env, params, needle):
+    status, body, resp = await env.get("/api/readings", **params)
+    assert status == 400
+    assert resp.content_type == "application/json"
+    assert needle in body["error"]
+
+
+async def test_per_page_limit_is_allowed(env):
+    await env.store.write(many_readings(3))
+    status, body, _ = await env.get("/api/readings", per_page=PER_PAGE_MAX)
+    assert status == 200 and body["total_pages"] == 1
+
+
+async def test_events_paging(env):
+    evs = [Event("m1", "power_off", int(T0) + 60 * i, int(T0) + 60 * i + 30, "phase L1") for i in range(3)]
+    await env.store.write([], evs)
+    status, body, _ = await env.get("/api/events", meter="m1", per_page=2)
+    assert status == 200
+    assert (body["total"], body["total_pages"], body["next_page"]) == (3, 2, 2)
+    assert body["data"] == [e.as_dict() for e in evs[:2]]
+    status, body, _ = await env.get("/api/events", channel="A+")
+    assert status == 400
+
+
+def test_parse_time():
+    assert parse_time("from", "1700000000") == 1_700_000_000
+    assert parse_time("from", "1700000000.2") == 1_700_000_001      # ceil: same rows for >= and <
+    assert parse_time("from", "2023-11-14T22:13:20Z") == 1_700_000_000
+    assert parse_time("from", "2023-11-14T22:13:20") == 1_700_000_000   # naive is UTC
+    assert parse_time("from", "2023-11-15T01:13:20+03:00") == 1_700_000_000
+    assert parse_time("from", "2023-11-15T01:13:20 03:00") == 1_700_000_000
+
+
+class BrokenStore:
+    async def query_readings(self, **kw):
+        raise StoreError("query readings: OperationalError: disk I/O error")
+
+    async def stats(self):
+        raise StoreError("read store stats: OperationalError: disk I/O error")
+
+    async def parked(self, sink=None):
+        raise StoreError("list parked batches: OperationalError: disk I/O error")
+
+
+async def test_broken_store(tmp_path):
+    env, stop = await serve(tmp_path, store=BrokenStore())
+    try:
+        status, body, _ = await env.get("/api/readings")
+        assert status == 503 and "disk I/O error" in body["error"]
+        status, text, _ = await env.get("/metrics")          # the rest still renders
+        assert status == 200 and "pollerd_up_seconds" in text and "pollerd_store_rows" not in text
+        status, body, _ = await env.get("/health")
+        assert status == 503 and body["reasons"][0].startswith("store not readable")
+    finally:
+        await stop()
