@@ -1,0 +1,162 @@
+"""The line layer against a fake link: completion by the codec, timeouts, bad frames, pause, reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pollerd.config import LineConfig
+from pollerd.errors import CrcError, ReplyTimeout, TransportError
+from pollerd.line import Line, LineStopping
+from pollerd.metrics import Registry
+from pollerd.protocols import mercury230 as m
+from pollerd.protocols.crc import append_crc
+from pollerd.state import LineState
+
+from .fakes import FakeLink, bytewise
+
+U1_REQ = m.read_aux(0, 0x11)
+U1_REPLY = bytes.fromhex("00 00 40 5E B0 1C")  # wb-mqtt-serial fixture: U1 = 241.28 V
+
+
+def make_line(link: FakeLink, **kw: object) -> tuple[Line, Registry]:
+    cfg = LineConfig(name="bus", type="tcp", host="127.0.0.1", port=1, reconnect_min=0.05,
+                     reconnect_max=0.2, **kw)  # type: ignore[arg-type]
+    reg = Registry()
+    line = Line(cfg, LineState("bus", "tcp"), reg)
+    line.link = link  # type: ignore[assignment]
+    return line, reg
+
+
+async def ask(line: Line, req: m.Request = U1_REQ, *, waiting_time: float = 0.5, pause: float = 0.0):
+    return await line.exchange(req.encode(), m.ReplyFramer(req), waiting_time=waiting_time, pause=pause,
+                               meter="m1")
+
+
+async def test_reply_split_byte_by_byte_completes_on_known_length() -> None:
+    link = FakeLink(lambda req: bytewise(U1_REPLY))
+    line, _ = make_line(link)
+    reply = await ask(line)
+    assert reply.data == U1_REPLY[1:-2]
+    assert m.decode_aux(0x11, reply.data) == pytest.approx(241.28)
+    assert line.state.exchanges == 1 and line.state.connected
+
+
+async def test_silence_is_a_timeout_with_the_partial_reply() -> None:
+    link = FakeLink(lambda req: [(0, U1_REPLY[:3])])
+    line, reg = make_line(link)
+    with pytest.raises(ReplyTimeout) as ei:
+        await ask(line, waiting_time=0.1)
+    assert ei.value.partial == U1_REPLY[:3]
+    assert "00 00 40" in str(ei.value)
+    assert reg.counter("pollerd_reply_timeouts_total", "", ("meter",)).get(meter="m1") == 1
+
+
+async def test_corrupt_frame_is_counted_and_the_line_moves_on() -> None:
+    bad = bytearray(U1_REPLY)
+    bad[2] ^= 0x01
+    replies = [bytes(bad), U1_REPLY]
+    link = FakeLink(lambda req: [(0, replies.pop(0))])
+    line, reg = make_line(link)
+    with pytest.raises(CrcError) as ei:
+        await ask(line)
+    assert bad.hex(" ") in str(ei.value)
+    assert reg.counter("pollerd_frame_errors_total", "", ("meter", "kind")).get(meter="m1", kind="crc") == 1
+    reply = await ask(line)  # the next exchange is clean
+    assert reply.data == U1_REPLY[1:-2]
+
+
+async def test_late_bytes_of_a_previous_reply_are_dropped_before_the_next_request() -> None:
+    # The first reply arrives after the timeout; its bytes must not be taken as the second reply.
+    plans = [[(0.15, U1_REPLY)], [(0.0, U1_REPLY)]]
+    link = FakeLink(lambda req: plans.pop(0))
+    line, reg = make_line(link)
+    with pytest.raises(ReplyTimeout):
+        await ask(line, waiting_time=0.05)
+    await asyncio.sleep(0.15)
+    reply = await ask(line)
+    assert reply.data == U1_REPLY[1:-2]
+    assert reg.counter("pollerd_line_stale_bytes_total", "", ("line",)).get(line="bus") == len(U1_REPLY)
+
+
+async def test_pause_time_is_kept_before_each_request() -> None:
+    link = FakeLink(lambda req: [(0, U1_REPLY)])
+    line, _ = make_line(link)
+    for _ in range(3):
+        await ask(line, pause=0.05)
+    times = [t for t, _ in link.written]
+    assert all(b - a >= 0.05 for a, b in zip(times, times[1:]))
+
+
+async def test_one_exchange_at_a_time() -> None:
+    link = FakeLink(lambda req: bytewise(U1_REPLY, 0.002))
+    line, _ = make_line(link)
+    await asyncio.gather(*(ask(line) for _ in range(10)))
+    assert link.overlaps == 0 and len(link.written) == 10
+
+
+async def test_reconnects_with_backoff_after_open_failures() -> None:
+    link = FakeLink(lambda req: [(0, U1_REPLY)], fail_opens=2)
+    line, reg = make_line(link)
+    with pytest.raises(TransportError):
+        await ask(line)
+    # Within the backoff window the line fails fast instead of hammering the converter.
+    with pytest.raises(TransportError, match="next attempt"):
+        await ask(line)
+    assert link.open_attempts == 1
+    for _ in range(40):
+        try:
+            reply = await ask(line)
+            break
+        except TransportError:
+            await asyncio.sleep(0.05)
+    else:
+        pytest.fail("line never reconnected")
+    assert reply.data == U1_REPLY[1:-2]
+    assert link.open_attempts == 3
+    assert reg.counter("pollerd_line_connect_failures_total", "", ("line",)).get(line="bus") == 2
+
+
+async def test_lost_link_is_reopened() -> None:
+    link = FakeLink(lambda req: [])
+    line, _ = make_line(link)
+    task = asyncio.ensure_future(ask(line, waiting_time=1.0))
+    await asyncio.sleep(0.02)
+    link.drop()
+    with pytest.raises(TransportError):
+        await task
+    assert not line.state.connected
+    link.responder = lambda req: [(0, U1_REPLY)]
+    await asyncio.sleep(0.2)
+    reply = await ask(line)
+    assert reply.data == U1_REPLY[1:-2] and link.opens == 2
+
+
+async def test_no_new_exchange_while_stopping() -> None:
+    link = FakeLink(lambda req: [(0, U1_REPLY)])
+    line, _ = make_line(link)
+    line.accepting = False
+    with pytest.raises(LineStopping):
+        await ask(line)
+    assert link.written == []
+
+
+async def test_echo_of_the_request_is_skipped() -> None:
+    req = m.read_energy(0, 0, 0, 0)
+    reply = bytes.fromhex("00 30 00 28 C5 FF FF FF FF 04 00 9C 95 FF FF FF FF 44 AB")
+    link = FakeLink(lambda r: bytewise(r + reply, 0.0005))
+    line, _ = make_line(link)
+    framer = m.ReplyFramer(req)
+    got = await line.exchange(req.encode(), framer, waiting_time=0.5, pause=0, meter="m1")
+    assert framer.echoed
+    assert m.decode_energy(got.data) == (3196200, None, 300444, None)
+
+
+async def test_wrong_address_reply_is_rejected() -> None:
+    link = FakeLink(lambda r: [(0, append_crc(bytes.fromhex("07 00 40 5E")))])
+    line, reg = make_line(link)
+    with pytest.raises(Exception) as ei:
+        await ask(line)
+    assert ei.value.kind == "address"  # type: ignore[attr-defined]
+    assert reg.counter("pollerd_frame_errors_total", "", ("meter", "kind")).get(meter="m1", kind="address") == 1
