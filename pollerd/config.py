@@ -1,13 +1,27 @@
 """Configuration: one TOML file -> frozen dataclasses.
 
-Shape only in this file's first part; the loader and validation follow below.
+The dataclasses come first; the loader (:func:`load_config`), its line locator and validation follow.
 Durations are float seconds. Secrets are :class:`Secret`, whose repr never shows the value.
 """
 
 from __future__ import annotations
 
+import bisect as _bisect
 import datetime as _dt
+import difflib as _difflib
+import ipaddress as _ipaddress
+import math
+import os as _os
+import re as _re
+import socket as _socket
+import zoneinfo as _zoneinfo
+from collections.abc import Callable as _Callable, Iterable as _Iterable, Mapping as _Mapping
 from dataclasses import dataclass, field
+from typing import Any as _Any, NoReturn as _NoReturn
+
+from pollerd.compat import tomllib as _tomllib
+from pollerd.drivers import DEFAULT_READ, READ_KINDS
+from pollerd.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,3 +150,1086 @@ class Config:
             if ln.name == name:
                 return ln
         raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loader and validation
+# ---------------------------------------------------------------------------------------------------------------
+
+
+__all__ = [
+    "ApiConfig", "Config", "GatewayConfig", "LineConfig", "MeterConfig", "Secret", "SinkConfig", "StoreConfig",
+    "SINK_TYPES", "format_duration", "load_config", "parse_duration", "summary",
+]
+
+_Path = tuple[str | int, ...]
+
+
+# --- line locator ----------------------------------------------------------------------------------------------
+
+_BARE_KEY = _re.compile(r"[A-Za-z0-9_-]+")
+
+
+class _Locator:
+    """Maps key paths to the line that defines them, from the raw TOML text.
+
+    tomllib keeps no positions, so this scans the (already valid) text for table headers, array-of-table
+    headers and ``key =`` lines, including keys of one-line inline tables. Values inside arrays are not
+    indexed: their keys resolve to the array's own line. Lookups fall back to the longest known prefix, so a
+    missing key resolves to its table header.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._newlines = [i for i, c in enumerate(text) if c == "\n"]
+        self._lines: dict[_Path, int] = {}
+        self._arrays: dict[_Path, int] = {}
+        try:
+            self._scan()
+        except (IndexError, ValueError):
+            # Positions are a convenience on top of a parse tomllib already accepted; a construct this
+            # scanner does not follow costs line precision, never the load.
+            pass
+
+    def find(self, path: _Path) -> int | None:
+        for n in range(len(path), 0, -1):
+            line = self._lines.get(path[:n])
+            if line is not None:
+                return line
+        return None
+
+    def line_of_pos(self, pos: int) -> int:
+        return _bisect.bisect_left(self._newlines, pos) + 1
+
+    # scanning ------------------------------------------------------------------------------------------------
+
+    def _record(self, path: _Path, line: int) -> None:
+        for n in range(1, len(path) + 1):
+            self._lines.setdefault(path[:n], line)
+
+    def _resolve(self, parts: list[str]) -> _Path:
+        out: _Path = ()
+        for part in parts:
+            out += (part,)
+            count = self._arrays.get(out)
+            if count:
+                out += (count - 1,)
+        return out
+
+    def _skip(self, pos: int, newlines: bool) -> int:
+        t, n = self._text, len(self._text)
+        while pos < n:
+            c = t[pos]
+            if c in " \t" or (newlines and c in "\r\n"):
+                pos += 1
+            elif c == "#":
+                end = t.find("\n", pos)
+                pos = n if end < 0 else end
+            else:
+                break
+        return pos
+
+    def _key(self, pos: int) -> tuple[list[str], int]:
+        t = self._text
+        parts: list[str] = []
+        while True:
+            pos = self._skip(pos, False)
+            c = t[pos]
+            if c == '"':
+                end = pos + 1
+                while t[end] != '"':
+                    end += 2 if t[end] == "\\" else 1
+                parts.append(t[pos + 1:end].replace('\\"', '"').replace("\\\\", "\\"))
+                pos = end + 1
+            elif c == "'":
+                end = t.index("'", pos + 1)
+                parts.append(t[pos + 1:end])
+                pos = end + 1
+            else:
+                m = _BARE_KEY.match(t, pos)
+                if m is None:
+                    raise ValueError("not a key")
+                parts.append(m.group())
+                pos = m.end()
+            pos = self._skip(pos, False)
+            if pos < len(t) and t[pos] == ".":
+                pos += 1
+                continue
+            return parts, pos
+
+    def _scan(self) -> None:
+        t, n = self._text, len(self._text)
+        pos = 0
+        table: _Path = ()
+        while True:
+            pos = self._skip(pos, True)
+            if pos >= n:
+                return
+            line = self.line_of_pos(pos)
+            if t[pos] == "[":
+                is_array = t.startswith("[[", pos)
+                parts, pos = self._key(pos + (2 if is_array else 1))
+                pos += 2 if is_array else 1
+                if is_array:
+                    full = self._resolve(parts[:-1]) + (parts[-1],)
+                    index = self._arrays.get(full, 0)
+                    self._arrays[full] = index + 1
+                    table = full + (index,)
+                else:
+                    table = self._resolve(parts)
+                self._record(table, line)
+            else:
+                parts, pos = self._key(pos)
+                if t[pos] != "=":
+                    raise ValueError("expected '='")
+                path = table + tuple(parts)
+                self._record(path, line)
+                pos = self._value(pos + 1, path)
+
+    def _value(self, pos: int, path: _Path | None) -> int:
+        """Skip one value; record keys of inline tables under ``path`` (None inside arrays)."""
+        t = self._text
+        pos = self._skip(pos, False)
+        c = t[pos]
+        if c == "{":
+            pos += 1
+            while True:
+                pos = self._skip(pos, True)
+                if t[pos] == "}":
+                    return pos + 1
+                line = self.line_of_pos(pos)
+                parts, pos = self._key(pos)
+                sub = None if path is None else path + tuple(parts)
+                if sub is not None:
+                    self._record(sub, line)
+                pos = self._value(pos + 1, sub)
+                pos = self._skip(pos, True)
+                if t[pos] == ",":
+                    pos += 1
+        if c == "[":
+            pos += 1
+            while True:
+                pos = self._skip(pos, True)
+                if t[pos] == "]":
+                    return pos + 1
+                pos = self._value(pos, None)
+                pos = self._skip(pos, True)
+                if t[pos] == ",":
+                    pos += 1
+        for quote in ('"""', "'''"):
+            if t.startswith(quote, pos):
+                end = pos + 3
+                while not t.startswith(quote, end):
+                    end += 2 if (quote == '"""' and t[end] == "\\") else 1
+                end += 3
+                while end < len(t) and t[end] == quote[0]:  # up to two quotes may precede the delimiter
+                    end += 1
+                return end
+        if c == '"':
+            end = pos + 1
+            while t[end] != '"':
+                end += 2 if t[end] == "\\" else 1
+            return end + 1
+        if c == "'":
+            return t.index("'", pos + 1) + 1
+        end = pos
+        while end < len(t) and t[end] not in ",]}\n#":
+            end += 1
+        return end
+
+
+# --- small value helpers ---------------------------------------------------------------------------------------
+
+class _Invalid(Exception):
+    """A value is wrong; ``sub`` extends the key path (e.g. an index into a list)."""
+
+    def __init__(self, message: str, sub: _Path = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.sub = sub
+
+
+def _fmt_path(path: _Path) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            name = part if _BARE_KEY.fullmatch(part) else '"' + part.replace('"', '\\"') + '"'
+            out += ("." if out else "") + name
+    return out
+
+
+def _toml_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "table"
+    return "date/time"
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return _toml_type(value)
+    return repr(value)
+
+
+def _got(expected: str, value: object) -> _Invalid:
+    return _Invalid(f"expected {expected}, got {_toml_type(value)} {_show(value)}")
+
+
+def _did_you_mean(word: str, choices: _Iterable[object]) -> str:
+    match = _difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _one_of(choices: _Iterable[object]) -> str:
+    return ", ".join(str(c) for c in choices)
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION_PART = _re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_NUMBER = _re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_DURATION_FORMS = '"250ms", "900s", "15m", "1h30m", "2d", "1w" or a number of seconds'
+
+
+def parse_duration(value: object) -> float:
+    """``"15m"``, ``"1h30m"``, ``"250ms"``, ``"2d"``, ``900``, ``"900"`` -> float seconds (ValueError if not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected a duration ({_DURATION_FORMS}), got {_toml_type(value)} {_show(value)}")
+    if isinstance(value, str):
+        text = _re.sub(r"\s+", "", value).lower()
+        sign = -1.0 if text.startswith("-") else 1.0
+        text = text.lstrip("+-") if text[:1] in "+-" and not _NUMBER.fullmatch(text) else text
+        if _NUMBER.fullmatch(text):
+            seconds = float(text)
+        else:
+            pos, seconds = 0, 0.0
+            for m in _DURATION_PART.finditer(text):
+                if m.start() != pos:
+                    break
+                seconds += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+                pos = m.end()
+            if pos != len(text) or not text:
+                raise ValueError(f"bad duration {value!r} (expected {_DURATION_FORMS})")
+            seconds *= sign
+    else:
+        seconds = float(value)
+    if not math.isfinite(seconds):
+        raise ValueError(f"bad duration {value!r} (expected {_DURATION_FORMS})")
+    if seconds < 0:
+        raise ValueError(f"duration {_show(value)} is negative (expected {_DURATION_FORMS})")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Inverse of :func:`parse_duration` for display: 5400 -> ``"1h30m"``, 0.25 -> ``"250ms"``."""
+    if seconds < 1 and seconds != 0:
+        return f"{seconds * 1000:g}ms"
+    whole = int(seconds)
+    if whole != seconds:
+        return f"{seconds:g}s"
+    out = ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if whole >= size:
+            out += f"{whole // size}{unit}"
+            whole %= size
+    return out or "0s"
+
+
+def _duration(lo: float = 0.0, *, above: bool = False) -> _Callable[[object, _Ctx], float]:
+    def conv(value: object, ctx: _Ctx) -> float:
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
+        if above and not seconds > lo:
+            raise _Invalid(f"must be > {format_duration(lo)}, got {_show(value)}")
+        if seconds < lo:
+            raise _Invalid(f"must be at least {format_duration(lo)}, got {_show(value)}")
+        return seconds
+    return conv
+
+
+def _as_int(value: object) -> int:
+    # Seed 004 sent every value as a string, so numeric strings are as good as integers.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(value)
+    raise _got("an integer", value)
+
+
+def _int(lo: int, hi: int) -> _Callable[[object, _Ctx], int]:
+    def conv(value: object, ctx: _Ctx) -> int:
+        n = _as_int(value)
+        if not lo <= n <= hi:
+            raise _Invalid(f"{n} is not in {lo}..{hi}")
+        return n
+    return conv
+
+
+def _int_in(allowed: tuple[int, ...]) -> _Callable[[object, _Ctx], int]:
+    def conv(value: object, ctx: _Ctx) -> int:
+        n = _as_int(value)
+        if n not in allowed:
+            raise _Invalid(f"{n} is not one of {_one_of(allowed)}")
+        return n
+    return conv
+
+
+def _positive_number(value: object, ctx: _Ctx) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        x = float(value)
+    elif isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        x = float(value)
+    else:
+        raise _got("a number", value)
+    if not (math.isfinite(x) and x > 0):
+        raise _Invalid(f"must be > 0, got {_show(value)}")
+    return x
+
+
+def _address(value: object, ctx: _Ctx) -> int:
+    # The range depends on the protocol, which may come later in the table; checked per meter.
+    return _as_int(value)
+
+
+def _bool(value: object, ctx: _Ctx) -> bool:
+    if not isinstance(value, bool):
+        raise _got("true or false", value)
+    return value
+
+
+def _str(value: object, ctx: _Ctx) -> str:
+    if not isinstance(value, str):
+        raise _got("a string", value)
+    if not value.strip():
+        raise _Invalid("must not be empty")
+    return value
+
+
+def _choice(choices: tuple[str, ...], *, fold: bool = False) -> _Callable[[object, _Ctx], str]:
+    def conv(value: object, ctx: _Ctx) -> str:
+        s = _str(value, ctx)
+        key = s.upper() if fold else s
+        if key not in choices:
+            raise _Invalid(f"{s!r} is not one of {_one_of(choices)}{_did_you_mean(s, choices)}")
+        return key
+    return conv
+
+
+_NAME = _re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+def _name(value: object, ctx: _Ctx) -> str:
+    s = _str(value, ctx)
+    if not _NAME.fullmatch(s):
+        raise _Invalid(f"{s!r} is not a valid name (letters, digits and _ . : - only)")
+    return s
+
+
+def _host(value: object, ctx: _Ctx) -> str:
+    s = _str(value, ctx).strip()
+    if any(c.isspace() for c in s) or "/" in s:
+        raise _Invalid(f"{s!r} is not a host name or IP address")
+    return s
+
+
+def _timezone(value: object, ctx: _Ctx) -> str:
+    s = _str(value, ctx)
+    try:
+        _zoneinfo.ZoneInfo(s)
+    except (_zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise _Invalid(f"unknown time zone {s!r} (expected an IANA name such as 'Europe/Berlin' or 'UTC')") \
+            from None
+    return s
+
+
+_AT = _re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?")
+
+
+def _at(value: object, ctx: _Ctx) -> _dt.time:
+    if isinstance(value, _dt.time):  # a TOML local time: at = 06:30:00
+        return value.replace(microsecond=0)
+    if not isinstance(value, str):
+        raise _got('a time of day ("HH:MM" or "HH:MM:SS")', value)
+    m = _AT.fullmatch(value.strip())
+    if m is None:
+        raise _Invalid(f'bad time of day {value!r} (expected "HH:MM" or "HH:MM:SS")')
+    h, mi, s = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+    if h > 23 or mi > 59 or s > 59:
+        raise _Invalid(f'bad time of day {value!r} (hours 0..23, minutes and seconds 0..59)')
+    return _dt.time(h, mi, s)
+
+
+def _list_items(value: object, what: str) -> list[object]:
+    # A comma string ("1,2,5") is how seed 004 stored these filters.
+    if isinstance(value, str):
+        return [p.strip() for p in value.split(",") if p.strip()]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    if not isinstance(value, list):
+        raise _got(f"a list of {what} or a comma-separated string", value)
+    return value
+
+
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _days_of_week(value: object, ctx: _Ctx) -> frozenset[int]:
+    out: set[int] = set()
+    for i, item in enumerate(_list_items(value, "days 1..7 or mon..sun")):
+        sub: _Path = (i,) if isinstance(value, list) else ()
+        if isinstance(item, str) and not item.strip().lstrip("+-").isdigit():
+            word = item.strip().lower()
+            if word in _WEEKDAYS:
+                out.add(_WEEKDAYS.index(word) + 1)
+            elif word in _WEEKDAY_NAMES:
+                out.add(_WEEKDAY_NAMES.index(word) + 1)
+            else:
+                raise _Invalid(f"{item!r} is not a day of the week (1..7 or mon..sun)"
+                               f"{_did_you_mean(word, _WEEKDAYS)}", sub)
+            continue
+        try:
+            n = _as_int(item)
+        except _Invalid as exc:
+            raise _Invalid(exc.message, sub) from None
+        if not 1 <= n <= 7:
+            raise _Invalid(f"{n} is not in 1..7 (1 = Monday) or mon..sun", sub)
+        out.add(n)
+    return frozenset(out)
+
+
+def _days_of_month(value: object, ctx: _Ctx) -> tuple[frozenset[int], bool]:
+    out: set[int] = set()
+    last = False
+    for i, item in enumerate(_list_items(value, "days 1..31 or \"last\"")):
+        sub: _Path = (i,) if isinstance(value, list) else ()
+        if isinstance(item, str) and item.strip().lower() == "last":
+            last = True
+            continue
+        try:
+            n = _as_int(item)
+        except _Invalid:
+            raise _Invalid(f"{_show(item)} is not a day of the month (1..31 or \"last\")", sub) from None
+        if not 1 <= n <= 31:
+            raise _Invalid(f"{n} is not in 1..31", sub)
+        out.add(n)
+    return frozenset(out), last
+
+
+def _string_list(value: object, ctx: _Ctx) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _got("a list of strings", value)
+    out: list[str] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise _Invalid(f"expected a string, got {_toml_type(item)} {_show(item)}", (i,))
+        if item in out:
+            raise _Invalid(f"{item!r} is listed twice", (i,))
+        out.append(item)
+    return tuple(out)
+
+
+def _digits(value: object, ctx: _Ctx) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise _got("a string of digits", value)
+    s = value.strip()
+    if not s.isdigit() or not s.isascii():
+        raise _Invalid(f"{value!r} is not a string of digits")
+    return s
+
+
+def _secret_value(value: object, ctx: _Ctx) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        # The value itself stays out of the message: it may be a secret.
+        raise _Invalid(f"expected a string, got {_toml_type(value)}")
+    if not value:
+        raise _Invalid("must not be empty")
+    return value
+
+
+class _SecretRef:
+    """A secret to be read later: "give only one of password, password_file" must win over "file missing"."""
+
+    __slots__ = ("read",)
+
+    def __init__(self, read: _Callable[[], str]) -> None:
+        self.read = read
+
+
+def _secret_file(value: object, ctx: _Ctx) -> _SecretRef:
+    name = _str(value, ctx)
+    path = _os.path.join(ctx.base_dir, _os.path.expanduser(name))
+    return _SecretRef(lambda: ctx.read_secret(path, f"file {name!r}", f"file {name!r} does not exist"))
+
+
+def _secret_credential(value: object, ctx: _Ctx) -> _SecretRef:
+    name = _str(value, ctx)
+    if "/" in name or name in (".", ".."):
+        raise _Invalid(f"{name!r} is not a credential name (no '/')")
+
+    def read() -> str:
+        directory = ctx.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            raise _Invalid("$CREDENTIALS_DIRECTORY is not set (a credential needs systemd LoadCredential=)")
+        return ctx.read_secret(_os.path.join(directory, name), f"credential {name!r}",
+                               f"credential {name!r} not found in $CREDENTIALS_DIRECTORY ({directory})")
+    return _SecretRef(read)
+
+
+def _secret(ctx: _Ctx, path: _Path, fields: dict[str, _Any], keys: tuple[str, ...]) -> tuple[str, str] | None:
+    """The one secret given among ``keys`` as (key, value), reading files/credentials now."""
+    key = _first_of(ctx, path, fields, keys)
+    if key is None:
+        return None
+    value = fields[key]
+    if isinstance(value, _SecretRef):
+        try:
+            value = value.read()
+        except _Invalid as exc:
+            ctx.fail(path + (key,), exc.message)
+    return key, value
+
+
+def _url(value: object, ctx: _Ctx) -> str:
+    s = _str(value, ctx).strip()
+    m = _re.fullmatch(r"(?i)(https?)://([^/\s?#]+)([^\s]*)", s)
+    if m is None:
+        shown = _re.sub(r"(?<=://)[^/@]*@", "***@", s)  # never echo credentials embedded in a URL
+        raise _Invalid(f"{shown!r} is not an http:// or https:// URL")
+    if "@" in m.group(2):
+        # A URL ends up in logs and reprs; credentials belong in the secret-aware keys.
+        raise _Invalid("credentials in the URL are not accepted; use username + password or token")
+    return s
+
+
+def _headers(value: object, ctx: _Ctx) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        raise _got("a table of strings", value)
+    out = []
+    for k, v in value.items():
+        if not _re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", k):
+            raise _Invalid(f"{k!r} is not a valid HTTP header name", (k,))
+        if not isinstance(v, str):
+            raise _Invalid(f"expected a string, got {_toml_type(v)}", (k,))
+        if "\n" in v or "\r" in v:
+            raise _Invalid("header values must be on one line", (k,))
+        out.append((k, v))
+    return tuple(out)
+
+
+def _existing_file(value: object, ctx: _Ctx) -> str:
+    name = _str(value, ctx)
+    path = _os.path.join(ctx.base_dir, _os.path.expanduser(name))
+    if not _os.path.isfile(path):
+        raise _Invalid(f"file {name!r} does not exist")
+    return path
+
+
+def _listen(value: object, ctx: _Ctx) -> tuple[str, str, int]:
+    s = _str(value, ctx).strip()
+    m = _re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\s\[\]]+):(\d+)", s)
+    if m is None:
+        raise _Invalid(f'{s!r} is not "host:port" (e.g. "127.0.0.1:8780" or "[::1]:8780")')
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if m.group(1):
+        try:
+            _ipaddress.IPv6Address(host)
+        except ValueError:
+            raise _Invalid(f"{host!r} is not an IPv6 address") from None
+    if not 1 <= port <= 65535:
+        raise _Invalid(f"port {port} is not in 1..65535")
+    return s, host, port
+
+
+# --- context and table walking ---------------------------------------------------------------------------------
+
+class _Ctx:
+    def __init__(self, source: str, locator: _Locator, environ: _Mapping[str, str], base_dir: str) -> None:
+        self.source = source
+        self.locator = locator
+        self.environ = environ
+        self.base_dir = base_dir
+
+    def fail(self, path: _Path, message: str, *, line_path: _Path | None = None) -> _NoReturn:
+        line = self.locator.find(path if line_path is None else line_path)
+        raise ConfigError(message, path=self.source, line=line, key=_fmt_path(path) or None)
+
+    def read_secret(self, path: str, label: str, missing: str) -> str:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except FileNotFoundError:
+            raise _Invalid(missing) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _Invalid(f"cannot read {label}: {getattr(exc, 'strerror', None) or exc}") from None
+        # Files written by `echo` or an editor end in a newline that is not part of the secret.
+        text = text.rstrip("\r\n")
+        if not text:
+            raise _Invalid(f"{label} is empty")
+        return text
+
+
+_Spec = dict[str, _Callable[[_Any, _Ctx], _Any]]
+
+
+def _walk(ctx: _Ctx, table: dict[str, _Any], path: _Path, spec: _Spec) -> dict[str, _Any]:
+    """Convert every key of ``table`` in file order; the first unknown or invalid key is the error."""
+    out: dict[str, _Any] = {}
+    for key, raw in table.items():
+        conv = spec.get(key)
+        if conv is None:
+            ctx.fail(path, f"unknown key {key!r}{_did_you_mean(key, spec)}", line_path=path + (key,))
+        try:
+            out[key] = conv(raw, ctx)
+        except _Invalid as exc:
+            ctx.fail(path + (key,) + exc.sub, exc.message)
+    return out
+
+
+def _table(ctx: _Ctx, doc: dict[str, _Any], key: str) -> dict[str, _Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        ctx.fail((key,), f"expected a table [{key}], got {_toml_type(value)}")
+    return value
+
+
+def _array_of_tables(ctx: _Ctx, doc: dict[str, _Any], key: str) -> list[dict[str, _Any]]:
+    value = doc.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        ctx.fail((key,), f"expected an array of tables [[{key}]], got {_toml_type(value)}")
+    return value
+
+
+def _first_of(ctx: _Ctx, path: _Path, fields: dict[str, _Any], keys: tuple[str, ...]) -> str | None:
+    """At most one of ``keys``; the error points at the second one given."""
+    given = [k for k in fields if k in keys]
+    if len(given) > 1:
+        ctx.fail(path + (given[1],), f"give only one of {', '.join(keys)} (got {given[0]} and {given[1]})")
+    return given[0] if given else None
+
+
+def _require(ctx: _Ctx, path: _Path, fields: dict[str, _Any], key: str, why: str = "") -> _Any:
+    if key not in fields:
+        ctx.fail(path, f"missing required key {key!r}{why}")
+    return fields[key]
+
+
+# --- sections --------------------------------------------------------------------------------------------------
+
+_GATEWAY: _Spec = {"name": _name, "spread": _duration()}
+_STORE: _Spec = {"path": _str, "keep": _duration(1.0), "commit_interval": _duration(0.0)}
+_API: _Spec = {"listen": _listen, "enabled": _bool}
+
+_BAUDRATES = (300, 600, 1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200)
+_SERIAL_KEYS = ("device", "baudrate", "bytesize", "parity", "stopbits")
+_TCP_KEYS = ("host", "port", "connect_timeout")
+_LINE_TYPES = ("serial", "tcp")
+
+
+def _stopbits(value: object, ctx: _Ctx) -> float:
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _got("1, 1.5 or 2", value)
+    if value not in (1, 1.5, 2):
+        raise _Invalid(f"{value:g} is not one of 1, 1.5, 2")
+    return float(value) if value == 1.5 else int(value)
+
+
+_LINE: _Spec = {
+    "name": _name, "type": _choice(_LINE_TYPES),
+    "device": _str, "baudrate": _int_in(_BAUDRATES), "bytesize": _int(5, 8),
+    "parity": _choice(("N", "E", "O", "M", "S"), fold=True), "stopbits": _stopbits,
+    "host": _host, "port": _int(1, 65535), "connect_timeout": _duration(0.0, above=True),
+    "reconnect_min": _duration(0.0, above=True), "reconnect_max": _duration(0.0, above=True),
+}
+
+# Bus address range per protocol, where the protocol fixes one (Mercury: 0 is broadcast, 255 reserved).
+_ADDRESS_RANGE: dict[str, tuple[int, int]] = {"mercury230": (1, 254)}
+# Password length in bytes per protocol, where the protocol fixes one (Mercury: 6 bytes).
+_PASSWORD_BYTES: dict[str, int] = {"mercury230": 6}
+_PASSWORD_KEYS = ("password", "password_file", "password_credential")
+_TOKEN_KEYS = ("token", "token_file", "token_credential")
+
+_METER: _Spec = {
+    "name": _name, "protocol": _str, "line": _name, "ip_address": _host, "port": _int(1, 65535),
+    "connection_address": _address,
+    "number_meter": _digits,
+    "password": _secret_value, "password_file": _secret_file, "password_credential": _secret_credential,
+    "password_encoding": _choice(("digits", "ascii", "hex")),
+    "access_level": _int_in((1, 2)),
+    "waiting_time": _duration(0.0, above=True), "pause_time": _duration(),
+    "package_size": _int(1, 255), "retries": _int(0, 10),
+    "period_type": _choice(("interval", "daily", "weekly", "monthly")),
+    "periodType": _choice(("interval", "daily", "weekly", "monthly")),
+    "interval_time": _duration(1.0), "at": _at,
+    "days_of_week": _days_of_week, "days_of_month": _days_of_month,
+    "data_polling_length": _duration(), "time_difference": _duration(),
+    "timezone": _timezone, "tn1": _positive_number, "tn2": _positive_number, "tt": _positive_number,
+    "read": _string_list, "enabled": _bool,
+}
+
+# Sink types and the keys each accepts; a new push client adds its entry here.
+SINK_TYPES: dict[str, frozenset[str]] = {
+    "http": frozenset({
+        "url", "token", "token_file", "token_credential", "username", "password", "password_file",
+        "password_credential", "headers", "verify_tls", "ca_file", "timeout", "batch_size", "retry_min",
+        "retry_max",
+    }),
+}
+
+_SINK: _Spec = {
+    "name": _name, "type": _choice(tuple(SINK_TYPES)), "url": _url,
+    "token": _secret_value, "token_file": _secret_file, "token_credential": _secret_credential,
+    "username": _str,
+    "password": _secret_value, "password_file": _secret_file, "password_credential": _secret_credential,
+    "headers": _headers, "verify_tls": _bool, "ca_file": _existing_file,
+    "timeout": _duration(0.0, above=True), "batch_size": _int(1, 10000),
+    "retry_min": _duration(0.0, above=True), "retry_max": _duration(0.0, above=True),
+}
+
+_SECTIONS = ("gateway", "store", "api", "lines", "meters", "sinks")
+
+
+def _load_gateway(ctx: _Ctx, doc: dict[str, _Any]) -> GatewayConfig:
+    f = _walk(ctx, _table(ctx, doc, "gateway"), ("gateway",), _GATEWAY)
+    name = f.get("name") or _socket.gethostname() or "pollerd"
+    return GatewayConfig(name=name, spread=f.get("spread", 300.0))
+
+
+def _load_store(ctx: _Ctx, doc: dict[str, _Any]) -> StoreConfig:
+    f = _walk(ctx, _table(ctx, doc, "store"), ("store",), _STORE)
+    path = f.get("path")
+    if path is not None:
+        path = _os.path.join(ctx.base_dir, _os.path.expanduser(path))
+    kw = {k: f[k] for k in ("keep", "commit_interval") if k in f}
+    return StoreConfig(path=path, **kw)
+
+
+def _load_api(ctx: _Ctx, doc: dict[str, _Any]) -> ApiConfig:
+    f = _walk(ctx, _table(ctx, doc, "api"), ("api",), _API)
+    kw: dict[str, _Any] = {}
+    if "listen" in f:
+        kw["listen"], kw["host"], kw["port"] = f["listen"]
+    if "enabled" in f:
+        kw["enabled"] = f["enabled"]
+    return ApiConfig(**kw)
+
+
+def _load_line(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> LineConfig:
+    f = _walk(ctx, table, path, _LINE)
+    _require(ctx, path, f, "name")
+    kind = _require(ctx, path, f, "type", ' ("serial" or "tcp")')
+    foreign = _TCP_KEYS if kind == "serial" else _SERIAL_KEYS
+    for key in f:
+        if key in foreign:
+            ctx.fail(path + (key,), f"key {key!r} does not apply to a {kind} line")
+    if kind == "serial":
+        _require(ctx, path, f, "device", " for a serial line")
+    else:
+        _require(ctx, path, f, "host", " for a tcp line")
+        _require(ctx, path, f, "port", " for a tcp line")
+    if f.get("reconnect_min", 1.0) > f.get("reconnect_max", 60.0):
+        ctx.fail(path + ("reconnect_min",), f"reconnect_min ({format_duration(f['reconnect_min'])}) is greater "
+                 f"than reconnect_max ({format_duration(f.get('reconnect_max', 60.0))})")
+    return LineConfig(line_no=ctx.locator.find(path), **f)
+
+
+def _load_meter(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> tuple[dict[str, _Any], dict[str, _Any]]:
+    """Field checks of one meter; cross-references (line names, addresses) come later."""
+    f = _walk(ctx, table, path, _METER)
+    name = _require(ctx, path, f, "name")
+    protocol = _require(ctx, path, f, "protocol")
+    if protocol not in READ_KINDS:
+        ctx.fail(path + ("protocol",), f"unknown protocol {protocol!r}{_did_you_mean(protocol, READ_KINDS)}; "
+                 f"known: {_one_of(sorted(str(p) for p in READ_KINDS))}")
+    address = _require(ctx, path, f, "connection_address")
+    lo, hi = _ADDRESS_RANGE.get(protocol, (0, 0xFFFFFFFF))
+    if not lo <= address <= hi:
+        ctx.fail(path + ("connection_address",), f"{address} is not in {lo}..{hi} for {protocol}")
+
+    if "line" in f and ("ip_address" in f or "port" in f):
+        other = "ip_address" if "ip_address" in f else "port"
+        ctx.fail(path + (other,), "give either 'line' or 'ip_address' + 'port', not both")
+    if "line" not in f:
+        if "ip_address" not in f and "port" not in f:
+            ctx.fail(path, "missing 'line' (or 'ip_address' + 'port')")
+        _require(ctx, path, f, "ip_address", " (with 'port')")
+        _require(ctx, path, f, "port", " (with 'ip_address')")
+
+    password = _secret(ctx, path, f, _PASSWORD_KEYS)
+    if password is not None:
+        _check_password(ctx, path + (password[0],), password[1], f.get("password_encoding", "digits"),
+                        _PASSWORD_BYTES.get(protocol))
+
+    period_key = _first_of(ctx, path, f, ("period_type", "periodType"))
+    period = f[period_key] if period_key else "interval"
+    dow = f.get("days_of_week", frozenset())
+    dom, last = f.get("days_of_month", (frozenset(), False))
+    if period == "weekly" and not dow:
+        ctx.fail(path + (period_key,), 'a weekly schedule needs days_of_week (e.g. days_of_week = ["mon"])')
+    if period == "monthly" and not (dom or last):
+        ctx.fail(path + (period_key,), 'a monthly schedule needs days_of_month (e.g. days_of_month = [1])')
+    if period == "interval" and "at" in f:
+        ctx.fail(path + ("at",), "'at' applies to daily, weekly and monthly schedules, not interval")
+
+    kinds = READ_KINDS[protocol]  # type: ignore[index]
+    read = f.get("read", DEFAULT_READ[protocol])  # type: ignore[index]
+    for i, kind in enumerate(read):
+        if kind not in kinds:
+            ctx.fail(path + ("read", i), f"{protocol} cannot read {kind!r}{_did_you_mean(kind, kinds)}; "
+                     f"it can read: {', '.join(kinds)}")
+
+    kw: dict[str, _Any] = {
+        "name": name, "protocol": str(protocol), "line": f.get("line", ""), "connection_address": address,
+        "password": Secret(password[1]) if password else None, "period_type": period,
+        "days_of_week": dow, "days_of_month": dom, "last_day_of_month": last, "read": tuple(read),
+        "line_no": ctx.locator.find(path),
+    }
+    for key in ("number_meter", "password_encoding", "access_level", "waiting_time", "pause_time",
+                "package_size", "retries", "interval_time", "at", "data_polling_length", "time_difference",
+                "timezone", "tn1", "tn2", "tt", "enabled"):
+        if key in f:
+            kw[key] = f[key]
+    return kw, f
+
+
+def _check_password(ctx: _Ctx, path: _Path, value: str, encoding: str, size: int | None) -> None:
+    # Never echo the password itself: only its shape.
+    if encoding == "digits":
+        if not (value.isascii() and value.isdigit() and len(value) == 6):
+            ctx.fail(path, f"with password_encoding \"digits\" the password must be exactly 6 digits "
+                     f"(got {len(value)} characters)")
+    elif encoding == "hex":
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            ctx.fail(path, "with password_encoding \"hex\" the password must be hex digits")
+        if size is not None and len(raw) != size:
+            ctx.fail(path, f"with password_encoding \"hex\" the password must be {size} bytes "
+                     f"({size * 2} hex digits), got {len(raw)} bytes")
+    else:
+        if not value.isascii():
+            ctx.fail(path, "with password_encoding \"ascii\" the password must be ASCII")
+        if size is not None and len(value) != size:
+            ctx.fail(path, f"with password_encoding \"ascii\" the password must be {size} characters, "
+                     f"got {len(value)}")
+
+
+def _load_sink(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> SinkConfig:
+    f = _walk(ctx, table, path, _SINK)
+    _require(ctx, path, f, "name")
+    kind = _require(ctx, path, f, "type", f" ({', '.join(SINK_TYPES)})")
+    allowed = SINK_TYPES[kind]
+    for key in f:
+        if key not in allowed and key not in ("name", "type"):
+            ctx.fail(path + (key,), f"key {key!r} does not apply to a {kind} sink")
+    url = _require(ctx, path, f, "url")
+    auth = [k for k in f if k in _TOKEN_KEYS or k in _PASSWORD_KEYS or k == "username"]
+    for key in auth:
+        if (key in _TOKEN_KEYS) != (auth[0] in _TOKEN_KEYS):
+            ctx.fail(path + (key,), "give either a bearer token (token, token_file, token_credential) or "
+                     "basic auth (username + password), not both")
+    pw_given = [k for k in f if k in _PASSWORD_KEYS]
+    if pw_given and "username" not in f:
+        ctx.fail(path + (pw_given[0],), "basic auth needs 'username' too")
+    if "username" in f and not pw_given:
+        ctx.fail(path + ("username",), "basic auth needs 'password' (or password_file, password_credential) too")
+    token = _secret(ctx, path, f, _TOKEN_KEYS)
+    password = _secret(ctx, path, f, _PASSWORD_KEYS)
+    if f.get("retry_min", 1.0) > f.get("retry_max", 300.0):
+        ctx.fail(path + ("retry_min",), f"retry_min ({format_duration(f['retry_min'])}) is greater than "
+                 f"retry_max ({format_duration(f.get('retry_max', 300.0))})")
+    kw: dict[str, _Any] = {
+        "name": f["name"], "type": kind, "url": url,
+        "token": Secret(token[1]) if token else None,
+        "password": Secret(password[1]) if password else None,
+        "line_no": ctx.locator.find(path),
+    }
+    for key in ("username", "headers", "verify_tls", "ca_file", "timeout", "batch_size", "retry_min",
+                "retry_max"):
+        if key in f:
+            kw[key] = f[key]
+    return SinkConfig(**kw)
+
+
+def _unique(ctx: _Ctx, section: str, names: list[str]) -> None:
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            ctx.fail((section, i, "name"), f"duplicate name {name!r} (also {section}[{seen[name]}])")
+        seen[name] = i
+
+
+def _endpoint_name(host: str, port: int) -> str:
+    return f"tcp:[{host}]:{port}" if ":" in host else f"tcp:{host}:{port}"
+
+
+def load_config(path: str | _os.PathLike[str], *, environ: _Mapping[str, str] | None = None) -> Config:
+    """Read and validate one TOML file. Raises :class:`ConfigError` naming file, line and key path.
+
+    Relative file names inside the config (password_file, ca_file, store.path) are relative to the
+    config file's directory, so a config works the same whatever the daemon's working directory is.
+    """
+    source = _os.fspath(path)
+    env = _os.environ if environ is None else environ
+    try:
+        with open(source, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", path=source) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"not UTF-8 (byte 0x{raw[exc.start]:02x})", path=source, line=line) from None
+    try:
+        doc = _tomllib.loads(text)
+    except _tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        m = _re.search(r"\s*\(at line (\d+), column (\d+)\)", msg)
+        if m:
+            line = int(m.group(1))
+            msg = msg[:m.start()] + f" (column {m.group(2)})" + msg[m.end():]
+        else:
+            line = text.count("\n") + 1
+        raise ConfigError(f"syntax error: {msg}", path=source, line=line) from None
+
+    ctx = _Ctx(source, _Locator(text), env, _os.path.dirname(_os.path.abspath(source)))
+    for key in doc:
+        if key not in _SECTIONS:
+            ctx.fail((), f"unknown section {key!r}{_did_you_mean(key, _SECTIONS)}", line_path=(key,))
+
+    gateway = _load_gateway(ctx, doc)
+    store = _load_store(ctx, doc)
+    api = _load_api(ctx, doc)
+    lines = [_load_line(ctx, t, ("lines", i)) for i, t in enumerate(_array_of_tables(ctx, doc, "lines"))]
+    meters = [_load_meter(ctx, t, ("meters", i)) for i, t in enumerate(_array_of_tables(ctx, doc, "meters"))]
+    sinks = [_load_sink(ctx, t, ("sinks", i)) for i, t in enumerate(_array_of_tables(ctx, doc, "sinks"))]
+
+    _unique(ctx, "lines", [ln.name for ln in lines])
+    _unique(ctx, "meters", [kw["name"] for kw, _ in meters])
+    _unique(ctx, "sinks", [s.name for s in sinks])
+
+    by_name = {ln.name: ln for ln in lines}
+    by_endpoint: dict[tuple[str, int], LineConfig] = {}
+    for i, ln in enumerate(lines):
+        if ln.type == "tcp":
+            key = (ln.host.lower(), ln.port)  # type: ignore[union-attr]
+            if key in by_endpoint:
+                ctx.fail(("lines", i, "host"), f"line {ln.name!r} uses the same endpoint {ln.host}:{ln.port} as "
+                         f"line {by_endpoint[key].name!r}; one converter is one bus, name it once")
+            by_endpoint[key] = ln
+
+    implicit: list[LineConfig] = []
+    built: list[MeterConfig] = []
+    used_address: dict[tuple[str, int], str] = {}
+    for i, (kw, f) in enumerate(meters):
+        path: _Path = ("meters", i)
+        if "line" in f:
+            if f["line"] not in by_name:
+                ctx.fail(path + ("line",), f"unknown line {f['line']!r}{_did_you_mean(f['line'], by_name)}"
+                         + ("" if by_name else " (no [[lines]] are defined)"))
+        else:
+            host, port = f["ip_address"], f["port"]
+            line = by_endpoint.get((host.lower(), port))
+            if line is None:
+                # A converter reachable at one endpoint is one bus: meters naming the same endpoint share it.
+                name = _endpoint_name(host, port)
+                if name in by_name:
+                    ctx.fail(path + ("ip_address",), f"implicit line name {name!r} clashes with a [[lines]] name")
+                line = LineConfig(name=name, type="tcp", host=host, port=port, implicit=True,
+                                  line_no=ctx.locator.find(path + ("ip_address",)))
+                by_name[name] = line
+                by_endpoint[(host.lower(), port)] = line
+                implicit.append(line)
+            kw["line"] = line.name
+        meter = MeterConfig(**kw)
+        if meter.enabled:
+            slot = (meter.line, meter.connection_address)
+            if slot in used_address:
+                ctx.fail(path + ("connection_address",), f"address {meter.connection_address} is already used "
+                         f"by meter {used_address[slot]!r} on line {meter.line!r}")
+            used_address[slot] = meter.name
+        built.append(meter)
+
+    return Config(source=source, gateway=gateway, store=store, api=api, lines=tuple(lines) + tuple(implicit),
+                  meters=tuple(built), sinks=tuple(sinks))
+
+
+# --- summary ---------------------------------------------------------------------------------------------------
+
+_DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def describe_schedule(meter: MeterConfig, spread: float) -> str:
+    """A meter's schedule in words, with its spread offset: what `pollerd check` shows."""
+    from pollerd.schedule import Schedule  # schedule imports this module's types; keep the edge one-way
+
+    sched = Schedule.from_meter(meter, spread)
+    filters = []
+    if meter.days_of_week:
+        filters.append("on " + ", ".join(_DAY_NAMES[d - 1] for d in sorted(meter.days_of_week)))
+    if meter.days_of_month or meter.last_day_of_month:
+        days = [str(d) for d in sorted(meter.days_of_month)] + (["last"] if meter.last_day_of_month else [])
+        filters.append("on day " + ", ".join(days) + " of the month")
+    where = (" " + " and ".join(filters)) if filters else ""
+    if meter.period_type == "interval":
+        text = f"every {format_duration(meter.interval_time)}{where}"
+    else:
+        at = meter.at.strftime("%H:%M:%S" if meter.at.second else "%H:%M")
+        text = f"{meter.period_type}{where} at {at} {meter.timezone}"
+    return f"{text} (+{format_duration(round(sched.offset))} spread)"
+
+
+def summary(config: Config) -> str:
+    """Human-readable overview for `pollerd check`. Secrets are shown only as set/not set."""
+    g, s, a = config.gateway, config.store, config.api
+    out = [
+        f"config:  {config.source}",
+        f"gateway: {g.name} (calendar polls spread over {format_duration(g.spread)})",
+        f"store:   {s.path or '<state dir>/pollerd.db'} (keep {format_duration(s.keep)}, "
+        f"commit every {format_duration(s.commit_interval)})",
+        f"api:     {'http://' + a.listen if a.enabled else 'disabled'}",
+        f"lines:   {len(config.lines)}",
+    ]
+    for ln in config.lines:
+        if ln.type == "serial":
+            where = f"serial {ln.device} {ln.baudrate} {ln.bytesize}{ln.parity}{ln.stopbits:g}"
+        else:
+            where = f"tcp {ln.host}:{ln.port}" + (" (implicit)" if ln.implicit else "")
+        members = [m for m in config.meters if m.line == ln.name]
+        out.append(f"  {ln.name}: {where}, {len(members)} meter(s)")
+        for m in members:
+            state = "" if m.enabled else " [disabled]"
+            pw = ", password set" if m.password is not None else ""
+            serial = f" #{m.number_meter}" if m.number_meter else ""
+            out.append(f"    {m.name}{state}: {m.protocol}{serial} @ {m.connection_address}{pw}; "
+                       f"{describe_schedule(m, g.spread)}; reads {', '.join(m.read)}")
+    out.append(f"sinks:   {len(config.sinks)}")
+    for sk in config.sinks:
+        auth = "bearer token" if sk.token else (f"basic auth as {sk.username}" if sk.username else "no auth")
+        extra = f", headers: {', '.join(k for k, _ in sk.headers)}" if sk.headers else ""
+        tls = "" if sk.verify_tls else ", TLS NOT verified"
+        out.append(f"  {sk.name}: {sk.type} {sk.url} ({auth}, batch {sk.batch_size}{extra}{tls})")
+    return "\n".join(out)
+
