@@ -92,28 +92,31 @@ class Link:
             async with timeout(c.connect_timeout):
                 if c.type == "tcp":
                     loop = asyncio.get_running_loop()
-                    await loop.create_connection(lambda: pipe, c.host, c.port)
+                    transport, _ = await loop.create_connection(lambda: pipe, c.host, c.port)
                 else:
-                    await self._open_serial(pipe)
+                    transport = await self._open_serial(pipe)
         except (OSError, asyncio.TimeoutError, ValueError) as exc:
             raise TransportError(f"cannot open {self.describe}: {exc or type(exc).__name__}") from exc
         except Exception as exc:  # pyserial raises SerialException (an OSError subclass on most versions)
             if type(exc).__name__ == "SerialException":
                 raise TransportError(f"cannot open {self.describe}: {exc}") from exc
             raise
+        # connection_made() may run only on the next loop iteration; the transport is usable now.
+        pipe.transport = transport
         self._pipe = pipe
 
-    async def _open_serial(self, pipe: _Pipe) -> None:
+    async def _open_serial(self, pipe: _Pipe) -> asyncio.BaseTransport:
         try:
             import serial_asyncio_fast as serial_asyncio
         except ImportError:  # pragma: no cover - the classic package has the same API
             import serial_asyncio  # type: ignore[no-redef]
         c = self.cfg
         stopbits = int(c.stopbits) if c.stopbits in (1, 2) else c.stopbits
-        await serial_asyncio.create_serial_connection(
+        transport, _ = await serial_asyncio.create_serial_connection(
             asyncio.get_running_loop(), lambda: pipe, url=c.device, baudrate=c.baudrate,
             bytesize=c.bytesize, parity=_PARITY[c.parity], stopbits=stopbits,
         )
+        return transport
 
     def _live(self) -> _Pipe:
         p = self._pipe

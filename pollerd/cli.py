@@ -1,0 +1,214 @@
+"""The `pollerd` command: run, check, poll, readings, sim, demo, version."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import orjson
+
+from . import __version__
+from .errors import ConfigError, PollerdError
+
+EX_CONFIG = 78  # sysexits.h EX_CONFIG: systemd's RestartPreventExitStatus can name it
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def _load(path: str):  # type: ignore[no-untyped-def]
+    from .config import load_config
+    return load_config(path)
+
+
+def _reading_line(r, as_json: bool) -> str:  # type: ignore[no-untyped-def]
+    if as_json:
+        return orjson.dumps(r.as_dict()).decode()
+    import datetime as dt
+    when = dt.datetime.fromtimestamp(r.ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    q = "" if r.quality == "good" else f" [{r.quality}]"
+    return f"{r.meter:<16} {r.channel:<12} {r.archive:<8} {when}  {r.value:>14.10g} {r.unit}{q}"
+
+
+# -- commands ------------------------------------------------------------------------------------------
+
+def cmd_version(args: argparse.Namespace) -> int:
+    import aiohttp
+    import aiosqlite
+    import crcmod.crcmod
+
+    from .protocols.crc import crc_extension_in_use
+    try:
+        import serial_asyncio_fast as sa
+        serial_name = f"pyserial-asyncio-fast {getattr(sa, '__version__', '?')}"
+    except ImportError:  # pragma: no cover
+        serial_name = "pyserial-asyncio"
+    print(f"pollerd {__version__}")
+    print(f"python {sys.version.split()[0]}")
+    print(f"crcmod C extension: {'in use' if crc_extension_in_use() else 'NOT in use (pure Python, slower)'}")
+    print(f"aiohttp {aiohttp.__version__}, aiosqlite {aiosqlite.__version__}, {serial_name}, "
+          f"orjson {orjson.__version__}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .config import summary
+    cfg = _load(args.config)
+    print(summary(cfg))
+    print(f"{args.config}: OK")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import Daemon, default_state_dir, install_signal_handlers
+    cfg = _load(args.config)
+    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+
+    async def main() -> int:
+        d = Daemon(cfg, state_dir)
+        install_signal_handlers(d)
+        return await d.run()
+
+    return asyncio.run(main())
+
+
+def cmd_poll(args: argparse.Namespace) -> int:
+    from .daemon import build_driver, build_lines
+    from .metrics import Registry
+    from .state import Runtime
+    cfg = _load(args.config)
+    try:
+        mc = cfg.meter(args.meter)
+    except KeyError:
+        names = ", ".join(m.name for m in cfg.meters) or "none"
+        raise ConfigError(f"no meter named {args.meter!r} (meters: {names})", path=args.config) from None
+
+    async def main() -> int:
+        import time
+        runtime, metrics = Runtime(cfg.gateway.name), Registry()
+        line = build_lines(cfg, runtime, metrics)[mc.line]
+        drv = build_driver(mc, line, runtime, metrics)
+        try:
+            result = await drv.poll(int(time.time()))
+            await drv.close()
+        finally:
+            await line.close()
+        for r in result.readings:
+            print(_reading_line(r, args.json))
+        for e in result.events:
+            print(orjson.dumps(e.as_dict()).decode() if args.json else f"event {e.code}: {e.text}")
+        if result.error:
+            print(f"{mc.name}: {result.error}", file=sys.stderr)
+        return 0 if result.answered else 1
+
+    return asyncio.run(main())
+
+
+def cmd_readings(args: argparse.Namespace) -> int:
+    from .daemon import default_state_dir
+    from .store import Store
+    db = Path(args.db) if args.db else (Path(args.state_dir) if args.state_dir else default_state_dir()) / "pollerd.db"
+
+    async def main() -> int:
+        store = await Store.open_readonly(db)
+        try:
+            page = 1
+            while True:
+                rows, total = await store.query_readings(meter=args.meter, channel=args.channel,
+                                                         archive=args.archive, page=page, per_page=1000)
+                for r in rows:
+                    print(_reading_line(r, args.json))
+                if page * 1000 >= total or not rows:
+                    break
+                page += 1
+        finally:
+            await store.close()
+        return 0
+
+    return asyncio.run(main())
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from .sim.cli import main as sim_main
+    return asyncio.run(sim_main(args))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    return asyncio.run(run_demo(seconds=args.seconds, state_dir=args.state_dir))
+
+
+# -- parser --------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pollerd", description="Metering gateway daemon")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("version", help="print versions and whether the C CRC extension is in use")
+    s.set_defaults(func=cmd_version)
+
+    s = sub.add_parser("check", help="validate a config file and print a summary")
+    s.add_argument("config")
+    s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("run", help="run the daemon (what systemd starts)")
+    s.add_argument("--config", "-c", required=True)
+    s.add_argument("--state-dir", help="default: $STATE_DIRECTORY or /var/lib/pollerd")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("poll", help="poll one meter once now and print its readings (commissioning)")
+    s.add_argument("--config", "-c", required=True)
+    s.add_argument("meter")
+    s.add_argument("--json", action="store_true", help="JSON lines")
+    s.set_defaults(func=cmd_poll)
+
+    s = sub.add_parser("readings", help="print stored readings")
+    s.add_argument("--state-dir")
+    s.add_argument("--db", help="path of the database (default: STATE_DIR/pollerd.db)")
+    s.add_argument("--meter")
+    s.add_argument("--channel")
+    s.add_argument("--archive")
+    s.add_argument("--json", action="store_true", help="JSON lines")
+    s.set_defaults(func=cmd_readings)
+
+    s = sub.add_parser("sim", help="run meter simulators")
+    simsub = s.add_subparsers(dest="sim_protocol", required=True)
+    from .sim.cli import configure_parser
+    configure_parser(simsub.add_parser("mercury230", help="Mercury 230 meters on TCP or a pty"))
+    s.set_defaults(func=cmd_sim)
+
+    s = sub.add_parser("demo", help="simulated meters + the daemon + a local receiver, end to end")
+    s.add_argument("--seconds", type=float, default=30.0, help="stop after this long (default 30)")
+    s.add_argument("--state-dir", help="default: a new temporary directory")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"pollerd: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except PollerdError as exc:
+        print(f"pollerd: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `pollerd readings | head`: the reader went away, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""CPU, memory and schedule lateness of the real daemon polling N simulated Mercury 230 meters over TCP.
+
+A helper process serves the meters (N / --per-line meters behind each loopback TCP "converter") and an
+upstream HTTP receiver; `pollerd run` polls them every --interval seconds (energy + instantaneous values,
+as a real site would) and forwards every reading. After a warm-up (every meter polled once, sessions open),
+the daemon's CPU time is sampled from /proc over the measurement window.
+
+    python scripts/bench_daemon.py [--meters 1000] [--per-line 20] [--interval 60] [--warmup 75] [--window 120]
+
+Prints CPU % of one core, peak RSS (VmHWM) and the scheduler lateness p50/p99 the daemon reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+SIM_HOST = r"""
+import asyncio, json, sys
+from aiohttp import web
+from pollerd.sim.mercury230 import SimBus, SimMeter, serve_tcp
+
+async def main(lines, per_line):
+    servers, ports = [], []
+    for l in range(lines):
+        meters = [SimMeter(address=a, serial=f"{30000000 + l * 1000 + a}") for a in range(1, per_line + 1)]
+        s = await serve_tcp(SimBus(meters), "127.0.0.1", 0)
+        servers.append(s)
+        ports.append(s.sockets[0].getsockname()[1])
+    received = [0]
+    async def ingest(request):
+        body = await request.json()
+        received[0] += len(body["readings"])
+        return web.json_response({"ok": True})
+    async def count(request):
+        return web.json_response({"received": received[0]})
+    app = web.Application()
+    app.router.add_post("/ingest", ingest)
+    app.router.add_get("/count", count)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(json.dumps({"ports": ports, "receiver": site._server.sockets[0].getsockname()[1]}), flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def status_kb(pid: int, key: str) -> int:
+    m = re.search(rf"^{key}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
+    return int(m.group(1)) if m else 0
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    ap.add_argument("--meters", type=int, default=1000)
+    ap.add_argument("--per-line", type=int, default=20)
+    ap.add_argument("--interval", type=int, default=60)
+    ap.add_argument("--warmup", type=float, default=75.0)
+    ap.add_argument("--window", type=float, default=120.0)
+    ap.add_argument("--read", default="energy,instant")
+    a = ap.parse_args()
+    lines = -(-a.meters // a.per_line)
+    tmp = Path(tempfile.mkdtemp(prefix="pollerd-bench-"))
+    sim = subprocess.Popen([sys.executable, "-c", SIM_HOST, str(lines), str(a.per_line)],
+                           stdout=subprocess.PIPE, text=True)
+    daemon = None
+    try:
+        info = json.loads(sim.stdout.readline())  # type: ignore[union-attr]
+        api_port = free_port()
+        reads = ", ".join(f'"{r}"' for r in a.read.split(","))
+        parts = [f'[gateway]\nname = "bench"\n\n[api]\nlisten = "127.0.0.1:{api_port}"\n']
+        for li, port in enumerate(info["ports"]):
+            parts.append(f'[[lines]]\nname = "conv{li}"\ntype = "tcp"\nhost = "127.0.0.1"\nport = {port}\n')
+        n = 0
+        for li in range(lines):
+            for addr in range(1, a.per_line + 1):
+                if n == a.meters:
+                    break
+                n += 1
+                parts.append(f'[[meters]]\nname = "m{n}"\nprotocol = "mercury230"\nline = "conv{li}"\n'
+                             f'connection_address = {addr}\nnumber_meter = "{30000000 + li * 1000 + addr}"\n'
+                             f'interval_time = "{a.interval}s"\nread = [{reads}]\n')
+        parts.append(f'[[sinks]]\nname = "up"\ntype = "http"\n'
+                     f'url = "http://127.0.0.1:{info["receiver"]}/ingest"\n')
+        cfg = tmp / "pollerd.toml"
+        cfg.write_text("\n".join(parts))
+        daemon = subprocess.Popen([sys.executable, "-m", "pollerd", "--log-level", "WARNING", "run",
+                                   "--config", str(cfg), "--state-dir", str(tmp)])
+        print(f"{a.meters} meters on {lines} TCP lines, every {a.interval} s; warm-up {a.warmup:g} s, "
+              f"window {a.window:g} s ...", flush=True)
+        time.sleep(a.warmup)
+        m0, c0, t0 = scrape(api_port), cpu_seconds(daemon.pid), time.monotonic()
+        time.sleep(a.window)
+        m1, c1, t1 = scrape(api_port), cpu_seconds(daemon.pid), time.monotonic()
+        hwm, rss = status_kb(daemon.pid, "VmHWM"), status_kb(daemon.pid, "VmRSS")
+        received = json.loads(urllib.request.urlopen(
+            f"http://127.0.0.1:{info['receiver']}/count", timeout=10).read())["received"]
+
+        def total(metrics: dict[str, float], prefix: str) -> float:
+            return sum(v for k, v in metrics.items() if k.startswith(prefix))
+
+        polls = total(m1, "pollerd_polls_total") - total(m0, "pollerd_polls_total")
+        failed = sum(v for k, v in m1.items() if k.startswith("pollerd_polls_total") and 'outcome="ok"' not in k)
+        readings = total(m1, "pollerd_readings_total") - total(m0, "pollerd_readings_total")
+        late = {q: m1.get(f'pollerd_schedule_lateness_seconds{{quantile="{q}"}}', float("nan"))
+                for q in ("0.5", "0.99")}
+        print(f"cycles in window: {polls:.0f} ({polls / (t1 - t0) * 60:.0f}/min), not-ok cycles since start: "
+              f"{failed:.0f}, readings in window: {readings:.0f}, forwarded upstream so far: {received}")
+        print(f"CPU: {100 * (c1 - c0) / (t1 - t0):.2f} % of one core")
+        print(f"RSS: peak {hwm / 1024:.1f} MB, now {rss / 1024:.1f} MB")
+        print(f"schedule lateness: p50 {late['0.5'] * 1000:.1f} ms, p99 {late['0.99'] * 1000:.1f} ms")
+    finally:
+        if daemon is not None:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                rc = daemon.wait(timeout=30)
+                print(f"daemon exited with {rc} after SIGTERM")
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+        sim.terminate()
+        sim.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
