@@ -1,0 +1,1 @@
+"""Meter simulators that speak the real protocols over TCP and a pty: for tests, the demo and benchmarks."""

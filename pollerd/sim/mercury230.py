@@ -1,0 +1,673 @@
+"""A Mercury 230 simulator that speaks the protocol byte for byte, for tests, the demo and benchmarks.
+
+Layers, as in the daemon: :class:`SimMeter` is a sans-I/O meter (``handle(frame) -> reply``),
+:class:`RequestSplitter` cuts a byte stream into request frames, :class:`SimBus` puts several meters on
+one bus with fault injection, and :func:`serve_tcp` / :class:`PtySim` move the bytes.
+
+Every value a meter reports is predictable: with a fixed ``clock``, :meth:`SimMeter.expected_energy` and
+:meth:`SimMeter.expected_instant` give exactly what the codec will decode, so end-to-end tests can
+assert exact values upstream.
+
+Assumptions where the facts are silent (no vendor document at hand): a wrong password is answered with
+status 1; the idle session timeout defaults to 240 s; the meter answers the universal address 0 with
+address 0 in the reply (as the wb-mqtt-serial fixtures show).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import math
+import os
+import time
+import tty
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from pollerd.errors import FrameError
+from pollerd.protocols import mercury230 as m
+from pollerd.protocols.crc import append_crc, check_crc
+
+__all__ = ["FAULTS", "Phase", "PtySim", "RequestSplitter", "SimBus", "SimMeter", "open_pty", "serve_tcp"]
+
+FAULTS = ("crc", "truncate", "silence", "wrong_address", "echo", "garbage")
+
+_ANGLE_NAMES = ("L1-L2", "L1-L3", "L2-L3")
+_ANGLES = (120.0, 240.0, 120.0)  # a healthy three-phase network, direct phase sequence
+
+
+@dataclass(slots=True)
+class Phase:
+    """One phase's instantaneous state. P and Q are signed (export / capacitive negative)."""
+
+    voltage: float = 230.0
+    power: float = 1000.0
+    reactive: float = 200.0
+
+
+class SimMeter:
+    """One simulated meter. Mutable on purpose: tests change powers, sessions and options mid-run."""
+
+    def __init__(
+        self,
+        address: int = 1,
+        *,
+        serial: str = "47567135",
+        manufactured: dt.date | None = dt.date(2022, 11, 16),
+        passwords: dict[int, str] | None = None,
+        password_encoding: str = "digits",
+        constant: int = 1000,
+        ku: int = 1,
+        ki: int = 1,
+        version: tuple[int, int, int] = (9, 1, 0),
+        energy: dict[int, Sequence[float]] | None = None,
+        phase_energy: Sequence[float] = (0.0, 0.0, 0.0),
+        phases: Sequence[Phase] | None = None,
+        frequency: float = 50.0,
+        temperature: int = 24,
+        active_tariff: int = 1,
+        bidirectional: bool = True,
+        session_timeout: float = 240.0,
+        refuse_group_reads: bool = False,
+        timezone: dt.tzinfo | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not 1 <= address <= 0xF0:
+            raise ValueError(f"meter address must be 1..240, got {address}")
+        m.encode_serial(serial, manufactured)  # validates
+        m.encode_variant(constant)  # validates
+        self.address = address
+        self.serial = serial
+        self.manufactured = manufactured
+        passwords = passwords if passwords is not None else {1: "111111", 2: "222222"}
+        self._password_raw = {lvl: m.password_bytes(pw, password_encoding) for lvl, pw in passwords.items()}
+        self.constant = constant
+        self.ku = ku
+        self.ki = ki
+        self.version = version
+        self.frequency = frequency
+        self.temperature = temperature
+        self.bidirectional = bidirectional
+        self.session_timeout = session_timeout
+        self.refuse_group_reads = refuse_group_reads
+        self.timezone = timezone
+        self.clock = clock
+        if not 1 <= active_tariff <= 4:
+            raise ValueError(f"active tariff must be 1..4, got {active_tariff}")
+        self.active_tariff = active_tariff
+        start = energy or {}
+        # Counters as floats in Wh from `_epoch`; the meter reports them floored to whole Wh.
+        self._energy0 = {t: [float(x) for x in start.get(t, (0.0, 0.0, 0.0, 0.0))] for t in (1, 2, 3, 4)}
+        self._phase_energy0 = [float(x) for x in phase_energy]
+        self.phases = list(phases) if phases is not None else [
+            Phase(230.0, 1000.0, 200.0), Phase(231.0, 1500.0, -100.0), Phase(229.5, 500.0, 50.0)]
+        if len(self.phases) != 3:
+            raise ValueError("a Mercury 230 has three phases")
+        self._epoch = clock()
+        self.clock_offset = 0.0  # set by a level-2 time write (03 0C)
+        self.level = 0  # open session's access level, 0 = closed
+        self._last_activity = 0.0
+        self.requests = 0
+        self.replies = 0
+        self.expected_instant(self._epoch)  # fail now, not on the wire, if a value cannot be encoded
+
+    # -- what the meter will report ----------------------------------------------------------------
+
+    def _rates(self) -> tuple[float, float, float, float]:
+        p = sum(ph.power for ph in self.phases)
+        q = sum(ph.reactive for ph in self.phases)
+        return max(p, 0.0), max(-p, 0.0), max(q, 0.0), max(-q, 0.0)
+
+    def _hours(self, now: float) -> float:
+        return max(0.0, now - self._epoch) / 3600.0
+
+    def set_phases(self, phases: Sequence[Phase], now: float | None = None) -> None:
+        """Change the load; counters keep what they accumulated up to ``now``."""
+        now = self.clock() if now is None else now
+        hours = self._hours(now)
+        rates = self._rates()
+        tariff = self._energy0[self.active_tariff]
+        for i in range(4):
+            tariff[i] += rates[i] * hours
+        for i, ph in enumerate(self.phases):
+            self._phase_energy0[i] += max(ph.power, 0.0) * hours
+        self._epoch = max(self._epoch, now)
+        self.phases = list(phases)
+        self.expected_instant(now)
+
+    def expected_energy(self, tariff: int, now: float | None = None) -> tuple[int | None, int | None, int | None, int | None]:
+        """(A+, A-, R+, R-) in Wh/varh as the meter reports them at ``now``; tariff 0 = sum of 1..4."""
+        now = self.clock() if now is None else now
+        if tariff == 0:
+            per = [self._counters(t, now) for t in (1, 2, 3, 4)]
+            return self._mask(tuple(sum(v[i] for v in per) for i in range(4)))  # type: ignore[arg-type]
+        if not 1 <= tariff <= 4:
+            raise ValueError(f"tariff must be 0..4, got {tariff}")
+        return self._mask(self._counters(tariff, now))
+
+    def _counters(self, tariff: int, now: float) -> tuple[int, int, int, int]:
+        hours = self._hours(now)
+        rates = self._rates() if tariff == self.active_tariff else (0.0, 0.0, 0.0, 0.0)
+        return tuple(math.floor(e + r * hours) for e, r in zip(self._energy0[tariff], rates))  # type: ignore[return-value]
+
+    def _mask(self, values: tuple[int, int, int, int]) -> tuple[int | None, int | None, int | None, int | None]:
+        if self.bidirectional:
+            return values
+        return values[0], None, values[2], None
+
+    def expected_phase_energy(self, now: float | None = None) -> tuple[int, int, int]:
+        now = self.clock() if now is None else now
+        hours = self._hours(now)
+        return tuple(  # type: ignore[return-value]
+            math.floor(e + max(ph.power, 0.0) * hours) for e, ph in zip(self._phase_energy0, self.phases))
+
+    def _raw_instant(self) -> dict[str, float]:
+        v: dict[str, float] = {}
+        p_sum = q_sum = s_sum = 0.0
+        for i, ph in enumerate(self.phases, start=1):
+            s = math.hypot(ph.power, ph.reactive)
+            v[f"P.L{i}"], v[f"Q.L{i}"], v[f"S.L{i}"] = ph.power, ph.reactive, s
+            v[f"PF.L{i}"] = ph.power / s if s else 1.0
+            v[f"U.L{i}"] = ph.voltage
+            v[f"I.L{i}"] = s / ph.voltage if ph.voltage else 0.0
+            p_sum += ph.power
+            q_sum += ph.reactive
+            s_sum += s
+        v["P"], v["Q"], v["S"] = p_sum, q_sum, s_sum
+        v["PF"] = p_sum / s_sum if s_sum else 1.0
+        v["F"] = self.frequency
+        for name, angle in zip(_ANGLE_NAMES, _ANGLES):
+            v[f"angle.{name}"] = angle
+        v["T.meter"] = float(self.temperature)
+        return v
+
+    def expected_instant(self, now: float | None = None) -> dict[str, float]:
+        """Channel name (DESIGN.md §3) -> the value exactly as the codec decodes what the meter sends.
+        The instantaneous state does not depend on time; ``now`` is accepted for symmetry."""
+        raw = self._raw_instant()
+        return {name: m.decode_aux(bwri, m.encode_aux(bwri, raw[name])) for name, bwri in _CHANNEL_BWRI.items()}
+
+    def meter_time(self, now: float | None = None) -> tuple[dt.datetime, int]:
+        """The naive local time and season byte the meter reports at gateway time ``now``."""
+        now = (self.clock() if now is None else now) + self.clock_offset
+        when = dt.datetime.fromtimestamp(int(now), self.timezone)
+        if self.timezone is None:
+            season = 0 if time.localtime(int(now)).tm_isdst > 0 else 1
+        else:
+            season = 0 if when.dst() else 1
+        return when.replace(tzinfo=None), season
+
+    # -- the wire ----------------------------------------------------------------------------------
+
+    def handle(self, frame: bytes) -> bytes | None:
+        """One request frame (address..CRC) in, the reply frame out; None when a real meter stays
+        silent: bad CRC, another address, broadcast."""
+        if len(frame) < 4 or not check_crc(frame):
+            return None
+        addr = frame[0]
+        if addr not in (self.address, m.ADDRESS_UNIVERSAL, m.ADDRESS_BROADCAST):
+            return None
+        self.requests += 1
+        data = self._dispatch(frame[1:-2], self.clock())
+        if addr == m.ADDRESS_BROADCAST:
+            return None
+        self.replies += 1
+        return append_crc(bytes((addr,)) + data)
+
+    def _dispatch(self, body: bytes, now: float) -> bytes:
+        code = body[0]
+        if code == m.CODE_TEST:
+            return _status(m.STATUS_OK if len(body) == 1 else m.STATUS_BAD_COMMAND)
+        if code == m.CODE_OPEN:
+            return self._open(body, now)
+        if code == m.CODE_CLOSE:
+            self.level = 0
+            return _status(m.STATUS_OK)
+        if self.level == 0 or now - self._last_activity > self.session_timeout:
+            self.level = 0
+            return _status(m.STATUS_NOT_OPEN)
+        self._last_activity = now
+        try:
+            if code == m.CODE_READ_ENERGY and len(body) == 3:
+                return self._energy(body, now)
+            if code == m.CODE_READ_PARAM and len(body) >= 2:
+                return self._param(body)
+            if code == m.CODE_READ_TIME and body == b"\x04\x00":
+                return m.encode_time(*self.meter_time(now))
+            if code == m.CODE_WRITE and len(body) >= 2:
+                return self._write(body, now)
+        except ValueError:  # a value the layout cannot carry: what a meter would call an internal error
+            return _status(m.STATUS_INTERNAL)
+        return _status(m.STATUS_BAD_COMMAND)
+
+    def _open(self, body: bytes, now: float) -> bytes:
+        if len(body) != 8:
+            return _status(m.STATUS_BAD_COMMAND)
+        expected = self._password_raw.get(body[1])
+        if expected is None or body[2:8] != expected:
+            self.level = 0
+            return _status(m.STATUS_BAD_COMMAND)
+        self.level = body[1]
+        self._last_activity = now
+        return _status(m.STATUS_OK)
+
+    def _energy(self, body: bytes, now: float) -> bytes:
+        array, month, tariff = body[1] >> 4, body[1] & 0x0F, body[2]
+        if array == 0 and month == 0 and tariff <= 4:
+            return m.encode_energy(*self.expected_energy(tariff, now))
+        if array == 6 and month == 0 and tariff == 0:
+            return m.encode_phase_energy(*self.expected_phase_energy(now))
+        return _status(m.STATUS_BAD_COMMAND)  # yearly/monthly/daily arrays are not simulated
+
+    def _param(self, body: bytes) -> bytes:
+        param = body[1]
+        if len(body) == 2:
+            if param == m.PARAM_SERIAL:
+                return m.encode_serial(self.serial, self.manufactured)
+            if param == m.PARAM_RATIOS:
+                return m.encode_ratios(self.ku, self.ki)
+            if param == m.PARAM_VARIANT:
+                return m.encode_variant(self.constant)
+            if param == m.PARAM_VERSION:
+                return bytes(self.version)
+        elif len(body) == 3 and param == m.PARAM_AUX:
+            name = _BWRI_CHANNEL.get(body[2])
+            if name is not None:
+                return m.encode_aux(body[2], self._raw_instant()[name])
+        elif len(body) == 3 and param == m.PARAM_AUX_GROUP and not self.refuse_group_reads:
+            names = _GROUP_CHANNELS.get(body[2])
+            if names is not None:
+                raw = self._raw_instant()
+                return m.encode_aux_group(body[2], [raw[n] for n in names])
+        return _status(m.STATUS_BAD_COMMAND)
+
+    def _write(self, body: bytes, now: float) -> bytes:
+        if body == b"\x03\x08":  # freeze the fixed-data snapshot: allowed at level 1, no-op here
+            return _status(m.STATUS_OK)
+        if self.level < 2:
+            return _status(m.STATUS_ACCESS)
+        if body[1] == 0x0C and len(body) == 10:  # set time (level 2): ss mm hh dow dd MM yy season
+            try:
+                when, _season = m.decode_time(body[2:10])
+            except FrameError:
+                return _status(m.STATUS_BAD_COMMAND)
+            target = when.replace(tzinfo=self.timezone).timestamp() if self.timezone else when.timestamp()
+            self.clock_offset = target - now
+            return _status(m.STATUS_OK)
+        return _status(m.STATUS_BAD_COMMAND)
+
+
+def _status(code: int) -> bytes:
+    return bytes((code,))
+
+
+# BWRI of each channel for 08 11 (single value) and 08 16 (group) reads.
+_CHANNEL_BWRI: dict[str, int] = {}
+for _base, _q in (("P", 0x00), ("Q", 0x04), ("S", 0x08), ("PF", 0x30)):
+    _CHANNEL_BWRI[_base] = _q
+    for _i in (1, 2, 3):
+        _CHANNEL_BWRI[f"{_base}.L{_i}"] = _q | _i
+for _base, _q in (("U", 0x10), ("I", 0x20)):
+    for _i in (1, 2, 3):
+        _CHANNEL_BWRI[f"{_base}.L{_i}"] = _q | _i
+for _i, _name in enumerate(_ANGLE_NAMES, start=1):
+    _CHANNEL_BWRI[f"angle.{_name}"] = 0x50 | _i
+_CHANNEL_BWRI["F"] = 0x40
+_CHANNEL_BWRI["T.meter"] = 0x70
+_BWRI_CHANNEL: dict[int, str] = {b: n for n, b in _CHANNEL_BWRI.items()}
+
+_GROUP_CHANNELS: dict[int, tuple[str, ...]] = {}
+for _base, _q in (("P", 0x00), ("Q", 0x04), ("S", 0x08), ("PF", 0x30)):
+    for _low in range(4):  # the meter ignores the phase bits of a group read
+        _GROUP_CHANNELS[_q | _low] = (_base, f"{_base}.L1", f"{_base}.L2", f"{_base}.L3")
+for _base, _q in (("U", 0x10), ("I", 0x20)):
+    for _low in range(4):
+        _GROUP_CHANNELS[_q | _low] = tuple(f"{_base}.L{i}" for i in (1, 2, 3))
+for _low in range(4):
+    _GROUP_CHANNELS[0x50 | _low] = tuple(f"angle.{n}" for n in _ANGLE_NAMES)
+    _GROUP_CHANNELS[0x40 | _low] = ("F",)
+
+
+# ---------------------------------------------------------------------------------------- the bus
+
+# Request body lengths (code + params) per code. Codes not listed are tried with every length, but
+# only at the head of the buffer, to keep false CRC matches inside a partial frame unlikely.
+_BODY_LENGTHS: dict[int, tuple[int, ...]] = {
+    m.CODE_TEST: (1,),
+    m.CODE_OPEN: (8,),
+    m.CODE_CLOSE: (1,),
+    m.CODE_WRITE: tuple(range(2, 17)),
+    m.CODE_READ_ENERGY: (3,),
+    m.CODE_READ_MEMORY: (4, 5, 6),
+}
+# Where the length depends on the parameter byte. Guessing the length by CRC alone is not enough:
+# `07 08 11 07 CD` is a CRC-valid 5-byte frame inside the 6-byte `07 08 11 07 CD 00`.
+_PARAM_BODY_LENGTHS: dict[tuple[int, int], tuple[int, ...]] = {
+    (m.CODE_READ_TIME, 0x00): (2,),
+    (m.CODE_READ_PARAM, m.PARAM_AUX): (3,),
+    (m.CODE_READ_PARAM, 0x14): (3,),  # fixed (frozen) values, 08 14 BWRI
+    (m.CODE_READ_PARAM, m.PARAM_AUX_GROUP): (3,),
+    (m.CODE_READ_PARAM, m.PARAM_VARIANT): (2, 3),  # old and new forms
+}
+_PARAM_DEFAULT: dict[int, tuple[int, ...]] = {
+    m.CODE_READ_TIME: (3,),  # 04 <journal> <record>
+    m.CODE_READ_PARAM: (2,),
+}
+_ANY_LENGTH = tuple(range(1, 30))
+_MAX_FRAME = 3 + max(_ANY_LENGTH)
+
+
+def _body_lengths(buf: bytearray, start: int, unknown: tuple[int, ...]) -> tuple[int, ...]:
+    """Candidate body lengths for a frame at ``start`` (needs the address and code bytes there)."""
+    code = buf[start + 1]
+    lengths = _BODY_LENGTHS.get(code)
+    if lengths is not None:
+        return lengths
+    default = _PARAM_DEFAULT.get(code)
+    if default is None:
+        return unknown
+    if start + 2 >= len(buf):
+        return (2,)  # cannot tell yet; 2 is the shortest, and 4 bytes are needed anyway
+    return _PARAM_BODY_LENGTHS.get((code, buf[start + 2]), default)
+
+
+class RequestSplitter:
+    """Cuts the master's byte stream into CRC-valid request frames; one per connection.
+
+    Bytes that cannot start a frame (unknown address, or every candidate length fails its CRC) are
+    dropped one at a time and counted in ``garbage``; the buffer never exceeds ``max_buffer``.
+    """
+
+    def __init__(self, addresses: Iterable[int] | None = None, max_buffer: int = 256) -> None:
+        self.addresses = frozenset(addresses) | {m.ADDRESS_UNIVERSAL, m.ADDRESS_BROADCAST} if addresses else None
+        self.max_buffer = max_buffer
+        self.garbage = 0
+        self._buf = bytearray()
+
+    def _can_start(self, addr: int) -> bool:
+        return self.addresses is None or addr in self.addresses
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        buf = self._buf
+        buf += data
+        frames: list[bytes] = []
+        while buf:
+            head = self._head_state()
+            if head == "drop":
+                del buf[0]
+                self.garbage += 1
+                continue
+            if isinstance(head, int):
+                frames.append(bytes(buf[:head]))
+                del buf[:head]
+                continue
+            found = self._search_later()
+            if found is None:
+                break
+            start, length = found
+            self.garbage += start
+            frames.append(bytes(buf[start : start + length]))
+            del buf[: start + length]
+        if len(buf) > self.max_buffer:
+            drop = len(buf) - _MAX_FRAME
+            self.garbage += drop
+            del buf[:drop]
+        return frames
+
+    def _head_state(self) -> int | str:
+        """Frame length at the head, "drop" if the head byte cannot start a frame, "wait" otherwise."""
+        buf = self._buf
+        n = len(buf)
+        if not self._can_start(buf[0]):
+            return "drop"
+        if n < 4:
+            return "wait"
+        lengths = _body_lengths(buf, 0, _ANY_LENGTH)
+        with memoryview(buf) as view:
+            for body in lengths:
+                total = body + 3
+                if total > n:
+                    return "wait"
+                if check_crc(view[:total]):
+                    return total
+        return "drop"
+
+    def _search_later(self) -> tuple[int, int] | None:
+        """A complete frame after the head (garbage or a lost partial frame before it)."""
+        buf = self._buf
+        n = len(buf)
+        with memoryview(buf) as view:
+            for start in range(1, n - 3):
+                if not self._can_start(buf[start]):
+                    continue
+                for body in _body_lengths(buf, start, ()):
+                    total = body + 3
+                    if start + total > n:
+                        break
+                    if check_crc(view[start : start + total]):
+                        return start, total
+        return None
+
+
+class SimBus:
+    """Several meters on one bus. ``handle_frame`` dispatches one request and applies queued faults."""
+
+    def __init__(self, meters: Iterable[SimMeter]) -> None:
+        self.meters: dict[int, SimMeter] = {}
+        for meter in meters:
+            if meter.address in self.meters:
+                raise ValueError(f"two simulated meters share address {meter.address}")
+            self.meters[meter.address] = meter
+        self.requests = 0
+        self.replies: dict[int, int] = {addr: 0 for addr in self.meters}
+        self.faults_applied: dict[str, int] = {f: 0 for f in FAULTS}
+        self._faults: deque[str] = deque()
+        self._splitter = self.splitter()
+
+    def splitter(self) -> RequestSplitter:
+        """A new stream splitter (one per connection)."""
+        return RequestSplitter(self.meters)
+
+    def inject(self, fault: str, count: int = 1) -> None:
+        """Queue ``fault`` for the next ``count`` replies: "crc" (one bit flipped), "truncate" (first half
+        only), "silence" (no reply), "wrong_address" (another address, valid CRC), "echo" (our request
+        first, then the reply), "garbage" (junk of the reply's length instead of it)."""
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; expected one of {', '.join(FAULTS)}")
+        self._faults.extend([fault] * count)
+
+    @property
+    def pending_faults(self) -> int:
+        return len(self._faults)
+
+    def handle_frame(self, frame: bytes) -> bytes | None:
+        self.requests += 1
+        addr = frame[0]
+        if addr == m.ADDRESS_UNIVERSAL:
+            # Every meter would answer at once; a real multi-drop bus collides, so only a lone meter does.
+            meters = list(self.meters.values())
+            meter = meters[0] if len(meters) == 1 else None
+        elif addr == m.ADDRESS_BROADCAST:
+            for meter in self.meters.values():
+                meter.handle(frame)
+            return None
+        else:
+            meter = self.meters.get(addr)
+        if meter is None:
+            return None
+        reply = meter.handle(frame)
+        if reply is None:
+            return None
+        self.replies[meter.address] += 1
+        if not self._faults:
+            return reply
+        fault = self._faults.popleft()
+        self.faults_applied[fault] += 1
+        return _apply_fault(fault, frame, reply)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """Sans-I/O use of the bus' own splitter: bytes in, reply chunks out."""
+        out = []
+        for frame in self._splitter.feed(data):
+            reply = self.handle_frame(frame)
+            if reply is not None:
+                out.append(reply)
+        return out
+
+
+def _apply_fault(fault: str, request: bytes, reply: bytes) -> bytes | None:
+    if fault == "silence":
+        return None
+    if fault == "crc":
+        return reply[:-1] + bytes((reply[-1] ^ 0x01,))
+    if fault == "truncate":
+        return reply[: max(1, len(reply) // 2)]
+    if fault == "wrong_address":
+        other = reply[0] % 0xF0 + 1
+        return append_crc(bytes((other,)) + reply[1:-2])
+    if fault == "echo":
+        return request + reply
+    # garbage: starts with a byte that is not the address, so a framer rejects it at once
+    junk = bytes((reply[0] ^ 0xFF,)) + bytes((0x5A + 0x3B * i) & 0xFF for i in range(len(reply) - 1))
+    return junk if not check_crc(junk) else junk[:-1] + bytes((junk[-1] ^ 0x01,))
+
+
+# --------------------------------------------------------------------------------------- transports
+
+
+async def _paced_send(write: Callable[[bytes], object], data: bytes, baud: int | None, *,
+                      clock: Callable[[], float] | None = None,
+                      sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+    """Write ``data`` as a UART at ``baud`` (8N1: 10 bits a byte) would deliver it: each byte when its
+    stop bit ends. Deadlines count from the start, so sleep overshoot never accumulates."""
+    if not baud:
+        write(data)
+        return
+    now = clock or asyncio.get_running_loop().time
+    byte_time = 10.0 / baud
+    start = now()
+    sent, n = 0, len(data)
+    while sent < n:
+        due = min(n, int((now() - start) / byte_time + 1e-9))  # float error must not stall a due byte
+        if due > sent:
+            write(data[sent:due])
+            sent = due
+        if sent < n:
+            await sleep(max(0.0, start + (sent + 1) * byte_time - now()))
+
+
+async def serve_tcp(bus: SimBus, host: str, port: int, *, latency: float = 0.0,
+                    baud: int | None = None) -> asyncio.Server:
+    """Serve ``bus`` over TCP (an RS-485-to-Ethernet converter in transparent mode). Port 0 picks a free
+    port: read it from ``server.sockets[0].getsockname()[1]``. Requests on one connection are answered
+    in order, one at a time, as on a half-duplex bus."""
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        splitter = bus.splitter()
+        try:
+            while data := await reader.read(4096):
+                for frame in splitter.feed(data):
+                    reply = bus.handle_frame(frame)
+                    if reply is None:
+                        continue
+                    if latency:
+                        await asyncio.sleep(latency)
+                    await _paced_send(writer.write, reply, baud)
+                    await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    return await asyncio.start_server(client, host, port)
+
+
+class PtySim:
+    """Serve ``bus`` on a pseudo-terminal; the daemon opens :attr:`device` as a serial port.
+
+    The simulator keeps its own slave descriptor open: without it the master reads EIO whenever no
+    client has the device open, and the raw-mode settings would not persist between clients.
+    """
+
+    def __init__(self, bus: SimBus, *, latency: float = 0.0, baud: int | None = None,
+                 link: str | os.PathLike[str] | None = None) -> None:
+        self.bus = bus
+        self.latency = latency
+        self.baud = baud
+        self._loop = asyncio.get_running_loop()
+        self._master, self._slave = os.openpty()
+        try:
+            tty.setraw(self._slave)
+            self.device = os.ttyname(self._slave)
+            os.set_blocking(self._master, False)
+            self.link = os.fspath(link) if link is not None else None
+            if self.link is not None:
+                if os.path.islink(self.link):
+                    os.unlink(self.link)
+                os.symlink(self.device, self.link)
+        except BaseException:
+            os.close(self._master)
+            os.close(self._slave)
+            raise
+        self.dropped = 0  # reply bytes nobody read (pty buffer full), as on a line nobody listens to
+        self._splitter = bus.splitter()
+        self._frames: asyncio.Queue[bytes] = asyncio.Queue()
+        self._loop.add_reader(self._master, self._on_readable)
+        self._task: asyncio.Task[None] | None = self._loop.create_task(self._serve(), name=f"sim-pty {self.device}")
+        self._closed = False
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self._master, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return
+        for frame in self._splitter.feed(data):
+            self._frames.put_nowait(frame)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            written = os.write(self._master, data)
+        except BlockingIOError:
+            written = 0
+        self.dropped += len(data) - written
+
+    async def _serve(self) -> None:
+        while True:
+            frame = await self._frames.get()
+            reply = self.bus.handle_frame(frame)
+            if reply is None:
+                continue
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            await _paced_send(self._write, reply, self.baud)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self._master)
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        os.close(self._master)
+        os.close(self._slave)
+        if self.link is not None and os.path.islink(self.link):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.link)
+
+    async def __aenter__(self) -> PtySim:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def open_pty(bus: SimBus, *, latency: float = 0.0, baud: int | None = None,
+                   link: str | os.PathLike[str] | None = None) -> PtySim:
+    return PtySim(bus, latency=latency, baud=baud, link=link)
