@@ -539,15 +539,19 @@ def _apply_fault(fault: str, request: bytes, reply: bytes) -> bytes | None:
 
 async def _paced_send(write: Callable[[bytes], object], data: bytes, baud: int | None, *,
                       clock: Callable[[], float] | None = None,
-                      sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+                      sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+                      start: float | None = None) -> None:
     """Write ``data`` as a UART at ``baud`` (8N1: 10 bits a byte) would deliver it: each byte when its
-    stop bit ends. Deadlines count from the start, so sleep overshoot never accumulates."""
+    stop bit ends. Deadlines count from ``start`` (default: now), so sleep overshoot never accumulates,
+    not even across the turnaround before the first byte."""
+    now = clock or asyncio.get_running_loop().time
+    if start is not None and start > now():
+        await sleep(start - now())
     if not baud:
         write(data)
         return
-    now = clock or asyncio.get_running_loop().time
     byte_time = 10.0 / baud
-    start = now()
+    start = now() if start is None else start
     sent, n = 0, len(data)
     while sent < n:
         due = min(n, int((now() - start) / byte_time + 1e-9))  # float error must not stall a due byte
@@ -556,6 +560,12 @@ async def _paced_send(write: Callable[[bytes], object], data: bytes, baud: int |
             sent = due
         if sent < n:
             await sleep(max(0.0, start + (sent + 1) * byte_time - now()))
+
+
+def _turnaround(request: bytes, latency: float, baud: int | None) -> float:
+    """Time from the request's arrival here to the first reply byte. TCP and a pty hand over the request
+    at once, but on the bus it takes its wire time to arrive, so with ``baud`` set that time is added."""
+    return latency + (len(request) * 10.0 / baud if baud else 0.0)
 
 
 async def serve_tcp(bus: SimBus, host: str, port: int, *, latency: float = 0.0,
@@ -567,14 +577,15 @@ async def serve_tcp(bus: SimBus, host: str, port: int, *, latency: float = 0.0,
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         splitter = bus.splitter()
         try:
+            loop = asyncio.get_running_loop()
             while data := await reader.read(4096):
+                arrived = loop.time()
                 for frame in splitter.feed(data):
                     reply = bus.handle_frame(frame)
                     if reply is None:
                         continue
-                    if latency:
-                        await asyncio.sleep(latency)
-                    await _paced_send(writer.write, reply, baud)
+                    await _paced_send(writer.write, reply, baud,
+                                      start=arrived + _turnaround(frame, latency, baud))
                     await writer.drain()
         except ConnectionError:
             pass
@@ -615,7 +626,7 @@ class PtySim:
             raise
         self.dropped = 0  # reply bytes nobody read (pty buffer full), as on a line nobody listens to
         self._splitter = bus.splitter()
-        self._frames: asyncio.Queue[bytes] = asyncio.Queue()
+        self._frames: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         self._loop.add_reader(self._master, self._on_readable)
         self._task: asyncio.Task[None] | None = self._loop.create_task(self._serve(), name=f"sim-pty {self.device}")
         self._closed = False
@@ -627,8 +638,9 @@ class PtySim:
             return
         except OSError:
             return
+        arrived = self._loop.time()
         for frame in self._splitter.feed(data):
-            self._frames.put_nowait(frame)
+            self._frames.put_nowait((arrived, frame))
 
     def _write(self, data: bytes) -> None:
         try:
@@ -639,13 +651,12 @@ class PtySim:
 
     async def _serve(self) -> None:
         while True:
-            frame = await self._frames.get()
+            arrived, frame = await self._frames.get()
             reply = self.bus.handle_frame(frame)
             if reply is None:
                 continue
-            if self.latency:
-                await asyncio.sleep(self.latency)
-            await _paced_send(self._write, reply, self.baud)
+            await _paced_send(self._write, reply, self.baud,
+                              start=arrived + _turnaround(frame, self.latency, self.baud))
 
     def close(self) -> None:
         if self._closed:
