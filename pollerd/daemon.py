@@ -244,7 +244,9 @@ class Daemon:
             st.last_ok = started
         st.failures += 1
         st.consecutive_failures += 1
-        if st.last_error != result.error:
+        if self.stopping.is_set():
+            log.info("%s: cycle cut short by shutdown: %s", mc.name, result.error)
+        elif st.last_error != result.error:
             log.warning("%s: poll %s: %s", mc.name, "incomplete" if result.answered else "failed", result.error)
         st.last_error = result.error
         if not st.degraded and st.consecutive_failures >= DEGRADED_AFTER:

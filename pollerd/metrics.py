@@ -44,6 +44,10 @@ class Metric:
     def set(self, value: float, **labels: object) -> None:
         self.values[self._key(labels)] = float(value)
 
+    def child(self, **labels: object) -> "Child":
+        """A handle on one label set, for hot paths: no label checking per update."""
+        return Child(self, self._key(labels))
+
     def get(self, **labels: object) -> float:
         return self.values.get(self._key(labels), 0.0)
 
@@ -55,6 +59,21 @@ class Metric:
         out.append(f"# TYPE {self.name} {self.kind}")
         for k, v in sorted(self.values.items()):
             out.append(f"{self.name}{_fmt_labels(self.labels, k)} {_fmt_value(v)}")
+
+
+class Child:
+    __slots__ = ("_values", "_key")
+
+    def __init__(self, metric: Metric, key: tuple[str, ...]) -> None:
+        self._values = metric.values
+        self._key = key
+        self._values.setdefault(key, 0.0)
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._values[self._key] += amount
+
+    def set(self, value: float) -> None:
+        self._values[self._key] = float(value)
 
 
 class Registry:

@@ -90,9 +90,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
-# A gateway has 256 MB-1 GB RAM and an SD card: 8 MiB of page cache per connection is plenty for the
+# A gateway has 256 MB-1 GB RAM and an SD card: 2 MiB of page cache per connection is plenty for the
 # hot index pages; the WAL is trimmed back after checkpoints so it does not squat on the card.
-_CACHE_KIB = 8 * 1024
+_CACHE_KIB = 2048
 _BUSY_TIMEOUT_MS = 5000
 _JOURNAL_SIZE_LIMIT = 32 * 1024 * 1024
 _PRUNE_BATCH = 5000

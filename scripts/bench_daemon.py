@@ -86,6 +86,8 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def main() -> None:
+    # A SIGTERM to the benchmark must still stop the daemon and the simulators it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--meters", type=int, default=1000)
     ap.add_argument("--per-line", type=int, default=20)
@@ -93,6 +95,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=75.0)
     ap.add_argument("--window", type=float, default=120.0)
     ap.add_argument("--read", default="energy,instant")
+    ap.add_argument("--profile", metavar="FILE",
+                    help="also record the daemon with py-spy during the window (collapsed stacks to FILE)")
     a = ap.parse_args()
     lines = -(-a.meters // a.per_line)
     tmp = Path(tempfile.mkdtemp(prefix="pollerd-bench-"))
@@ -119,13 +123,20 @@ def main() -> None:
                      f'url = "http://127.0.0.1:{info["receiver"]}/ingest"\n')
         cfg = tmp / "pollerd.toml"
         cfg.write_text("\n".join(parts))
-        daemon = subprocess.Popen([sys.executable, "-m", "pollerd", "--log-level", "WARNING", "run",
+        prefix = ["-m", "cProfile", "-o", os.environ["POLLERD_CPROFILE"]] if os.environ.get("POLLERD_CPROFILE") else []
+        daemon = subprocess.Popen([sys.executable, *prefix, "-m", "pollerd", "--log-level", "WARNING", "run",
                                    "--config", str(cfg), "--state-dir", str(tmp)])
         print(f"{a.meters} meters on {lines} TCP lines, every {a.interval} s; warm-up {a.warmup:g} s, "
               f"window {a.window:g} s ...", flush=True)
         time.sleep(a.warmup)
         m0, c0, t0 = scrape(api_port), cpu_seconds(daemon.pid), time.monotonic()
-        time.sleep(a.window)
+        if a.profile:
+            subprocess.run(["py-spy", "record", "--pid", str(daemon.pid), "--duration", str(int(a.window)),
+                            "--format", "raw", "--output", a.profile, "--nonblocking"], check=False,
+                           stdout=subprocess.DEVNULL)
+            time.sleep(max(0.0, a.window - (time.monotonic() - t0)))
+        else:
+            time.sleep(a.window)
         m1, c1, t1 = scrape(api_port), cpu_seconds(daemon.pid), time.monotonic()
         hwm, rss = status_kb(daemon.pid, "VmHWM"), status_kb(daemon.pid, "VmRSS")
         received = json.loads(urllib.request.urlopen(

@@ -387,3 +387,22 @@ def test_sigterm_stops_the_daemon_cleanly_with_everything_stored(tmp_path, sim_p
     r = pollerd("readings", "--state-dir", str(tmp_path / "state"), "--meter", "m1", "--json")
     rows = [orjson.loads(x) for x in r.stdout.splitlines()]
     assert len({x["channel"] for x in rows}) >= 45
+
+
+async def test_wrong_password_is_a_clear_error_and_no_reading(tmp_path):
+    server = await serve_tcp(SimBus([sim_meter(1, "41000001")]), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    lines = f'[[lines]]\nname = "conv"\ntype = "tcp"\nhost = "127.0.0.1"\nport = {port}\n'
+    cfg = load_config(write_config(tmp_path / "p.toml", lines=lines,
+                                   meters=meter_toml("m", "conv", 1, password='"123456"'), sink_url=None))
+    runtime, metrics = Runtime("t"), Registry()
+    line = build_lines(cfg, runtime, metrics)["conv"]
+    drv = build_driver(cfg.meter("m"), line, runtime, metrics)
+    try:
+        result = await drv.poll(int(FROZEN))
+    finally:
+        await line.close()
+        server.close()
+    assert result.readings == () and not result.ok
+    assert "open channel at access level 1 refused" in (result.error or "")
+    assert "123456" not in (result.error or "")

@@ -160,3 +160,16 @@ async def test_wrong_address_reply_is_rejected() -> None:
         await ask(line)
     assert ei.value.kind == "address"  # type: ignore[attr-defined]
     assert reg.counter("pollerd_frame_errors_total", "", ("meter", "kind")).get(meter="m1", kind="address") == 1
+
+
+def test_metric_child_updates_the_same_series() -> None:
+    reg = Registry()
+    c = reg.counter("x_total", "x", ("line",))
+    child = c.child(line="a")
+    child.inc()
+    child.inc(2)
+    c.inc(line="a")
+    assert c.get(line="a") == 4
+    assert 'x_total{line="a"} 4' in reg.render()
+    with pytest.raises(ValueError):
+        c.child(meter="a")

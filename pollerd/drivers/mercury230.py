@@ -47,6 +47,9 @@ class Mercury230Driver:
         self._identity_checked = False
         self._group_reads = True                # cleared when the meter refuses 08 16
         self._unsupported: set[int] = set()     # 08 11 BWRIs the meter refused (e.g. temperature)
+        if any(v is not None for v in (mc.tn1, mc.tn2, mc.tt)):
+            ctx.log.warning("%s: tn1/tn2/tt are not applied yet; values are as the meter reports them",
+                            mc.name)
         self._m_echo = ctx.metrics.counter(
             "pollerd_echoes_total", "Requests echoed back by a half-duplex adapter and skipped", ("meter",))
 
@@ -96,7 +99,11 @@ class Mercury230Driver:
             return
         self._session_at = None
         mc = self.ctx.meter
-        await self._ask(m.open_channel(self.address, mc.access_level, self._password))
+        try:
+            await self._ask(m.open_channel(self.address, mc.access_level, self._password))
+        except MeterError as exc:
+            raise MeterError(f"{mc.name}: open channel at access level {mc.access_level} refused (wrong "
+                             f"password or password_encoding?): {exc}", exc.status) from exc
         if not self._identity_checked:
             await self._check_identity()
 
