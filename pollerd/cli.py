@@ -136,8 +136,15 @@ def cmd_readings(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    from .sim.cli import main as sim_main
-    return asyncio.run(sim_main(args))
+    import importlib
+    from .sim import TOOLS
+    return asyncio.run(importlib.import_module(TOOLS[args.sim_protocol][0]).main(args))
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    import importlib
+    from .decode import TOOLS
+    return int(importlib.import_module(TOOLS[args.decode_protocol]).run(args))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -179,11 +186,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="JSON lines")
     s.set_defaults(func=cmd_readings)
 
+    import importlib
+
+    from .decode import TOOLS as DECODE_TOOLS
+    from .sim import TOOLS as SIM_TOOLS
     s = sub.add_parser("sim", help="run meter simulators")
     simsub = s.add_subparsers(dest="sim_protocol", required=True)
-    from .sim.cli import configure_parser
-    configure_parser(simsub.add_parser("mercury230", help="Mercury 230 meters on TCP or a pty"))
+    for proto, (module, text) in SIM_TOOLS.items():
+        importlib.import_module(module).configure_parser(simsub.add_parser(proto, help=text))
     s.set_defaults(func=cmd_sim)
+
+    if DECODE_TOOLS:
+        s = sub.add_parser("decode", help="decode captured frames (hex) and print JSON")
+        decsub = s.add_subparsers(dest="decode_protocol", required=True)
+        for proto, module in DECODE_TOOLS.items():
+            importlib.import_module(module).configure_parser(decsub.add_parser(proto))
+        s.set_defaults(func=cmd_decode)
 
     s = sub.add_parser("demo", help="simulated meters + the daemon + a local receiver, end to end")
     s.add_argument("--seconds", type=float, default=30.0, help="stop after this long (default 30)")

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any as _Any, NoReturn as _NoReturn
 
 from pollerd.compat import tomllib as _tomllib
-from pollerd.drivers import DEFAULT_READ, READ_KINDS
+from pollerd.drivers import (ADDRESS_PARSERS, DEFAULT_READ, READ_KINDS, OptionError, Protocol as _Protocol,
+                             option_keys as _option_keys, parse_options as _parse_options,
+                             resolve as _resolve)
 from pollerd.errors import ConfigError
 
 
@@ -85,7 +87,7 @@ class MeterConfig:
     name: str
     protocol: str                   # "mercury230"
     line: str                       # name of a LineConfig (implicit lines are named "tcp:HOST:PORT")
-    connection_address: int
+    connection_address: int | str   # an int for most protocols; see drivers.ADDRESS_PARSERS
     number_meter: str | None = None
     password: Secret | None = None
     password_encoding: str = "digits"   # digits | ascii | hex
@@ -108,6 +110,7 @@ class MeterConfig:
     tt: float | None = None
     read: tuple[str, ...] = ("energy", "instant")
     enabled: bool = True
+    options: object | None = None   # protocol-specific keys, parsed by drivers.OPTION_PARSERS
     line_no: int | None = None
 
 
@@ -956,16 +959,38 @@ def _load_line(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> LineConfig:
 
 def _load_meter(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> tuple[dict[str, _Any], dict[str, _Any]]:
     """Field checks of one meter; cross-references (line names, addresses) come later."""
-    f = _walk(ctx, table, path, _METER)
+    # Protocol-specific keys (register maps, profiles...) and non-integer addresses are the driver's to
+    # parse; the rest of the table goes through the common spec.
+    extra_keys = _option_keys(table.get("protocol"))
+    addr_parser = ADDRESS_PARSERS.get(_Protocol(table["protocol"])) if table.get("protocol") in READ_KINDS \
+        else None
+    common = {k: v for k, v in table.items()
+              if k not in extra_keys and not (addr_parser and k == "connection_address")}
+    f = _walk(ctx, common, path, _METER)
     name = _require(ctx, path, f, "name")
     protocol = _require(ctx, path, f, "protocol")
     if protocol not in READ_KINDS:
         ctx.fail(path + ("protocol",), f"unknown protocol {protocol!r}{_did_you_mean(protocol, READ_KINDS)}; "
                  f"known: {_one_of(sorted(str(p) for p in READ_KINDS))}")
-    address = _require(ctx, path, f, "connection_address")
-    lo, hi = _ADDRESS_RANGE.get(protocol, (0, 0xFFFFFFFF))
-    if not lo <= address <= hi:
-        ctx.fail(path + ("connection_address",), f"{address} is not in {lo}..{hi} for {protocol}")
+    if addr_parser:
+        if "connection_address" not in table:
+            ctx.fail(path, "missing required key 'connection_address'")
+        try:
+            address = _resolve(addr_parser)(table["connection_address"])
+        except OptionError as exc:
+            ctx.fail(path + ("connection_address",) + exc.key, exc.message)
+    else:
+        address = _require(ctx, path, f, "connection_address")
+        lo, hi = _ADDRESS_RANGE.get(protocol, (0, 0xFFFFFFFF))
+        if not lo <= address <= hi:
+            ctx.fail(path + ("connection_address",), f"{address} is not in {lo}..{hi} for {protocol}")
+    options = None
+    if extra_keys:
+        try:
+            options = _parse_options(protocol, {k: v for k, v in table.items() if k in extra_keys},
+                                     ctx.base_dir)
+        except OptionError as exc:
+            ctx.fail(path + exc.key, exc.message)
 
     if "line" in f and ("ip_address" in f or "port" in f):
         other = "ip_address" if "ip_address" in f else "port"
@@ -1003,7 +1028,7 @@ def _load_meter(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> tuple[dict[st
         "name": name, "protocol": str(protocol), "line": f.get("line", ""), "connection_address": address,
         "password": Secret(password[1]) if password else None, "period_type": period,
         "days_of_week": dow, "days_of_month": dom, "last_day_of_month": last, "read": tuple(read),
-        "line_no": ctx.locator.find(path),
+        "options": options, "line_no": ctx.locator.find(path),
     }
     for key in ("number_meter", "password_encoding", "access_level", "waiting_time", "pause_time",
                 "package_size", "retries", "interval_time", "at", "data_polling_length", "time_difference",

@@ -6,6 +6,8 @@ The registry is explicit: a protocol name maps to what it can ``read`` and to it
 from __future__ import annotations
 
 import enum
+import importlib
+from typing import Any, Callable, Mapping
 
 
 class Protocol(str, enum.Enum):
@@ -22,3 +24,42 @@ READ_KINDS: dict[Protocol, tuple[str, ...]] = {
 DEFAULT_READ: dict[Protocol, tuple[str, ...]] = {
     Protocol.MERCURY230: ("energy", "instant"),
 }
+
+
+class OptionError(ValueError):
+    """A protocol-specific meter key is invalid. ``key`` is the path below the meter table (e.g.
+    ``("registers", 3, "type")``) so the config loader can name the line."""
+
+    def __init__(self, message: str, key: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.key = key
+
+
+# Protocols whose `connection_address` is not a plain integer (IEC device address strings, M-Bus secondary
+# addresses) name a parser "module:function" taking the raw TOML value and returning int | str, raising
+# OptionError. Protocols absent here take an integer, range-checked by the config loader.
+ADDRESS_PARSERS: dict[Protocol, str] = {}
+
+# Protocol-specific meter keys: protocol -> (key names, "module:function"). The function takes
+# (the meter's raw values of those keys, the config file's directory) and returns a frozen options object
+# that lands in MeterConfig.options; it raises OptionError. Imported lazily, so driver modules may import
+# the config module without a cycle.
+OPTION_PARSERS: dict[Protocol, tuple[frozenset[str], str]] = {}
+
+
+def resolve(ref: str) -> Callable[..., Any]:
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def option_keys(protocol: object) -> frozenset[str]:
+    try:
+        return OPTION_PARSERS[Protocol(protocol)][0]
+    except (ValueError, KeyError):
+        return frozenset()
+
+
+def parse_options(protocol: str, raw: Mapping[str, object], base_dir: str) -> object | None:
+    entry = OPTION_PARSERS.get(Protocol(protocol))
+    return resolve(entry[1])(raw, base_dir) if entry else None

@@ -1,1 +1,11 @@
-"""Meter simulators that speak the real protocols over TCP and a pty: for tests, the demo and benchmarks."""
+"""Meter simulators that speak the real protocols over TCP and a pty: for tests, the demo and benchmarks.
+
+``TOOLS`` maps a protocol to the module behind `pollerd sim PROTOCOL`; each provides
+``configure_parser(p: argparse.ArgumentParser) -> None`` and ``async main(args) -> int``.
+"""
+
+from __future__ import annotations
+
+TOOLS: dict[str, tuple[str, str]] = {
+    "mercury230": ("pollerd.sim.cli", "Mercury 230 meters on TCP or a pty"),
+}
