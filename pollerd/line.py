@@ -110,9 +110,14 @@ class Line:
         self._m_connected.set(1, line=self.name)
 
     async def exchange(self, request: bytes, framer: Framer[R], *, waiting_time: float, pause: float,
-                       meter: str) -> R:
+                       meter: str, shown: str | None = None) -> R:
         """Send one request and return the framer's reply. Raises ReplyTimeout, FrameError (already counted
-        and logged here), TransportError or LineStopping."""
+        and logged here), TransportError or LineStopping.
+
+        ``shown`` is how the request appears in logs and errors; a driver passes a redacted form for
+        requests that carry a password (the default is the request as hex)."""
+        if shown is None:
+            shown = request.hex(" ")
         async with self._lock:
             if not self.accepting:
                 raise LineStopping(f"line {self.name} is stopping")
@@ -138,11 +143,11 @@ class Line:
             except (TimeoutError, asyncio.TimeoutError):
                 self._m_timeouts.inc(meter=meter)
                 raise ReplyTimeout(
-                    f"{meter}: no complete reply within {waiting_time:g}s to [{request.hex(' ')}]",
+                    f"{meter}: no complete reply within {waiting_time:g}s to [{shown}]",
                     framer.pending) from None
             except FrameError as exc:
                 self._m_frame_err.inc(meter=meter, kind=exc.kind)
-                log.warning("line %s: %s: bad reply to [%s]: %s", self.name, meter, request.hex(" "), exc)
+                log.warning("line %s: %s: bad reply to [%s]: %s", self.name, meter, shown, exc)
                 await self._resync()
                 raise
             except TransportError as exc:

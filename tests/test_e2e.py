@@ -406,3 +406,28 @@ async def test_wrong_password_is_a_clear_error_and_no_reading(tmp_path):
     assert result.readings == () and not result.ok
     assert "open channel at access level 1 refused" in (result.error or "")
     assert "123456" not in (result.error or "")
+
+
+async def test_password_bytes_never_reach_logs_or_errors(tmp_path, caplog):
+    """An open-channel request that times out is reported without its password bytes."""
+    import logging
+    caplog.set_level(logging.DEBUG)
+    server = await serve_tcp(SimBus([sim_meter(1, "41000001")]), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    lines = f'[[lines]]\nname = "conv"\ntype = "tcp"\nhost = "127.0.0.1"\nport = {port}\n'
+    # no meter at address 9: the open-channel request (with the password) times out
+    cfg = load_config(write_config(tmp_path / "p.toml", lines=lines,
+                                   meters=meter_toml("m", "conv", 9, password='"975312"', retries=0),
+                                   sink_url=None))
+    runtime, metrics = Runtime("t"), Registry()
+    line = build_lines(cfg, runtime, metrics)["conv"]
+    drv = build_driver(cfg.meter("m"), line, runtime, metrics)
+    try:
+        result = await drv.poll(int(FROZEN))
+    finally:
+        await line.close()
+        server.close()
+    assert not result.answered and "09 01 01 ** ** ** ** ** **" in (result.error or "")
+    secret_hex = "09 07 05 03 01 02"
+    everything = (result.error or "") + "\n" + caplog.text
+    assert secret_hex not in everything and "975312" not in everything

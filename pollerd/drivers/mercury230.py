@@ -64,7 +64,7 @@ class Mercury230Driver:
             framer = m.ReplyFramer(req)
             try:
                 reply = await self.ctx.line.exchange(req.encode(), framer, waiting_time=mc.waiting_time,
-                                                     pause=mc.pause_time, meter=mc.name)
+                                                     pause=mc.pause_time, meter=mc.name, shown=shown(req))
             except _RETRYABLE as exc:
                 last = exc
                 continue
@@ -210,6 +210,16 @@ class Mercury230Driver:
             await self._ask(m.close_channel(self.address), retries=0)
         except PollerdError:
             pass  # best effort: the meter times the session out by itself
+
+
+def shown(req: m.Request) -> str:
+    """The request as hex for logs and errors, with an open-channel password masked."""
+    frame = req.encode().hex(" ")
+    if req.body[:1] == bytes((m.CODE_OPEN,)):
+        parts = frame.split(" ")
+        parts[3:9] = ["**"] * 6   # addr 01 level | six password bytes | CRC (the CRC stays: it is not the secret)
+        return " ".join(parts)
+    return frame
 
 
 def _digits(s: str) -> str:
