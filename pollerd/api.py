@@ -210,6 +210,8 @@ class _Api:
                 what = "no answer" if m.last_ok is not None else "never answered"
                 reasons.append(f"meter {m.name} silent {silent:.0f} s > {budget:.0f} s ({what}"
                                + (f": {m.last_error})" if m.last_error else ")"))
+            for kind, text in m.alarms.items():
+                reasons.append(f"meter {m.name} {kind}: {text}")
             if m.degraded:
                 msg = f"meter {m.name} degraded: {m.degraded_reason or 'no reason given'}"
                 (reasons if lim.degraded_is_failure else warnings).append(msg)

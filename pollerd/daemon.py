@@ -59,9 +59,10 @@ def meter_state(mc: MeterConfig) -> MeterState:
 
 
 def build_driver(mc: MeterConfig, line: Line, runtime: Runtime, metrics: Registry,
-                 clock: Callable[[], float] = time.time) -> Driver:
+                 clock: Callable[[], float] = time.time, store: Store | None = None) -> Driver:
     st = runtime.meters.setdefault(mc.name, meter_state(mc))
-    return make_driver(DriverContext(mc, line, st, metrics, clock, logging.getLogger("pollerd.driver")))
+    return make_driver(DriverContext(mc, line, st, metrics, clock, logging.getLogger("pollerd.driver"),
+                                     store))
 
 
 @dataclass(eq=False)
@@ -101,7 +102,7 @@ class Daemon:
         self.store = store = await Store.open(db_path(cfg, self.state_dir),
                                               commit_interval=cfg.store.commit_interval)
         lines = build_lines(cfg, self.runtime, self.metrics)
-        drivers = {mc.name: build_driver(mc, lines[mc.line], self.runtime, self.metrics, self.clock)
+        drivers = {mc.name: build_driver(mc, lines[mc.line], self.runtime, self.metrics, self.clock, store)
                    for mc in cfg.meters if mc.enabled}
         runner = None
         try:
@@ -214,9 +215,11 @@ class Daemon:
         except Exception as exc:  # a driver bug must not take the other meters down with it
             log.exception("%s: internal error in the %s driver", mc.name, mc.protocol)
             result = PollResult((), (), False, f"internal error: {type(exc).__name__}: {exc}")
-        if result.readings or result.events:
+        if result.readings or result.events or result.state:
             try:
                 await self.store.write(result.readings, result.events)
+                for key, value in result.state:
+                    await self.store.set_state(key, value)
                 self.runtime.store_ok, self.runtime.store_error = True, None
             except StoreError as exc:
                 self.runtime.store_ok, self.runtime.store_error = False, str(exc)

@@ -8,6 +8,7 @@ one place that counts, logs and resynchronises after a bad frame. Drivers decide
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import time
@@ -38,6 +39,45 @@ class Framer(Protocol[R]):  # type: ignore[misc]
     def pending(self) -> bytes: ...
 
 
+class BusLock:
+    """Who gets the bus next: FIFO, except that priority requests (raw frames, poll-now) go before every
+    waiting scheduled one. The exchange in progress is never interrupted."""
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._high: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._low: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self, priority: bool = False) -> None:
+        if not self._busy and not self._high and not self._low:
+            self._busy = True
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = self._high if priority else self._low
+        queue.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the bus was handed to us just as we were cancelled: pass it on
+            else:
+                queue.remove(fut)
+            raise
+
+    def release(self) -> None:
+        for queue in (self._high, self._low):
+            while queue:
+                fut = queue.popleft()
+                if not fut.done():
+                    fut.set_result(None)  # hand over: the bus stays busy
+                    return
+        self._busy = False
+
+    @property
+    def waiting(self) -> int:
+        return len(self._high) + len(self._low)
+
+
 class LineStopping(PollerdError):
     """The daemon is shutting down; no new exchange starts."""
 
@@ -51,7 +91,7 @@ class Line:
         self.link = Link(cfg)
         self._clock = clock
         self._rng = rng or random.Random()
-        self._lock = asyncio.Lock()
+        self._lock = BusLock()
         self._last_activity = 0.0
         self._failures = 0
         self._next_connect = 0.0
@@ -110,7 +150,7 @@ class Line:
         self._m_connected.set(1, line=self.name)
 
     async def exchange(self, request: bytes, framer: Framer[R], *, waiting_time: float, pause: float,
-                       meter: str, shown: str | None = None) -> R:
+                       meter: str, shown: str | None = None, priority: bool = False) -> R:
         """Send one request and return the framer's reply. Raises ReplyTimeout, FrameError (already counted
         and logged here), TransportError or LineStopping.
 
@@ -118,57 +158,67 @@ class Line:
         requests that carry a password (the default is the request as hex)."""
         if shown is None:
             shown = request.hex(" ")
-        async with self._lock:
-            if not self.accepting:
-                raise LineStopping(f"line {self.name} is stopping")
-            await self._ensure_connected()
-            stale = self.link.discard_input()
-            if stale:
-                self._m_stale.inc(len(stale), line=self.name)
-                log.debug("line %s: dropped %d unasked bytes before request to %s: %s",
-                          self.name, len(stale), meter, stale.hex(" "))
-            wait = self._last_activity + pause - self._clock()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            t0 = self._clock()
-            self.state.exchanges += 1
-            self._c_exchanges.inc()
-            try:
-                self.link.write(request)
-                async with _timeout(waiting_time):
-                    while True:
-                        reply = framer.feed(await self.link.read_chunk())
-                        if reply is not None:
-                            return reply
-            except (TimeoutError, asyncio.TimeoutError):
-                self._m_timeouts.inc(meter=meter)
-                raise ReplyTimeout(
-                    f"{meter}: no complete reply within {waiting_time:g}s to [{shown}]",
-                    framer.pending) from None
-            except FrameError as exc:
-                self._m_frame_err.inc(meter=meter, kind=exc.kind)
-                log.warning("line %s: %s: bad reply to [%s]: %s", self.name, meter, shown, exc)
-                await self._resync()
-                raise
-            except TransportError as exc:
-                self.state.connected = False
-                self.state.last_error = str(exc)
-                self._m_connected.set(0, line=self.name)
-                log.warning("line %s: %s", self.name, exc)
-                await self.link.close()
-                raise
-            finally:
-                end = self._clock()
-                self._last_activity = end
-                self.state.bus_time += end - t0
-                self._c_bus.inc(end - t0)
+        await self._lock.acquire(priority)
+        try:
+            return await self._exchange(request, framer, waiting_time, pause, meter, shown)
+        finally:
+            self._lock.release()
+
+    async def _exchange(self, request: bytes, framer: Framer[R], waiting_time: float, pause: float, meter: str,
+                        shown: str) -> R:
+        if not self.accepting:
+            raise LineStopping(f"line {self.name} is stopping")
+        await self._ensure_connected()
+        stale = self.link.discard_input()
+        if stale:
+            self._m_stale.inc(len(stale), line=self.name)
+            log.debug("line %s: dropped %d unasked bytes before request to %s: %s",
+                      self.name, len(stale), meter, stale.hex(" "))
+        wait = self._last_activity + pause - self._clock()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        t0 = self._clock()
+        self.state.exchanges += 1
+        self._c_exchanges.inc()
+        try:
+            self.link.write(request)
+            async with _timeout(waiting_time):
+                while True:
+                    reply = framer.feed(await self.link.read_chunk())
+                    if reply is not None:
+                        return reply
+        except (TimeoutError, asyncio.TimeoutError):
+            self._m_timeouts.inc(meter=meter)
+            raise ReplyTimeout(
+                f"{meter}: no complete reply within {waiting_time:g}s to [{shown}]",
+                framer.pending) from None
+        except FrameError as exc:
+            self._m_frame_err.inc(meter=meter, kind=exc.kind)
+            log.warning("line %s: %s: bad reply to [%s]: %s", self.name, meter, shown, exc)
+            await self._resync()
+            raise
+        except TransportError as exc:
+            self.state.connected = False
+            self.state.last_error = str(exc)
+            self._m_connected.set(0, line=self.name)
+            log.warning("line %s: %s", self.name, exc)
+            await self.link.close()
+            raise
+        finally:
+            end = self._clock()
+            self._last_activity = end
+            self.state.bus_time += end - t0
+            self._c_bus.inc(end - t0)
 
     async def _resync(self) -> None:
         await asyncio.sleep(RESYNC_QUIET)
         self.link.discard_input()
 
     async def close(self) -> None:
-        async with self._lock:
+        await self._lock.acquire(priority=True)
+        try:
             await self.link.close()
             self.state.connected = False
             self._m_connected.set(0, line=self.name)
+        finally:
+            self._lock.release()

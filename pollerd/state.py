@@ -27,6 +27,8 @@ class MeterState:
     skipped: int = 0                # cycles skipped because the previous one overran
     readings: int = 0
     identity: dict[str, object] = field(default_factory=dict)  # serial, manufacture date, ratios, constant
+    # Conditions that fail /health while they last (e.g. a clock drift too large to correct), by kind.
+    alarms: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -46,6 +48,7 @@ class MeterState:
             "skipped": self.skipped,
             "readings": self.readings,
             "identity": self.identity,
+            "alarms": dict(self.alarms),
         }
 
 

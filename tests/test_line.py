@@ -173,3 +173,38 @@ def test_metric_child_updates_the_same_series() -> None:
     assert 'x_total{line="a"} 4' in reg.render()
     with pytest.raises(ValueError):
         c.child(meter="a")
+
+
+async def test_priority_requests_go_before_waiting_scheduled_ones() -> None:
+    order: list[str] = []
+    link = FakeLink(lambda req: [(0.01, U1_REPLY)])
+    line, _ = make_line(link)
+
+    async def one(tag: str, priority: bool) -> None:
+        await line.exchange(U1_REQ.encode(), m.ReplyFramer(U1_REQ), waiting_time=0.5, pause=0, meter=tag,
+                            priority=priority)
+        order.append(tag)
+
+    first = asyncio.ensure_future(one("running", False))
+    await asyncio.sleep(0.001)  # "running" holds the bus now
+    queued = [asyncio.ensure_future(one(f"sched{i}", False)) for i in range(3)]
+    await asyncio.sleep(0)
+    raw = asyncio.ensure_future(one("raw", True))
+    await asyncio.gather(first, raw, *queued)
+    assert order == ["running", "raw", "sched0", "sched1", "sched2"]
+
+
+async def test_bus_lock_survives_cancelled_waiters() -> None:
+    from pollerd.line import BusLock
+    lock = BusLock()
+    await lock.acquire()
+    waiter = asyncio.ensure_future(lock.acquire())
+    other = asyncio.ensure_future(lock.acquire(priority=True))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await asyncio.sleep(0)
+    lock.release()
+    await other  # the live waiter got the bus
+    lock.release()
+    await asyncio.wait_for(lock.acquire(), 1)  # and it is free again afterwards
+    assert lock.waiting == 0

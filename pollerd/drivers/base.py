@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from ..config import MeterConfig
 from ..line import Line
@@ -20,6 +20,10 @@ class PollResult:
     events: tuple[Event, ...] = ()
     answered: bool = True          # the meter said something valid during the cycle
     error: str | None = None       # why the cycle is incomplete, if it is
+    # Driver state to persist once the readings above are committed (archive positions, last clock
+    # correction...): written by the daemon after the store write, so a crash in between re-reads rather
+    # than leaves a hole.
+    state: tuple[tuple[str, object], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -36,6 +40,7 @@ class DriverContext:
     metrics: Registry
     clock: Callable[[], float] = time.time
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("pollerd.driver"))
+    store: Any = None              # pollerd.store.Store when the driver runs in the daemon; None one-shot
 
 
 class Driver(Protocol):
