@@ -19,7 +19,8 @@ class Protocol(str, enum.Enum):
 
 # What a meter's `read = [...]` may contain, per protocol, and what it defaults to.
 READ_KINDS: dict[Protocol, tuple[str, ...]] = {
-    Protocol.MERCURY230: ("energy", "instant"),
+    Protocol.MERCURY230: ("energy", "instant", "profile", "daily", "monthly", "yearly", "fixed", "events",
+                          "clock"),
 }
 DEFAULT_READ: dict[Protocol, tuple[str, ...]] = {
     Protocol.MERCURY230: ("energy", "instant"),
@@ -45,7 +46,11 @@ ADDRESS_PARSERS: dict[Protocol, str] = {}
 # (the meter's raw values of those keys, the config file's directory) and returns a frozen options object
 # that lands in MeterConfig.options; it raises OptionError. Imported lazily, so driver modules may import
 # the config module without a cycle.
-OPTION_PARSERS: dict[Protocol, tuple[frozenset[str], str]] = {}
+OPTION_PARSERS: dict[Protocol, tuple[frozenset[str], str]] = {
+    Protocol.MERCURY230: (frozenset({"clock_correction", "max_clock_correction", "use_meter_ratios",
+                                     "journal_interval", "profile_records_per_cycle"}),
+                          "pollerd.drivers.mercury230_options:parse_options"),
+}
 
 
 def resolve(ref: str) -> Callable[..., Any]:

@@ -1,0 +1,48 @@
+"""Mercury 230 meter keys beyond the common ones (registered in drivers.OPTION_PARSERS)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from . import OptionError
+
+KEYS = frozenset({"clock_correction", "max_clock_correction", "use_meter_ratios", "journal_interval",
+                  "profile_records_per_cycle"})
+
+
+@dataclass(frozen=True, slots=True)
+class MercuryOptions:
+    # Correct the meter clock when it drifts beyond time_difference (needs the meter's correction command;
+    # off by default: setting a billing meter's clock is an operator's decision).
+    clock_correction: bool = False
+    # The largest drift pollerd corrects on its own; beyond it the drift is an event and a /health reason.
+    max_clock_correction: float = 240.0
+    # Apply the KU/KI ratios stored in the meter (08 02) when tn1/tn2/tt are not given.
+    use_meter_ratios: bool = False
+    # Event journals hold 10 records each and have no "new since" pointer, so every read costs ten requests
+    # per journal; they are read at most this often.
+    journal_interval: float = 3600.0
+    # A backfill of the load profile continues over several cycles rather than holding the meter's cycle
+    # (and its share of the bus) for minutes.
+    profile_records_per_cycle: int = 512
+
+
+def parse_options(raw: Mapping[str, object], base_dir: str) -> MercuryOptions:
+    from ..config import parse_duration  # lazy: config imports drivers/__init__
+    kw: dict[str, object] = {}
+    for key, value in raw.items():
+        if key in ("clock_correction", "use_meter_ratios"):
+            if not isinstance(value, bool):
+                raise OptionError(f"expected true or false, got {value!r}", (key,))
+            kw[key] = value
+        elif key in ("max_clock_correction", "journal_interval"):
+            try:
+                kw[key] = parse_duration(value)
+            except ValueError as exc:
+                raise OptionError(str(exc), (key,)) from None
+        elif key == "profile_records_per_cycle":
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
+                raise OptionError(f"expected an integer 1..100000, got {value!r}", (key,))
+            kw[key] = value
+    return MercuryOptions(**kw)  # type: ignore[arg-type]
