@@ -7,4 +7,5 @@ Each module named here provides ``configure_parser(p: argparse.ArgumentParser) -
 from __future__ import annotations
 
 TOOLS: dict[str, str] = {
+    "mercury230": "pollerd.decode.mercury230",
 }
