@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 
 class Protocol(str, enum.Enum):
     MERCURY230 = "mercury230"
+    MODBUS = "modbus"
 
     def __str__(self) -> str:
         return self.value
@@ -21,9 +22,11 @@ class Protocol(str, enum.Enum):
 READ_KINDS: dict[Protocol, tuple[str, ...]] = {
     Protocol.MERCURY230: ("energy", "instant", "profile", "daily", "monthly", "yearly", "fixed", "events",
                           "clock"),
+    Protocol.MODBUS: ("registers",),
 }
 DEFAULT_READ: dict[Protocol, tuple[str, ...]] = {
     Protocol.MERCURY230: ("energy", "instant"),
+    Protocol.MODBUS: ("registers",),
 }
 
 
@@ -50,6 +53,8 @@ OPTION_PARSERS: dict[Protocol, tuple[frozenset[str], str]] = {
     Protocol.MERCURY230: (frozenset({"clock_correction", "max_clock_correction", "use_meter_ratios",
                                      "journal_interval", "profile_records_per_cycle"}),
                           "pollerd.drivers.mercury230_options:parse_options"),
+    Protocol.MODBUS: (frozenset({"modbus_mode", "template", "registers", "word_order", "byte_order", "max_gap"}),
+                      "pollerd.protocols.modbus_map:parse_options"),
 }
 
 
