@@ -55,11 +55,18 @@ class StoreConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiToken:
+    token: Secret
+    role: str                       # "read" | "admin"
+
+
+@dataclass(frozen=True, slots=True)
 class ApiConfig:
     listen: str = "127.0.0.1:8780"
     host: str = "127.0.0.1"
     port: int = 8780
     enabled: bool = True
+    tokens: tuple[ApiToken, ...] = ()   # bearer tokens for the write endpoints (raw frames, poll now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -840,7 +847,9 @@ def _require(ctx: _Ctx, path: _Path, fields: dict[str, _Any], key: str, why: str
 
 _GATEWAY: _Spec = {"name": _name, "spread": _duration()}
 _STORE: _Spec = {"path": _str, "keep": _duration(1.0), "commit_interval": _duration(0.0)}
-_API: _Spec = {"listen": _listen, "enabled": _bool}
+_API: _Spec = {"listen": _listen, "enabled": _bool, "tokens": lambda value, ctx: value}
+_API_TOKEN: _Spec = {"token": _secret_value, "token_file": _secret_file, "token_credential": _secret_credential,
+                     "role": _choice(("read", "admin"))}
 
 _BAUDRATES = (300, 600, 1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200)
 _SERIAL_KEYS = ("device", "baudrate", "bytesize", "parity", "stopbits")
@@ -867,7 +876,7 @@ _LINE: _Spec = {
 }
 
 # Bus address range per protocol, where the protocol fixes one (Mercury: 0 is broadcast, 255 reserved).
-_ADDRESS_RANGE: dict[str, tuple[int, int]] = {"mercury230": (1, 254)}
+_ADDRESS_RANGE: dict[str, tuple[int, int]] = {"mercury230": (1, 254), "modbus": (1, 255)}
 # Password length in bytes per protocol, where the protocol fixes one (Mercury: 6 bytes).
 _PASSWORD_BYTES: dict[str, int] = {"mercury230": 6}
 _PASSWORD_KEYS = ("password", "password_file", "password_credential")
@@ -935,6 +944,21 @@ def _load_api(ctx: _Ctx, doc: dict[str, _Any]) -> ApiConfig:
         kw["listen"], kw["host"], kw["port"] = f["listen"]
     if "enabled" in f:
         kw["enabled"] = f["enabled"]
+    if "tokens" in f:
+        raw = f["tokens"]
+        if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+            ctx.fail(("api", "tokens"), 'expected a list of tables like [{ token_file = "...", role = "admin" }]')
+        tokens = []
+        for i, table in enumerate(raw):
+            path = ("api", "tokens", i)
+            t = _walk(ctx, table, path, _API_TOKEN)
+            secret = _secret(ctx, path, t, _TOKEN_KEYS)
+            if secret is None:
+                ctx.fail(path, "missing token (one of token, token_file, token_credential)")
+            if len(secret[1]) < 16:
+                ctx.fail(path + (secret[0],), "an API token must be at least 16 characters")
+            tokens.append(ApiToken(Secret(secret[1]), _require(ctx, path, t, "role", ' ("read" or "admin")')))
+        kw["tokens"] = tuple(tokens)
     return ApiConfig(**kw)
 
 
