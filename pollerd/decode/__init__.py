@@ -8,4 +8,5 @@ from __future__ import annotations
 
 TOOLS: dict[str, str] = {
     "mercury230": "pollerd.decode.mercury230",
+    "modbus": "pollerd.decode.modbus",
 }
