@@ -23,14 +23,16 @@ import datetime as _dt
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+import hmac
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
-from pollerd.errors import StoreError
+from pollerd.config import ApiToken
+from pollerd.errors import ConfigError, PollerdError, StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Archive
 from pollerd.state import Runtime
@@ -295,10 +297,62 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Any]) -
         return _error(500, "internal error, see the daemon log")
 
 
+RawHandler = Callable[[str, str], Awaitable[dict[str, Any]]]
+MAX_BODY = 64 * 1024   # a raw frame is a few hundred hex characters; nothing here needs more
+
+
+class _Auth:
+    """Bearer tokens with roles. Tokens are compared in constant time and never logged."""
+
+    def __init__(self, tokens: Sequence[ApiToken]) -> None:
+        self._tokens = [(t.token.reveal().encode(), t.role) for t in tokens]
+
+    def check(self, request: web.Request, role: str) -> web.Response | None:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            return _error(401, "this endpoint needs 'Authorization: Bearer <token>'")
+        given = header[7:].strip().encode()
+        found = None
+        for token, token_role in self._tokens:  # no early exit: the time does not tell which token matched
+            if hmac.compare_digest(given, token):
+                found = token_role
+        if found is None:
+            return _error(401, "unknown token")
+        if role == "admin" and found != "admin":
+            return _error(403, "this endpoint needs a token with role admin")
+        return None
+
+
 def make_app(*, runtime: Runtime, store: Store, metrics: Registry, clock: Callable[[], float] = time.time,
-             health_limits: HealthLimits | None = None) -> web.Application:
+             health_limits: HealthLimits | None = None, tokens: Sequence[ApiToken] = (),
+             raw: RawHandler | None = None) -> web.Application:
     api = _Api(runtime, store, metrics, clock, health_limits or HealthLimits())
-    app = web.Application(middlewares=[_errors])
+    auth = _Auth(tokens)
+
+    async def raw_frame(request: web.Request) -> web.Response:
+        """POST /api/meters/{name}/raw {"command": "HEX"} -> {"response": "HEX", "decoded": {...}} (admin)."""
+        denied = auth.check(request, "admin")
+        if denied is not None:
+            return denied
+        name = request.match_info["name"]
+        if name not in runtime.meters:
+            return _error(404, f"no meter named {name!r}")
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return _error(400, 'expected a JSON body like {"command": "00 08 11 11"}')
+        command = body.get("command") if isinstance(body, dict) else None
+        if not isinstance(command, str):
+            return _error(400, 'expected a JSON body like {"command": "00 08 11 11"}')
+        if raw is None:
+            return _error(503, "raw frames are not available")
+        try:
+            return _json(await raw(name, command))
+        except (ValueError, PollerdError) as exc:
+            return _error(400 if isinstance(exc, (ValueError, ConfigError)) else 502, str(exc))
+
+    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
+    app.router.add_post("/api/meters/{name}/raw", raw_frame)
     app.router.add_get("/health", api.health)
     app.router.add_get("/metrics", api.metrics_text)
     app.router.add_get("/api/meters", api.meters)

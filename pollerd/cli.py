@@ -111,6 +111,38 @@ def cmd_poll(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+def cmd_raw(args: argparse.Namespace) -> int:
+    from .daemon import build_driver, build_lines
+    from .metrics import Registry
+    from .state import Runtime
+    cfg = _load(args.config)
+    try:
+        mc = cfg.meter(args.meter)
+    except KeyError:
+        raise ConfigError(f"no meter named {args.meter!r}", path=args.config) from None
+
+    async def main() -> int:
+        runtime, metrics = Runtime(cfg.gateway.name), Registry()
+        line = build_lines(cfg, runtime, metrics)[mc.line]
+        drv = build_driver(mc, line, runtime, metrics)
+        if not hasattr(drv, "raw"):
+            print(f"pollerd: {mc.protocol} meters do not take raw frames", file=sys.stderr)
+            return 1
+        try:
+            result = await drv.raw(" ".join(args.hex))
+            await drv.close()
+        finally:
+            await line.close()
+        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        return 0
+
+    try:
+        return asyncio.run(main())
+    except ValueError as exc:
+        print(f"pollerd: {exc}", file=sys.stderr)
+        return 1
+
+
 def cmd_readings(args: argparse.Namespace) -> int:
     from .daemon import default_state_dir
     from .store import Store
@@ -176,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("meter")
     s.add_argument("--json", action="store_true", help="JSON lines")
     s.set_defaults(func=cmd_poll)
+
+    s = sub.add_parser("raw", help="send one HEX frame to a meter (CRC appended when missing) and print "
+                                   "the reply")
+    s.add_argument("--config", "-c", required=True)
+    s.add_argument("meter")
+    s.add_argument("hex", nargs="+", help='the frame, e.g. "01 08 00" or 010800')
+    s.set_defaults(func=cmd_raw)
 
     s = sub.add_parser("readings", help="print stored readings")
     s.add_argument("--state-dir")

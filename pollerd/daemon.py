@@ -108,7 +108,14 @@ class Daemon:
         try:
             if cfg.api.enabled:
                 from .api import make_app, start_api
-                app = make_app(runtime=self.runtime, store=store, metrics=self.metrics, clock=self.clock)
+                async def raw(name: str, command: str) -> dict:  # type: ignore[type-arg]
+                    drv = drivers.get(name)
+                    if drv is None or not hasattr(drv, "raw"):
+                        raise ValueError(f"meter {name} does not take raw frames")
+                    return await drv.raw(command)  # type: ignore[no-any-return]
+
+                app = make_app(runtime=self.runtime, store=store, metrics=self.metrics, clock=self.clock,
+                               tokens=cfg.api.tokens, raw=raw)
                 runner, self.api_port = await start_api(app, cfg.api.host, cfg.api.port)
                 log.info("API listening on http://%s:%d", cfg.api.host, self.api_port)
             async with TaskGroup() as tg:

@@ -1,4 +1,5 @@
-"""Mercury 230-family driver: session handling, identity check, energy and instantaneous values.
+"""Mercury 230-family driver: session handling, identity check, energy, instantaneous and fixed values,
+load profile, energy archives, event journals, clock drift and correction, transformer ratios.
 
 Byte layouts live in :mod:`pollerd.protocols.mercury230`; this module decides what to ask and how replies
 become readings (channel names of DESIGN.md §3).
@@ -6,12 +7,18 @@ become readings (channel names of DESIGN.md §3).
 
 from __future__ import annotations
 
-from ..errors import (FrameError, IdentityMismatch, MeterError, PollerdError, ReplyTimeout,
-                      SessionClosed, TransportError)
+import datetime as dt
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from ..errors import (AddressMismatch, FrameError, FrameTooLong, IdentityMismatch, MeterError, PollerdError,
+                      ReplyTimeout, SessionClosed, TransportError)
 from ..line import LineStopping
-from ..model import Archive, Event, Reading
+from ..model import Event, Reading
 from ..protocols import mercury230 as m
+from ..protocols.crc import append_crc, check_crc
 from .base import DriverContext, PollResult
+from .mercury230_options import MercuryOptions
 
 # A session left idle this long is assumed to have timed out in the meter; reopening up front costs one
 # exchange, while finding out by status 5 costs two.
@@ -47,9 +54,10 @@ class Mercury230Driver:
         self._identity_checked = False
         self._group_reads = True                # cleared when the meter refuses 08 16
         self._unsupported: set[int] = set()     # 08 11 BWRIs the meter refused (e.g. temperature)
-        if any(v is not None for v in (mc.tn1, mc.tn2, mc.tt)):
-            ctx.log.warning("%s: tn1/tn2/tt are not applied yet; values are as the meter reports them",
-                            mc.name)
+        self.options: MercuryOptions = mc.options if isinstance(mc.options, MercuryOptions) else MercuryOptions()
+        self.tz = ZoneInfo(mc.timezone)
+        self._journals_at: float | None = None  # clock time journals were last read
+        self._loaded_state: dict[str, object] | None = None
         self._m_echo = ctx.metrics.counter(
             "pollerd_echoes_total", "Requests echoed back by a half-duplex adapter and skipped", ("meter",))
 
@@ -128,36 +136,92 @@ class Mercury230Driver:
 
     async def poll(self, ts: int) -> PollResult:
         mc = self.ctx.meter
-        out: list[Reading] = []
-        events: list[Event] = []
+        cy = _Cycle(ts)
         answered = False
         try:
             await self._ensure_session()
             answered = True
-            if "energy" in mc.read:
-                await self._energy(ts, out)
-            if "instant" in mc.read:
-                await self._instant(ts, out)
+            if self._loaded_state is None:
+                self._loaded_state = await self._load_state()
+            for kind, step in (("clock", self._clock), ("energy", self._energy), ("instant", self._instant),
+                               ("fixed", self._fixed), ("profile", self._profile), ("daily", self._daily),
+                               ("monthly", self._monthly), ("yearly", self._yearly), ("events", self._events)):
+                if kind in mc.read:
+                    await step(cy)
         except IdentityMismatch as exc:
-            events.append(Event(mc.name, "identity_mismatch", ts, None, str(exc)))
-            return PollResult((), tuple(events), True, str(exc))
+            return PollResult((), (Event(mc.name, "identity_mismatch", ts, None, str(exc)),), True, str(exc))
         except LineStopping as exc:
-            return PollResult(tuple(out), tuple(events), answered or bool(out), str(exc))
+            return cy.result(answered, str(exc))
         except (MeterError, ReplyTimeout, FrameError, TransportError) as exc:
             self._session_at = None
-            return PollResult(tuple(out), tuple(events), answered or bool(out), str(exc))
-        return PollResult(tuple(out), tuple(events), True, None)
+            return cy.result(answered, str(exc))
+        return cy.result(True, None)
 
-    async def _energy(self, ts: int, out: list[Reading]) -> None:
-        name = self.ctx.meter.name
+    def _reading(self, cy: "_Cycle", channel: str, value: float, unit: str, archive: str = "current",
+                 ts: int | None = None, quality: str = "good") -> None:
+        cy.out.append(Reading(self.ctx.meter.name, channel, archive, cy.ts if ts is None else ts,
+                              value * self._ratio(channel), unit, quality))
+
+    def _ratio(self, channel: str) -> float:
+        """Primary-side factor for a channel: tn1/tn2 for voltages, tt for currents, both for powers and
+        energies (from the config; or the meter's own KU/KI with use_meter_ratios)."""
+        mc, ident = self.ctx.meter, self.ctx.state.identity
+        ku = (mc.tn1 / mc.tn2) if (mc.tn1 and mc.tn2) else None
+        ki = mc.tt
+        if self.options.use_meter_ratios:
+            ku = ku if ku is not None else ident.get("ku")  # type: ignore[assignment]
+            ki = ki if ki is not None else ident.get("ki")  # type: ignore[assignment]
+        ku, ki = float(ku or 1), float(ki or 1)
+        base = channel.split(".", 1)[0]
+        if base == "U":
+            return ku
+        if base == "I":
+            return ki
+        if base in ("P", "Q", "S", "A+", "A-", "R+", "R-"):
+            return ku * ki
+        return 1.0
+
+    async def _load_state(self) -> dict[str, object]:
+        store = self.ctx.store
+        if store is None:
+            return {}
+        value = await store.get_state(self._state_key)
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def _state_key(self) -> str:
+        return f"mercury230:{self.ctx.meter.name}"
+
+    def _save(self, cy: "_Cycle", **updates: object) -> None:
+        """Queue driver state to persist after this cycle's readings are committed."""
+        assert self._loaded_state is not None
+        self._loaded_state.update(updates)
+        cy.state = ((self._state_key, dict(self._loaded_state)),)
+
+    def _to_utc(self, local: dt.datetime, season: int | None = None) -> int:
+        """Meter local time -> UTC unix seconds. In the repeated hour after a DST change the season byte
+        (1 = winter) says which of the two it was."""
+        fold = 1 if season == 1 else 0
+        return int(local.replace(tzinfo=self.tz, fold=fold).timestamp())
+
+    def _local_today(self) -> dt.date:
+        return dt.datetime.fromtimestamp(self.ctx.clock(), self.tz).date()
+
+    def _day_start(self, day: dt.date) -> int:
+        return self._to_utc(dt.datetime(day.year, day.month, day.day))
+
+    async def _energy(self, cy: "_Cycle") -> None:
+        await self._energy_array(cy, 0, 0, "current", cy.ts)
+
+    async def _energy_array(self, cy: "_Cycle", array: int, month: int, archive: str, ts: int) -> None:
         for tariff in range(5):
-            values = m.decode_energy((await self._call(m.read_energy(self.address, 0, 0, tariff))).data)
+            values = m.decode_energy((await self._call(m.read_energy(self.address, array, month, tariff))).data)
             suffix = f".T{tariff}" if tariff else ""
             for (channel, unit), value in zip(_ENERGY, values):
                 if value is not None:
-                    out.append(Reading(name, channel + suffix, Archive.CURRENT.value, ts, value, unit))
+                    self._reading(cy, channel + suffix, value, unit, archive, ts)
 
-    async def _instant(self, ts: int, out: list[Reading]) -> None:
+    async def _instant(self, cy: "_Cycle") -> None:
         name = self.ctx.meter.name
         for base, unit, group, singles, suffixes in _INSTANT:
             values: tuple[float | None, ...] | None = None
@@ -175,11 +239,11 @@ class Mercury230Driver:
                 values = tuple([await self._single(bwri) for bwri in singles])
             for suffix, value in zip(suffixes, values):
                 if value is not None:
-                    out.append(Reading(name, base + suffix, Archive.CURRENT.value, ts, value, unit))
+                    self._reading(cy, base + suffix, value, unit)
         for bwri, channel, unit in ((0x40, "F", "Hz"), (0x70, "T.meter", "°C")):
             value = await self._single(bwri)
             if value is not None:
-                out.append(Reading(name, channel, Archive.CURRENT.value, ts, value, unit))
+                self._reading(cy, channel, value, unit)
 
     async def _single(self, bwri: int) -> float | None:
         if bwri in self._unsupported:
@@ -193,6 +257,223 @@ class Mercury230Driver:
             self.ctx.log.info("%s: 08 11 %02X not supported by this meter; skipping it", self.ctx.meter.name,
                               bwri)
             return None
+
+    # -- clock -----------------------------------------------------------------------------------------
+
+    async def _clock(self, cy: "_Cycle") -> None:
+        mc, st = self.ctx.meter, self.ctx.state
+        local, season = m.decode_time((await self._call(m.read_time(self.address))).data)
+        now = self.ctx.clock()
+        drift = self._to_utc(local, season) - round(now)
+        self._reading(cy, "clock.drift", float(drift), "s")
+        if abs(drift) <= mc.time_difference:
+            st.alarms.pop("clock", None)
+            return
+        today = self._local_today().isoformat()
+        day_ts = self._day_start(self._local_today())
+        if not self.options.clock_correction:
+            st.alarms["clock"] = (f"meter clock is {drift:+d} s off (allowed {mc.time_difference:g} s); "
+                                  f"clock_correction is off")
+            cy.events.append(Event(mc.name, "clock_drift", day_ts, None,
+                                   f"meter clock {drift:+d} s off, beyond time_difference "
+                                   f"{mc.time_difference:g} s"))
+            return
+        if abs(drift) > self.options.max_clock_correction:
+            # Never a blind time set: a clock this far off needs a person to look at the meter.
+            st.alarms["clock"] = (f"meter clock is {drift:+d} s off, more than pollerd corrects "
+                                  f"({self.options.max_clock_correction:g} s); set it by hand")
+            cy.events.append(Event(mc.name, "clock_drift_too_large", day_ts, None,
+                                   f"meter clock {drift:+d} s off; not corrected automatically"))
+            return
+        assert self._loaded_state is not None
+        if self._loaded_state.get("clock_corrected_on") == today:
+            return  # the meter allows one correction a day (status 4); wait for tomorrow
+        correct = getattr(m, "correct_time", None)
+        if correct is None:
+            st.alarms["clock"] = (f"meter clock is {drift:+d} s off; clock correction for Mercury 230 is not "
+                                  f"implemented (its command layout is not verified)")
+            return
+        try:
+            await self._call(correct(self.address, dt.datetime.fromtimestamp(round(now), self.tz)
+                                     .replace(tzinfo=None)))
+        except MeterError as exc:
+            if exc.status != m.STATUS_CLOCK_ONCE_A_DAY:
+                raise
+            self._save(cy, clock_corrected_on=today)  # already corrected today (by someone): not in a loop
+            return
+        self._save(cy, clock_corrected_on=today)
+        st.alarms.pop("clock", None)
+        cy.events.append(Event(mc.name, "clock_corrected", cy.ts, None, f"meter clock corrected by {-drift:+d} s"))
+
+    # -- fixed (frozen) values --------------------------------------------------------------------------
+
+    async def _fixed(self, cy: "_Cycle") -> None:
+        """Freeze, then read the frozen snapshot: all phases from one instant, stamped with the meter's
+        time of freezing."""
+        await self._call(m.freeze(self.address))
+        local, season = m.decode_time((await self._call(m.read_fixed(self.address, m.FIXED_TIME))).data)
+        ts = self._to_utc(local, season)
+        for bwri, base, unit, suffixes in m.FIXED_READS:
+            values = m.decode_fixed(bwri, (await self._call(m.read_fixed(self.address, bwri))).data)
+            for suffix, value in zip(suffixes, values):
+                if value is not None:
+                    self._reading(cy, base + suffix, value, unit, "current", ts)
+
+    # -- load profile -----------------------------------------------------------------------------------
+
+    async def _profile(self, cy: "_Cycle") -> None:
+        mc = self.ctx.meter
+        constant = self.ctx.state.identity.get("constant")
+        if not constant:
+            raise MeterError(f"{mc.name}: the meter constant (08 12) is unknown, so profile impulses cannot be "
+                             f"converted to energy")
+        last = m.decode_last_profile((await self._call(m.read_last_profile(self.address))).data)
+        if last.start is None:
+            return  # the profile is empty (never initialised)
+        assert self._loaded_state is not None
+        saved = self._loaded_state.get("profile_address")
+        period_s = max(1, last.period) * 60
+        wanted = max(1, int(mc.data_polling_length // period_s))
+        if self.ctx.store is None:
+            wanted = min(wanted, 2)  # a one-shot poll shows the newest intervals, it does not backfill
+        pending = _records_between(saved, last.address) if isinstance(saved, int) else None
+        if pending is None or pending > wanted:
+            first = (last.address - (wanted - 1) * m.PROFILE_STEP) & 0xFFFF
+            pending = wanted
+        else:
+            first = m.next_profile_address(saved)  # type: ignore[arg-type]
+        oldest_ok = self.ctx.clock() - mc.data_polling_length
+        address = first
+        for i in range(min(pending, self.options.profile_records_per_cycle)):
+            rec = m.decode_profile_record(
+                (await self._call(m.read_profile(self.address, address))).data)
+            newest = address == last.address
+            flags = m.profile_status_flags(rec.status)
+            if newest and "incomplete" in flags:
+                break  # the interval is still open: read it again next cycle, complete
+            if rec.start is not None:
+                ts = self._to_utc(rec.start)
+                if ts >= oldest_ok:
+                    quality = "incomplete" if "incomplete" in flags else (
+                        "overflow" if "overflow" in flags else "good")
+                    for channel, unit, n in (("A+", "Wh", rec.a_plus), ("A-", "Wh", rec.a_minus),
+                                             ("R+", "varh", rec.r_plus), ("R-", "varh", rec.r_minus)):
+                        if n is not None:
+                            # FACTS: energy of an interval = N / (2 * A) kWh, A = meter constant (imp/kWh)
+                            self._reading(cy, channel, n * 1000.0 / (2 * int(constant)), unit, "profile",
+                                          ts, quality)
+            self._save(cy, profile_address=address)
+            if newest:
+                break
+            address = m.next_profile_address(address)
+
+    # -- energy archives --------------------------------------------------------------------------------
+
+    async def _daily(self, cy: "_Cycle") -> None:
+        """Yesterday's energy (array 5), once a day; today's is still growing and is not stored."""
+        yesterday = self._local_today() - dt.timedelta(days=1)
+        assert self._loaded_state is not None
+        if self._loaded_state.get("daily") == yesterday.isoformat():
+            return
+        await self._energy_array(cy, 5, 0, "daily", self._day_start(yesterday))
+        self._save(cy, daily=yesterday.isoformat())
+
+    async def _monthly(self, cy: "_Cycle") -> None:
+        """Complete past months (array 3, month in the low nibble), each once; on first start as far back
+        as data_polling_length and the meter's twelve-month array allow."""
+        today = self._local_today()
+        assert self._loaded_state is not None
+        done = self._loaded_state.get("monthly")
+        months = []
+        y, mo = today.year, today.month
+        for _ in range(11):
+            mo -= 1
+            if mo == 0:
+                y, mo = y - 1, 12
+            first = dt.date(y, mo, 1)
+            if done is not None and first.isoformat() <= str(done):
+                break
+            if done is None and self._day_start(first) < self.ctx.clock() - self.ctx.meter.data_polling_length \
+                    and months:
+                break
+            months.append(first)
+        for first in reversed(months):
+            await self._energy_array(cy, 3, first.month, "monthly", self._day_start(first))
+            self._save(cy, monthly=first.isoformat())
+
+    async def _yearly(self, cy: "_Cycle") -> None:
+        """Last year's energy (array 2), once a year."""
+        year = self._local_today().year - 1
+        assert self._loaded_state is not None
+        if self._loaded_state.get("yearly") == year:
+            return
+        await self._energy_array(cy, 2, 0, "yearly", self._day_start(dt.date(year, 1, 1)))
+        self._save(cy, yearly=year)
+
+    # -- event journals ---------------------------------------------------------------------------------
+
+    async def _events(self, cy: "_Cycle") -> None:
+        now = self.ctx.clock()
+        if self._journals_at is not None and now - self._journals_at < self.options.journal_interval:
+            return
+        mc = self.ctx.meter
+        oldest_ok = now - mc.data_polling_length
+        for journal, (code, text) in m.JOURNALS.items():
+            for record in range(m.JOURNAL_RECORDS):
+                try:
+                    start, end = m.decode_journal(
+                        (await self._call(m.read_journal(self.address, journal, record))).data)
+                except MeterError as exc:
+                    if exc.status != m.STATUS_BAD_COMMAND:
+                        raise
+                    break  # this meter has no such journal
+                if start is None:
+                    continue
+                ts_start = self._to_utc(start)
+                if ts_start < oldest_ok:
+                    continue
+                # Events are unique on (meter, code, ts_start) in the store: re-reading a journal adds nothing.
+                cy.events.append(Event(mc.name, code, ts_start, self._to_utc(end) if end else None, text))
+        self._journals_at = now
+
+    # -- raw frames (seed 004 "Meter data polling") ------------------------------------------------------
+
+    async def raw(self, command: str) -> dict[str, object]:
+        """Send one HEX command (CRC appended when missing) through the line ahead of scheduled polls and
+        return the reply as HEX, with its decoding when the request is one pollerd knows."""
+        try:
+            frame = bytes.fromhex(command.replace(":", " "))
+        except ValueError:
+            raise ValueError(f"not a HEX frame: {command[:80]!r}") from None
+        if len(frame) < 2:
+            raise ValueError("a Mercury frame needs at least an address and a command byte")
+        if not (len(frame) >= 4 and check_crc(frame)):
+            frame = append_crc(frame)
+        if frame[0] != self.address:
+            raise ValueError(f"the frame is addressed to {frame[0]}, but {self.ctx.meter.name} is at "
+                             f"address {self.address}")
+        try:
+            name, req = m.describe_request(frame)
+        except (AttributeError, FrameError):
+            name, req = "unknown", m.raw_request(frame[0], frame[1:-2])
+        if req.body[:1] not in (bytes((m.CODE_OPEN,)), bytes((m.CODE_TEST,))):
+            await self._ensure_session()
+        mc = self.ctx.meter
+        framer: object = m.ReplyFramer(req) if name != "unknown" else _AnyReply(frame[0])
+        reply = await self.ctx.line.exchange(frame, framer, waiting_time=mc.waiting_time,  # type: ignore[arg-type]
+                                             pause=mc.pause_time, meter=mc.name, shown=shown(req),
+                                             priority=True)
+        wire = append_crc(bytes((reply.address,)) + reply.data)
+        out: dict[str, object] = {"meter": mc.name, "request": name, "command": shown(req),
+                                  "response": wire.hex(" ").upper(), "status": reply.status}
+        decode = getattr(m, "decode_reply", None)
+        if decode is not None and name != "unknown" and reply.status is None:
+            try:
+                out["decoded"] = decode(req, reply, constant=self.ctx.state.identity.get("constant"),
+                                        tz=self.tz)
+            except FrameError as exc:
+                out["decode_error"] = str(exc)
+        return out
 
     async def probe(self) -> bool:
         mc = self.ctx.meter
@@ -210,6 +491,49 @@ class Mercury230Driver:
             await self._ask(m.close_channel(self.address), retries=0)
         except PollerdError:
             pass  # best effort: the meter times the session out by itself
+
+
+@dataclass(eq=False)
+class _Cycle:
+    """What one poll cycle collected so far (kept when a later step fails)."""
+
+    ts: int
+    out: list[Reading] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    state: tuple[tuple[str, object], ...] = ()
+
+    def result(self, answered: bool, error: str | None) -> PollResult:
+        return PollResult(tuple(self.out), tuple(self.events), answered or bool(self.out), error, self.state)
+
+
+class _AnyReply:
+    """Framer for a raw request pollerd does not know: the first CRC-valid frame from the right address.
+    (A longer reply whose prefix happens to pass the CRC would be cut short; 1 in 65536 per position.)"""
+
+    def __init__(self, address: int) -> None:
+        self.address = address
+        self._buf = bytearray()
+        self.echoed = False
+
+    @property
+    def pending(self) -> bytes:
+        return bytes(self._buf)
+
+    def feed(self, data: bytes) -> m.Reply | None:
+        self._buf += data
+        if self._buf and self._buf[0] != self.address:
+            raise AddressMismatch(f"reply from address {self._buf[0]}, expected {self.address}", self._buf)
+        for end in range(4, len(self._buf) + 1):
+            if check_crc(self._buf[:end]):
+                return m.Reply(self.address, bytes(self._buf[1:end - 2]))
+        if len(self._buf) > 256:
+            raise FrameTooLong("no valid frame in 256 bytes", self._buf)
+        return None
+
+
+def _records_between(saved: int, last: int) -> int:
+    """Profile records after ``saved`` up to and including ``last`` (addresses 0x10 apart, wrapping)."""
+    return ((last - saved) & 0xFFFF) // m.PROFILE_STEP
 
 
 def shown(req: m.Request) -> str:
