@@ -1,0 +1,405 @@
+"""Modbus register maps and the read planner (sans-I/O, no asyncio).
+
+A register map says which registers hold which value: address (a data-sheet reference like ``30001``, or a
+0-based PDU ``register`` with a ``function``), value type, word and byte order, scale, offset, unit and the
+channel name. Maps come inline in the meter (``registers = [...]``) and/or from a template file
+(``template = "eastron-sdm630"``).
+
+The planner merges registers of one function into reads of at most ``package_size`` registers, bridging
+holes of at most ``max_gap`` registers: one exchange costs ~8 request bytes, ~5 reply bytes of framing and a
+turnaround of tens of milliseconds, while a bridged register costs 2 bytes. A merged read the device refuses
+with "illegal data address" (a hole that is not readable) is split by the driver with :func:`split_block`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from pollerd.compat import tomllib
+from pollerd.drivers import OptionError
+from pollerd.protocols.modbus import (FC_READ_COILS, FC_READ_DISCRETE_INPUTS, FC_READ_HOLDING, FC_READ_INPUT,
+                                      MAX_READ_BITS, MAX_READ_REGISTERS, reference)
+
+__all__ = [
+    "Block", "MODES", "ModbusOptions", "PACKAGE_TEMPLATES", "RegisterSpec", "VALUE_TYPES", "ValueType",
+    "find_template", "load_template", "parse_options", "parse_registers", "plan_reads", "split_block",
+]
+
+MODES = ("rtu", "tcp", "rtu_over_tcp")
+ORDERS = ("big", "little")
+DEFAULT_MAX_GAP = 8
+
+PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+@dataclass(frozen=True, slots=True)
+class ValueType:
+    name: str
+    words: int                    # registers it spans (bits: 1 bit)
+    struct: struct.Struct | None  # big-endian layout; None for BCD and bits
+    bcd: bool = False
+    bit: bool = False
+
+
+VALUE_TYPES: dict[str, ValueType] = {
+    "u16": ValueType("u16", 1, struct.Struct(">H")),
+    "s16": ValueType("s16", 1, struct.Struct(">h")),
+    "u32": ValueType("u32", 2, struct.Struct(">I")),
+    "s32": ValueType("s32", 2, struct.Struct(">i")),
+    "u64": ValueType("u64", 4, struct.Struct(">Q")),
+    "s64": ValueType("s64", 4, struct.Struct(">q")),
+    "f32": ValueType("f32", 2, struct.Struct(">f")),
+    "f64": ValueType("f64", 4, struct.Struct(">d")),
+    "bcd16": ValueType("bcd16", 1, None, bcd=True),
+    "bcd32": ValueType("bcd32", 2, None, bcd=True),
+    "bit": ValueType("bit", 1, None, bit=True),
+}
+_ALIASES = {"bcd": "bcd16", "uint16": "u16", "int16": "s16", "uint32": "u32", "int32": "s32", "uint64": "u64",
+            "int64": "s64", "float": "f32", "float32": "f32", "float64": "f64", "double": "f64", "bool": "bit"}
+
+# DESIGN.md §3 units: energy in Wh/varh, power in W/var/VA, volume in m³. unit -> (stored unit, factor).
+UNIT_NORMALISE: dict[str, tuple[str, float]] = {
+    "kWh": ("Wh", 1e3), "MWh": ("Wh", 1e6), "kvarh": ("varh", 1e3), "kVArh": ("varh", 1e3),
+    "kVarh": ("varh", 1e3), "Mvarh": ("varh", 1e6), "kW": ("W", 1e3), "MW": ("W", 1e6), "kvar": ("var", 1e3),
+    "kVAr": ("var", 1e3), "kVA": ("VA", 1e3), "MVA": ("VA", 1e6), "GJ": ("Wh", 1e9 / 3600),
+    "MJ": ("Wh", 1e6 / 3600), "kJ": ("Wh", 1e3 / 3600), "Gcal": ("Wh", 1.163e6), "m3": ("m³", 1.0),
+    "l": ("m³", 1e-3), "L": ("m³", 1e-3), "VAr": ("var", 1.0), "VArh": ("varh", 1.0),
+}
+
+_TABLE_OF_REFERENCE = ((1, 9999, FC_READ_COILS), (10001, 19999, FC_READ_DISCRETE_INPUTS),
+                       (30001, 39999, FC_READ_INPUT), (40001, 49999, FC_READ_HOLDING),
+                       (100001, 165536, FC_READ_DISCRETE_INPUTS), (300001, 365536, FC_READ_INPUT),
+                       (400001, 465536, FC_READ_HOLDING))
+_FUNCTION_NAMES = {1: "coil", 2: "discrete input", 3: "holding register", 4: "input register"}
+_REGISTER_KEYS = ("address", "register", "function", "type", "channel", "unit", "scale", "offset",
+                  "word_order", "byte_order", "description")
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterSpec:
+    """One value in the device. ``address`` is the 0-based PDU address."""
+
+    channel: str
+    function: int
+    address: int
+    type: ValueType
+    unit: str = ""
+    scale: float = 1.0
+    offset: float = 0.0
+    word_order: str = "big"
+    byte_order: str = "big"
+    divisor: int = 0              # exact division when scale is 1/n (0.1 * 3 is not 0.3; 3 / 10 is)
+
+    @property
+    def words(self) -> int:
+        return self.type.words
+
+    @property
+    def end(self) -> int:
+        return self.address + self.type.words
+
+    @property
+    def where(self) -> str:
+        return reference(self.function, self.address)
+
+    def raw(self, data: bytes | memoryview, offset: int) -> int | float | None:
+        """The unscaled value from a block's data, ``offset`` registers (or bits) in; None when invalid
+        (a BCD nibble above 9)."""
+        t = self.type
+        if t.bit:
+            return (data[offset >> 3] >> (offset & 7)) & 1
+        start = offset * 2
+        chunk = bytes(data[start:start + 2 * t.words])
+        if self.byte_order == "little":
+            sw = bytearray(chunk)
+            sw[0::2], sw[1::2] = chunk[1::2], chunk[0::2]
+            chunk = bytes(sw)
+        if self.word_order == "little" and t.words > 1:
+            chunk = b"".join(chunk[i:i + 2] for i in range(len(chunk) - 2, -1, -2))
+        if t.bcd:
+            value = 0
+            for byte in chunk:
+                hi, lo = byte >> 4, byte & 0x0F
+                if hi > 9 or lo > 9:
+                    return None
+                value = value * 100 + hi * 10 + lo
+            return value
+        assert t.struct is not None
+        return t.struct.unpack(chunk)[0]  # type: ignore[no-any-return]
+
+    def value(self, data: bytes | memoryview, offset: int) -> float | None:
+        """Scaled, normalised value; None when invalid or not a finite number."""
+        raw = self.raw(data, offset)
+        if raw is None:
+            return None
+        v = raw / self.divisor if self.divisor else raw * self.scale
+        v += self.offset
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return float(v)
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One planned read: ``count`` registers (or bits) from ``start`` with function ``function``."""
+
+    function: int
+    start: int
+    count: int
+    items: tuple[RegisterSpec, ...]
+
+    def describe(self) -> str:
+        return f"{reference(self.function, self.start)}+{self.count}"
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusOptions:
+    mode: str = "rtu"
+    registers: tuple[RegisterSpec, ...] = ()
+    max_gap: int = DEFAULT_MAX_GAP
+    template: str | None = None       # the resolved template file, for `pollerd check` and messages
+
+
+# ------------------------------------------------------------------------------------------------ planner
+
+
+def plan_reads(specs: tuple[RegisterSpec, ...] | list[RegisterSpec], package_size: int,
+               max_gap: int = DEFAULT_MAX_GAP) -> list[Block]:
+    """Merge registers into as few reads as ``package_size`` and ``max_gap`` allow, in address order
+    per function (input registers first, the usual place of meter values). A value wider than
+    ``package_size`` still gets one read of its own: a value cannot be split across reads."""
+    blocks: list[Block] = []
+    for fc in (FC_READ_INPUT, FC_READ_HOLDING, FC_READ_COILS, FC_READ_DISCRETE_INPUTS):
+        bits = fc in (FC_READ_COILS, FC_READ_DISCRETE_INPUTS)
+        limit = min(package_size * 16, MAX_READ_BITS) if bits else min(package_size, MAX_READ_REGISTERS)
+        gap = max_gap * 16 if bits else max_gap
+        items = sorted((s for s in specs if s.function == fc), key=lambda s: (s.address, s.end))
+        cur: list[RegisterSpec] = []
+        start = end = 0
+        for s in items:
+            if cur and s.address - end <= gap and max(end, s.end) - start <= limit:
+                cur.append(s)
+                end = max(end, s.end)
+                continue
+            if cur:
+                blocks.append(Block(fc, start, end - start, tuple(cur)))
+            cur, start, end = [s], s.address, s.end
+        if cur:
+            blocks.append(Block(fc, start, end - start, tuple(cur)))
+    return blocks
+
+
+def split_block(block: Block) -> tuple[Block, Block] | None:
+    """Split a refused merged read in two at its widest hole (the likeliest unreadable range), or in the
+    middle of its items when there is no hole. None for a block of one value."""
+    items = block.items
+    if len(items) < 2:
+        return None
+    best, best_gap = len(items) // 2, -1
+    end = items[0].end
+    for i in range(1, len(items)):
+        gap = items[i].address - end
+        if gap > best_gap:
+            best, best_gap = i, gap
+        end = max(end, items[i].end)
+    if best_gap <= 0:
+        best = len(items) // 2
+
+    def make(part: tuple[RegisterSpec, ...]) -> Block:
+        lo = min(s.address for s in part)
+        return Block(block.function, lo, max(s.end for s in part) - lo, part)
+
+    return make(items[:best]), make(items[best:])
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+
+
+def _close(word: str, choices: Any) -> str:
+    m = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {m[0]!r}?)" if m else ""
+
+
+def _type_name(v: object) -> str:
+    return {bool: "boolean", int: "integer", float: "float", str: "string", list: "array",
+            dict: "table"}.get(type(v), type(v).__name__)
+
+
+def _order(value: object, key: tuple[str | int, ...]) -> str:
+    if value not in ORDERS:
+        raise OptionError(f"expected \"big\" or \"little\", got {value!r}", key)
+    return str(value)
+
+
+def _number(value: object, key: tuple[str | int, ...]) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise OptionError(f"expected a number, got {_type_name(value)} {value!r}", key)
+    return float(value)
+
+
+def _parse_register(entry: object, key: tuple[str | int, ...], word_order: str,
+                    byte_order: str) -> RegisterSpec:
+    if not isinstance(entry, dict):
+        raise OptionError(f"expected a table like {{ address = 30001, type = \"f32\", channel = \"U.L1\" }}, "
+                          f"got {_type_name(entry)}", key)
+    for k in entry:
+        if k not in _REGISTER_KEYS:
+            raise OptionError(f"unknown key {k!r}{_close(k, _REGISTER_KEYS)}; known: "
+                              f"{', '.join(_REGISTER_KEYS)}", key + (k,))
+    channel = entry.get("channel")
+    if not isinstance(channel, str) or not channel.strip():
+        raise OptionError("missing or empty 'channel' (the reading's name, e.g. \"U.L1\")",
+                          key + (("channel",) if "channel" in entry else ()))
+    function = entry.get("function")
+    if function is not None and (isinstance(function, bool) or function not in (1, 2, 3, 4)):
+        raise OptionError(f"function must be 1, 2, 3 or 4 (reads), got {function!r}", key + ("function",))
+    if ("address" in entry) == ("register" in entry):
+        raise OptionError("give exactly one of 'address' (data-sheet reference such as 30001 or 40001) or "
+                          "'register' (0-based PDU address, with 'function')", key)
+    if "address" in entry:
+        ref = entry["address"]
+        if isinstance(ref, bool) or not isinstance(ref, int):
+            raise OptionError(f"expected an integer reference, got {_type_name(ref)} {ref!r}", key + ("address",))
+        for lo, hi, fc in _TABLE_OF_REFERENCE:
+            if lo <= ref <= hi:
+                break
+        else:
+            raise OptionError(f"{ref} is not a Modbus reference (00001-09999 coils, 10001-19999 inputs, "
+                              f"30001-39999 input registers, 40001-49999 holding registers, or the 6-digit "
+                              f"forms); for a raw 0-based address use 'register' with 'function'",
+                              key + ("address",))
+        if function is not None and function != fc:
+            raise OptionError(f"address {ref} is a {_FUNCTION_NAMES[fc]} (function {fc}), but function = "
+                              f"{function}; for a raw 0-based address use 'register'", key + ("function",))
+        function, address = fc, ref - lo
+    else:
+        address = entry["register"]
+        if isinstance(address, bool) or not isinstance(address, int) or not 0 <= address <= 0xFFFF:
+            raise OptionError(f"register must be an integer 0..65535, got {address!r}", key + ("register",))
+        if function is None:
+            raise OptionError("'register' needs 'function' (1 coils, 2 inputs, 3 holding, 4 input registers)",
+                              key + ("register",))
+    bits = function in (FC_READ_COILS, FC_READ_DISCRETE_INPUTS)
+    tname = entry.get("type", "bit" if bits else "u16")
+    if not isinstance(tname, str) or _ALIASES.get(tname.lower(), tname.lower()) not in VALUE_TYPES:
+        raise OptionError(f"unknown type {tname!r}{_close(str(tname), VALUE_TYPES)}; known: "
+                          f"{', '.join(VALUE_TYPES)}", key + ("type",))
+    vt = VALUE_TYPES[_ALIASES.get(tname.lower(), tname.lower())]
+    if vt.bit != bits:
+        hint = 'coils and inputs are bits: use type = "bit"' if bits else "bit is for functions 1 and 2"
+        raise OptionError(f"type {tname!r} does not fit function {function} ({hint})", key + ("type",))
+    if address + vt.words > 0x10000:
+        raise OptionError(f"a {vt.name} at {address} runs past address 65535", key)
+    unit = entry.get("unit", "")
+    if not isinstance(unit, str):
+        raise OptionError(f"expected a string, got {_type_name(unit)}", key + ("unit",))
+    scale = _number(entry.get("scale", 1), key + ("scale",))
+    offset = _number(entry.get("offset", 0), key + ("offset",))
+    if scale == 0:
+        raise OptionError("scale must not be 0", key + ("scale",))
+    stored_unit, factor = UNIT_NORMALISE.get(unit, (unit, 1.0))
+    scale *= factor
+    offset *= factor
+    divisor = 0
+    if 0 < abs(scale) < 1 and abs(1 / scale - round(1 / scale)) < 1e-9:
+        divisor = round(1 / scale)
+    return RegisterSpec(
+        channel=channel.strip(), function=function, address=address, type=vt, unit=stored_unit, scale=scale,
+        offset=offset, word_order=_order(entry.get("word_order", word_order), key + ("word_order",)),
+        byte_order=_order(entry.get("byte_order", byte_order), key + ("byte_order",)), divisor=divisor)
+
+
+def parse_registers(entries: object, key: tuple[str | int, ...] = ("registers",), *, word_order: str = "big",
+                    byte_order: str = "big") -> list[RegisterSpec]:
+    if not isinstance(entries, list):
+        raise OptionError(f"expected an array of tables, got {_type_name(entries)}", key)
+    out: list[RegisterSpec] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        spec = _parse_register(entry, key + (i,), word_order, byte_order)
+        if spec.channel in seen:
+            raise OptionError(f"channel {spec.channel!r} is already defined by {key[-1]}[{seen[spec.channel]}]",
+                              key + (i, "channel"))
+        seen[spec.channel] = i
+        out.append(spec)
+    return out
+
+
+def find_template(name: str, base_dir: str) -> Path:
+    """A template file: a path (relative to the config's directory), or a name looked up in
+    ``<config dir>/templates/`` and then in the templates shipped with pollerd."""
+    if os.sep in name or "/" in name or name.endswith(".toml"):
+        path = Path(base_dir, name)
+        if path.is_file():
+            return path
+        raise OptionError(f"template file {str(path)!r} not found", ("template",))
+    tried = []
+    for folder in (Path(base_dir, "templates"), PACKAGE_TEMPLATES):
+        path = folder / f"{name}.toml"
+        if path.is_file():
+            return path
+        tried.append(str(folder))
+    known = sorted({p.stem for folder in (Path(base_dir, "templates"), PACKAGE_TEMPLATES) if folder.is_dir()
+                    for p in folder.glob("*.toml")})
+    raise OptionError(f"template {name!r} not found in {' or '.join(tried)}{_close(name, known)}; "
+                      f"known: {', '.join(known) or 'none'}", ("template",))
+
+
+def load_template(path: Path, *, word_order: str | None = None,
+                  byte_order: str | None = None) -> list[RegisterSpec]:
+    """Registers of a template file. ``word_order``/``byte_order`` given by the meter override the
+    template's defaults (a firmware quirk of one installation), not a register's own keys."""
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise OptionError(f"template {str(path)!r}: {exc}", ("template",)) from None
+    head = doc.get("template", {})
+    try:
+        if not isinstance(head, dict):
+            raise OptionError("[template] must be a table", ("template",))
+        wo = word_order or _order(head.get("word_order", "big"), ("template", "word_order"))
+        bo = byte_order or _order(head.get("byte_order", "big"), ("template", "byte_order"))
+        return parse_registers(doc.get("registers", []), ("registers",), word_order=wo, byte_order=bo)
+    except OptionError as exc:
+        where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in exc.key).lstrip(".")
+        raise OptionError(f"template {str(path)!r}: {where}: {exc.message}", ("template",)) from None
+
+
+OPTION_KEYS = frozenset(("modbus_mode", "template", "registers", "word_order", "byte_order", "max_gap"))
+
+
+def parse_options(raw: Mapping[str, object], base_dir: str) -> ModbusOptions:
+    """drivers.OPTION_PARSERS hook for protocol ``modbus``."""
+    mode = raw.get("modbus_mode", "rtu")
+    if mode not in MODES:
+        raise OptionError(f"modbus_mode must be one of {', '.join(MODES)}, got {mode!r}"
+                          f"{_close(str(mode), MODES)}", ("modbus_mode",))
+    wo = _order(raw["word_order"], ("word_order",)) if "word_order" in raw else None
+    bo = _order(raw["byte_order"], ("byte_order",)) if "byte_order" in raw else None
+    gap = raw.get("max_gap", DEFAULT_MAX_GAP)
+    if isinstance(gap, bool) or not isinstance(gap, int) or not 0 <= gap <= MAX_READ_REGISTERS:
+        raise OptionError(f"max_gap must be an integer 0..{MAX_READ_REGISTERS}, got {gap!r}", ("max_gap",))
+    specs: list[RegisterSpec] = []
+    template_path = None
+    if "template" in raw:
+        name = raw["template"]
+        if not isinstance(name, str) or not name:
+            raise OptionError(f"expected a template name, got {name!r}", ("template",))
+        template_path = find_template(name, base_dir)
+        specs = load_template(template_path, word_order=wo, byte_order=bo)
+    if "registers" in raw:
+        own = parse_registers(raw["registers"], ("registers",), word_order=wo or "big", byte_order=bo or "big")
+        mine = {s.channel for s in own}
+        # A meter's own entry replaces the template's entry of the same channel.
+        specs = [s for s in specs if s.channel not in mine] + own
+    if not specs:
+        raise OptionError("a modbus meter needs registers = [{ address = ..., type = ..., channel = ... }] "
+                          "and/or template = \"...\"", ())
+    return ModbusOptions(mode=str(mode), registers=tuple(specs), max_gap=gap,
+                         template=str(template_path) if template_path else None)
