@@ -1,0 +1,288 @@
+"""Wired M-Bus driver (EN 13757-2/-3): water, heat and gas meters on their own two-wire bus.
+
+One poll cycle: SND_NKE (E5) to reset the link - or, for a meter addressed by its secondary address, a
+selection (SND_UD to 253, CI 52, E5) - then REQ_UD2 with the frame count bit toggled for every further
+telegram while the meter ends its records with DIF 1F ("more records follow"). A retry after a timeout or a
+bad frame keeps the same FCB: a meter whose reply was lost repeats it instead of skipping ahead.
+
+Byte layouts live in :mod:`pollerd.protocols.mbus`; here records become readings:
+
+* ``read = ["current"]``: records of storage number 0 -> ``current`` readings at poll time;
+* ``read = ["archive"]``: records of storage numbers > 0 -> archive readings at the date the meter stores
+  under the same storage number (type G/F date record); archive = ``daily``/``monthly``/``yearly`` from the
+  spacing of those dates (``monthly`` when there is only one). Without a date they stay ``current`` with a
+  ``.S<n>`` suffix.
+
+Channel names follow DESIGN.md §3 (``E.heat``, ``V``, ``V.cold``...), plus ``flow`` (m³/h), ``T.flow``,
+``T.return``, ``T.ext`` (°C), ``dT`` (K); tariff ``.T<n>``, subunit ``.U<n>``, function ``.max``/``.min``/
+``.err``. A record without a mapping keeps a name from its VIF: ``mbus.<VIF hex>`` (``mbus.<text>`` for a
+plain-text VIF) with the same suffixes. Units are normalised: J -> Wh, J/h -> W, m³/min and m³/s -> m³/h.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import statistics
+import zoneinfo
+from typing import Iterable
+
+from ..errors import FrameError, IdentityMismatch, MeterError, PollerdError, ReplyTimeout, TransportError
+from ..line import LineStopping
+from ..model import Archive, Event, Reading
+from ..protocols import mbus as m
+from . import OptionError
+from .base import DriverContext, PollResult
+
+MAX_TELEGRAMS = 32          # a multi-telegram readout longer than this is a slave stuck on DIF 1F
+_RETRYABLE = (ReplyTimeout, FrameError)
+
+# (quantity, unit) -> base channel; energy and volume depend on the medium (below)
+_CHANNELS: dict[tuple[str, str], str] = {
+    ("power", "W"): "P",
+    ("volume flow", "m³/h"): "flow",
+    ("flow temperature", "°C"): "T.flow",
+    ("return temperature", "°C"): "T.return",
+    ("external temperature", "°C"): "T.ext",
+    ("temperature difference", "K"): "dT",
+    ("voltage", "V"): "U",
+    ("current", "A"): "I",
+    ("on time", "s"): "t.on",
+    ("operating time", "s"): "t.operating",
+    ("mass", "kg"): "M",
+    ("mass flow", "kg/h"): "flow.mass",
+    ("pressure", "bar"): "p",
+}
+_ENERGY_BY_MEDIUM = {0x02: "A+", 0x04: "E.heat", 0x0C: "E.heat", 0x0D: "E.heat", 0x0A: "E.cool", 0x0B: "E.cool"}
+_VOLUME_BY_MEDIUM = {0x03: "V.gas", 0x06: "V.hot", 0x15: "V.hot", 0x16: "V.cold"}
+# Units outside DESIGN's set -> (unit, factor)
+_CONVERT = {"J": ("Wh", 1 / 3600), "J/h": ("W", 1 / 3600), "m³/min": ("m³/h", 60.0), "m³/s": ("m³/h", 3600.0)}
+_FUNCTION_SUFFIX = {m.Function.INSTANT: "", m.Function.MAXIMUM: ".max", m.Function.MINIMUM: ".min",
+                    m.Function.ERROR: ".err"}
+# Header status bits worth an event (EN 13757-3: 0x04 power low, 0x08 permanent error, 0x10 temporary error)
+_STATUS_BITS = {0x04: "power low", 0x08: "permanent error", 0x10: "temporary error"}
+
+
+def parse_address(raw: object) -> int | str:
+    """``connection_address`` of an M-Bus meter: a primary address 0..250, or a secondary address string:
+    8 decimal digits (the id) or libmbus' 16 hex digits (id, manufacturer bytes, version, medium). Wildcard
+    F digits in the id are for ``pollerd scan`` only."""
+    if isinstance(raw, bool):
+        raise OptionError(f"expected a primary address 0..250 or a secondary address string, got {raw!r}")
+    if isinstance(raw, int):
+        if not 0 <= raw <= 250:
+            hint = ' (a secondary address is a string: "12345678")' if raw > 250 else ""
+            raise OptionError(f"M-Bus primary address {raw} is not in 0..250{hint}")
+        return raw
+    if isinstance(raw, str):
+        try:
+            return m.SecondaryAddress.parse(raw, wildcards=False).text
+        except ValueError as exc:
+            raise OptionError(str(exc)) from None
+    raise OptionError(f"expected a primary address 0..250 or a secondary address string, got {raw!r}")
+
+
+def response_timeout(baudrate: int, waiting_time: float) -> float:
+    """EN 13757-2: a slave answers within 330 bit times + 50 ms; a shorter ``waiting_time`` would cut off
+    meters that are within the standard, so it only ever lengthens the wait."""
+    return max(waiting_time, 330.0 / baudrate + 0.05)
+
+
+def line_problem(line_cfg: object) -> str | None:
+    """M-Bus is 8E1 on the wire; a serial line set otherwise fails every parity check of every byte."""
+    if getattr(line_cfg, "type", None) != "serial":
+        return None  # a TCP converter sets the framing on its own serial side
+    parity, bytesize, stopbits = (getattr(line_cfg, k, None) for k in ("parity", "bytesize", "stopbits"))
+    if (str(parity).upper(), bytesize, stopbits) != ("E", 8, 1):
+        return (f"line {getattr(line_cfg, 'name', '?')} is {bytesize}{parity}{stopbits:g} but M-Bus needs 8E1: "
+                f'set parity = "E", bytesize = 8, stopbits = 1 on the line')
+    return None
+
+
+class MbusDriver:
+    def __init__(self, ctx: DriverContext) -> None:
+        self.ctx = ctx
+        mc = ctx.meter
+        addr = mc.connection_address
+        self.secondary = m.SecondaryAddress.parse(addr) if isinstance(addr, str) else None
+        self.primary = m.ADDRESS_SELECTED if self.secondary else int(addr)
+        self._problem = line_problem(ctx.line.cfg)
+        if self._problem:
+            ctx.log.error("%s: %s", mc.name, self._problem)
+        self.timeout = response_timeout(ctx.line.cfg.baudrate or 2400, mc.waiting_time)
+        try:
+            self._tz: _dt.tzinfo = zoneinfo.ZoneInfo(mc.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            self._tz = _dt.timezone.utc
+        self._last_status = 0
+
+    # -- exchanges -------------------------------------------------------------------------------------
+
+    async def _exchange(self, request: bytes, expect: str, retries: int | None = None) -> m.Frame:
+        mc = self.ctx.meter
+        attempts = 1 + (mc.retries if retries is None else retries)
+        last: PollerdError | None = None
+        for _ in range(attempts):
+            try:
+                return await self.ctx.line.exchange(request, m.ReplyFramer(expect), waiting_time=self.timeout,
+                                                    pause=mc.pause_time, meter=mc.name)
+            except _RETRYABLE as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def _start(self, retries: int | None = None) -> None:
+        """Reset the link (primary) or select the meter (secondary); either way the next REQ_UD2 is new."""
+        if self.secondary is not None:
+            await self._exchange(m.select_secondary(self.secondary), "ack", retries)
+        else:
+            await self._exchange(m.snd_nke(self.primary), "ack", retries)
+
+    async def read_telegrams(self) -> list[m.Telegram]:
+        """One full readout: the first telegram and every one announced by DIF 1F."""
+        await self._start()
+        out: list[m.Telegram] = []
+        fcb = True
+        previous: bytes | None = None
+        for _ in range(MAX_TELEGRAMS):
+            frame = await self._exchange(m.req_ud2(self.primary, fcb), "data")
+            if frame.c & 0x0F != m.C_RSP_UD:
+                raise MeterError(f"{self.ctx.meter.name}: expected RSP_UD (C=08), got C=0x{frame.c:02X}")
+            if frame.data == previous:
+                break  # the meter ignored the FCB toggle and repeats itself: nothing more will come
+            previous = frame.data
+            telegram = m.decode_telegram(frame)
+            out.append(telegram)
+            if not telegram.more_follows:
+                break
+            fcb = not fcb
+        return out
+
+    # -- the cycle -------------------------------------------------------------------------------------
+
+    async def poll(self, ts: int) -> PollResult:
+        mc = self.ctx.meter
+        if self._problem:
+            return PollResult((), (), False, self._problem)
+        try:
+            telegrams = await self.read_telegrams()
+        except LineStopping as exc:
+            return PollResult((), (), False, str(exc))
+        except (MeterError, ReplyTimeout, FrameError, TransportError) as exc:
+            return PollResult((), (), isinstance(exc, (MeterError, m.MbusApplicationError)), str(exc))
+        events: list[Event] = []
+        try:
+            self._check_identity(telegrams)
+        except IdentityMismatch as exc:
+            return PollResult((), (Event(mc.name, "identity_mismatch", ts, None, str(exc)),), True, str(exc))
+        status = next((t.header.status for t in telegrams if t.header.status is not None), 0) or 0
+        bad = status & 0x1C
+        if bad != self._last_status & 0x1C and bad:
+            text = ", ".join(name for bit, name in _STATUS_BITS.items() if status & bit)
+            events.append(Event(mc.name, "mbus_status", ts, None, f"status 0x{status:02X}: {text}"))
+        self._last_status = status
+        readings = self.readings(telegrams, ts)
+        return PollResult(tuple(readings), tuple(events), True, None)
+
+    def _check_identity(self, telegrams: list[m.Telegram]) -> None:
+        mc, st = self.ctx.meter, self.ctx.state
+        header = next((t.header for t in telegrams if t.header.id is not None), None)
+        if header is None:
+            return
+        st.identity.update({"id": header.id, "manufacturer": header.manufacturer, "version": header.version,
+                            "medium": header.medium_name, "secondary": header.secondary})
+        for t in telegrams:
+            for r in t.records:
+                if r.quantity == "fabrication number" and r.storage == 0 and r.value is not None:
+                    st.identity["fabrication"] = r.display() if not r.is_number else str(int(r.value))
+        if mc.number_meter is not None and _digits(header.id or "") != _digits(mc.number_meter):
+            where = f"secondary address {self.secondary}" if self.secondary else f"address {self.primary}"
+            raise IdentityMismatch(
+                f"{mc.name}: the meter at {where} on line {mc.line} reports id {header.id}, but number_meter is "
+                f"{mc.number_meter}; not polling it")
+
+    def readings(self, telegrams: Iterable[m.Telegram], ts: int) -> list[Reading]:
+        """Records of a readout -> readings (pure; the tests call it directly)."""
+        mc = self.ctx.meter
+        telegrams = list(telegrams)
+        medium = next((t.header.medium for t in telegrams if t.header.medium is not None), None)
+        records = [r for t in telegrams for r in t.records]
+        dates: dict[tuple[int, int], int] = {}
+        for r in records:
+            if r.storage and isinstance(r.value, m.DateTime):
+                when = r.value.to_datetime()
+                if when is not None:
+                    dates.setdefault((r.storage, r.subunit), int(when.replace(tzinfo=self._tz).timestamp()))
+        archive = _archive_kind(sorted(set(dates.values())))
+        out: list[Reading] = []
+        seen: set[tuple[str, str, int]] = set()
+        for r in records:
+            if not r.is_number:
+                continue
+            if r.storage == 0 and "current" not in mc.read:
+                continue
+            if r.storage and "archive" not in mc.read:
+                continue
+            channel, unit, value = _channel(r, medium)
+            kind, when = Archive.CURRENT.value, ts
+            if r.storage:
+                at = dates.get((r.storage, r.subunit))
+                if at is None:
+                    channel += f".S{r.storage}"
+                else:
+                    kind, when = archive, at
+            key = (channel, kind, when)
+            if key in seen:
+                continue  # a second record with the same meaning (another scaling): the first one stands
+            seen.add(key)
+            out.append(Reading(mc.name, channel, kind, when, value, unit))
+        return out
+
+    async def probe(self) -> bool:
+        if self._problem:
+            return False
+        try:
+            await self._start(retries=0)
+        except (MeterError, ReplyTimeout, FrameError, TransportError, LineStopping):
+            return False
+        return True
+
+    async def close(self) -> None:
+        return None  # M-Bus has no session to close; a selection ends with the next one
+
+
+def _channel(r: m.Record, medium: int | None) -> tuple[str, str, float]:
+    value = float(r.value)  # type: ignore[arg-type]
+    unit = r.unit
+    if unit in _CONVERT:
+        unit, factor = _CONVERT[unit]
+        value *= factor
+    base: str | None = None
+    if r.known and not r.modifiers and r.text_vif is None:
+        if r.quantity == "energy" and unit == "Wh":
+            base = _ENERGY_BY_MEDIUM.get(medium or 0, "E")
+        elif r.quantity == "volume" and unit == "m³":
+            base = _VOLUME_BY_MEDIUM.get(medium or 0, "V")
+        else:
+            base = _CHANNELS.get((r.quantity, unit))
+    if base is None:
+        base = f"mbus.{r.text_vif}" if r.text_vif is not None else f"mbus.{r.vif_code}"
+    if r.tariff:
+        base += f".T{r.tariff}"
+    if r.subunit:
+        base += f".U{r.subunit}"
+    return base + _FUNCTION_SUFFIX[r.function], unit, value
+
+
+def _archive_kind(stamps: list[int]) -> str:
+    if len(stamps) < 2:
+        return Archive.MONTHLY.value
+    gap = statistics.median(b - a for a, b in zip(stamps, stamps[1:])) / 86400
+    if gap < 2:
+        return Archive.DAILY.value
+    if gap > 300:
+        return Archive.YEARLY.value
+    return Archive.MONTHLY.value
+
+
+def _digits(s: str) -> str:
+    return s.strip().lstrip("0")
