@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 class Protocol(str, enum.Enum):
     MERCURY230 = "mercury230"
     MODBUS = "modbus"
+    MBUS = "mbus"
 
     def __str__(self) -> str:
         return self.value
@@ -23,10 +24,13 @@ READ_KINDS: dict[Protocol, tuple[str, ...]] = {
     Protocol.MERCURY230: ("energy", "instant", "profile", "daily", "monthly", "yearly", "fixed", "events",
                           "clock"),
     Protocol.MODBUS: ("registers",),
+    # current: records of storage number 0; archive: historic storage numbers, at the meter's stored dates
+    Protocol.MBUS: ("current", "archive"),
 }
 DEFAULT_READ: dict[Protocol, tuple[str, ...]] = {
     Protocol.MERCURY230: ("energy", "instant"),
     Protocol.MODBUS: ("registers",),
+    Protocol.MBUS: ("current", "archive"),
 }
 
 
@@ -43,7 +47,9 @@ class OptionError(ValueError):
 # Protocols whose `connection_address` is not a plain integer (IEC device address strings, M-Bus secondary
 # addresses) name a parser "module:function" taking the raw TOML value and returning int | str, raising
 # OptionError. Protocols absent here take an integer, range-checked by the config loader.
-ADDRESS_PARSERS: dict[Protocol, str] = {}
+ADDRESS_PARSERS: dict[Protocol, str] = {
+    Protocol.MBUS: "pollerd.drivers.mbus:parse_address",
+}
 
 # Protocol-specific meter keys: protocol -> (key names, "module:function"). The function takes
 # (the meter's raw values of those keys, the config file's directory) and returns a frozen options object
