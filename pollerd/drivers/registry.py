@@ -6,12 +6,14 @@ from typing import Callable
 
 from . import Protocol
 from .base import Driver, DriverContext
+from .mbus import MbusDriver
 from .mercury230 import Mercury230Driver
 from .modbus import ModbusDriver
 
 DRIVERS: dict[Protocol, Callable[[DriverContext], Driver]] = {
     Protocol.MERCURY230: Mercury230Driver,
     Protocol.MODBUS: ModbusDriver,
+    Protocol.MBUS: MbusDriver,
 }
 
 
