@@ -136,7 +136,7 @@ def test_access_level_for_time_set(bus, meter, clock):
 
 def test_unknown_commands_get_status_1(bus):
     call(bus, m.open_channel(7, 1, PW1))
-    for body, reply_len in ((b"\x08\x7f", 3), (b"\x0a\x00", 3), (b"\x05\x20\x00", 16), (b"\x08\x11\xf0", 3)):
+    for body, reply_len in ((b"\x08\x7f", 3), (b"\x0a\x00", 3), (b"\x05\x70\x00", 16), (b"\x08\x11\xf0", 3)):
         with pytest.raises(MeterError) as info:
             call(bus, m.raw_request(7, body, reply_len))
         assert info.value.status == 1, body.hex()

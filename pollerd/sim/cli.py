@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import signal
 import sys
 
@@ -40,6 +41,15 @@ def _password(text: str) -> str:
     return text
 
 
+def _timezone(text: str) -> dt.tzinfo:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown time zone {text!r}") from None
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Arguments of ``pollerd sim mercury230 ...`` (``p`` is the mercury230 subparser)."""
     where = p.add_mutually_exclusive_group(required=True)
@@ -56,6 +66,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--session-timeout", type=float, default=240.0, metavar="S",
                    help="idle seconds after which a session needs reopening (status 5)")
     p.add_argument("--refuse-group-reads", action="store_true", help="answer 08 16 with status 1")
+    p.add_argument("--profile-period", type=int, default=30, metavar="MIN",
+                   help="load-profile integration period in minutes (default 30)")
+    p.add_argument("--profile-days", type=int, default=40, metavar="DAYS",
+                   help="load-profile history held in memory 3 (default 40 days)")
+    p.add_argument("--clock-drift", type=float, default=0.0, metavar="SECONDS",
+                   help="meter clock minus real time (default 0)")
+    p.add_argument("--timezone", type=_timezone, default=None, metavar="TZ",
+                   help="the meters' local zone (default: this machine's)")
 
 
 def build_bus(args: argparse.Namespace) -> SimBus:
@@ -66,7 +84,9 @@ def build_bus(args: argparse.Namespace) -> SimBus:
         meters.append(SimMeter(
             addr, serial=f"{41000000 + addr:08d}", passwords={1: args.password, 2: "222222"},
             energy={1: (1_000_000.0 * addr, 0.0, 100_000.0 * addr, 0.0)}, phases=phases,
-            session_timeout=args.session_timeout, refuse_group_reads=args.refuse_group_reads))
+            session_timeout=args.session_timeout, refuse_group_reads=args.refuse_group_reads,
+            profile_period=getattr(args, "profile_period", 30), profile_days=getattr(args, "profile_days", 40),
+            clock_drift=getattr(args, "clock_drift", 0.0), timezone=getattr(args, "timezone", None)))
     return SimBus(meters)
 
 

@@ -11,6 +11,17 @@ assert exact values upstream.
 Assumptions where the facts are silent (no vendor document at hand): a wrong password is answered with
 status 1; the idle session timeout defaults to 240 s; the meter answers the universal address 0 with
 address 0 in the reply (as the wb-mqtt-serial fixtures show).
+
+Archives (issue 3). Energy is one piecewise-linear function of time per tariff: the load set at
+construction and by :meth:`SimMeter.set_phases` accumulates into the active tariff; before the simulator
+started, the starting load is assumed to have run all along (counters clamped at 0 going back). From it
+come the counters (05 00), the period arrays (05 1x..5x: counter at the period end minus counter at its
+start, floored counters, so "today" is exactly counter(now) - counter(midnight)), arrays 9-13 (counters at
+period starts) and the load profile (memory 3, one record per interval, ``profile_days`` deep, the
+running interval flagged 0x02 and pointed at by 08 13). Journals are deterministic lists per journal
+(:attr:`SimMeter.journals`, records 0.. oldest first, the rest empty). The clock runs ``clock_drift``
+seconds ahead of the gateway (plus whatever 03 0C set). 03 08 freezes a snapshot for 08 14.
+Time correction is not simulated: the codec has no correction command (no public layout found).
 """
 
 from __future__ import annotations
@@ -73,6 +84,10 @@ class SimMeter:
         refuse_group_reads: bool = False,
         timezone: dt.tzinfo | None = None,
         clock: Callable[[], float] = time.time,
+        profile_period: int = 30,
+        profile_days: int = 40,
+        clock_drift: float = 0.0,
+        journals: dict[int, list[tuple[dt.datetime | None, dt.datetime | None]]] | None = None,
     ) -> None:
         if not 1 <= address <= 0xF0:
             raise ValueError(f"meter address must be 1..240, got {address}")
@@ -107,11 +122,27 @@ class SimMeter:
             raise ValueError("a Mercury 230 has three phases")
         self._epoch = clock()
         self.clock_offset = 0.0  # set by a level-2 time write (03 0C)
+        self.clock_drift = float(clock_drift)  # meter clock minus gateway clock, before any time set
+        if profile_period not in (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60):
+            raise ValueError(f"profile period must divide an hour (minutes), got {profile_period}")
+        self.profile_period = profile_period
+        depth = profile_days * 1440 // profile_period
+        if not 1 <= depth <= 4095:
+            raise ValueError(f"profile depth of {profile_days} days at {profile_period} min exceeds the 4095 "
+                             "records memory 3 holds")
+        # Interval index (meter time / period) of the first record after the profile was initialised.
+        self._profile_k0 = self._interval(self._epoch) - depth + 1
+        # Past load segments: (start, counters per tariff at start, rates, active tariff).
+        self._segments: list[tuple[float, dict[int, list[float]], tuple[float, float, float, float], int]] = []
+        self.journals = journals if journals is not None else _default_journals(
+            self.meter_time(self._epoch)[0])
         self.level = 0  # open session's access level, 0 = closed
         self._last_activity = 0.0
         self.requests = 0
         self.replies = 0
         self.expected_instant(self._epoch)  # fail now, not on the wire, if a value cannot be encoded
+        self._frozen: tuple[tuple[dt.datetime, int], dict[str, float]] = ((dt.datetime(2000, 1, 1), 1), {})
+        self.freeze(self._epoch)
 
     # -- what the meter will report ----------------------------------------------------------------
 
@@ -126,6 +157,8 @@ class SimMeter:
     def set_phases(self, phases: Sequence[Phase], now: float | None = None) -> None:
         """Change the load; counters keep what they accumulated up to ``now``."""
         now = self.clock() if now is None else now
+        self._segments.append((self._epoch, {t: list(v) for t, v in self._energy0.items()}, self._rates(),
+                               self.active_tariff))
         hours = self._hours(now)
         rates = self._rates()
         tariff = self._energy0[self.active_tariff]
@@ -191,13 +224,189 @@ class SimMeter:
 
     def meter_time(self, now: float | None = None) -> tuple[dt.datetime, int]:
         """The naive local time and season byte the meter reports at gateway time ``now``."""
-        now = (self.clock() if now is None else now) + self.clock_offset
+        now = (self.clock() if now is None else now) + self.clock_offset + self.clock_drift
         when = dt.datetime.fromtimestamp(int(now), self.timezone)
         if self.timezone is None:
             season = 0 if time.localtime(int(now)).tm_isdst > 0 else 1
         else:
             season = 0 if when.dst() else 1
         return when.replace(tzinfo=None), season
+
+    # -- archives: one energy function of time --------------------------------------------------------
+
+    def _offset(self) -> float:
+        """Meter clock minus gateway clock."""
+        return self.clock_offset + self.clock_drift
+
+    def _interval(self, now: float) -> int:
+        """Index of the load-profile interval running at gateway time ``now`` (meter-clock aligned)."""
+        return math.floor((now + self._offset()) / (self.profile_period * 60))
+
+    def _cum(self, tariff: int, t: float) -> list[float]:
+        """Unfloored (A+, A-, R+, R-) counters of ``tariff`` at gateway time ``t`` (any time, past too)."""
+        segments = self._segments + [(self._epoch, self._energy0, self._rates(), self.active_tariff)]
+        chosen = segments[0]
+        for seg in segments:
+            if seg[0] <= t:
+                chosen = seg
+            else:
+                break
+        start, energy0, rates, active = chosen
+        hours = (t - start) / 3600.0
+        values = [e + (r * hours if active == tariff else 0.0) for e, r in zip(energy0[tariff], rates)]
+        return [max(0.0, v) for v in values]  # before the first segment: the meter started from zero
+
+    def _counter_at(self, tariff: int, t: float) -> tuple[int, int, int, int]:
+        if tariff == 0:
+            per = [self._counter_at(x, t) for x in (1, 2, 3, 4)]
+            return tuple(sum(v[i] for v in per) for i in range(4))  # type: ignore[return-value]
+        return tuple(math.floor(v) for v in self._cum(tariff, t))  # type: ignore[return-value]
+
+    def _local(self, gateway_t: float) -> dt.datetime:
+        """Meter-local wall time (aware if a timezone is set, naive system-local otherwise)."""
+        return dt.datetime.fromtimestamp(gateway_t + self._offset(), self.timezone)
+
+    def _gateway(self, local: dt.datetime) -> float:
+        return local.timestamp() - self._offset()
+
+    def _period(self, array: int, month: int, now: float) -> tuple[float, float]:
+        """Gateway-time bounds (start, end) of the calendar period of an 05 array in meter-local time."""
+        local = self._local(now)
+        midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        year0 = midnight.replace(month=1, day=1)
+        kind = array if array < 9 else array - 8
+        if kind == 1:  # current year
+            return self._gateway(year0), now
+        if kind == 2:  # previous year
+            return self._gateway(year0.replace(year=year0.year - 1)), self._gateway(year0)
+        if kind == 3:  # month N of the last 12 months
+            year = local.year if month <= local.month else local.year - 1
+            start = year0.replace(year=year, month=month)
+            end = start.replace(year=year + 1, month=1) if month == 12 else start.replace(month=month + 1)
+            return self._gateway(start), min(now, self._gateway(end))
+        if kind == 4:  # today
+            return self._gateway(midnight), now
+        if kind == 5:  # yesterday
+            return self._gateway(midnight - dt.timedelta(days=1)), self._gateway(midnight)
+        raise ValueError(f"energy array {array} has no period")
+
+    def expected_archive(self, array: int, month: int = 0, tariff: int = 0,
+                         now: float | None = None) -> tuple[int | None, int | None, int | None, int | None]:
+        """What 05 <array|month> <tariff> reports at ``now``: energy IN the period for arrays 1-5, the
+        counter at the period start for arrays 9-13, the counter for array 0."""
+        now = self.clock() if now is None else now
+        if array == 0:
+            return self.expected_energy(tariff, now)
+        start, end = self._period(array, month, now)
+        if array >= 9:
+            return self._mask(self._counter_at(tariff, start))
+        a, b = self._counter_at(tariff, start), self._counter_at(tariff, end)
+        return self._mask(tuple(max(0, y - x) for x, y in zip(a, b)))  # type: ignore[arg-type]
+
+    # -- load profile (memory 3) ----------------------------------------------------------------------
+
+    def _profile_address(self, k: int) -> int:
+        return (m.PROFILE_FIRST_ADDRESS + (k - self._profile_k0) * m.PROFILE_STEP) & 0xFFFF
+
+    def _interval_record(self, k: int, now: float) -> m.ProfileRecord:
+        step = self.profile_period * 60
+        a = k * step - self._offset()
+        b = min(a + step, now)
+        status = 0x02 if a + step > now else 0x00  # the running interval: not complete yet
+        energy = [0.0, 0.0, 0.0, 0.0]
+        for tariff in (1, 2, 3, 4):
+            for i, (x, y) in enumerate(zip(self._cum(tariff, a), self._cum(tariff, b))):
+                energy[i] += max(0.0, y - x)
+        counts: list[int | None] = [min(0xFFFE, math.floor(e * 2 * self.constant / 1000 + 1e-6)) for e in energy]
+        if not self.bidirectional:
+            counts[1] = counts[3] = None
+        start = dt.datetime.fromtimestamp(k * step, self.timezone).replace(tzinfo=None)
+        return m.ProfileRecord(status, start, self.profile_period, *counts)
+
+    def last_profile(self, now: float | None = None) -> m.LastProfile:
+        """The 08 13 descriptor: the record of the interval running now (status 0x02)."""
+        now = self.clock() if now is None else now
+        k = self._interval(now)
+        rec = self._interval_record(k, now)
+        return m.LastProfile(self._profile_address(k), rec.status, rec.start, self.profile_period)
+
+    def profile_record(self, address: int, now: float | None = None) -> m.ProfileRecord | None:
+        """The record at ``address``, or None for a slot never written since the profile init."""
+        now = self.clock() if now is None else now
+        k_now = self._interval(now)
+        k = k_now - ((self._profile_address(k_now) - address) & 0xFFFF) // m.PROFILE_STEP
+        if k < self._profile_k0:
+            return None
+        return self._interval_record(k, now)
+
+    def expected_profile(self, start_utc: float, end_utc: float, now: float | None = None
+                         ) -> list[tuple[int, float | None, float | None, float | None, float | None, int]]:
+        """Records whose interval starts in [start_utc, end_utc) (meter-clock UTC seconds, what a driver
+        gets from the local start through the meter's timezone): (start, A+ Wh, A- Wh, R+ varh, R- varh,
+        status), values exactly as decoded (impulses / (2A) kWh)."""
+        now = self.clock() if now is None else now
+        step = self.profile_period * 60
+        out = []
+        for k in range(max(self._profile_k0, math.ceil(start_utc / step)), self._interval(now) + 1):
+            if k * step >= end_utc:
+                break
+            rec = self._interval_record(k, now)
+            out.append((k * step, *(None if n is None else m.profile_energy_wh(n, self.constant)
+                                    for n in (rec.a_plus, rec.a_minus, rec.r_plus, rec.r_minus)), rec.status))
+        return out  # type: ignore[return-value]
+
+    def profile_address_of(self, start_utc: float) -> int:
+        """Memory address of the record whose interval starts at ``start_utc`` (meter-clock UTC)."""
+        return self._profile_address(math.floor(start_utc / (self.profile_period * 60)))
+
+    def _memory(self, body: bytes, now: float) -> bytes:
+        memory, address, length = body[1], body[2] << 8 | body[3], body[4]
+        if memory != m.MEMORY_PROFILE or length != m.PROFILE_RECORD_LEN or address % m.PROFILE_STEP:
+            return _status(m.STATUS_BAD_COMMAND)  # only whole single records of memory 3 are simulated
+        rec = self.profile_record(address, now)
+        return bytes(m.PROFILE_RECORD_LEN) if rec is None else m.encode_profile_record(rec)
+
+    # -- fixed values -------------------------------------------------------------------------------
+
+    def freeze(self, now: float | None = None) -> None:
+        """Take the 03 08 snapshot: meter time and every instantaneous value at ``now``."""
+        now = self.clock() if now is None else now
+        self._frozen = (self.meter_time(now), self._raw_instant())
+
+    def _fixed_values(self, bwri: int) -> tuple[float | None, ...] | list[float | None]:
+        raw = self._frozen[1]
+        names, _unit = m.group_channels(bwri)
+        return [raw[n] for n in names]
+
+    def _fixed(self, bwri: int) -> bytes:
+        if bwri == 0xE0:
+            return m.encode_time(*self._frozen[0])
+        try:
+            return m.encode_fixed(bwri, self._fixed_values(bwri))
+        except (ValueError, KeyError):
+            return _status(m.STATUS_BAD_COMMAND)
+
+    def expected_fixed(self) -> dict[str, object]:
+        """Channel -> value as the codec decodes the frozen snapshot; "frozen_at" -> (naive local, season)."""
+        out: dict[str, object] = {"frozen_at": self._frozen[0]}
+        for fr in m.FIXED_READS:
+            if fr.bwri == 0xE0:
+                continue
+            values = m.decode_fixed(fr.bwri, m.encode_fixed(fr.bwri, self._fixed_values(fr.bwri)))
+            out.update(zip(fr.channels, values))
+        return out
+
+    # -- journals ------------------------------------------------------------------------------------
+
+    def expected_journal(self, journal: int) -> list[tuple[dt.datetime | None, dt.datetime | None]]:
+        """All ten records of ``journal`` as the codec decodes them (empty ones are (None, None))."""
+        records = list(self.journals.get(journal, []))[: m.JOURNAL_RECORDS]
+        return records + [(None, None)] * (m.JOURNAL_RECORDS - len(records))
+
+    def _journal(self, journal: int, record: int) -> bytes:
+        if journal not in m.JOURNALS or record >= m.JOURNAL_RECORDS:
+            return _status(m.STATUS_BAD_COMMAND)
+        return m.encode_journal(*self.expected_journal(journal)[record])
 
     # -- the wire ----------------------------------------------------------------------------------
 
@@ -236,6 +445,10 @@ class SimMeter:
                 return self._param(body)
             if code == m.CODE_READ_TIME and body == b"\x04\x00":
                 return m.encode_time(*self.meter_time(now))
+            if code == m.CODE_READ_TIME and len(body) == 3:
+                return self._journal(body[1], body[2])
+            if code == m.CODE_READ_MEMORY and len(body) == 5:
+                return self._memory(body, now)
             if code == m.CODE_WRITE and len(body) >= 2:
                 return self._write(body, now)
         except ValueError:  # a value the layout cannot carry: what a meter would call an internal error
@@ -259,7 +472,9 @@ class SimMeter:
             return m.encode_energy(*self.expected_energy(tariff, now))
         if array == 6 and month == 0 and tariff == 0:
             return m.encode_phase_energy(*self.expected_phase_energy(now))
-        return _status(m.STATUS_BAD_COMMAND)  # yearly/monthly/daily arrays are not simulated
+        if tariff <= 4 and (array in (1, 2, 4, 5, 9, 10, 12, 13) and month == 0 or array in (3, 11) and 1 <= month <= 12):
+            return m.encode_energy(*self.expected_archive(array, month, tariff, now))
+        return _status(m.STATUS_BAD_COMMAND)
 
     def _param(self, body: bytes) -> bytes:
         param = body[1]
@@ -272,6 +487,15 @@ class SimMeter:
                 return m.encode_variant(self.constant)
             if param == m.PARAM_VERSION:
                 return bytes(self.version)
+            if param == m.PARAM_FAST_INFO:
+                return (m.encode_serial(self.serial, self.manufactured) + bytes(self.version)
+                        + m.encode_variant(self.constant))
+            if param == m.PARAM_NET_ADDRESS:
+                return bytes((0, self.address))
+            if param == m.PARAM_LAST_PROFILE:
+                return m.encode_last_profile(self.last_profile())
+        elif len(body) == 3 and param == m.PARAM_FIXED:
+            return self._fixed(body[2])
         elif len(body) == 3 and param == m.PARAM_AUX:
             name = _BWRI_CHANNEL.get(body[2])
             if name is not None:
@@ -284,7 +508,8 @@ class SimMeter:
         return _status(m.STATUS_BAD_COMMAND)
 
     def _write(self, body: bytes, now: float) -> bytes:
-        if body == b"\x03\x08":  # freeze the fixed-data snapshot: allowed at level 1, no-op here
+        if body == b"\x03\x08":  # freeze the fixed-data snapshot: allowed at level 1
+            self.freeze(now)
             return _status(m.STATUS_OK)
         if self.level < 2:
             return _status(m.STATUS_ACCESS)
@@ -294,13 +519,28 @@ class SimMeter:
             except FrameError:
                 return _status(m.STATUS_BAD_COMMAND)
             target = when.replace(tzinfo=self.timezone).timestamp() if self.timezone else when.timestamp()
-            self.clock_offset = target - now
+            self.clock_offset = target - now - self.clock_drift
             return _status(m.STATUS_OK)
         return _status(m.STATUS_BAD_COMMAND)
 
 
 def _status(code: int) -> bytes:
     return bytes((code,))
+
+
+def _default_journals(created: dt.datetime) -> dict[int, list[tuple[dt.datetime | None, dt.datetime | None]]]:
+    """A few deterministic events per journal, oldest first, before ``created`` (meter-local); the
+    cover journal stays empty so a reader meets an empty journal too."""
+    out: dict[int, list[tuple[dt.datetime | None, dt.datetime | None]]] = {}
+    base = created.replace(microsecond=0)
+    for j in m.JOURNALS:
+        n = 0 if j == 0x12 else 1 + j % 4
+        records: list[tuple[dt.datetime | None, dt.datetime | None]] = []
+        for i in range(n):
+            start = base - dt.timedelta(days=3 * (n - i) + j % 5, hours=j % 7, minutes=7 * i + j, seconds=13 * j % 60)
+            records.append((start, start + dt.timedelta(minutes=5 + 11 * i + j)))
+        out[j] = records
+    return out
 
 
 # BWRI of each channel for 08 11 (single value) and 08 16 (group) reads.
