@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import random
 import time
-from typing import Callable, Protocol, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
 from .compat import timeout as _timeout
 from .config import LineConfig
@@ -92,6 +93,7 @@ class Line:
         self._clock = clock
         self._rng = rng or random.Random()
         self._lock = BusLock()
+        self._owner: asyncio.Task[object] | None = None   # the task holding the bus for a session
         self._last_activity = 0.0
         self._failures = 0
         self._next_connect = 0.0
@@ -150,22 +152,75 @@ class Line:
         self._m_connected.set(1, line=self.name)
 
     async def exchange(self, request: bytes, framer: Framer[R], *, waiting_time: float, pause: float,
-                       meter: str, shown: str | None = None, priority: bool = False) -> R:
+                       meter: str, shown: str | None = None, priority: bool = False,
+                       after_write: Callable[[], Awaitable[None]] | None = None) -> R:
         """Send one request and return the framer's reply. Raises ReplyTimeout, FrameError (already counted
         and logged here), TransportError or LineStopping.
 
         ``shown`` is how the request appears in logs and errors; a driver passes a redacted form for
-        requests that carry a password (the default is the request as hex)."""
+        requests that carry a password (the default is the request as hex). ``after_write`` runs once the
+        request is handed to the link and before the reply is awaited (IEC 62056-21 switches the baud
+        rate there, after the option select has left the UART)."""
         if shown is None:
             shown = request.hex(" ")
+        if self._owner is not None and self._owner is asyncio.current_task():
+            return await self._exchange(request, framer, waiting_time, pause, meter, shown, after_write)
         await self._lock.acquire(priority)
         try:
-            return await self._exchange(request, framer, waiting_time, pause, meter, shown)
+            return await self._exchange(request, framer, waiting_time, pause, meter, shown, after_write)
         finally:
             self._lock.release()
 
+    @contextlib.asynccontextmanager
+    async def session(self, meter: str, *, priority: bool = False) -> AsyncIterator[None]:
+        """Hold the bus for several exchanges of one meter: a mode C session (sign-on, option select,
+        password, reads, break) must not be interleaved with other meters' requests. Exchanges and sends
+        of the task inside go straight through; other tasks wait. Re-entering from the same task is a no-op."""
+        me = asyncio.current_task()
+        if self._owner is not None and self._owner is me:
+            yield
+            return
+        await self._lock.acquire(priority)
+        self._owner = me
+        try:
+            yield
+        finally:
+            self._owner = None
+            self._lock.release()
+
+    async def send(self, request: bytes, *, pause: float, meter: str, shown: str | None = None,
+                   priority: bool = False) -> None:
+        """Send a request that has no reply (IEC break B0, ACK after a partial block's last one)."""
+        if self._owner is not None and self._owner is asyncio.current_task():
+            await self._send(request, pause, meter, shown)
+            return
+        await self._lock.acquire(priority)
+        try:
+            await self._send(request, pause, meter, shown)
+        finally:
+            self._lock.release()
+
+    async def _send(self, request: bytes, pause: float, meter: str, shown: str | None) -> None:
+        if not self.accepting:
+            raise LineStopping(f"line {self.name} is stopping")
+        await self._ensure_connected()
+        wait = self._last_activity + pause - self._clock()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        try:
+            self.link.write(request)
+        except TransportError as exc:
+            self.state.connected = False
+            self.state.last_error = str(exc)
+            self._m_connected.set(0, line=self.name)
+            log.warning("line %s: %s: cannot send [%s]: %s", self.name, meter,
+                        request.hex(" ") if shown is None else shown, exc)
+            await self.link.close()
+            raise
+        self._last_activity = self._clock()
+
     async def _exchange(self, request: bytes, framer: Framer[R], waiting_time: float, pause: float, meter: str,
-                        shown: str) -> R:
+                        shown: str, after_write: Callable[[], Awaitable[None]] | None = None) -> R:
         if not self.accepting:
             raise LineStopping(f"line {self.name} is stopping")
         await self._ensure_connected()
@@ -182,6 +237,8 @@ class Line:
         self._c_exchanges.inc()
         try:
             self.link.write(request)
+            if after_write is not None:
+                await after_write()
             async with _timeout(waiting_time):
                 while True:
                     reply = framer.feed(await self.link.read_chunk())

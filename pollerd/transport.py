@@ -131,6 +131,39 @@ class Link:
         assert p.transport is not None
         p.transport.write(data)  # type: ignore[attr-defined]
 
+    @property
+    def serial(self) -> object | None:
+        """The pyserial port behind a serial link (None for TCP or when closed)."""
+        p = self._pipe
+        return getattr(p.transport, "serial", None) if p is not None and p.transport is not None else None
+
+    @property
+    def baudrate(self) -> int | None:
+        """The serial port's current speed (None for TCP)."""
+        ser = self.serial
+        return getattr(ser, "baudrate", None) if ser is not None else None
+
+    def set_baudrate(self, baud: int) -> None:
+        """Change a serial port's speed mid-connection (IEC 62056-21 baud switch). No-op on TCP, where a
+        transparent converter has a fixed speed."""
+        ser = self.serial
+        if ser is not None and getattr(ser, "baudrate", None) != baud:
+            ser.baudrate = baud  # type: ignore[attr-defined]  # pyserial reconfigures the open port
+
+    async def drain_output(self, limit: float = 5.0) -> None:
+        """Wait until everything written has left the serial port's UART, not just the asyncio buffer:
+        a speed change before that garbles the tail of the last request. No-op on TCP."""
+        p = self._pipe
+        ser = self.serial
+        if p is None or ser is None:
+            return
+        transport = p.transport
+        async with timeout(limit):
+            while transport is not None and transport.get_write_buffer_size():  # type: ignore[attr-defined]
+                await asyncio.sleep(0.002)
+            # tcdrain() blocks until the kernel has shifted the last stop bit out.
+            await asyncio.to_thread(ser.flush)  # type: ignore[attr-defined]
+
     def discard_input(self) -> bytes:
         """Drop whatever arrived unasked (late replies, echoes, noise) and return it for logging."""
         p = self._pipe
