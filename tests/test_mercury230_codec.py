@@ -429,3 +429,228 @@ def test_framer_fuzz_raises_only_frame_errors(junk):
         framer.feed(junk)
     except FrameError:
         pass
+
+
+# ================================================================================ issue 3: archives etc.
+
+_DT = st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2099, 12, 31, 23, 59, 59))
+_DT_MIN = _DT.map(lambda d: d.replace(second=0, microsecond=0))
+_COUNT = st.one_of(st.none(), st.integers(0, 0xFFFE))
+
+
+def test_profile_record_facts_layout():
+    # status 00, 13:30 28.12.22, T=30, A+ 42 (2A 00 little-endian), A- absent, R+ 0x0102, R- 0
+    data = hexbytes("00 13 30 28 12 22 1E 2A 00 FF FF 02 01 00 00")
+    rec = m.decode_profile_record(data)
+    assert rec == m.ProfileRecord(0, dt.datetime(2022, 12, 28, 13, 30), 30, 42, None, 0x0102, 0)
+    # FACTS / MOL: A = 500, N = 42 -> 42 Wh in 30 min (84 W average)
+    assert m.profile_energy_wh(42, 500) == 42.0
+
+
+def test_last_profile_decodes_the_mol_reply():
+    # [MOL] 08 13 reply after the address byte: record 0x0010, status 1A, 13:00 28.12.22, T = 30
+    info = m.decode_last_profile(hexbytes("00 10 1A 13 00 28 12 22 1E"))
+    assert info == m.LastProfile(0x0010, 0x1A, dt.datetime(2022, 12, 28, 13, 0), 30)
+    assert m.profile_status_flags(0x1A) == {"incomplete", "bit3", "bit4"}
+    assert m.profile_status_flags(0) == set()
+
+
+def test_profile_requests_and_address_walk():
+    assert m.read_last_profile(0x88).encode()[:3] == hexbytes("88 08 13")
+    req = m.read_profile(0x88, 0xD6E0)
+    assert req.body == hexbytes("06 03 D6 E0 0F") and req.reply_len == 15
+    assert m.next_profile_address(0xD6E0) == 0xD6F0
+    assert m.next_profile_address(0xFFF0) == 0x0000  # wraps
+    assert m.prev_profile_address(0x0000) == 0xFFF0
+    a = 0xFFE0
+    for _ in range(4097):
+        a = m.next_profile_address(a)
+    assert a == 0xFFF0  # 4096 slots of 16 bytes = the whole 16-bit space
+    with pytest.raises(ValueError):
+        m.next_profile_address(0x10000)
+    with pytest.raises(ValueError):
+        m.read_profile(1, 0x10000)
+
+
+def test_empty_profile_slot_and_bad_bcd():
+    assert m.decode_profile_record(bytes(15)).start is None
+    assert m.decode_profile_record(b"\x00" + b"\xff" * 5 + bytes(9)).start is None
+    with pytest.raises(FrameError, match="BCD"):
+        m.decode_profile_record(hexbytes("00 1A 30 28 12 22 1E 00 00 00 00 00 00 00 00"))
+    with pytest.raises(FrameError, match="not a valid date"):
+        m.decode_profile_record(hexbytes("00 13 30 31 02 22 1E 00 00 00 00 00 00 00 00"))
+
+
+@pytest.mark.parametrize("decoder, length", [
+    (m.decode_profile_record, 15), (m.decode_last_profile, 9), (m.decode_journal, 12),
+    (m.decode_version, 3), (m.decode_fast_info, 16), (m.decode_net_address, 2), (m.decode_energy, 16),
+    (m.decode_time, 8), (lambda d: m.decode_fixed(0x00, d), 16), (lambda d: m.decode_fixed(0x11, d), 9),
+])
+def test_wrong_lengths_say_expected_got_and_show_the_bytes(decoder, length):
+    got = length - 3 if length > 4 else length + 2
+    data = bytes(range(0x88, 0x88 + got))
+    with pytest.raises(FrameError) as info:
+        decoder(data)
+    text = str(info.value)
+    assert f"expected {length} bytes, got {got}: 88 89" in text
+    assert info.value.frame == data
+
+
+@given(st.integers(0, 0xFF), _DT_MIN, st.integers(1, 60), _COUNT, _COUNT, _COUNT, _COUNT)
+def test_profile_record_round_trip(status, start, period, a, b, c, d):
+    rec = m.ProfileRecord(status, start, period, a, b, c, d)
+    assert m.decode_profile_record(m.encode_profile_record(rec)) == rec
+
+
+@given(st.integers(0, 0xFFFF), st.integers(0, 0xFF), st.one_of(st.none(), _DT_MIN), st.integers(0, 0xFF))
+def test_last_profile_round_trip(address, status, start, period):
+    info = m.LastProfile(address, status, start, period)
+    assert m.decode_last_profile(m.encode_last_profile(info)) == info
+
+
+@given(st.one_of(st.none(), _DT), st.one_of(st.none(), _DT))
+def test_journal_round_trip(start, end):
+    start = start.replace(microsecond=0) if start else None
+    end = end.replace(microsecond=0) if end else None
+    assert m.decode_journal(m.encode_journal(start, end)) == (start, end)
+
+
+def test_journal_requests_and_table():
+    req = m.read_journal(0x31, 0x12, 9)
+    assert req.body == hexbytes("04 12 09") and req.reply_len == 12
+    assert m.JOURNALS[0x01][0] == "power_off"
+    assert set(m.JOURNALS) == {0x01, 0x03, 0x04, 0x05, 0x12, 0x17, 0x18, 0x19}
+    with pytest.raises(ValueError):
+        m.read_journal(1, 0, 0)  # 04 00 is the clock
+    with pytest.raises(ValueError):
+        m.read_journal(1, 1, 10)
+    assert m.decode_journal(bytes(12)) == (None, None)
+
+
+def test_fixed_power_facts_layout():
+    # 4-byte power: b0 b1 b2 b3 -> (b1 & 3F)<<24 | b0<<16 | b3<<8 | b2, b1 bit 7 = P direction
+    assert m.decode_fixed(0x00, hexbytes("00 00 70 1E") * 4) == (77.92,) * 4  # 0x1E70 = 7792 -> 77.92 W
+    # b1 bit 7 set: exported active power; the bit is masked off the magnitude
+    p = m.decode_fixed(0x00, hexbytes("01 80 00 00") + hexbytes("00 00 70 1E") * 3)
+    assert p == (-655.36, 77.92, 77.92, 77.92)
+    # reactive uses bit 6; apparent power ignores both
+    assert m.decode_fixed(0x04, hexbytes("00 40 10 00") * 4) == (-0.16,) * 4
+    assert m.decode_fixed(0x08, hexbytes("00 C0 10 00") * 4) == (0.16,) * 4
+    assert m.decode_fixed(0x00, b"\xff" * 16) == (None,) * 4
+    assert [fr.reply_len for fr in m.FIXED_READS] == [m.fixed_reply_len(fr.bwri) for fr in m.FIXED_READS]
+    assert m.freeze(0xFE).encode()[:3] == hexbytes("FE 03 08") and m.freeze(1).reply_len is None
+    with pytest.raises(ValueError):
+        m.decode_fixed(0xE0, bytes(8))
+
+
+@given(st.sampled_from([0x00, 0x04, 0x08]), st.lists(st.integers(-(2**30 - 1), 2**30 - 1), min_size=4, max_size=4))
+def test_fixed_power_round_trip(bwri, raw):
+    values = [v / 100 for v in raw]
+    if bwri == 0x08:
+        values = [abs(v) for v in values]
+    assert list(m.decode_fixed(bwri, m.encode_fixed(bwri, values))) == values
+
+
+def test_set_time_and_energy_arrays():
+    req = m.set_time(5, dt.datetime(2025, 3, 1, 12, 34, 56), 1)
+    assert req.body == hexbytes("03 0C 56 34 12 06 01 03 25 01") and req.reply_len is None
+    assert m.ENERGY_ARRAYS[4][0] == "daily" and "IN the period" not in m.ENERGY_ARRAYS[4][1]
+    assert "accumulated" in m.ENERGY_ARRAYS[5][1] and "start" in m.ENERGY_ARRAYS[12][1]
+    assert m.read_energy(1, 3, 3, 2).body == hexbytes("05 33 02")
+
+
+# --------------------------------------------------------------------------- request recognition, replies
+
+_BUILT = [
+    ("test_channel", m.test_channel(3)), ("open_channel", m.open_channel(3, 2, bytes(range(6)))),
+    ("close_channel", m.close_channel(3)), ("freeze", m.freeze(3)),
+    ("set_time", m.set_time(3, dt.datetime(2024, 2, 29, 1, 2, 3), 0)), ("read_time", m.read_time(3)),
+    ("read_journal", m.read_journal(3, 0x17, 4)), ("read_energy", m.read_energy(3, 3, 12, 4)),
+    ("read_energy", m.read_energy(3, 6)), ("read_profile", m.read_profile(3, 0xABC0)),
+    ("read_memory", m.read_profile(3, 0x1234, 16, 2)), ("read_serial", m.read_serial(3)),
+    ("read_fast_info", m.read_fast_info(3)), ("read_ratios", m.read_ratios(3)), ("read_version", m.read_version(3)),
+    ("read_net_address", m.read_net_address()), ("read_variant", m.read_variant(3)),
+    ("read_last_profile", m.read_last_profile(3)), ("read_aux", m.read_aux(3, 0x70)),
+    ("read_aux_group", m.read_aux_group(3, 0x51)), ("read_fixed", m.read_fixed(3, 0xE0)),
+    ("read_fixed", m.read_fixed(3, 0x30)),
+]
+
+
+@pytest.mark.parametrize("name, req", _BUILT, ids=[f"{n}-{r.body.hex()}" for n, r in _BUILT])
+def test_describe_request_with_and_without_crc(name, req):
+    for frame in (req.encode(), req.encode()[:-2]):
+        got_name, got = m.describe_request(frame)
+        assert (got_name, got) == (name, req)
+
+
+@pytest.mark.parametrize("hexframe", ["01 09 00", "01 08 7F", "01 06 03 00 10 00", "01 04 01 0A", "01", "01 05 3D 00"])
+def test_describe_request_rejects_unknown(hexframe):
+    with pytest.raises(FrameError):
+        m.describe_request(hexbytes(hexframe))
+
+
+def test_decode_reply_profile_with_and_without_timezone():
+    from zoneinfo import ZoneInfo
+
+    req = m.read_profile(0x88, 0x0010)
+    reply = m.Reply(0x88, hexbytes("02 13 30 28 12 22 1E 2A 00 FF FF 0A 00 00 00"))
+    local = m.decode_reply(req, reply, constant=500, tz=None)
+    assert local["fields"]["impulses"] == {"A+": 42, "A-": None, "R+": 10, "R-": 0}
+    assert [(r["channel"], r["value"], r["ts"], r["archive"]) for r in local["readings"]] == [
+        ("A+", 42.0, "2022-12-28T13:30:00", "profile"), ("R+", 10.0, "2022-12-28T13:30:00", "profile"),
+        ("R-", 0.0, "2022-12-28T13:30:00", "profile")]
+    assert all(r["quality"] == "incomplete" for r in local["readings"])
+    utc = m.decode_reply(req, reply, constant=500, tz=ZoneInfo("Europe/Moscow"))
+    assert utc["readings"][0]["ts"] == int(dt.datetime(2022, 12, 28, 10, 30, tzinfo=dt.timezone.utc).timestamp())
+    assert m.decode_reply(req, reply)["readings"] == []  # no constant: impulses only
+
+
+def test_decode_reply_never_echoes_a_password_and_reports_status():
+    req = m.open_channel(1, 1, m.password_bytes("123456"))
+    out = m.decode_reply(req, m.Reply(1, b"\x00"))
+    assert out["fields"] == {"access_level": 1, "password": "***", "status": 0, "status_text": "ok"}
+    assert "123456" not in repr(out) and "01 02 03" not in repr(out)
+    out = m.decode_reply(m.read_energy(1), m.Reply(1, b"\x05"))
+    assert out["fields"]["status"] == 5 and out["readings"] == []
+
+
+def test_decode_reply_journal_and_fixed_time():
+    out = m.decode_reply(m.read_journal(1, 1, 0), m.Reply(1, hexbytes("05 04 03 02 01 24 00 00 00 00 00 00")))
+    assert out["fields"] == {"journal": 1, "record": 0, "code": "power_off", "text": m.JOURNALS[1][1],
+                             "start": "2024-01-02T03:04:05", "end": None}
+    out = m.decode_reply(m.read_fixed(1, 0xE0), m.Reply(1, m.encode_time(dt.datetime(2024, 5, 6, 7, 8, 9), 0)))
+    assert out["fields"] == {"frozen_at": "2024-05-06T07:08:09", "season": 0}
+
+
+_REQUESTS_FOR_FUZZ = [r for _, r in _BUILT if r.reply_len is not None]
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(_REQUESTS_FOR_FUZZ), st.binary(min_size=0, max_size=40),
+       st.one_of(st.none(), st.sampled_from([500, 1000, 5000])))
+def test_decode_reply_random_bytes_raise_only_frame_errors(req, data, constant):
+    try:
+        m.decode_reply(req, m.Reply(req.address, data), constant=constant, tz=dt.timezone.utc)
+    except (FrameError, MeterError):
+        pass
+
+
+@settings(max_examples=300)
+@given(st.binary(min_size=0, max_size=20))
+def test_new_decoders_random_bytes_raise_only_frame_errors(data):
+    for decoder in (m.decode_profile_record, m.decode_last_profile, m.decode_journal, m.decode_fast_info,
+                    m.decode_version, m.decode_net_address, lambda d: m.decode_fixed(0x00, d),
+                    lambda d: m.decode_fixed(0x30, d), lambda d: m.decode_fixed(0x40, d)):
+        try:
+            decoder(data)
+        except FrameError:
+            pass
+
+
+@given(st.binary(min_size=0, max_size=14))
+def test_describe_request_random_bytes_raise_only_frame_errors(frame):
+    try:
+        name, req = m.describe_request(frame)
+    except FrameError:
+        return
+    assert req.address == frame[0]

@@ -80,6 +80,9 @@ def decode(request: bytes, response: bytes, *, constant: int | None = None, tz: 
     crc_ok = check_crc(response) or (response.startswith(sent) and check_crc(response[len(sent):]))
     if not crc_ok:
         raise DecodeError(f"response CRC mismatch: {response.hex(' ')}")
+    if check_crc(response) and len(response) not in (req.frame_len, 4):
+        raise DecodeError(f"response to {name}: expected {req.frame_len} bytes (or a 4-byte status), got "
+                          f"{len(response)}: {response.hex(' ')}")
     framer = m.ReplyFramer(req, max_len=max(64, len(response) + len(request) + 8))
     try:
         reply = framer.feed(response)
