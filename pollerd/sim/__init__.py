@@ -8,4 +8,5 @@ from __future__ import annotations
 
 TOOLS: dict[str, tuple[str, str]] = {
     "mercury230": ("pollerd.sim.cli", "Mercury 230 meters on TCP or a pty"),
+    "mbus": ("pollerd.sim.mbus", "wired M-Bus heat and water meters on TCP or a pty"),
 }
