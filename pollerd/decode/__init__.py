@@ -9,4 +9,5 @@ from __future__ import annotations
 TOOLS: dict[str, str] = {
     "mercury230": "pollerd.decode.mercury230",
     "modbus": "pollerd.decode.modbus",
+    "mbus": "pollerd.decode.mbus",
 }
