@@ -566,3 +566,146 @@ def test_splitter_uses_the_parameter_not_just_the_crc():
     assert check_crc(req[:5])
     sp = RequestSplitter({7})
     assert [f for i in range(len(req)) for f in sp.feed(req[i : i + 1])] == [req]
+
+
+# ============================================================================ issue 3: archives, journals
+
+from zoneinfo import ZoneInfo  # noqa: E402
+
+MSK = ZoneInfo("Europe/Moscow")
+
+
+@pytest.fixture
+def zmeter(clock: FakeClock) -> SimMeter:
+    return SimMeter(9, constant=1000, energy={1: (5_000_000, 10_000, 900_000, 2_000), 2: (700_000, 0, 50_000, 0)},
+                    session_timeout=1e9, clock=clock, timezone=MSK, profile_days=10)
+
+
+@pytest.fixture
+def zbus(zmeter: SimMeter) -> SimBus:
+    b = SimBus([zmeter])
+    call(b, m.open_channel(9, 1, PW1))
+    return b
+
+
+def _profile_ts(rec: m.ProfileRecord) -> int:
+    return int(rec.start.replace(tzinfo=MSK).timestamp())
+
+
+def test_profile_descriptor_advances_with_the_clock(zbus, zmeter, clock):
+    first = m.decode_last_profile(call(zbus, m.read_last_profile(9)).data)
+    assert first.period == 30 and "incomplete" in m.profile_status_flags(first.status)
+    clock.now += 1800
+    second = m.decode_last_profile(call(zbus, m.read_last_profile(9)).data)
+    assert second.address == m.next_profile_address(first.address)
+    assert second.start - first.start == dt.timedelta(minutes=30)
+
+
+def test_profile_walk_matches_expected_and_is_consistent_with_counters(zbus, zmeter, clock):
+    clock.now += 7 * 3600 + 600
+    zmeter.set_phases([Phase(230.0, 2000.0, 100.0), Phase(230.0, 0.0, 0.0), Phase(230.0, -500.0, -50.0)])
+    clock.now += 3 * 3600
+    last = m.decode_last_profile(call(zbus, m.read_last_profile(9)).data)
+    records = []
+    addr = last.address
+    for _ in range(24):  # back 12 hours, newest first
+        records.append(m.decode_profile_record(call(zbus, m.read_profile(9, addr)).data))
+        addr = m.prev_profile_address(addr)
+    records.reverse()
+    start = _profile_ts(records[0])
+    want = zmeter.expected_profile(start, clock.now + 1)
+    got = [(_profile_ts(r), *(m.profile_energy_wh(n, 1000) if n is not None else None
+                             for n in (r.a_plus, r.a_minus, r.r_plus, r.r_minus)), r.status) for r in records]
+    assert got == want
+    assert [r[5] for r in got] == [0] * 23 + [2]  # only the running interval is incomplete
+    assert len({r[1] for r in got}) > 1  # the load change shows in the profile
+    # Whole intervals agree with the counters to within one impulse (1/(2A) kWh = 0.5 Wh) each.
+    a0, b0 = zmeter._counter_at(0, want[0][0]), zmeter._counter_at(0, want[-2][0] + 1800)
+    total = sum(r[1] for r in want[:-1])
+    assert abs((b0[0] - a0[0]) - total) <= 0.5 * 23 + 1
+
+
+def test_profile_slots_beyond_the_history_are_empty(zbus, zmeter):
+    rec = m.decode_profile_record(call(zbus, m.read_profile(9, m.PROFILE_FIRST_ADDRESS)).data)
+    assert rec.start is not None  # the first record after the init holds the oldest interval
+    empty = m.decode_profile_record(call(zbus, m.read_profile(9, 0x0000)).data)
+    assert empty.start is None
+    with pytest.raises(MeterError) as info:
+        call(zbus, m.read_profile(9, 0x0018))  # not a record boundary
+    assert info.value.status == 1
+
+
+def test_energy_arrays_are_consistent_with_the_counters(zbus, zmeter, clock):
+    clock.now += 26 * 3600  # into the next day: yesterday is a whole day of the known load
+    for tariff in range(5):
+        now_counter = m.decode_energy(call(zbus, m.read_energy(9, 0, 0, tariff)).data)
+        today = m.decode_energy(call(zbus, m.read_energy(9, 4, 0, tariff)).data)
+        at_midnight = m.decode_energy(call(zbus, m.read_energy(9, 12, 0, tariff)).data)
+        yesterday = m.decode_energy(call(zbus, m.read_energy(9, 5, 0, tariff)).data)
+        at_yesterday = m.decode_energy(call(zbus, m.read_energy(9, 13, 0, tariff)).data)
+        assert today == tuple(n - s for n, s in zip(now_counter, at_midnight)), tariff
+        assert yesterday == tuple(s - y for s, y in zip(at_midnight, at_yesterday)), tariff
+        assert today == zmeter.expected_archive(4, 0, tariff)
+    month = zmeter.meter_time()[0].month
+    this_month = m.decode_energy(call(zbus, m.read_energy(9, 3, month, 1)).data)
+    assert this_month == zmeter.expected_archive(3, month, 1)
+    assert this_month[0] > 0
+    # T1 carries the load: a whole day at 3 kW total import
+    assert m.decode_energy(call(zbus, m.read_energy(9, 5, 0, 1)).data)[0] == 3000 * 24
+    assert m.decode_energy(call(zbus, m.read_energy(9, 5, 0, 2)).data)[0] == 0
+
+
+def test_freeze_then_fixed_values_are_one_snapshot(zbus, zmeter, clock):
+    clock.now += 100
+    call(zbus, m.freeze(9))
+    frozen_at = m.decode_time(call(zbus, m.read_fixed(9, 0xE0)).data)
+    zmeter.set_phases([Phase(200.0, 10.0, 1.0)] * 3)  # after the freeze: must not show
+    clock.now += 60
+    want = zmeter.expected_fixed()
+    assert frozen_at == want["frozen_at"] == zmeter.meter_time(clock.now - 60)
+    for fr in m.FIXED_READS[1:]:
+        values = m.decode_fixed(fr.bwri, call(zbus, m.read_fixed(9, fr.bwri)).data)
+        assert dict(zip(fr.channels, values)) == {c: want[c] for c in fr.channels}
+    assert want["P"] == 3000.0 and want["U.L1"] == 230.0
+
+
+def test_journals_deterministic_empty_and_non_empty(zbus, zmeter):
+    seen_empty = seen_full = False
+    for journal in m.JOURNALS:
+        got = [m.decode_journal(call(zbus, m.read_journal(9, journal, r)).data) for r in range(10)]
+        assert got == zmeter.expected_journal(journal)
+        filled = [g for g in got if g != (None, None)]
+        seen_empty |= not filled
+        seen_full |= bool(filled)
+        assert all(s < e for s, e in filled) and filled == sorted(filled)
+    assert seen_empty and seen_full
+    with pytest.raises(MeterError):
+        call(zbus, m.read_journal(9, 0x02, 0))  # a journal the simulator does not model
+
+
+def test_clock_drift_and_set_time(clock):
+    meter = SimMeter(4, clock=clock, timezone=MSK, clock_drift=95.0, session_timeout=1e9)
+    bus = SimBus([meter])
+    call(bus, m.open_channel(4, 2, PW2))
+    when, _ = m.decode_time(call(bus, m.read_time(4)).data)
+    real = dt.datetime.fromtimestamp(int(clock.now), MSK).replace(tzinfo=None)
+    assert (when - real).total_seconds() == 95
+    call(bus, m.set_time(4, real, 1))
+    when, _ = m.decode_time(call(bus, m.read_time(4)).data)
+    assert when == real
+
+
+def test_identity_extras(zbus, zmeter):
+    serial, made, version, constant = m.decode_fast_info(call(zbus, m.read_fast_info(9)).data)
+    assert (serial, made, version, constant) == (zmeter.serial, zmeter.manufactured, "9.1.0", 1000)
+    assert m.decode_net_address(call(zbus, m.read_net_address(9)).data) == 9
+
+
+def test_cli_profile_options():
+    p = argparse.ArgumentParser()
+    sim_cli.configure_parser(p)
+    args = p.parse_args(["--tcp", "127.0.0.1:0", "--profile-period", "15", "--profile-days", "7",
+                         "--clock-drift", "-30", "--timezone", "Europe/Moscow"])
+    bus = sim_cli.build_bus(args)
+    meter = bus.meters[1]
+    assert (meter.profile_period, meter.clock_drift, meter.timezone) == (15, -30.0, MSK)
