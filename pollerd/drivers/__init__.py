@@ -14,6 +14,7 @@ class Protocol(str, enum.Enum):
     MERCURY230 = "mercury230"
     MODBUS = "modbus"
     MBUS = "mbus"
+    IEC62056 = "iec62056"
 
     def __str__(self) -> str:
         return self.value
@@ -26,11 +27,15 @@ READ_KINDS: dict[Protocol, tuple[str, ...]] = {
     Protocol.MODBUS: ("registers",),
     # current: records of storage number 0; archive: historic storage numbers, at the meter's stored dates
     Protocol.MBUS: ("current", "archive"),
+    # energy: A+/A-/R+/R- and tariffs; instant: P, Q, S, PF, U, I, F, angles, T.meter; other: every address
+    # pollerd has no channel name for (kept under its address) and billing-period values (*12, &12)
+    Protocol.IEC62056: ("energy", "instant", "other"),
 }
 DEFAULT_READ: dict[Protocol, tuple[str, ...]] = {
     Protocol.MERCURY230: ("energy", "instant"),
     Protocol.MODBUS: ("registers",),
     Protocol.MBUS: ("current", "archive"),
+    Protocol.IEC62056: ("energy", "instant", "other"),
 }
 
 
@@ -49,6 +54,7 @@ class OptionError(ValueError):
 # OptionError. Protocols absent here take an integer, range-checked by the config loader.
 ADDRESS_PARSERS: dict[Protocol, str] = {
     Protocol.MBUS: "pollerd.drivers.mbus:parse_address",
+    Protocol.IEC62056: "pollerd.drivers.iec62056:parse_address",
 }
 
 # Protocol-specific meter keys: protocol -> (key names, "module:function"). The function takes
@@ -61,6 +67,8 @@ OPTION_PARSERS: dict[Protocol, tuple[frozenset[str], str]] = {
                           "pollerd.drivers.mercury230_options:parse_options"),
     Protocol.MODBUS: (frozenset({"modbus_mode", "template", "registers", "word_order", "byte_order", "max_gap"}),
                       "pollerd.protocols.modbus_map:parse_options"),
+    Protocol.IEC62056: (frozenset({"iec_profile", "iec_mode", "iec_baud_switch", "iec_addresses",
+                                   "iec_parity_bit", "iec_baud"}), "pollerd.drivers.iec62056:parse_options"),
 }
 
 
