@@ -6,6 +6,7 @@ from typing import Callable
 
 from . import Protocol
 from .base import Driver, DriverContext
+from .iec62056 import Iec62056Driver
 from .mbus import MbusDriver
 from .mercury230 import Mercury230Driver
 from .modbus import ModbusDriver
@@ -14,6 +15,7 @@ DRIVERS: dict[Protocol, Callable[[DriverContext], Driver]] = {
     Protocol.MERCURY230: Mercury230Driver,
     Protocol.MODBUS: ModbusDriver,
     Protocol.MBUS: MbusDriver,
+    Protocol.IEC62056: Iec62056Driver,
 }
 
 
