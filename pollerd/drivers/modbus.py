@@ -60,7 +60,8 @@ class ModbusDriver:
         if self.options.mode == "tcp":
             self._tid = (self._tid + 1) & 0xFFFF
             return mb.encode_mbap(req, self._tid), mb.MbapReplyFramer(req, self._tid)
-        return mb.encode_rtu(req), mb.RtuReplyFramer(req)
+        frame = mb.encode_rtu(req)
+        return frame, mb.RtuReplyFramer(req, frame)
 
     async def request(self, req: mb.Request, *, retries: int | None = None, priority: bool = False) -> mb.Reply:
         """One request with retries on timeouts and bad frames; returns the checked reply, raises

@@ -80,6 +80,8 @@ _REFERENCE_BASE: dict[int, int] = {
 _HDR = struct.Struct(">BBHH")      # unit, function, address, count (or value)
 _MBAP = struct.Struct(">HHHB")     # transaction id, protocol id, length, unit
 _U16 = struct.Struct(">H")
+# Precompiled layouts of n big-endian registers, n = 0..125 (the most one read returns).
+_REGS: dict[int, struct.Struct] = {n: struct.Struct(f">{n}H") for n in range(MAX_READ_REGISTERS + 1)}
 
 
 def reference(function: int, address: int) -> str:
@@ -230,7 +232,11 @@ class Reply:
         return self
 
     def registers(self) -> tuple[int, ...]:
-        return struct.unpack(f">{len(self.data) // 2}H", self.data)
+        n = len(self.data) >> 1
+        fmt = _REGS.get(n)
+        if fmt is None:  # only a hand-made Reply can be longer than a read reply
+            return struct.unpack_from(f">{n}H", self.data)
+        return fmt.unpack_from(self.data)  # type: ignore[no-any-return]
 
     def bits(self, count: int | None = None) -> tuple[bool, ...]:
         n = len(self.data) * 8 if count is None else count
@@ -274,19 +280,25 @@ class RtuReplyFramer:
     another unit raises :class:`AddressMismatch`.
     """
 
-    __slots__ = ("req", "_buf", "_request_frame", "_echo_possible", "skipped", "echoed", "_fc", "_xfc")
+    __slots__ = ("req", "_buf", "_request_frame", "_echo_possible", "skipped", "echoed", "_unit", "_fc", "_xfc",
+                 "_read_len")
 
-    def __init__(self, req: Request) -> None:
+    def __init__(self, req: Request, request_frame: bytes | None = None) -> None:
         self.req = req
         self._buf = bytearray()
-        self._request_frame = encode_rtu(req)
+        # The request as sent, to recognise an adapter's echo; encoded lazily (the driver passes it in).
+        self._request_frame = request_frame
+        fc = req.function
         # A write of one coil/register is answered with the request itself: an echo is indistinguishable
         # from the reply, and both are the same bytes, so there is nothing to skip.
-        self._echo_possible = req.function not in (FC_WRITE_COIL, FC_WRITE_REGISTER)
+        self._echo_possible = fc != FC_WRITE_COIL and fc != FC_WRITE_REGISTER
         self.skipped = b""
         self.echoed = False
-        self._fc = req.function
-        self._xfc = req.function | 0x80
+        self._unit = req.unit
+        self._fc = fc
+        self._xfc = fc | 0x80
+        self._read_len = (5 + ((req.count + 7) >> 3 if fc <= FC_READ_DISCRETE_INPUTS else 2 * req.count)
+                          if fc <= FC_READ_INPUT else 0)
 
     @property
     def pending(self) -> bytes:
@@ -310,9 +322,15 @@ class RtuReplyFramer:
 
     def feed(self, data: bytes) -> Reply | None:
         buf = self._buf
+        if not buf and len(data) == self._read_len and data[0] == self._unit and data[1] == self._fc \
+                and data[2] == self._read_len - 5 and crc16_modbus(data) == 0:
+            # The common case, a whole read reply in one chunk with nothing before it: no buffering.
+            return Reply(self._unit, self._fc, bytes(data[3:-2]), None, None, self.req)
         buf += data
         req = self.req
-        if self._echo_possible and not self.echoed and buf[:1] == self._request_frame[:1]:
+        if self._echo_possible and not self.echoed and buf[:1] == bytes((req.unit,)):
+            if self._request_frame is None:
+                self._request_frame = encode_rtu(req)
             rf = self._request_frame
             if len(buf) < len(rf) and rf.startswith(buf):
                 return None
