@@ -19,11 +19,12 @@ that encode/decode round trips are testable in one place.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import struct
 from dataclasses import dataclass
 
 from pollerd.errors import AddressMismatch, CrcError, FrameError, FrameTooLong, MeterError, SessionClosed
-from pollerd.protocols.crc import append_crc, check_crc
+from pollerd.protocols.crc import append_crc, check_crc, crc16_modbus
 
 __all__ = [
     "ADDRESS_BROADCAST", "ADDRESS_UNIVERSAL", "CONSTANTS", "STATUS_TEXT", "Reply", "ReplyFramer", "Request",
@@ -152,7 +153,13 @@ class Request:
         return 4 if self.reply_len is None else self.reply_len + 3
 
     def encode(self) -> bytes:
-        return append_crc(bytes((self.address,)) + self.body)
+        return _encode_frame(self.address, self.body)
+
+
+@functools.lru_cache(maxsize=4096)
+def _encode_frame(address: int, body: bytes) -> bytes:
+    # A poller sends the same few hundred requests over and over: their CRCs are worth keeping.
+    return append_crc(bytes((address,)) + body)
 
 
 def raw_request(addr: int, body: bytes, reply_len: int | None = None) -> Request:
@@ -334,6 +341,12 @@ class ReplyFramer:
 
     def feed(self, data: bytes | bytearray | memoryview) -> Reply | None:
         buf = self._buf
+        # Fast path, the common case: the whole reply in one chunk, nothing buffered, not our echo.
+        if (not buf and type(data) is bytes and len(data) == self._expected and data
+                and data[0] == self.request.address and crc16_modbus(data) == 0
+                and not (self._echo_possible and self._req.startswith(data))):
+            self._echo_possible = False
+            return Reply(data[0], data[1:-2])
         buf += data
         if self._echo_possible:
             req = self._req
@@ -473,10 +486,13 @@ def _sign_bit(bwri: int) -> int:
 
 
 def _value3(b0: int, low: int, divisor: int, sign_bit: int) -> float | None:
+    if b0 & sign_bit:
+        if b0 == 0xFF and low == 0xFFFF:
+            return None
+        return -(((b0 & 0x3F) << 16 | low) / divisor)
     if b0 == 0xFF and low == 0xFFFF:
         return None
-    v = ((b0 & 0x3F) << 16 | low) / divisor
-    return -v if b0 & sign_bit else v
+    return ((b0 & 0x3F) << 16 | low) / divisor
 
 
 def decode_aux(bwri: int, data: bytes) -> float | None:
@@ -505,12 +521,14 @@ def decode_aux_group(bwri: int, data: bytes) -> tuple[float | None, ...]:
     divisor = _DIVISOR[q]
     sign = _sign_bit(bwri)
     if length == 12:
-        f = _V3x4.unpack(data)
-    elif length == 9:
-        f = _V3x3.unpack(data)
-    else:
-        f = _V3.unpack(data)
-    return tuple(_value3(f[i], f[i + 1], divisor, sign) for i in range(0, len(f), 2))
+        a0, a1, b0, b1, c0, c1, d0, d1 = _V3x4.unpack(data)
+        return (_value3(a0, a1, divisor, sign), _value3(b0, b1, divisor, sign), _value3(c0, c1, divisor, sign),
+                _value3(d0, d1, divisor, sign))
+    if length == 9:
+        a0, a1, b0, b1, c0, c1 = _V3x3.unpack(data)
+        return (_value3(a0, a1, divisor, sign), _value3(b0, b1, divisor, sign), _value3(c0, c1, divisor, sign))
+    a0, a1 = _V3.unpack(data)
+    return (_value3(a0, a1, divisor, sign),)
 
 
 def _bcd(b: int, data: bytes) -> int:
@@ -735,6 +753,9 @@ class ProfileRecord:
 
 _LAST_PROFILE = struct.Struct(">HB5sB")
 _PROFILE = struct.Struct("<B5sB4H")
+_PROFILE_FLAT = struct.Struct("<7B4H")
+# BCD byte -> value, -1 for a byte that is not two decimal digits: one list index per byte on the hot path.
+_BCD_VALUE: list[int] = [(b >> 4) * 10 + (b & 0x0F) if b >> 4 < 10 and b & 0x0F < 10 else -1 for b in range(256)]
 _ABSENT2 = 0xFFFF
 
 PROFILE_STATUS_BITS: dict[int, str] = {
@@ -830,10 +851,21 @@ def _count(v: int) -> int | None:
 def decode_profile_record(data: bytes) -> ProfileRecord:
     """06 03 reply (15 bytes): status, hh mm dd MM yy (BCD, interval start), T, then A+, A-, R+, R-
     impulse counts as 16-bit little-endian (unlike the 4-byte energies); FF FF = channel absent."""
-    _need(data, PROFILE_RECORD_LEN, "profile record")
-    status, stamp, period, ap, am, rp, rm = _PROFILE.unpack(data)
-    start = _bcd_stamp(stamp, "hmdMy", data, "profile record")
-    return ProfileRecord(status, start, period, _count(ap), _count(am), _count(rp), _count(rm))
+    if len(data) != PROFILE_RECORD_LEN:
+        raise _length_error("profile record", PROFILE_RECORD_LEN, data)
+    status, hh, mi, dd, mo, yy, period, ap, am, rp, rm = _PROFILE_FLAT.unpack(data)
+    bcd = _BCD_VALUE
+    h, mn, d, mon, y = bcd[hh], bcd[mi], bcd[dd], bcd[mo], bcd[yy]
+    if h < 0 or mn < 0 or d < 0 or mon < 0 or y < 0 or not (mon and d):
+        # the rare paths: empty slot, bad BCD, impossible date, with their messages
+        start = _bcd_stamp(data[1:6], "hmdMy", data, "profile record")
+    else:
+        try:
+            start = _dt.datetime(2000 + y, mon, d, h, mn)
+        except ValueError as exc:
+            raise FrameError(f"profile record: not a valid date/time ({exc})", data) from None
+    return ProfileRecord(status, start, period, None if ap == 0xFFFF else ap, None if am == 0xFFFF else am,
+                         None if rp == 0xFFFF else rp, None if rm == 0xFFFF else rm)
 
 
 def encode_profile_record(rec: ProfileRecord) -> bytes:
