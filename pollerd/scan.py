@@ -127,8 +127,13 @@ def _found(address: int | None, header: m.Header | None) -> Found:
 def config_snippet(found: Iterable[Found], *, line: str, protocol: str = "mbus") -> str:
     """TOML ``[[meters]]`` tables for ``found``: the primary address when it is unique and not 0 (0 is the
     factory default every new meter shares), the secondary address otherwise."""
-    items = list(found)
-    ids = [f.id for f in items if f.id]
+    items: list[Found] = []
+    for f in found:  # one table per meter: merge a meter found both by primary and by secondary address
+        twin = next((i for i, g in enumerate(items) if f.secondary and g.secondary == f.secondary), None)
+        if twin is None:
+            items.append(f)
+        elif items[twin].primary is None:
+            items[twin] = f
     out: list[str] = []
     for f in items:
         if f.collision or f.id is None:
@@ -136,7 +141,8 @@ def config_snippet(found: Iterable[Found], *, line: str, protocol: str = "mbus")
                        "scan by secondary address\n")
             continue
         unique_primary = f.primary not in (None, 0) and sum(1 for g in items if g.primary == f.primary) == 1
-        addr = str(f.primary) if unique_primary else f'"{f.id if ids.count(f.id) == 1 else f.secondary}"'
+        unique_id = len({g.secondary for g in items if g.id == f.id}) == 1
+        addr = str(f.primary) if unique_primary else f'"{f.id if unique_id else f.secondary}"'
         out.append(
             f"# {f.manufacturer} {f.medium_name}, version {f.version}, secondary address {f.secondary}\n"
             f"[[meters]]\nname = \"mbus-{f.id}\"\nprotocol = \"{protocol}\"\nline = \"{line}\"\n"
