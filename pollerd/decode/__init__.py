@@ -10,4 +10,5 @@ TOOLS: dict[str, str] = {
     "mercury230": "pollerd.decode.mercury230",
     "modbus": "pollerd.decode.modbus",
     "mbus": "pollerd.decode.mbus",
+    "iec62056": "pollerd.decode.iec62056",
 }
