@@ -9,4 +9,5 @@ from __future__ import annotations
 TOOLS: dict[str, tuple[str, str]] = {
     "mercury230": ("pollerd.sim.cli", "Mercury 230 meters on TCP or a pty"),
     "mbus": ("pollerd.sim.mbus", "wired M-Bus heat and water meters on TCP or a pty"),
+    "iec62056": ("pollerd.sim.iec62056", "IEC 62056-21 mode C meters (generic, Neva, Energomera) on TCP or a pty"),
 }
