@@ -24,16 +24,17 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import functools
 import struct
 from dataclasses import dataclass
-from typing import Union
+from typing import NamedTuple, Union
 
 from pollerd.errors import CrcError, FrameError, FrameTooLong, TruncatedFrame
 
 __all__ = [
     "ACK", "ADDRESS_BROADCAST", "ADDRESS_BROADCAST_REPLY", "ADDRESS_SELECTED", "APPLICATION_ERRORS",
     "C_REQ_UD2", "C_RSP_UD", "C_SND_NKE", "C_SND_UD", "CI_SELECT", "DateTime", "Frame", "Function",
-    "Header", "MEDIUM_NAMES", "MbusApplicationError", "MbusChecksumError", "MbusFrameError", "MbusTooLong",
+    "Header", "MEDIUM_NAMES", "RecordInfo", "MbusApplicationError", "MbusChecksumError", "MbusFrameError", "MbusTooLong",
     "MbusTruncated", "Record", "ReplyFramer", "SecondaryAddress", "Telegram", "checksum", "decode_frame",
     "decode_manufacturer", "decode_telegram", "encode_ack", "encode_long", "encode_manufacturer",
     "encode_short", "req_ud2", "select_secondary", "snd_nke",
@@ -410,11 +411,9 @@ Value = Union[int, float, str, bytes, DateTime, TimeOfDay, None]
 
 
 @dataclass(frozen=True, slots=True)
-class Record:
-    """One data record. ``value`` is normalised (``raw * 10**exponent`` in ``unit``) for numbers; dates are
-    :class:`DateTime`, texts ``str``, binary/manufacturer data ``bytes``; None when the meter marked the
-    value invalid (BCD error digits). ``known`` is False for a VIF this codec has no meaning for: the number
-    is then the raw value, unscaled, and ``unit`` is empty."""
+class RecordInfo:
+    """What a record's DIB and VIB say: the same for every record with the same header bytes, so it is built
+    once per distinct header and shared (decoding a telegram then mostly converts data bytes)."""
 
     dif: int
     difes: tuple[int, ...]
@@ -426,12 +425,16 @@ class Record:
     function: Function
     quantity: str
     unit: str
-    value: Value
-    raw: bytes                  # the data bytes as on the wire
     known: bool = True
     modifiers: tuple[int, ...] = ()     # combinable VIFEs that change the meaning (per hour, limit...)
     text_vif: str | None = None         # plain-text VIF (7C/FC), already un-reversed
-    error: str | None = None            # why the value is None
+    # how data becomes a value: decoder kind, value = raw * mult * 10**exp (+ offset)
+    kind: int = 0               # _K_* below
+    mult: int = 1
+    exp: int = 0
+    offset: int | float | None = None
+    length: int = 0             # data bytes, for the fixed-size kinds
+    scaled: bool = False        # mult or exp differ from 1 and 0
 
     @property
     def vif_code(self) -> str:
@@ -439,6 +442,38 @@ class Record:
         if self.vif is None:
             return f"{self.dif:02X}"
         return "".join(f"{b:02X}" for b in (self.vif, *self.vifes))
+
+
+class Record(NamedTuple):
+    """One data record. ``value`` is normalised (``raw * 10**exponent`` in ``unit``) for numbers; dates are
+    :class:`DateTime`, texts ``str``, binary/manufacturer data ``bytes``; None when the meter marked the
+    value invalid (BCD error digits). ``known`` is False for a VIF this codec has no meaning for: the number
+    is then the raw value, unscaled, and ``unit`` is empty. The DIB/VIB meaning is in :attr:`info`; the
+    usual fields of it are repeated here as properties.
+
+    A NamedTuple rather than the house's frozen dataclass: it is immutable all the same, and a telegram makes
+    one per record, where a frozen dataclass' __init__ (one object.__setattr__ per field) cost a fifth of the
+    whole decode."""
+
+    info: RecordInfo
+    value: Value
+    raw: bytes                  # the data bytes as on the wire
+    error: str | None = None    # why the value is None
+
+    dif = property(lambda self: self.info.dif)
+    difes = property(lambda self: self.info.difes)
+    vif = property(lambda self: self.info.vif)
+    vifes = property(lambda self: self.info.vifes)
+    storage = property(lambda self: self.info.storage)
+    tariff = property(lambda self: self.info.tariff)
+    subunit = property(lambda self: self.info.subunit)
+    function = property(lambda self: self.info.function)
+    quantity = property(lambda self: self.info.quantity)
+    unit = property(lambda self: self.info.unit)
+    known = property(lambda self: self.info.known)
+    modifiers = property(lambda self: self.info.modifiers)
+    text_vif = property(lambda self: self.info.text_vif)
+    vif_code = property(lambda self: self.info.vif_code)
 
     @property
     def is_number(self) -> bool:
@@ -643,7 +678,10 @@ def _int_le(b: bytes) -> int:
 def _bcd(b: bytes) -> tuple[int | None, str | None]:
     """Little-endian BCD; an F in the top digit is a minus sign (EN 13757-3 annex B); other digits above 9
     are error codes, so no number is made from them."""
-    digits = b[::-1].hex().upper()
+    digits = b[::-1].hex()
+    if digits.isdigit():
+        return int(digits), None
+    digits = digits.upper()
     negative = digits[0] == "F"
     if negative:
         digits = digits[1:]
@@ -700,9 +738,11 @@ def _parse_header(ci: int, data: bytes, frame: bytes) -> tuple[Header, int]:
 
 def decode_telegram(frame: Frame | bytes | bytearray | memoryview) -> Telegram:
     """Decode an RSP_UD: a :class:`Frame` or the raw frame bytes. Raises :class:`MbusFrameError`."""
-    if not isinstance(frame, Frame):
-        frame = decode_frame(frame)
-    raw = frame.encode()
+    if isinstance(frame, Frame):
+        raw = frame.encode()
+    else:
+        raw = bytes(frame)
+        frame = decode_frame(raw)
     if frame.ci is None:
         raise MbusFrameError("unexpected_frame", f"expected a long frame (RSP_UD), got a {frame.kind} frame",
                              raw)
@@ -725,6 +765,9 @@ def decode_telegram(frame: Frame | bytes | bytearray | memoryview) -> Telegram:
 def _parse_records(data: bytes, pos: int, raw: bytes) -> tuple[tuple[Record, ...], int | None, bytes]:
     n = len(data)
     out: list[Record] = []
+    append = out.append
+    record_info = _record_info
+    data = bytes(data)
     while pos < n:
         start = pos
         dif = data[pos]
@@ -737,30 +780,23 @@ def _parse_records(data: bytes, pos: int, raw: bytes) -> tuple[tuple[Record, ...
         if field == 0x0F:
             raise MbusFrameError("reserved_dif", f"reserved special-function DIF 0x{dif:02X} at offset {start}",
                                  raw)
-        storage = (dif >> 6) & 1
-        tariff = subunit = 0
-        difes: list[int] = []
+        ndife = 0
         ext = dif & 0x80
         while ext:
             if pos >= n:
+                last = data[pos - 1]
                 raise _fail("premature_end_of_dif", f"record at offset {start}: "
-                            f"{'DIFE' if difes else 'DIF'} 0x{(difes or [dif])[-1]:02X} announces another DIFE, "
+                            f"{'DIFE' if ndife else 'DIF'} 0x{last:02X} announces another DIFE, "
                             "but the data ends", raw)
-            if len(difes) == MAX_DIFE:
+            if ndife == MAX_DIFE:
                 raise _fail("too_many_dife", f"record at offset {start}: more than {MAX_DIFE} DIFEs", raw)
-            dife = data[pos]
+            ext = data[pos] & 0x80
             pos += 1
-            shift = len(difes)
-            storage |= (dife & 0x0F) << (1 + 4 * shift)
-            tariff |= ((dife >> 4) & 0x03) << (2 * shift)
-            subunit |= ((dife >> 6) & 0x01) << shift
-            difes.append(dife)
-            ext = dife & 0x80
+            ndife += 1
         if pos >= n:
             raise _fail("premature_end_of_vif", f"record at offset {start}: no VIF after the DIF", raw)
         vif = data[pos]
         pos += 1
-        text_vif: str | None = None
         if vif & 0x7F == 0x7C:
             if pos >= n:
                 raise _fail("premature_end_of_var_vif", f"record at offset {start}: plain-text VIF without "
@@ -771,19 +807,42 @@ def _parse_records(data: bytes, pos: int, raw: bytes) -> tuple[tuple[Record, ...
                 problem = "too_long_var_vif" if tlen > 0x7F else "premature_end_of_var_vif"
                 raise _fail(problem, f"record at offset {start}: plain-text VIF of {tlen} characters, only "
                             f"{n - pos} bytes left", raw)
-            text_vif = bytes(data[pos:pos + tlen][::-1]).decode("latin-1")
             pos += tlen
-        vifes: list[int] = []
+        nvife = 0
         ext = vif & 0x80
         while ext:
             if pos >= n:
                 raise _fail("premature_end_of_vif", f"record at offset {start}: VIF 0x{vif:02X} announces a "
                             "VIFE, but the data ends", raw)
-            if len(vifes) == MAX_VIFE:
+            if nvife == MAX_VIFE:
                 raise _fail("too_many_vife", f"record at offset {start}: more than {MAX_VIFE} VIFEs", raw)
-            vifes.append(data[pos])
             ext = data[pos] & 0x80
             pos += 1
+            nvife += 1
+        info = record_info(data[start:pos])
+        kind = info.kind
+        if kind <= _K_BCD and pos + info.length <= n:
+            # the common cases inline: a fixed-size binary integer or BCD number
+            end = pos + info.length
+            payload = data[pos:end]
+            pos = end
+            error = None
+            if kind == _K_INT:
+                value: Value = int.from_bytes(payload, "little", signed=True)
+            else:
+                digits = payload[::-1].hex()
+                if digits.isdigit():
+                    value = int(digits)
+                else:
+                    value, error = _bcd(payload)
+            if value is not None and info.known:
+                if info.scaled:
+                    exp = info.exp
+                    value = value * info.mult * 10 ** exp if exp >= 0 else value * info.mult / 10 ** -exp
+                if info.offset is not None:
+                    value = value + info.offset
+            append(Record(info, value, payload, error))
+            continue
         length = _DATA_LEN[field]
         lvar: int | None = None
         if length is None:
@@ -795,10 +854,9 @@ def _parse_records(data: bytes, pos: int, raw: bytes) -> tuple[tuple[Record, ...
         if pos + length > n:
             raise _fail("premature_end_of_data", f"record at offset {start}: {length} data bytes expected, "
                         f"{n - pos} left", raw)
-        payload = bytes(data[pos:pos + length])
+        payload = data[pos:pos + length]
         pos += length
-        out.append(_make_record(dif, tuple(difes), vif, tuple(vifes), storage, tariff, subunit, payload,
-                                lvar, text_vif))
+        append(_make_record(info, payload, lvar))
     return tuple(out), None, b""
 
 
@@ -818,11 +876,39 @@ def _lvar_length(lvar: int, start: int, raw: bytes) -> int:
     raise MbusFrameError("reserved_lvar", f"record at offset {start}: reserved LVAR 0x{lvar:02X}", raw)
 
 
-def _make_record(dif: int, difes: tuple[int, ...], vif: int, vifes: tuple[int, ...], storage: int, tariff: int,
-                 subunit: int, payload: bytes, lvar: int | None, text_vif: str | None) -> Record:
+_K_INT, _K_BCD, _K_REAL, _K_NONE, _K_DATE_F, _K_DATE_G, _K_DATE_I, _K_TIME_J, _K_LVAR = range(9)
+
+
+@functools.lru_cache(maxsize=4096)
+def _record_info(head: bytes) -> RecordInfo:
+    """Meaning of one record header (DIF, DIFEs, VIF, plain text, VIFEs), already validated by the caller.
+    Cached: a meter sends the same headers in every telegram (a bounded memo of a pure function)."""
+    dif = head[0]
+    pos = 1
+    storage = (dif >> 6) & 1
+    tariff = subunit = 0
+    difes: list[int] = []
+    ext = dif & 0x80
+    while ext:
+        dife = head[pos]
+        pos += 1
+        shift = len(difes)
+        storage |= (dife & 0x0F) << (1 + 4 * shift)
+        tariff |= ((dife >> 4) & 0x03) << (2 * shift)
+        subunit |= ((dife >> 6) & 0x01) << shift
+        difes.append(dife)
+        ext = dife & 0x80
+    vif = head[pos]
+    pos += 1
+    text_vif: str | None = None
+    code = vif & 0x7F
+    if code == 0x7C:
+        tlen = head[pos]
+        text_vif = head[pos + 1:pos + 1 + tlen][::-1].decode("latin-1")
+        pos += 1 + tlen
+    vifes = tuple(head[pos:])
     field = dif & 0x0F
     function = _FUNCTIONS[(dif >> 4) & 0x03]
-    code = vif & 0x7F
     rest = vifes
     entry: _Entry | None
     table_code: int | None = None
@@ -856,50 +942,71 @@ def _make_record(dif: int, difes: tuple[int, ...], vif: int, vifes: tuple[int, .
                 break            # manufacturer-specific VIFEs follow
             else:
                 modifiers.append(c)
-    value: Value
-    error: str | None = None
     is_date = (code in _DATE_VIFS and vif not in (0xFD, 0xFB)) or (vif == 0xFD and table_code in _DATE_FD)
     if field == 0x00 or field == 0x08:
-        value = None
-    elif is_date and field == 0x2:
-        value = _date_g(payload)
-    elif is_date and field == 0x4:
-        value = _date_f(payload)
-    elif is_date and field == 0x6:
-        value = _date_i(payload)
-    elif is_date and field == 0x3:
-        value = TimeOfDay(payload[2] & 0x1F, payload[1] & 0x3F, payload[0] & 0x3F)
+        kind = _K_NONE
+    elif is_date and field in (0x2, 0x3, 0x4, 0x6):
+        kind = (_K_DATE_G, _K_TIME_J, _K_DATE_F, _K_DATE_I)[(0x2, 0x3, 0x4, 0x6).index(field)]
     elif field == 0x5:
-        value = _F32.unpack(payload)[0]
+        kind = _K_REAL
     elif field in _BCD_FIELDS:
-        value, error = _bcd(payload)
+        kind = _K_BCD
     elif field == 0x0D:
-        assert lvar is not None
-        if lvar <= 0xBF:
-            value = payload[::-1].decode("latin-1")
-        elif lvar < 0xE0:
-            value, error = _bcd(payload)
-            if value is not None and lvar >= 0xD0:
-                value = -value
-        else:
-            value = payload[::-1]          # binary, shown most significant byte first
+        kind = _K_LVAR
     else:
-        value = _int_le(payload)
+        kind = _K_INT
+    length = _DATA_LEN[field] or 0
     if entry is None:
         # Unknown VIF: keep the raw number, unscaled, so nothing pretends to a unit it does not have.
         quantity = f"unknown VIF {''.join(f'{b:02X}' for b in (vif, *vifes))}"
-        return Record(dif, difes, vif, vifes, storage, tariff, subunit, function, quantity, "", value, payload,
-                      False, tuple(modifiers), text_vif, error)
+        return RecordInfo(dif, tuple(difes), vif, vifes, storage, tariff, subunit, function, quantity, "", False,
+                          tuple(modifiers), text_vif, kind, length=length)
     quantity, unit, mult, exp = entry
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if manufacturer_vif:
-            pass
-        else:
-            value = _scale(value, mult, exp + mult_exp)
-            if offset_exp is not None:
-                value = value + _scale(1, mult, exp + offset_exp)
-    return Record(dif, difes, vif, vifes, storage, tariff, subunit, function, quantity, unit, value, payload,
-                  True, tuple(modifiers), text_vif, error)
+    if manufacturer_vif:
+        mult, exp, offset = 1, 0, None
+    else:
+        exp += mult_exp
+        offset = _scale(1, mult, entry[3] + offset_exp) if offset_exp is not None else None
+    return RecordInfo(dif, tuple(difes), vif, vifes, storage, tariff, subunit, function, quantity, unit, True,
+                      tuple(modifiers), text_vif, kind, mult, exp, offset, length, mult != 1 or exp != 0)
+
+
+def _make_record(info: RecordInfo, payload: bytes, lvar: int | None) -> Record:
+    kind = info.kind
+    value: Value
+    error: str | None = None
+    if kind == _K_INT:
+        value = int.from_bytes(payload, "little", signed=True)
+    elif kind == _K_BCD:
+        value, error = _bcd(payload)
+    elif kind == _K_REAL:
+        value = _F32.unpack(payload)[0]
+    elif kind == _K_NONE:
+        return Record(info, None, payload)
+    elif kind == _K_DATE_F:
+        return Record(info, _date_f(payload), payload)
+    elif kind == _K_DATE_G:
+        return Record(info, _date_g(payload), payload)
+    elif kind == _K_DATE_I:
+        return Record(info, _date_i(payload), payload)
+    elif kind == _K_TIME_J:
+        return Record(info, TimeOfDay(payload[2] & 0x1F, payload[1] & 0x3F, payload[0] & 0x3F), payload)
+    else:  # lvar
+        assert lvar is not None
+        if lvar <= 0xBF:
+            return Record(info, payload[::-1].decode("latin-1"), payload)
+        if lvar >= 0xE0:
+            return Record(info, payload[::-1], payload)   # binary, shown most significant byte first
+        value, error = _bcd(payload)
+        if value is not None and lvar >= 0xD0:
+            value = -value
+    if value is not None and info.known:
+        mult, exp = info.mult, info.exp
+        if info.scaled:
+            value = value * mult * 10 ** exp if exp >= 0 else value * mult / 10 ** -exp
+        if info.offset is not None:
+            value = value + info.offset
+    return Record(info, value, payload, error)
 
 
 # -- fixed data structure (CI 73) -----------------------------------------------------------------------------
@@ -950,13 +1057,13 @@ def _decode_fixed(frame: Frame, raw: bytes) -> Telegram:
         storage = 1 if (i == 1 and status & 0x40) else 0
         if entry is None or not entry[1]:
             quantity = entry[0] if entry else f"unknown fixed unit {ucode:02X}"
-            records.append(Record(0, (), None, (), storage, 0, 0, function, quantity, "", value_n, bytes(chunk),
-                                  entry is not None, (), None, error))
+            info = RecordInfo(0, (), None, (), storage, 0, 0, function, quantity, "", entry is not None)
+            records.append(Record(info, value_n, bytes(chunk), error))
             continue
         quantity, unit, exp = entry
         scaled = _scale(value_n, 1, exp) if value_n is not None else None
-        records.append(Record(0, (), None, (), storage, 0, 0, function, quantity, unit, scaled, bytes(chunk),
-                              True, (), None, error))
+        info = RecordInfo(0, (), None, (), storage, 0, 0, function, quantity, unit, True)
+        records.append(Record(info, scaled, bytes(chunk), error))
     header = Header(ident, None, None, None, medium, access, status, None)
     return Telegram(frame.a, frame.ci or 0x73, header, tuple(records), False, b"", True)
 
