@@ -10,6 +10,7 @@ A code with no channel here keeps its address as the channel name (the caller's 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ def _group(text: str) -> int:
     return _LETTERS[text] if text in _LETTERS else int(text)
 
 
+# Meters send the same few dozen addresses every cycle: parse each once.
+@functools.lru_cache(maxsize=4096)
 def parse(address: str) -> Obis | None:
     m = _OBIS.fullmatch(address.strip())
     if m is None:
@@ -53,6 +56,7 @@ def parse(address: str) -> Obis | None:
     return Obis(*vals)  # type: ignore[arg-type]
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_hex(address: str) -> Obis | None:
     """Neva MT3xx: 8 hex digits = C D E F; E = 0xFF means "no E group" (``2107FFFF`` = 33.7)."""
     if len(address) != 8:
@@ -81,6 +85,7 @@ _INSTANT: dict[int, tuple[str, str]] = {
 _ANGLE = {10: "angle.L1-L2", 20: "angle.L1-L3", 21: "angle.L2-L3"}
 
 
+@functools.lru_cache(maxsize=4096)
 def channel_of(code: Obis) -> tuple[str, str] | None:
     """(channel, SI unit) of a current value, or None when pollerd has no name for it."""
     if not code.current or code.a not in (None, 0, 1):
