@@ -311,13 +311,16 @@ class Mercury230Driver:
         """Freeze, then read the frozen snapshot: all phases from one instant, stamped with the meter's
         time of freezing."""
         await self._call(m.freeze(self.address))
-        local, season = m.decode_time((await self._call(m.read_fixed(self.address, m.FIXED_TIME))).data)
-        ts = self._to_utc(local, season)
-        for bwri, base, unit, suffixes in m.FIXED_READS:
-            values = m.decode_fixed(bwri, (await self._call(m.read_fixed(self.address, bwri))).data)
-            for suffix, value in zip(suffixes, values):
+        ts: int | None = None
+        for fr in m.FIXED_READS:
+            data = (await self._call(m.read_fixed(self.address, fr.bwri))).data
+            if not fr.channels:  # 08 14 E0: the time of freezing, read first
+                local, season = m.decode_time(data)
+                ts = self._to_utc(local, season)
+                continue
+            for channel, value in zip(fr.channels, m.decode_fixed(fr.bwri, data)):
                 if value is not None:
-                    self._reading(cy, base + suffix, value, unit, "current", ts)
+                    self._reading(cy, channel, value, fr.unit, "current", ts)
 
     # -- load profile -----------------------------------------------------------------------------------
 
@@ -333,16 +336,16 @@ class Mercury230Driver:
         assert self._loaded_state is not None
         saved = self._loaded_state.get("profile_address")
         period_s = max(1, last.period) * 60
-        wanted = max(1, int(mc.data_polling_length // period_s))
+        # data_polling_length worth of completed intervals, plus the newest record (usually still running)
+        wanted = max(1, int(mc.data_polling_length // period_s)) + 1
         if self.ctx.store is None:
-            wanted = min(wanted, 2)  # a one-shot poll shows the newest intervals, it does not backfill
+            wanted = min(wanted, 3)  # a one-shot poll shows the newest intervals, it does not backfill
         pending = _records_between(saved, last.address) if isinstance(saved, int) else None
         if pending is None or pending > wanted:
             first = (last.address - (wanted - 1) * m.PROFILE_STEP) & 0xFFFF
             pending = wanted
         else:
             first = m.next_profile_address(saved)  # type: ignore[arg-type]
-        oldest_ok = self.ctx.clock() - mc.data_polling_length
         address = first
         for i in range(min(pending, self.options.profile_records_per_cycle)):
             rec = m.decode_profile_record(
@@ -351,17 +354,16 @@ class Mercury230Driver:
             flags = m.profile_status_flags(rec.status)
             if newest and "incomplete" in flags:
                 break  # the interval is still open: read it again next cycle, complete
-            if rec.start is not None:
+            if rec.start is not None:  # a slot never written since the profile was initialised
                 ts = self._to_utc(rec.start)
-                if ts >= oldest_ok:
-                    quality = "incomplete" if "incomplete" in flags else (
-                        "overflow" if "overflow" in flags else "good")
-                    for channel, unit, n in (("A+", "Wh", rec.a_plus), ("A-", "Wh", rec.a_minus),
-                                             ("R+", "varh", rec.r_plus), ("R-", "varh", rec.r_minus)):
-                        if n is not None:
-                            # FACTS: energy of an interval = N / (2 * A) kWh, A = meter constant (imp/kWh)
-                            self._reading(cy, channel, n * 1000.0 / (2 * int(constant)), unit, "profile",
-                                          ts, quality)
+                quality = "incomplete" if "incomplete" in flags else (
+                    "status:" + ",".join(sorted(flags)) if flags else "good")
+                for channel, unit, n in (("A+", "Wh", rec.a_plus), ("A-", "Wh", rec.a_minus),
+                                         ("R+", "varh", rec.r_plus), ("R-", "varh", rec.r_minus)):
+                    if n is not None:
+                        # FACTS: energy of an interval = N / (2 * A) kWh, A = meter constant (imp/kWh)
+                        self._reading(cy, channel, m.profile_energy_wh(n, int(constant)), unit, "profile",
+                                      ts, quality)
             self._save(cy, profile_address=address)
             if newest:
                 break

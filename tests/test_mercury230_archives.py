@@ -1,0 +1,162 @@
+"""Mercury 230 driver against the simulator: load profile (backfill, resume, no holes), energy archives,
+fixed values, journals, clock drift and transformer ratios, with a real store in between."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from pollerd.config import load_config
+from pollerd.daemon import build_driver, build_lines
+from pollerd.metrics import Registry
+from pollerd.sim.mercury230 import SimBus, SimMeter, serve_tcp
+from pollerd.state import Runtime
+from pollerd.store import Store
+
+MSK = ZoneInfo("Europe/Moscow")
+T0 = 1_790_001_000.0  # 2026-09-21 ~13:50 UTC
+
+
+class Rig:
+    """One simulated meter on a TCP converter, a driver for it and a store, advanced by a shared clock."""
+
+    def __init__(self, tmp_path, read: str, extra: str = "", **sim_kw: object) -> None:
+        # The meter has been running for three days before the test looks at it, so its profile, archives
+        # and counters hold real, non-zero history.
+        self.now = [T0 - 3 * 86400]
+        self.meter = SimMeter(address=5, serial="41000005", clock=lambda: self.now[0], timezone=MSK,
+                              energy={1: (5_000_000, 1_000, 700_000, 2_000)}, **sim_kw)  # type: ignore[arg-type]
+        self.now[0] = T0
+        self.tmp_path = tmp_path
+        self.read = read
+        self.extra = extra
+
+    async def __aenter__(self) -> "Rig":
+        self.server = await serve_tcp(SimBus([self.meter]), "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        p = self.tmp_path / "p.toml"
+        p.write_text(f'[[meters]]\nname = "m"\nprotocol = "mercury230"\nip_address = "127.0.0.1"\n'
+                     f'port = {port}\nconnection_address = 5\ntimezone = "Europe/Moscow"\n'
+                     f'data_polling_length = "1d"\nread = {self.read}\n{self.extra}')
+        self.cfg = load_config(p)
+        self.store = await Store.open(self.tmp_path / "db.sqlite", commit_interval=0.01)
+        self.new_driver()
+        return self
+
+    def new_driver(self) -> None:
+        self.runtime, metrics = Runtime("t"), Registry()
+        mc = self.cfg.meter("m")
+        self.line = build_lines(self.cfg, self.runtime, metrics)[mc.line]
+        self.driver = build_driver(mc, self.line, self.runtime, metrics, clock=lambda: self.now[0],
+                                   store=self.store)
+
+    async def cycle(self):  # type: ignore[no-untyped-def]
+        """What the daemon does: poll, commit the readings, then the driver state."""
+        result = await self.driver.poll(int(self.now[0]))
+        assert result.answered, result.error
+        await self.store.write(result.readings, result.events)
+        for key, value in result.state:
+            await self.store.set_state(key, value)
+        return result
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.line.close()
+        self.server.close()
+        await self.store.close()
+
+
+def profile_of(result, channel: str = "A+") -> dict[int, float]:  # type: ignore[no-untyped-def]
+    return {r.ts: r.value for r in result.readings if r.archive == "profile" and r.channel == channel}
+
+
+async def test_profile_backfills_resumes_and_leaves_no_holes(tmp_path):
+    async with Rig(tmp_path, '["profile"]') as rig:
+        first = await rig.cycle()
+        assert first.ok, first.error
+        got = profile_of(first)
+        want = {start: a_plus for start, a_plus, *_ in
+                rig.meter.expected_profile(T0 - 86400, T0) if start + 1800 <= T0}
+        # one day back at 30 min, the interval still running is left for later
+        assert len(got) == 48 and got == pytest.approx(want)
+        assert all(v > 0 for v in got.values()), got
+        assert {(r.channel, r.unit) for r in first.readings} == {("A+", "Wh"), ("A-", "Wh"), ("R+", "varh"), ("R-", "varh")}
+
+        rig.now[0] += 2 * 3600  # four intervals later
+        second = await rig.cycle()
+        new = profile_of(second)
+        assert len(new) == 4 and min(new) == max(got) + 1800  # exactly the new ones, no hole, no re-read
+
+        rig.now[0] += 3600
+        rig.new_driver()  # a restart: the position comes back from the store
+        third = await rig.cycle()
+        assert sorted(profile_of(third)) == [max(new) + 1800, max(new) + 3600]
+        rows, total = await rig.store.query_readings(archive="profile", channel="A+", per_page=1000)
+        stamps = sorted(r.ts for r in rows)
+        assert total == 54 and all(b - a == 1800 for a, b in zip(stamps, stamps[1:]))
+
+
+async def test_energy_archives_once_per_completed_period(tmp_path):
+    async with Rig(tmp_path, '["daily", "monthly", "yearly"]') as rig:
+        first = await rig.cycle()
+        daily = {r.channel: r for r in first.readings if r.archive == "daily"}
+        yesterday = dt.datetime.fromtimestamp(T0, MSK).date() - dt.timedelta(days=1)
+        midnight = int(dt.datetime(yesterday.year, yesterday.month, yesterday.day, tzinfo=MSK).timestamp())
+        assert daily["A+"].ts == midnight
+        assert daily["A+"].value == rig.meter.expected_archive(5, 0, 0)[0]
+        assert daily["A+.T1"].value == rig.meter.expected_archive(5, 0, 1)[0]
+        months = sorted({r.ts for r in first.readings if r.archive == "monthly"})
+        assert months  # at least last month (data_polling_length is one day: one month back)
+        yearly = [r for r in first.readings if r.archive == "yearly" and r.channel == "A+"]
+        assert len(yearly) == 1 and yearly[0].value == rig.meter.expected_archive(2, 0, 0)[0]
+        # the same day again: nothing is read twice
+        rig.now[0] += 600
+        again = await rig.cycle()
+        assert not [r for r in again.readings if r.archive in ("daily", "monthly", "yearly")]
+
+
+async def test_fixed_values_are_one_snapshot_stamped_with_the_freeze_time(tmp_path):
+    async with Rig(tmp_path, '["fixed"]') as rig:
+        result = await rig.cycle()
+        frozen = rig.meter.expected_fixed()
+        local, season = frozen["frozen_at"]
+        stamp = int(local.replace(tzinfo=MSK).timestamp())
+        got = {r.channel: r for r in result.readings}
+        assert {r.ts for r in result.readings} == {stamp}
+        for channel in ("P", "P.L2", "U.L1", "I.L3", "PF", "F", "angle.L1-L2"):
+            assert got[channel].value == pytest.approx(frozen[channel])
+
+
+async def test_journals_become_events_once(tmp_path):
+    local = dt.datetime.fromtimestamp(T0 - 7200, MSK).replace(tzinfo=None, microsecond=0)
+    journals = {1: [(local, local + dt.timedelta(minutes=5))]}
+    async with Rig(tmp_path, '["events"]', journals=journals) as rig:
+        await rig.cycle()
+        events, total = await rig.store.query_events()
+        assert total == 1 and events[0].code == "power_off"
+        assert events[0].ts_start == int(T0 - 7200) and events[0].ts_end == int(T0 - 7200 + 300)
+        rig.now[0] += 7200  # past journal_interval: read again, nothing new stored
+        await rig.cycle()
+        assert (await rig.store.query_events())[1] == 1
+
+
+async def test_clock_drift_is_stored_and_a_large_one_raises_an_alarm(tmp_path):
+    async with Rig(tmp_path, '["clock"]', clock_drift=-95.0) as rig:
+        result = await rig.cycle()
+        drift = [r for r in result.readings if r.channel == "clock.drift"]
+        assert len(drift) == 1 and drift[0].value == pytest.approx(-95, abs=1) and drift[0].unit == "s"
+        assert "clock" in rig.runtime.meters["m"].alarms
+        assert [e.code for e in result.events] == ["clock_drift"]
+
+
+async def test_transformer_ratios_give_primary_values(tmp_path):
+    async with Rig(tmp_path, '["instant", "energy"]', 'tn1 = 10000\ntn2 = 100\ntt = 40\n') as rig:
+        result = await rig.cycle()
+        got = {r.channel: r.value for r in result.readings}
+        inst = rig.meter.expected_instant()
+        assert got["U.L1"] == pytest.approx(inst["U.L1"] * 100)
+        assert got["I.L1"] == pytest.approx(inst["I.L1"] * 40)
+        assert got["P"] == pytest.approx(inst["P"] * 4000)
+        assert got["A+"] == pytest.approx(rig.meter.expected_energy(0)[0] * 4000)
+        assert got["F"] == pytest.approx(inst["F"]) and got["PF"] == pytest.approx(inst["PF"])
