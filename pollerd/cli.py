@@ -143,6 +143,42 @@ def cmd_raw(args: argparse.Namespace) -> int:
         return 1
 
 
+def _address_range(text: str) -> range:
+    lo, _, hi = text.partition("-")
+    try:
+        a, b = int(lo), int(hi or lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FROM-TO like 0-250, got {text!r}") from None
+    if not 0 <= a <= b <= 250:
+        raise argparse.ArgumentTypeError(f"primary addresses are 0..250, got {text!r}")
+    return range(a, b + 1)
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from .metrics import Registry
+    from .scan import config_snippet, scan_line
+    from .daemon import build_lines
+    from .state import Runtime
+    cfg = _load(args.config)
+    names = [ln.name for ln in cfg.lines]
+    if args.line not in names:
+        raise ConfigError(f"no line named {args.line!r} (lines: {', '.join(names) or 'none'})", path=args.config)
+
+    async def main() -> int:
+        line = build_lines(cfg, Runtime(cfg.gateway.name), Registry())[args.line]
+        # Collisions are expected while narrowing secondary addresses; they are not bus faults to warn about.
+        logging.getLogger("pollerd.line").setLevel(logging.ERROR)
+        try:
+            found = await scan_line(line, primary=args.primary, secondary=not args.primary_only,
+                                    progress=lambda msg: print(f"# {msg}", file=sys.stderr))
+        finally:
+            await line.close()
+        print(config_snippet(found, line=line.name))
+        return 0 if found else 1
+
+    return asyncio.run(main())
+
+
 def cmd_readings(args: argparse.Namespace) -> int:
     from .daemon import default_state_dir
     from .store import Store
@@ -215,6 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("meter")
     s.add_argument("hex", nargs="+", help='the frame, e.g. "01 08 00" or 010800')
     s.set_defaults(func=cmd_raw)
+
+    s = sub.add_parser("scan", help="find M-Bus meters on a line (primary and secondary addresses) and print "
+                                    "config snippets")
+    s.add_argument("--config", "-c", required=True)
+    s.add_argument("line")
+    s.add_argument("--primary-only", action="store_true", help="skip the secondary-address search")
+    s.add_argument("--primary", type=_address_range, default=range(0, 251), metavar="FROM-TO",
+                   help="primary addresses to try (default 0-250; an empty range skips them)")
+    s.set_defaults(func=cmd_scan)
 
     s = sub.add_parser("readings", help="print stored readings")
     s.add_argument("--state-dir")

@@ -431,3 +431,25 @@ async def test_password_bytes_never_reach_logs_or_errors(tmp_path, caplog):
     secret_hex = "09 07 05 03 01 02"
     everything = (result.error or "") + "\n" + caplog.text
     assert secret_hex not in everything and "975312" not in everything
+
+
+def test_scan_command_finds_mbus_meters_and_prints_loadable_snippets(tmp_path):
+    import re
+    proc = subprocess.Popen([sys.executable, "-m", "pollerd", "sim", "mbus", "--tcp", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = proc.stdout.readline()  # type: ignore[union-attr]
+        m = re.search(r"127\.0\.0\.1:(\d+)", first)
+        assert m, first
+        cfg = tmp_path / "p.toml"
+        cfg.write_text(f'[[lines]]\nname = "mbus"\ntype = "tcp"\nhost = "127.0.0.1"\nport = {m.group(1)}\n')
+        r = pollerd("scan", "--config", str(cfg), "mbus", "--primary", "0-10", timeout=120)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("[[meters]]") == 2
+    # the printed tables, pasted under the line they were found on, are a valid config
+    cfg.write_text(cfg.read_text() + "\n" + r.stdout)
+    check = pollerd("check", str(cfg))
+    assert check.returncode == 0, check.stderr + r.stdout
