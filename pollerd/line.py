@@ -163,19 +163,14 @@ class Line:
         rate there, after the option select has left the UART)."""
         if shown is None:
             shown = request.hex(" ")
-        if self._owner is not None and self._owner is asyncio.current_task():
+        async with self.session(meter, priority=priority):
             return await self._exchange(request, framer, waiting_time, pause, meter, shown, after_write)
-        await self._lock.acquire(priority)
-        try:
-            return await self._exchange(request, framer, waiting_time, pause, meter, shown, after_write)
-        finally:
-            self._lock.release()
 
     @contextlib.asynccontextmanager
     async def session(self, meter: str, *, priority: bool = False) -> AsyncIterator[None]:
-        """Hold the bus for several exchanges of one meter: a mode C session (sign-on, option select,
-        password, reads, break) must not be interleaved with other meters' requests. Exchanges and sends
-        of the task inside go straight through; other tasks wait. Re-entering from the same task is a no-op."""
+        """Hold the bus: around one exchange, or around several exchanges of one meter where a protocol
+        session (IEC mode C: sign-on, option select, password, reads, break) must not be interleaved with
+        other meters' requests. The task holding it goes straight through; re-entering is a no-op."""
         me = asyncio.current_task()
         if self._owner is not None and self._owner is me:
             yield
@@ -191,40 +186,22 @@ class Line:
     async def send(self, request: bytes, *, pause: float, meter: str, shown: str | None = None,
                    priority: bool = False) -> None:
         """Send a request that has no reply (IEC break B0, ACK after a partial block's last one)."""
-        if self._owner is not None and self._owner is asyncio.current_task():
-            await self._send(request, pause, meter, shown)
-            return
-        await self._lock.acquire(priority)
-        try:
-            await self._send(request, pause, meter, shown)
-        finally:
-            self._lock.release()
+        async with self.session(meter, priority=priority):
+            await self._ready(pause, meter, drop_stale=False)
+            try:
+                self.link.write(request)
+            except TransportError as exc:
+                await self._lost(exc)
+                raise
+            self._last_activity = self._clock()
 
-    async def _send(self, request: bytes, pause: float, meter: str, shown: str | None) -> None:
+    async def _ready(self, pause: float, meter: str, *, drop_stale: bool = True) -> None:
+        """Before anything goes on the wire: not stopping, connected, nothing stale (before a request that
+        expects a reply), pause_time kept."""
         if not self.accepting:
             raise LineStopping(f"line {self.name} is stopping")
         await self._ensure_connected()
-        wait = self._last_activity + pause - self._clock()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        try:
-            self.link.write(request)
-        except TransportError as exc:
-            self.state.connected = False
-            self.state.last_error = str(exc)
-            self._m_connected.set(0, line=self.name)
-            log.warning("line %s: %s: cannot send [%s]: %s", self.name, meter,
-                        request.hex(" ") if shown is None else shown, exc)
-            await self.link.close()
-            raise
-        self._last_activity = self._clock()
-
-    async def _exchange(self, request: bytes, framer: Framer[R], waiting_time: float, pause: float, meter: str,
-                        shown: str, after_write: Callable[[], Awaitable[None]] | None = None) -> R:
-        if not self.accepting:
-            raise LineStopping(f"line {self.name} is stopping")
-        await self._ensure_connected()
-        stale = self.link.discard_input()
+        stale = self.link.discard_input() if drop_stale else b""
         if stale:
             self._m_stale.inc(len(stale), line=self.name)
             log.debug("line %s: dropped %d unasked bytes before request to %s: %s",
@@ -232,6 +209,17 @@ class Line:
         wait = self._last_activity + pause - self._clock()
         if wait > 0:
             await asyncio.sleep(wait)
+
+    async def _lost(self, exc: TransportError) -> None:
+        self.state.connected = False
+        self.state.last_error = str(exc)
+        self._m_connected.set(0, line=self.name)
+        log.warning("line %s: %s", self.name, exc)
+        await self.link.close()
+
+    async def _exchange(self, request: bytes, framer: Framer[R], waiting_time: float, pause: float, meter: str,
+                        shown: str, after_write: Callable[[], Awaitable[None]] | None = None) -> R:
+        await self._ready(pause, meter)
         t0 = self._clock()
         self.state.exchanges += 1
         self._c_exchanges.inc()
@@ -255,11 +243,7 @@ class Line:
             await self._resync()
             raise
         except TransportError as exc:
-            self.state.connected = False
-            self.state.last_error = str(exc)
-            self._m_connected.set(0, line=self.name)
-            log.warning("line %s: %s", self.name, exc)
-            await self.link.close()
+            await self._lost(exc)
             raise
         finally:
             end = self._clock()
