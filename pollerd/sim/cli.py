@@ -15,6 +15,7 @@ import datetime as dt
 import signal
 import sys
 
+from pollerd.sim.common import host_port
 from pollerd.sim.mercury230 import Phase, PtySim, SimBus, SimMeter, serve_tcp
 
 
@@ -26,13 +27,6 @@ def _addresses(text: str) -> list[int]:
     if not out or any(not 1 <= a <= 240 for a in out) or len(set(out)) != len(out):
         raise argparse.ArgumentTypeError(f"addresses must be distinct numbers 1..240, got {text!r}")
     return out
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def _password(text: str) -> str:
@@ -53,7 +47,7 @@ def _timezone(text: str) -> dt.tzinfo:
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Arguments of ``pollerd sim mercury230 ...`` (``p`` is the mercury230 subparser)."""
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--tcp", type=_host_port, metavar="HOST:PORT",
+    where.add_argument("--tcp", type=host_port, metavar="HOST:PORT",
                        help="listen on TCP (port 0 picks a free port)")
     where.add_argument("--pty", action="store_true", help="serve on a pseudo-terminal")
     p.add_argument("--link", metavar="PATH", help="with --pty: make PATH a symlink to the pty device")

@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 import termios
-import tty
 from collections.abc import Iterable
 
 from pollerd.protocols import iec62056 as iec
+from pollerd.sim.common import PtyPair, host_port
 
 __all__ = ["FAULTS", "IecPtySim", "SimIecBus", "SimIecMeter", "configure_parser", "main", "serve_tcp"]
 
@@ -283,17 +282,6 @@ class SimIecBus:
 # ------------------------------------------------------------------------------------------- transports
 
 
-async def _send_paced(write, data: bytes, baud: int | None) -> None:  # type: ignore[no-untyped-def]
-    """As a UART at ``baud`` (7E1: 10 bits a byte) delivers it; at once without ``baud``."""
-    if not baud:
-        write(data)
-        return
-    step = max(1, baud // 1000)  # about 1 ms of bytes per write
-    for i in range(0, len(data), step):
-        write(data[i:i + step])
-        await asyncio.sleep(step * 10.0 / baud)
-
-
 async def serve_tcp(bus: SimIecBus, host: str, port: int, *, latency: float = 0.0) -> asyncio.Server:
     """A transparent converter in front of the bus: no baud switch, requests answered in order."""
 
@@ -315,7 +303,7 @@ async def serve_tcp(bus: SimIecBus, host: str, port: int, *, latency: float = 0.
     return await asyncio.start_server(client, host, port)
 
 
-class IecPtySim:
+class IecPtySim(PtyPair):
     """Serve ``bus`` on a pseudo-terminal. With ``check_baud`` the meter listens at 300 Bd (or
     ``idle_baud``) until an option select moves it to the proposed speed, and back after the session; a
     request arriving while the terminal runs at another speed is ignored, as garbled bytes would be."""
@@ -328,19 +316,8 @@ class IecPtySim:
         self.idle_baud = idle_baud
         self.meter_baud = idle_baud
         self.wrong_speed = 0          # requests ignored because the terminal ran at another speed
-        self._loop = asyncio.get_running_loop()
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        self.device = os.ttyname(self._slave)
-        os.set_blocking(self._master, False)
-        self.link = link
-        if link is not None:
-            if os.path.islink(link):
-                os.unlink(link)
-            os.symlink(self.device, link)
         self._queue: asyncio.Queue[bytes] = asyncio.Queue()
-        self._loop.add_reader(self._master, self._on_readable)
-        self._task = self._loop.create_task(self._serve(), name=f"iec-sim-pty {self.device}")
+        super().__init__(link=link, name="iec-sim-pty")
 
     def _tty_speed(self) -> int | None:
         speed = termios.tcgetattr(self._slave)[5]
@@ -349,11 +326,7 @@ class IecPtySim:
                 return baud
         return None
 
-    def _on_readable(self) -> None:
-        try:
-            data = os.read(self._master, 4096)
-        except OSError:
-            return
+    def _received(self, data: bytes) -> None:
         # A sign-on must come at the idle speed and, once switched, requests at the session's speed. The
         # option select itself is not checked: the client switches right after it has left.
         if self.check_baud and (data[:1] == b"/" or self.meter_baud != self.idle_baud) and \
@@ -361,10 +334,6 @@ class IecPtySim:
             self.wrong_speed += 1
             return
         self._queue.put_nowait(data)
-
-    def _write(self, data: bytes) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._master, data)
 
     async def _serve(self) -> None:
         while True:
@@ -387,24 +356,8 @@ class IecPtySim:
             if meter is not None and meter.state == "idle" and not self._queue.qsize():
                 self.meter_baud = self.idle_baud   # session over (readout sent or B0)
 
-    def close(self) -> None:
-        self._loop.remove_reader(self._master)
-        self._task.cancel()
-        os.close(self._master)
-        os.close(self._slave)
-        if self.link is not None and os.path.islink(self.link):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.link)
-
 
 # ------------------------------------------------------------------------------------------------ CLI
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def _addresses(text: str) -> list[str]:
@@ -422,7 +375,7 @@ def _addresses(text: str) -> list[str]:
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Arguments of ``pollerd sim iec62056 ...``."""
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--tcp", type=_host_port, metavar="HOST:PORT", help="listen on TCP (port 0: a free port)")
+    where.add_argument("--tcp", type=host_port, metavar="HOST:PORT", help="listen on TCP (port 0: a free port)")
     where.add_argument("--pty", action="store_true", help="serve on a pseudo-terminal")
     p.add_argument("--link", metavar="PATH", help="with --pty: make PATH a symlink to the pty device")
     p.add_argument("--addresses", type=_addresses, default=["00000001"], metavar="A,B",

@@ -16,15 +16,14 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import os
 import signal
 import sys
-import tty
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Iterable
 
 from pollerd.protocols import mbus as m
+from pollerd.sim.common import FramedPtySim, host_port, serve_framed_tcp
 
 # Replies on the bus when two slaves answer at once: overlapping UART frames read back as garbage.
 COLLISION = b"\xf7"
@@ -233,125 +232,24 @@ class RequestSplitter:
 _BITS_PER_BYTE = 11  # 8E1: start, 8 data, parity, stop
 
 
-async def _send(write: Callable[[bytes], object], data: bytes, baud: int | None, start: float) -> None:
-    loop = asyncio.get_running_loop()
-    if start > loop.time():
-        await asyncio.sleep(start - loop.time())
-    if not baud:
-        write(data)
-        return
-    byte_time = _BITS_PER_BYTE / baud
-    t0 = loop.time()
-    for i in range(len(data)):
-        delay = t0 + (i + 1) * byte_time - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        write(data[i:i + 1])
-
-
-def _turnaround(request: bytes, latency: float, baud: int | None) -> float:
-    return latency + (len(request) * _BITS_PER_BYTE / baud if baud else 0.0)
-
-
 async def serve_tcp(bus: SimBus, host: str, port: int, *, latency: float = 0.0,
                     baud: int | None = None) -> asyncio.Server:
     """Serve ``bus`` over TCP; port 0 picks a free port (``server.sockets[0].getsockname()[1]``)."""
-
-    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        splitter = RequestSplitter()
-        loop = asyncio.get_running_loop()
-        try:
-            while data := await reader.read(4096):
-                arrived = loop.time()
-                for frame in splitter.feed(data):
-                    reply = bus.handle_frame(frame)
-                    if reply is not None:
-                        await _send(writer.write, reply, baud, arrived + _turnaround(frame, latency, baud))
-                        await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-    return await asyncio.start_server(client, host, port)
+    return await serve_framed_tcp(bus, RequestSplitter, host, port, latency=latency, baud=baud,
+                                  bits=_BITS_PER_BYTE)
 
 
-class PtySim:
-    """Serve ``bus`` on a pseudo-terminal; the daemon opens :attr:`device` as its serial port. The slave
-    side stays open here so the master never reads EIO between clients."""
+class PtySim(FramedPtySim):
+    """Serve ``bus`` on a pseudo-terminal; the daemon opens :attr:`device` as its serial port. Replies are
+    paced as 8E1 at ``baud``."""
 
     def __init__(self, bus: SimBus, *, latency: float = 0.0, baud: int | None = None,
                  link: str | None = None) -> None:
-        self.bus = bus
-        self.latency = latency
-        self.baud = baud
-        self._loop = asyncio.get_running_loop()
-        self._master, self._slave = os.openpty()
-        try:
-            tty.setraw(self._slave)
-            self.device = os.ttyname(self._slave)
-            os.set_blocking(self._master, False)
-            self.link = link
-            if link is not None:
-                if os.path.islink(link):
-                    os.unlink(link)
-                os.symlink(self.device, link)
-        except BaseException:
-            os.close(self._master)
-            os.close(self._slave)
-            raise
-        self._splitter = RequestSplitter()
-        self._frames: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
-        self._loop.add_reader(self._master, self._on_readable)
-        self._task: asyncio.Task[None] | None = self._loop.create_task(self._serve(),
-                                                                       name=f"mbus-sim-pty {self.device}")
-        self._closed = False
-
-    def _on_readable(self) -> None:
-        try:
-            data = os.read(self._master, 4096)
-        except OSError:
-            return
-        arrived = self._loop.time()
-        for frame in self._splitter.feed(data):
-            self._frames.put_nowait((arrived, frame))
-
-    def _write(self, data: bytes) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._master, data)
-
-    async def _serve(self) -> None:
-        while True:
-            arrived, frame = await self._frames.get()
-            reply = self.bus.handle_frame(frame)
-            if reply is not None:
-                await _send(self._write, reply, self.baud, arrived + _turnaround(frame, self.latency, self.baud))
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._loop.remove_reader(self._master)
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-        os.close(self._master)
-        os.close(self._slave)
-        if self.link is not None and os.path.islink(self.link):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.link)
+        super().__init__(bus, RequestSplitter(), latency=latency, baud=baud, bits=_BITS_PER_BYTE, link=link,
+                         name="mbus-sim-pty")
 
 
 # --------------------------------------------------------------------------------------- CLI
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def _primary(text: str) -> int:
@@ -363,7 +261,7 @@ def _primary(text: str) -> int:
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Arguments of ``pollerd sim mbus ...``."""
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--tcp", type=_host_port, metavar="HOST:PORT", help="listen on TCP (port 0: any free port)")
+    where.add_argument("--tcp", type=host_port, metavar="HOST:PORT", help="listen on TCP (port 0: any free port)")
     where.add_argument("--pty", action="store_true", help="serve on a pseudo-terminal")
     p.add_argument("--link", metavar="PATH", help="with --pty: make PATH a symlink to the pty device")
     p.add_argument("--heat", type=_primary, default=1, metavar="ADDR", help="primary address of the heat meter "

@@ -27,19 +27,18 @@ Time correction is not simulated: the codec has no correction command (no public
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import math
 import os
 import time
-import tty
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from pollerd.errors import FrameError
 from pollerd.protocols import mercury230 as m
 from pollerd.protocols.crc import append_crc, check_crc
+from pollerd.sim.common import FramedPtySim, paced_send, serve_framed_tcp
 
 __all__ = ["FAULTS", "Phase", "PtySim", "RequestSplitter", "SimBus", "SimMeter", "open_pty", "serve_tcp"]
 
@@ -777,35 +776,8 @@ def _apply_fault(fault: str, request: bytes, reply: bytes) -> bytes | None:
 # --------------------------------------------------------------------------------------- transports
 
 
-async def _paced_send(write: Callable[[bytes], object], data: bytes, baud: int | None, *,
-                      clock: Callable[[], float] | None = None,
-                      sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-                      start: float | None = None) -> None:
-    """Write ``data`` as a UART at ``baud`` (8N1: 10 bits a byte) would deliver it: each byte when its
-    stop bit ends. Deadlines count from ``start`` (default: now), so sleep overshoot never accumulates,
-    not even across the turnaround before the first byte."""
-    now = clock or asyncio.get_running_loop().time
-    if start is not None and start > now():
-        await sleep(start - now())
-    if not baud:
-        write(data)
-        return
-    byte_time = 10.0 / baud
-    start = now() if start is None else start
-    sent, n = 0, len(data)
-    while sent < n:
-        due = min(n, int((now() - start) / byte_time + 1e-9))  # float error must not stall a due byte
-        if due > sent:
-            write(data[sent:due])
-            sent = due
-        if sent < n:
-            await sleep(max(0.0, start + (sent + 1) * byte_time - now()))
-
-
-def _turnaround(request: bytes, latency: float, baud: int | None) -> float:
-    """Time from the request's arrival here to the first reply byte. TCP and a pty hand over the request
-    at once, but on the bus it takes its wire time to arrive, so with ``baud`` set that time is added."""
-    return latency + (len(request) * 10.0 / baud if baud else 0.0)
+# The pacing lives in pollerd.sim.common, shared by all simulators; the old name stays for the tests.
+_paced_send = paced_send
 
 
 async def serve_tcp(bus: SimBus, host: str, port: int, *, latency: float = 0.0,
@@ -813,110 +785,16 @@ async def serve_tcp(bus: SimBus, host: str, port: int, *, latency: float = 0.0,
     """Serve ``bus`` over TCP (an RS-485-to-Ethernet converter in transparent mode). Port 0 picks a free
     port: read it from ``server.sockets[0].getsockname()[1]``. Requests on one connection are answered
     in order, one at a time, as on a half-duplex bus."""
-
-    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        splitter = bus.splitter()
-        try:
-            loop = asyncio.get_running_loop()
-            while data := await reader.read(4096):
-                arrived = loop.time()
-                for frame in splitter.feed(data):
-                    reply = bus.handle_frame(frame)
-                    if reply is None:
-                        continue
-                    await _paced_send(writer.write, reply, baud,
-                                      start=arrived + _turnaround(frame, latency, baud))
-                    await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-    return await asyncio.start_server(client, host, port)
+    return await serve_framed_tcp(bus, bus.splitter, host, port, latency=latency, baud=baud)
 
 
-class PtySim:
-    """Serve ``bus`` on a pseudo-terminal; the daemon opens :attr:`device` as a serial port.
-
-    The simulator keeps its own slave descriptor open: without it the master reads EIO whenever no
-    client has the device open, and the raw-mode settings would not persist between clients.
-    """
+class PtySim(FramedPtySim):
+    """Serve ``bus`` on a pseudo-terminal; the daemon opens :attr:`device` as a serial port. Replies are
+    paced as 8N1 at ``baud``; :attr:`dropped` counts reply bytes nobody read."""
 
     def __init__(self, bus: SimBus, *, latency: float = 0.0, baud: int | None = None,
                  link: str | os.PathLike[str] | None = None) -> None:
-        self.bus = bus
-        self.latency = latency
-        self.baud = baud
-        self._loop = asyncio.get_running_loop()
-        self._master, self._slave = os.openpty()
-        try:
-            tty.setraw(self._slave)
-            self.device = os.ttyname(self._slave)
-            os.set_blocking(self._master, False)
-            self.link = os.fspath(link) if link is not None else None
-            if self.link is not None:
-                if os.path.islink(self.link):
-                    os.unlink(self.link)
-                os.symlink(self.device, self.link)
-        except BaseException:
-            os.close(self._master)
-            os.close(self._slave)
-            raise
-        self.dropped = 0  # reply bytes nobody read (pty buffer full), as on a line nobody listens to
-        self._splitter = bus.splitter()
-        self._frames: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
-        self._loop.add_reader(self._master, self._on_readable)
-        self._task: asyncio.Task[None] | None = self._loop.create_task(self._serve(), name=f"sim-pty {self.device}")
-        self._closed = False
-
-    def _on_readable(self) -> None:
-        try:
-            data = os.read(self._master, 4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            return
-        arrived = self._loop.time()
-        for frame in self._splitter.feed(data):
-            self._frames.put_nowait((arrived, frame))
-
-    def _write(self, data: bytes) -> None:
-        try:
-            written = os.write(self._master, data)
-        except BlockingIOError:
-            written = 0
-        self.dropped += len(data) - written
-
-    async def _serve(self) -> None:
-        while True:
-            arrived, frame = await self._frames.get()
-            reply = self.bus.handle_frame(frame)
-            if reply is None:
-                continue
-            await _paced_send(self._write, reply, self.baud,
-                              start=arrived + _turnaround(frame, self.latency, self.baud))
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._loop.remove_reader(self._master)
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-        os.close(self._master)
-        os.close(self._slave)
-        if self.link is not None and os.path.islink(self.link):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.link)
-
-    async def __aenter__(self) -> PtySim:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
+        super().__init__(bus, bus.splitter(), latency=latency, baud=baud, link=link, name="sim-pty")
 
 
 async def open_pty(bus: SimBus, *, latency: float = 0.0, baud: int | None = None,
