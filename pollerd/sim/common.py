@@ -15,7 +15,7 @@ import tty
 from collections.abc import Awaitable, Callable
 from typing import Any, Self
 
-__all__ = ["FramedPtySim", "PtyPair", "host_port", "paced_send", "serve_framed_tcp", "turnaround"]
+__all__ = ["FramedPtySim", "PtyPair", "host_port", "paced_send", "serve_connections", "serve_framed_tcp", "turnaround"]
 
 
 # ------------------------------------------------------------------------------------------- pacing
@@ -169,25 +169,14 @@ def host_port(text: str) -> tuple[str, int]:
 # ----------------------------------------------------------------------------------------------- TCP
 
 
-async def serve_framed_tcp(bus: Any, splitter: Callable[[], Any], host: str, port: int, *,
-                           latency: float = 0.0, baud: int | None = None, bits: int = 10) -> asyncio.Server:
-    """Serve a request/reply ``bus`` (as in :class:`FramedPtySim`) over TCP, as an RS-485-to-Ethernet
-    converter in transparent mode would; ``splitter()`` makes one request splitter per connection. Requests
-    on one connection are answered in order, one at a time, as on a half-duplex bus."""
+async def serve_connections(session: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+                            host: str, port: int) -> asyncio.Server:
+    """Listen on ``host:port`` (0: a free port) and run ``session`` per connection. A client hanging up
+    mid-reply is normal for a simulator, not an error; the socket is closed whatever happened."""
 
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        frames = splitter()
         try:
-            loop = asyncio.get_running_loop()
-            while data := await reader.read(4096):
-                arrived = loop.time()
-                for frame in frames.feed(data):
-                    reply = bus.handle_frame(frame)
-                    if reply is None:
-                        continue
-                    await paced_send(writer.write, reply, baud, bits=bits,
-                                     start=arrived + turnaround(frame, latency, baud, bits=bits))
-                    await writer.drain()
+            await session(reader, writer)
         except ConnectionError:
             pass
         finally:
@@ -196,3 +185,25 @@ async def serve_framed_tcp(bus: Any, splitter: Callable[[], Any], host: str, por
                 await writer.wait_closed()
 
     return await asyncio.start_server(client, host, port)
+
+
+async def serve_framed_tcp(bus: Any, splitter: Callable[[], Any], host: str, port: int, *,
+                           latency: float = 0.0, baud: int | None = None, bits: int = 10) -> asyncio.Server:
+    """Serve a request/reply ``bus`` (as in :class:`FramedPtySim`) over TCP, as an RS-485-to-Ethernet
+    converter in transparent mode would; ``splitter()`` makes one request splitter per connection. Requests
+    on one connection are answered in order, one at a time, as on a half-duplex bus."""
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        frames = splitter()
+        loop = asyncio.get_running_loop()
+        while data := await reader.read(4096):
+            arrived = loop.time()
+            for frame in frames.feed(data):
+                reply = bus.handle_frame(frame)
+                if reply is None:
+                    continue
+                await paced_send(writer.write, reply, baud, bits=bits,
+                                 start=arrived + turnaround(frame, latency, baud, bits=bits))
+                await writer.drain()
+
+    return await serve_connections(session, host, port)

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import signal
 import sys
 import termios
 from collections.abc import Iterable
 
 from pollerd.protocols import iec62056 as iec
-from pollerd.sim.common import PtyPair, host_port
+from pollerd.sim.common import PtyPair, host_port, serve_connections
 
 __all__ = ["FAULTS", "IecPtySim", "SimIecBus", "SimIecMeter", "configure_parser", "main", "serve_tcp"]
 
@@ -285,22 +284,15 @@ class SimIecBus:
 async def serve_tcp(bus: SimIecBus, host: str, port: int, *, latency: float = 0.0) -> asyncio.Server:
     """A transparent converter in front of the bus: no baud switch, requests answered in order."""
 
-    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(4096):
-                for reply in bus.feed(data):
-                    if latency:
-                        await asyncio.sleep(latency)
-                    writer.write(reply)
-                    await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(4096):
+            for reply in bus.feed(data):
+                if latency:
+                    await asyncio.sleep(latency)
+                writer.write(reply)
+                await writer.drain()
 
-    return await asyncio.start_server(client, host, port)
+    return await serve_connections(session, host, port)
 
 
 class IecPtySim(PtyPair):
