@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any as _Any, NoReturn as _NoReturn
 
 from pollerd.compat import tomllib as _tomllib
-from pollerd.drivers import (ADDRESS_PARSERS, DEFAULT_READ, READ_KINDS, OptionError, Protocol as _Protocol,
+from pollerd.drivers import (ADDRESS_PARSERS, CLOUD_KEYS, DEFAULT_READ, READ_KINDS, OptionError,
                              option_keys as _option_keys, parse_options as _parse_options,
                              resolve as _resolve)
 from pollerd.errors import ConfigError
@@ -119,6 +119,14 @@ class MeterConfig:
     enabled: bool = True
     options: object | None = None   # protocol-specific keys, parsed by drivers.OPTION_PARSERS
     line_no: int | None = None
+    # cloud sources (drivers.CLOUD_KEYS): no line and no bus address; the account's endpoint and credentials
+    url: str | None = None
+    email: str | None = None
+    api_key: Secret | None = None
+
+    @property
+    def is_cloud(self) -> bool:
+        return self.protocol in CLOUD_KEYS
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +145,7 @@ class SinkConfig:
     retry_min: float = 1.0
     retry_max: float = 300.0
     line_no: int | None = None
+    options: object | None = None    # type-specific keys, parsed by SINK_OPTION_PARSERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +178,7 @@ class Config:
 
 __all__ = [
     "ApiConfig", "Config", "GatewayConfig", "LineConfig", "MeterConfig", "Secret", "SinkConfig", "StoreConfig",
-    "SINK_TYPES", "format_duration", "load_config", "parse_duration", "summary",
+    "SINK_OPTION_PARSERS", "SINK_TYPES", "format_duration", "load_config", "parse_duration", "summary",
 ]
 
 _Path = tuple[str | int, ...]
@@ -718,16 +727,21 @@ def _secret(ctx: _Ctx, path: _Path, fields: dict[str, _Any], keys: tuple[str, ..
     return key, value
 
 
-def _url(value: object, ctx: _Ctx) -> str:
-    s = _str(value, ctx).strip()
-    m = _re.fullmatch(r"(?i)(https?)://([^/\s?#]+)([^\s]*)", s)
-    if m is None:
-        shown = _re.sub(r"(?<=://)[^/@]*@", "***@", s)  # never echo credentials embedded in a URL
-        raise _Invalid(f"{shown!r} is not an http:// or https:// URL")
-    if "@" in m.group(2):
-        # A URL ends up in logs and reprs; credentials belong in the secret-aware keys.
-        raise _Invalid("credentials in the URL are not accepted; use username + password or token")
-    return s
+def _url_of(schemes: tuple[str, ...]) -> _Callable[[object, _Ctx], str]:
+    def conv(value: object, ctx: _Ctx) -> str:
+        s = _str(value, ctx).strip()
+        m = _re.fullmatch(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/\s?#]+)([^\s]*)", s)
+        if m is None or m.group(1).lower() not in schemes:
+            shown = _re.sub(r"(?<=://)[^/@]*@", "***@", s)  # never echo credentials embedded in a URL
+            raise _Invalid(f"{shown!r} is not an {' or '.join(x + '://' for x in schemes)} URL")
+        if "@" in m.group(2):
+            # A URL ends up in logs and reprs; credentials belong in the secret-aware keys.
+            raise _Invalid("credentials in the URL are not accepted; use username + password or token")
+        return s
+    return conv
+
+
+_url = _url_of(("http", "https"))
 
 
 def _headers(value: object, ctx: _Ctx) -> tuple[tuple[str, str], ...]:
@@ -881,6 +895,9 @@ _ADDRESS_RANGE: dict[str, tuple[int, int]] = {"mercury230": (1, 254), "modbus": 
 _PASSWORD_BYTES: dict[str, int] = {"mercury230": 6}
 _PASSWORD_KEYS = ("password", "password_file", "password_credential")
 _TOKEN_KEYS = ("token", "token_file", "token_credential")
+_API_KEY_KEYS = ("api_key", "api_key_file", "api_key_credential")
+# Keys that place a meter on a bus; a cloud source (drivers.CLOUD_KEYS) has none of them.
+_BUS_KEYS = ("line", "ip_address", "port", "connection_address", "password_encoding", "access_level")
 
 _METER: _Spec = {
     "name": _name, "protocol": _str, "line": _name, "ip_address": _host, "port": _int(1, 65535),
@@ -898,9 +915,11 @@ _METER: _Spec = {
     "data_polling_length": _duration(), "time_difference": _duration(),
     "timezone": _timezone, "tn1": _positive_number, "tn2": _positive_number, "tt": _positive_number,
     "read": _string_list, "enabled": _bool,
+    "url": _url, "email": _str,
+    "api_key": _secret_value, "api_key_file": _secret_file, "api_key_credential": _secret_credential,
 }
 
-# Sink types and the keys each accepts; a new push client adds its entry here.
+# Sink types and the common keys each accepts; a new push client adds its entry here.
 SINK_TYPES: dict[str, frozenset[str]] = {
     "http": frozenset({
         "url", "token", "token_file", "token_credential", "username", "password", "password_file",
@@ -908,6 +927,14 @@ SINK_TYPES: dict[str, frozenset[str]] = {
         "retry_max",
     }),
 }
+
+# URL schemes per sink type, where they are not http/https.
+SINK_URL_SCHEMES: dict[str, tuple[str, ...]] = {}
+
+# Type-specific sink keys: type -> (key names, "module:function"). The function takes (the sink's raw values of
+# those keys, the config file's directory) and returns a frozen options object for SinkConfig.options; it raises
+# drivers.OptionError with the key path below the sink table. Imported lazily (push modules import this one).
+SINK_OPTION_PARSERS: dict[str, tuple[frozenset[str], str]] = {}
 
 _SINK: _Spec = {
     "name": _name, "type": _choice(tuple(SINK_TYPES)), "url": _url,
@@ -986,8 +1013,8 @@ def _load_meter(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> tuple[dict[st
     # Protocol-specific keys (register maps, profiles...) and non-integer addresses are the driver's to
     # parse; the rest of the table goes through the common spec.
     extra_keys = _option_keys(table.get("protocol"))
-    addr_parser = ADDRESS_PARSERS.get(_Protocol(table["protocol"])) if table.get("protocol") in READ_KINDS \
-        else None
+    proto_raw = table.get("protocol")
+    addr_parser = ADDRESS_PARSERS.get(proto_raw) if isinstance(proto_raw, str) else None  # str-enum keys
     common = {k: v for k, v in table.items()
               if k not in extra_keys and not (addr_parser and k == "connection_address")}
     f = _walk(ctx, common, path, _METER)
@@ -996,7 +1023,23 @@ def _load_meter(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> tuple[dict[st
     if protocol not in READ_KINDS:
         ctx.fail(path + ("protocol",), f"unknown protocol {protocol!r}{_did_you_mean(protocol, READ_KINDS)}; "
                  f"known: {_one_of(sorted(str(p) for p in READ_KINDS))}")
-    if addr_parser:
+    cloud = protocol in CLOUD_KEYS
+    if cloud:
+        for key in f:
+            if key in _BUS_KEYS:
+                ctx.fail(path + (key,), f"key {key!r} does not apply to {protocol}: a cloud source is reached "
+                         "at its 'url', not on a line")
+        for key in CLOUD_KEYS[protocol]:
+            given = _API_KEY_KEYS if key == "api_key" else _PASSWORD_KEYS if key == "password" else (key,)
+            if not any(k in f for k in given):
+                ctx.fail(path, f"missing required key {key!r} for {protocol}"
+                         + (f" (or {', '.join(given[1:])})" if len(given) > 1 else ""))
+        address: int | str = 0
+    elif "url" in f or "email" in f or any(k in f for k in _API_KEY_KEYS):
+        key = next(k for k in f if k in ("url", "email") + _API_KEY_KEYS)
+        ctx.fail(path + (key,), f"key {key!r} applies to cloud sources ({', '.join(sorted(CLOUD_KEYS))}), "
+                 f"not to {protocol}")
+    elif addr_parser:
         if "connection_address" not in table:
             ctx.fail(path, "missing required key 'connection_address'")
         try:
@@ -1016,19 +1059,22 @@ def _load_meter(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> tuple[dict[st
         except OptionError as exc:
             ctx.fail(path + exc.key, exc.message)
 
-    if "line" in f and ("ip_address" in f or "port" in f):
+    if cloud:
+        pass
+    elif "line" in f and ("ip_address" in f or "port" in f):
         other = "ip_address" if "ip_address" in f else "port"
         ctx.fail(path + (other,), "give either 'line' or 'ip_address' + 'port', not both")
-    if "line" not in f:
+    elif "line" not in f:
         if "ip_address" not in f and "port" not in f:
             ctx.fail(path, "missing 'line' (or 'ip_address' + 'port')")
         _require(ctx, path, f, "ip_address", " (with 'port')")
         _require(ctx, path, f, "port", " (with 'ip_address')")
 
     password = _secret(ctx, path, f, _PASSWORD_KEYS)
-    if password is not None:
+    if password is not None and not cloud:  # a cloud account's password is free text
         _check_password(ctx, path + (password[0],), password[1], f.get("password_encoding", "digits"),
                         _PASSWORD_BYTES.get(protocol))
+    api_key = _secret(ctx, path, f, _API_KEY_KEYS)
 
     period_key = _first_of(ctx, path, f, ("period_type", "periodType"))
     period = f[period_key] if period_key else "interval"
@@ -1053,10 +1099,11 @@ def _load_meter(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> tuple[dict[st
         "password": Secret(password[1]) if password else None, "period_type": period,
         "days_of_week": dow, "days_of_month": dom, "last_day_of_month": last, "read": tuple(read),
         "options": options, "line_no": ctx.locator.find(path),
+        "api_key": Secret(api_key[1]) if api_key else None,
     }
     for key in ("number_meter", "password_encoding", "access_level", "waiting_time", "pause_time",
                 "package_size", "retries", "interval_time", "at", "data_polling_length", "time_difference",
-                "timezone", "tn1", "tn2", "tt", "enabled"):
+                "timezone", "tn1", "tn2", "tt", "enabled", "url", "email"):
         if key in f:
             kw[key] = f[key]
     return kw, f
@@ -1085,7 +1132,10 @@ def _check_password(ctx: _Ctx, path: _Path, value: str, encoding: str, size: int
 
 
 def _load_sink(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> SinkConfig:
-    f = _walk(ctx, table, path, _SINK)
+    extra_keys, parser = SINK_OPTION_PARSERS.get(table.get("type"), (frozenset(), ""))  # type: ignore[arg-type]
+    spec = {**_SINK, "url": _url_of(SINK_URL_SCHEMES[table["type"]])} \
+        if table.get("type") in SINK_URL_SCHEMES else _SINK
+    f = _walk(ctx, {k: v for k, v in table.items() if k not in extra_keys}, path, spec)
     _require(ctx, path, f, "name")
     kind = _require(ctx, path, f, "type", f" ({', '.join(SINK_TYPES)})")
     allowed = SINK_TYPES[kind]
@@ -1118,6 +1168,11 @@ def _load_sink(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> SinkConfig:
                 "retry_max"):
         if key in f:
             kw[key] = f[key]
+    if parser:
+        try:
+            kw["options"] = _resolve(parser)({k: v for k, v in table.items() if k in extra_keys}, ctx.base_dir)
+        except OptionError as exc:
+            ctx.fail(path + exc.key, exc.message)
     return SinkConfig(**kw)
 
 
@@ -1194,6 +1249,9 @@ def load_config(path: str | _os.PathLike[str], *, environ: _Mapping[str, str] | 
     used_address: dict[tuple[str, int], str] = {}
     for i, (kw, f) in enumerate(meters):
         path: _Path = ("meters", i)
+        if kw["protocol"] in CLOUD_KEYS:
+            built.append(MeterConfig(**kw))
+            continue
         if "line" in f:
             if f["line"] not in by_name:
                 ctx.fail(path + ("line",), f"unknown line {f['line']!r}{_did_you_mean(f['line'], by_name)}"
@@ -1274,6 +1332,14 @@ def summary(config: Config) -> str:
             serial = f" #{m.number_meter}" if m.number_meter else ""
             out.append(f"    {m.name}{state}: {m.protocol}{serial} @ {m.connection_address}{pw}; "
                        f"{describe_schedule(m, g.spread)}; reads {', '.join(m.read)}")
+    clouds = [m for m in config.meters if m.is_cloud]
+    if clouds:
+        out.append(f"cloud sources: {len(clouds)}")
+    for m in clouds:
+        state = "" if m.enabled else " [disabled]"
+        who = f" as {m.email}" if m.email else (", api key set" if m.api_key is not None else "")
+        out.append(f"  {m.name}{state}: {m.protocol} {m.url}{who}; {describe_schedule(m, g.spread)}; "
+                   f"reads {', '.join(m.read)}")
     out.append(f"sinks:   {len(config.sinks)}")
     for sk in config.sinks:
         auth = "bearer token" if sk.token else (f"basic auth as {sk.username}" if sk.username else "no auth")

@@ -49,6 +49,12 @@ class OptionError(ValueError):
         self.key = key
 
 
+# Cloud sources: protocols that reach a vendor server at the meter's `url` instead of a meter on a line. They
+# take no line, ip_address, port or bus address; the value lists the credential keys each requires ("password"
+# and "api_key" may also come as *_file / *_credential). Their drivers get DriverContext.line = None and name
+# their readings "{entry}:{device id}", one account yielding many devices.
+CLOUD_KEYS: dict[str, tuple[str, ...]] = {}
+
 # Protocols whose `connection_address` is not a plain integer (IEC device address strings, M-Bus secondary
 # addresses) name a parser "module:function" taking the raw TOML value and returning int | str, raising
 # OptionError. Protocols absent here take an integer, range-checked by the config loader.

@@ -35,7 +35,7 @@ class DriverContext:
     """Everything a driver may use; passed explicitly (no module-level state)."""
 
     meter: MeterConfig
-    line: Line
+    line: Line | None              # None for cloud sources (drivers.CLOUD_KEYS), which reach their own url
     state: MeterState
     metrics: Registry
     clock: Callable[[], float] = time.time

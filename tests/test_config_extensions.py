@@ -1,0 +1,130 @@
+"""The two extension points other modules plug into: type-specific sink keys and cloud (line-less) meters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pollerd import config as config_mod, drivers
+from pollerd.config import load_config, summary
+from pollerd.drivers import OptionError
+from pollerd.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class _TopicOptions:
+    topic: str
+
+
+def parse_topic_options(raw: dict, base_dir: str) -> _TopicOptions:
+    topic = raw.get("topic", "t/{meter}")
+    if not isinstance(topic, str) or "{meter}" not in topic:
+        raise OptionError("the topic must contain {meter}", ("topic",))
+    return _TopicOptions(topic)
+
+
+@pytest.fixture
+def topic_sink(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(config_mod.SINK_TYPES, "topicsink", frozenset({"url", "batch_size"}))
+    monkeypatch.setitem(config_mod.SINK_URL_SCHEMES, "topicsink", ("mqtt", "mqtts"))
+    monkeypatch.setitem(config_mod.SINK_OPTION_PARSERS, "topicsink",
+                        (frozenset({"topic"}), f"{__name__}:parse_topic_options"))
+    # _SINK's type converter captured the choices at import time; extend it the way a new type would.
+    monkeypatch.setitem(config_mod._SINK, "type", config_mod._choice(tuple(config_mod.SINK_TYPES)))
+
+
+@pytest.fixture
+def cloud(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(drivers.CLOUD_KEYS, "testcloud", ("email", "password"))
+    monkeypatch.setitem(drivers.READ_KINDS, "testcloud", ("hourly", "daily"))
+    monkeypatch.setitem(drivers.DEFAULT_READ, "testcloud", ("hourly",))
+
+
+def load(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
+    p = tmp_path / "pollerd.toml"
+    p.write_text(text, encoding="utf-8")
+    return load_config(p, environ={})
+
+
+SINK = """\
+[[sinks]]
+name = "up"
+type = "topicsink"
+url = "mqtt://127.0.0.1:1883"
+"""
+
+
+def test_sink_options_are_parsed_by_the_type_parser(tmp_path: Path, topic_sink: None) -> None:
+    cfg = load(tmp_path, SINK + 'topic = "a/{meter}"\nbatch_size = 10\n')
+    assert cfg.sinks[0].options == _TopicOptions("a/{meter}")
+    assert cfg.sinks[0].batch_size == 10
+
+
+def test_sink_option_error_names_line_and_key(tmp_path: Path, topic_sink: None) -> None:
+    with pytest.raises(ConfigError) as ei:
+        load(tmp_path, SINK + 'topic = "nothing"\n')
+    assert ei.value.line == 5
+    assert "sinks[0].topic" in str(ei.value) and "{meter}" in str(ei.value)
+
+
+def test_sink_url_scheme_is_per_type(tmp_path: Path, topic_sink: None) -> None:
+    with pytest.raises(ConfigError) as ei:
+        load(tmp_path, SINK.replace("mqtt://", "http://"))
+    assert ei.value.line == 4 and "is not an mqtt:// or mqtts:// URL" in str(ei.value)
+    with pytest.raises(ConfigError, match="is not an http:// or https:// URL"):
+        load(tmp_path, SINK.replace("topicsink", "http"))
+
+
+def test_type_specific_key_on_another_sink_type_is_unknown(tmp_path: Path, topic_sink: None) -> None:
+    with pytest.raises(ConfigError, match="unknown key 'topic'"):
+        load(tmp_path, SINK.replace("topicsink", "http").replace("mqtt", "http") + 'topic = "a/{meter}"\n')
+
+
+CLOUD = """\
+[[meters]]
+name = "acct"
+protocol = "testcloud"
+url = "https://127.0.0.1:8443/api"
+email = "ops@example.org"
+password = "free text, any length"
+interval_time = "1h"
+"""
+
+
+def test_cloud_meter_needs_no_line(tmp_path: Path, cloud: None) -> None:
+    cfg = load(tmp_path, CLOUD)
+    m = cfg.meters[0]
+    assert m.is_cloud and m.line == "" and m.url == "https://127.0.0.1:8443/api"
+    assert m.email == "ops@example.org" and m.password.reveal() == "free text, any length"
+    assert m.read == ("hourly",)
+    text = summary(cfg)
+    assert "acct: testcloud https://127.0.0.1:8443/api as ops@example.org" in text
+    assert "free text" not in text
+
+
+def test_cloud_meter_rejects_bus_keys(tmp_path: Path, cloud: None) -> None:
+    with pytest.raises(ConfigError) as ei:
+        load(tmp_path, CLOUD + 'line = "rs485"\n')
+    assert "meters[0].line" in str(ei.value) and "cloud source" in str(ei.value)
+
+
+def test_cloud_meter_requires_its_credentials(tmp_path: Path, cloud: None) -> None:
+    with pytest.raises(ConfigError, match=r"missing required key 'password' for testcloud \(or password_file"):
+        load(tmp_path, CLOUD.replace('password = "free text, any length"\n', ""))
+
+
+def test_cloud_keys_on_a_field_meter_are_errors(tmp_path: Path) -> None:
+    text = """\
+[[meters]]
+name = "m1"
+protocol = "mercury230"
+ip_address = "127.0.0.1"
+port = 4001
+connection_address = 1
+url = "https://127.0.0.1/"
+"""
+    with pytest.raises(ConfigError) as ei:
+        load(tmp_path, text)
+    assert ei.value.line == 7 and "applies to cloud sources" in str(ei.value)
