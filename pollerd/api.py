@@ -189,6 +189,8 @@ class _Api:
         warnings: list[str] = []
         if not rt.store_ok:
             reasons.append(f"store not writable: {rt.store_error or 'unknown error'}")
+        reasons.extend(rt.store_reasons)
+        warnings.extend(rt.store_warnings)
         # Parked batches are counted in the store, not in SinkState: they stay a failure across restarts
         # until someone looks at them and unparks them.
         parked: dict[str, int] = {}

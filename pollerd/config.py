@@ -52,6 +52,8 @@ class StoreConfig:
     path: str | None = None        # default: <state_dir>/pollerd.db
     keep: float = 7 * 86400.0      # local retention of rows every sink has confirmed
     commit_interval: float = 1.0   # group commit: at most this long between a write and its commit
+    max_size: int | None = None    # bytes of used database pages; oldest readings evicted beyond it (quota.py)
+    max_age: float | None = None   # seconds; readings with an older ts are evicted, delivered or not
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +180,8 @@ class Config:
 
 __all__ = [
     "ApiConfig", "Config", "GatewayConfig", "LineConfig", "MeterConfig", "Secret", "SinkConfig", "StoreConfig",
-    "SINK_OPTION_PARSERS", "SINK_TYPES", "format_duration", "load_config", "parse_duration", "summary",
+    "SINK_OPTION_PARSERS", "SINK_TYPES", "format_duration", "format_size", "load_config", "parse_duration",
+    "parse_size", "summary",
 ]
 
 _Path = tuple[str | int, ...]
@@ -464,6 +467,50 @@ def format_duration(seconds: float) -> str:
             out += f"{whole // size}{unit}"
             whole %= size
     return out or "0s"
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+               "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+_SIZE = _re.compile(r"(\d+(?:\.\d+)?)([a-z]*)")
+_SIZE_FORMS = '"512MiB", "2GB", "800KiB" or a number of bytes'
+
+
+def parse_size(value: object) -> int:
+    """``"512MiB"``, ``"2GB"``, ``"1.5GiB"``, ``1048576``, ``"1048576"`` -> int bytes (ValueError if not).
+
+    KB/MB/GB are powers of 1000 and KiB/MiB/GiB powers of 1024, as the units say; case does not matter."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected a size ({_SIZE_FORMS}), got {_toml_type(value)} {_show(value)}")
+    if isinstance(value, str):
+        m = _SIZE.fullmatch(_re.sub(r"\s+", "", value).lower())
+        if m is None or m.group(2) not in _SIZE_UNITS:
+            raise ValueError(f"bad size {value!r} (expected {_SIZE_FORMS})")
+        size = float(m.group(1)) * _SIZE_UNITS[m.group(2)]
+    else:
+        size = float(value)
+    if not math.isfinite(size) or size < 0:
+        raise ValueError(f"bad size {_show(value)} (expected {_SIZE_FORMS})")
+    return int(size)
+
+
+def format_size(n: float) -> str:
+    """For display: 536870912 -> ``"512MiB"``, 1500 -> ``"1.5KiB"``."""
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:.4g}{unit}"
+    return f"{int(n)}B"
+
+
+def _size(lo: int) -> _Callable[[object, _Ctx], int]:
+    def conv(value: object, ctx: _Ctx) -> int:
+        try:
+            n = parse_size(value)
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
+        if n < lo:
+            raise _Invalid(f"must be at least {format_size(lo)}, got {_show(value)}")
+        return n
+    return conv
 
 
 def _duration(lo: float = 0.0, *, above: bool = False) -> _Callable[[object, _Ctx], float]:
@@ -860,7 +907,9 @@ def _require(ctx: _Ctx, path: _Path, fields: dict[str, _Any], key: str, why: str
 # --- sections --------------------------------------------------------------------------------------------------
 
 _GATEWAY: _Spec = {"name": _name, "spread": _duration()}
-_STORE: _Spec = {"path": _str, "keep": _duration(1.0), "commit_interval": _duration(0.0)}
+_STORE: _Spec = {"path": _str, "keep": _duration(1.0), "commit_interval": _duration(0.0),
+                 # Below 1 MiB the WAL and the schema alone would keep the quota permanently exceeded.
+                 "max_size": _size(1024**2), "max_age": _duration(60.0)}
 _API: _Spec = {"listen": _listen, "enabled": _bool, "tokens": lambda value, ctx: value}
 _API_TOKEN: _Spec = {"token": _secret_value, "token_file": _secret_file, "token_credential": _secret_credential,
                      "role": _choice(("read", "admin"))}
@@ -960,7 +1009,7 @@ def _load_store(ctx: _Ctx, doc: dict[str, _Any]) -> StoreConfig:
     path = f.get("path")
     if path is not None:
         path = _os.path.join(ctx.base_dir, _os.path.expanduser(path))
-    kw = {k: f[k] for k in ("keep", "commit_interval") if k in f}
+    kw = {k: f[k] for k in ("keep", "commit_interval", "max_size", "max_age") if k in f}
     return StoreConfig(path=path, **kw)
 
 
@@ -1279,6 +1328,16 @@ def load_config(path: str | _os.PathLike[str], *, environ: _Mapping[str, str] | 
             used_address[slot] = meter.name
         built.append(meter)
 
+    if store.max_age is not None:
+        for i, meter in enumerate(built):
+            # A backfill reaching further back than max_age would be evicted as it arrives (quota.py).
+            if (meter.enabled and meter.data_polling_length > store.max_age
+                    and set(meter.read) & {"profile", "hourly", "daily", "monthly", "yearly"}):
+                ctx.fail(("store", "max_age"), f"max_age {format_duration(store.max_age)} is shorter than "
+                         f"meters[{i}] ({meter.name}) data_polling_length "
+                         f"{format_duration(meter.data_polling_length)}: its backfilled archives would be "
+                         f"evicted as they arrive; raise max_age or shorten data_polling_length")
+
     return Config(source=source, gateway=gateway, store=store, api=api, lines=tuple(lines) + tuple(implicit),
                   meters=tuple(built), sinks=tuple(sinks))
 
@@ -1315,7 +1374,9 @@ def summary(config: Config) -> str:
         f"config:  {config.source}",
         f"gateway: {g.name} (calendar polls spread over {format_duration(g.spread)})",
         f"store:   {s.path or '<state dir>/pollerd.db'} (keep {format_duration(s.keep)}, "
-        f"commit every {format_duration(s.commit_interval)})",
+        f"commit every {format_duration(s.commit_interval)}"
+        + (f", max size {format_size(s.max_size)}" if s.max_size else "")
+        + (f", max age {format_duration(s.max_age)}" if s.max_age else "") + ")",
         f"api:     {'http://' + a.listen if a.enabled else 'disabled'}",
         f"lines:   {len(config.lines)}",
     ]

@@ -121,6 +121,11 @@ class Daemon:
             async with TaskGroup() as tg:
                 background = [tg.create_task(self._forward(s), name=f"sink:{s.name}") for s in cfg.sinks]
                 background.append(tg.create_task(self._housekeeping(), name="housekeeping"))
+                if cfg.store.max_size is not None or cfg.store.max_age is not None:
+                    from .quota import StoreQuota
+                    quota = StoreQuota(store, cfg.store, [s.name for s in cfg.sinks], self.metrics, self.runtime,
+                                       clock=self.clock)
+                    background.append(tg.create_task(quota.run(), name="store-quota"))
                 meters = [tg.create_task(self._meter_loop(mc, drivers[mc.name]), name=f"meter:{mc.name}")
                           for mc in cfg.meters if mc.enabled]
                 log.info("pollerd started: %d meters on %d lines, %d sinks", len(meters), len(lines),

@@ -111,3 +111,6 @@ class Runtime:
     started: float = 0.0
     store_ok: bool = True
     store_error: str | None = None
+    # /health lines about the store's quota and age limit (pollerd.quota keeps them current).
+    store_reasons: list[str] = field(default_factory=list)
+    store_warnings: list[str] = field(default_factory=list)

@@ -493,6 +493,17 @@ class Store:
                 row = await cur.fetchone()
         return int(row[0]) if row else 0
 
+    async def seq_range(self) -> tuple[int, int]:
+        """(lowest seq still stored or 0 when empty, highest seq ever given), in one cheap query: the
+        forwarder's lag skips what pruning or the quota removed."""
+        with _errors("read the seq range"):
+            async with self._rc.execute(
+                    "SELECT (SELECT min(seq) FROM readings), "
+                    "(SELECT seq FROM sqlite_sequence WHERE name = 'readings')") as cur:
+                row = await cur.fetchone()
+        assert row is not None
+        return int(row[0] or 0), int(row[1] or 0)
+
     async def fetch_after(self, seq: int, limit: int) -> list[tuple[int, Reading]]:
         """Up to ``limit`` readings with seq > ``seq``, in seq order."""
         if limit < 1:
@@ -668,6 +679,73 @@ class Store:
             log.info("pruned %d readings older than ts %.0f confirmed by %s", deleted, cutoff,
                      ", ".join(sinks) or "(no sinks)")
         return deleted
+
+    # ------------------------------------------------------------------ quota (policy in pollerd/quota.py)
+
+    async def space(self) -> tuple[int, int, int]:
+        """(page_size, page_count, freelist_count) of the main database file as last committed.
+
+        ``(page_count - freelist_count) * page_size`` is what the data takes; freed pages stay in the
+        file (and are reused) until :meth:`give_back` returns them."""
+        with _errors("read store page counts"):
+            async with self._rc.execute(
+                    "SELECT * FROM pragma_page_size, pragma_page_count, pragma_freelist_count") as cur:
+                row = await cur.fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1]), int(row[2])
+
+    async def evict(self, *, sinks: Sequence[str], limit: int, ts_before: float | None = None,
+                    ) -> tuple[int, dict[str, int]]:
+        """Delete up to ``limit`` readings in one transaction, delivered or not: with ``ts_before`` the
+        ones with the oldest ``ts`` below it, otherwise the oldest stored (lowest seq).
+
+        Returns (rows deleted, {sink: how many of them sink had not confirmed}). Cursors stay where
+        they are: fetch_after() simply skips the missing seqs. Parked batches are evicted too (the
+        quota is a hard bound); their parked records stay as the evidence of the refusal."""
+        self._check_writable()
+        if limit < 1:
+            return 0, {}
+        if ts_before is None:
+            pick = "SELECT seq FROM readings ORDER BY seq LIMIT ?"
+            args: tuple[Any, ...] = (limit,)
+        else:
+            # readings_ts gives the rows in (ts, seq) order without sorting the whole table.
+            pick = "SELECT seq FROM readings WHERE ts < ? ORDER BY ts, seq LIMIT ?"
+            args = (int(math.ceil(ts_before)), limit)
+
+        async def body(w: aiosqlite.Connection) -> tuple[int, dict[str, int]]:
+            async with w.execute(pick, args) as cur:
+                seqs = [r[0] for r in await cur.fetchall()]
+            if not seqs:
+                return 0, {}
+            lost: dict[str, int] = {}
+            for sink in sinks:
+                async with w.execute("SELECT seq FROM sink_cursors WHERE sink = ?", (sink,)) as cur:
+                    row = await cur.fetchone()
+                c = int(row[0]) if row else 0
+                lost[sink] = sum(1 for q in seqs if q > c)
+            # The same query in the same write transaction selects the same rows again.
+            async with w.execute(f"DELETE FROM readings WHERE seq IN ({pick})", args) as cur:
+                n = cur.rowcount
+            return n, lost
+
+        what = "evict oldest readings" if ts_before is None else f"evict readings before ts {ts_before:.0f}"
+        return await self._write_tx(what, body)  # type: ignore[no-any-return]
+
+    async def give_back(self, max_pages: int) -> int:
+        """Return up to ``max_pages`` free pages to the file system (auto_vacuum = INCREMENTAL moves
+        pages from the end of the file into free slots and truncates it). Returns pages released."""
+        if max_pages < 1:
+            return 0
+        self._check_writable()
+        assert self._w is not None
+        before = (await self.space())[1]
+        async with self._wlock:
+            # The pragma frees one page per step and Python's execute() steps once, so it runs through
+            # executescript (sqlite3_exec steps to the end), in autocommit: its own transaction.
+            with _errors(f"release {max_pages} free pages"):
+                await self._w.executescript(f"PRAGMA incremental_vacuum({int(max_pages)})")
+        return max(0, before - (await self.space())[1])
 
     async def stats(self) -> dict:
         """rows, events, parked, oldest_ts, last_seq, db_bytes (main file + WAL), pending rows."""

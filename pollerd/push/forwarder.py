@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 IDLE_WAIT = 5.0     # longest sleep on an empty outbox; bounds how stale the lag gauges get
 _MAX_EXP = 32       # 2**32 * retry_min is far past any retry_max; stops the float growing
+# Arrival samples kept for the lag estimate. During a long outage the cursor stands still and a sample is
+# added on every retry; beyond this many every other one is dropped, so memory stays flat and the estimate
+# only gets coarser.
+_SEEN_MAX = 1024
 
 
 class Forwarder:
@@ -187,17 +191,25 @@ class Forwarder:
         return lo + self._rng() * (hi - lo)
 
     async def _update_lag(self, cursor: int, batch: Sequence[tuple[int, Reading]]) -> None:
-        last_seq = await self._store.last_seq()
+        first_seq, last_seq = await self._store.seq_range()
         now = self._clock()
         if self._start_seq is None:
             self._start_seq = last_seq
         seen = self._seen
         if not seen or last_seq > seen[-1][0]:
             seen.append((last_seq, now))
+            if len(seen) > _SEEN_MAX:
+                newest = seen[-1]
+                thinned = list(seen)[::2]
+                if thinned[-1] is not newest:
+                    thinned.append(newest)
+                self._seen = seen = collections.deque(thinned)
         # Samples wholly at or below the cursor describe delivered rows; keep the one that covers cursor+1.
         while len(seen) > 1 and seen[0][0] <= cursor:
             seen.popleft()
-        rows = max(0, last_seq - cursor)
+        # The batch in hand plus what is stored after it, counted from the first row still stored: the
+        # quota (pollerd.quota) evicts the oldest rows, delivered or not, and those will never be sent.
+        rows = len(batch) + max(0, last_seq - max(batch[-1][0], first_seq - 1)) if batch else 0
         lag_s = 0.0
         if batch:
             head_seq, head = batch[0]
