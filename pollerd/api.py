@@ -32,7 +32,7 @@ import orjson
 from aiohttp import web
 
 from pollerd.config import ApiToken
-from pollerd.errors import ConfigError, PollerdError, StoreError
+from pollerd.errors import ConfigError, MeterBusy, PollerdError, StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Archive
 from pollerd.state import Runtime
@@ -60,6 +60,9 @@ class HealthLimits:
     a few missed cycles are normal on a noisy RS-485 bus, and ``silent_min`` keeps fast-polled meters from
     flapping the health on one bad minute.
 
+    The whole gateway is stale when no reading was stored for ``max(silent_factor * shortest period,
+    silent_min)``: this catches what per-meter checks cannot (e.g. every meter answering with nothing).
+
     A degraded meter (answering, but e.g. with an identity mismatch or a clock it cannot set) is listed under
     ``warnings`` and does not fail the health unless ``degraded_is_failure``: it still delivers data, and a
     503 from /health is meant to make someone act on the gateway, not on one meter.
@@ -69,6 +72,9 @@ class HealthLimits:
     silent_min: float = 300.0
     sink_lag_seconds: float = 3600.0
     degraded_is_failure: bool = False
+    # A line may drop for a converter reboot or a GSM re-attach; it fails the health once it stays down
+    # longer than this (a warning before).
+    line_down_seconds: float = 120.0
 
 
 class BadRequest(ValueError):
@@ -201,14 +207,25 @@ class _Api:
             except Exception as exc:  # report it; the rest of the health is still worth answering
                 reasons.append(f"store not readable: {exc}")
                 parked = {s.name: s.parked for s in rt.sinks.values()}
+        warnings.extend(rt.warnings.values())
+        if rt.meters:
+            budget = max(lim.silent_factor * min(m.interval for m in rt.meters.values()), lim.silent_min)
+            since = rt.last_stored if rt.last_stored is not None else rt.started
+            if now - since > budget:
+                reasons.append(f"no reading stored for {now - since:.0f} s > {budget:.0f} s")
         lines_in_use = {m.line for m in rt.meters.values()}
         for ln in rt.lines.values():
             # A line that has not tried yet (no last_error) is starting, not down.
             if not ln.connected and ln.last_error and ln.name in lines_in_use:
-                reasons.append(f"line {ln.name} down: {ln.last_error}")
+                down = now - (ln.down_since if ln.down_since is not None else rt.started)
+                msg = f"line {ln.name} down: {ln.last_error}"
+                if down > lim.line_down_seconds:
+                    reasons.append(f"{msg} (for {down:.0f} s > {lim.line_down_seconds:.0f} s)")
+                else:
+                    warnings.append(f"{msg} (for {max(down, 0):.0f} s)")
         for m in rt.meters.values():
             budget = max(lim.silent_factor * m.interval, lim.silent_min)
-            since = m.last_ok if m.last_ok is not None else rt.started
+            since = m.last_ok if m.last_ok is not None else (m.added or rt.started)
             silent = now - since
             if silent > budget:
                 what = "no answer" if m.last_ok is not None else "never answered"
@@ -300,6 +317,8 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Any]) -
 
 
 RawHandler = Callable[[str, str], Awaitable[dict[str, Any]]]
+PollHandler = Callable[[str], Awaitable[dict[str, Any]]]
+_AUTH_KEY: web.AppKey[_Auth] = web.AppKey("pollerd.auth")  # aiohttp >= 3.9 (the floor in pyproject)
 MAX_BODY = 64 * 1024   # a raw frame is a few hundred hex characters; nothing here needs more
 
 
@@ -307,6 +326,10 @@ class _Auth:
     """Bearer tokens with roles. Tokens are compared in constant time and never logged."""
 
     def __init__(self, tokens: Sequence[ApiToken]) -> None:
+        self.set(tokens)
+
+    def set(self, tokens: Sequence[ApiToken]) -> None:
+        """Replace the tokens (a reload applies them live; requests in flight keep the list they saw)."""
         self._tokens = [(t.token.reveal().encode(), t.role) for t in tokens]
 
     def check(self, request: web.Request, role: str) -> web.Response | None:
@@ -327,9 +350,28 @@ class _Auth:
 
 def make_app(*, runtime: Runtime, store: Store, metrics: Registry, clock: Callable[[], float] = time.time,
              health_limits: HealthLimits | None = None, tokens: Sequence[ApiToken] = (),
-             raw: RawHandler | None = None) -> web.Application:
+             raw: RawHandler | None = None, poll: PollHandler | None = None) -> web.Application:
     api = _Api(runtime, store, metrics, clock, health_limits or HealthLimits())
     auth = _Auth(tokens)
+
+    async def poll_now(request: web.Request) -> web.Response:
+        """POST /api/meters/{name}/poll -> {"meter", "ok", "error", "readings": n, ...} (admin).
+        One cycle now, ahead of scheduled requests on the meter's line; 409 while a cycle of that meter is
+        already running."""
+        denied = auth.check(request, "admin")
+        if denied is not None:
+            return denied
+        name = request.match_info["name"]
+        if name not in runtime.meters:
+            return _error(404, f"no meter named {name!r}")
+        if poll is None:
+            return _error(503, "poll now is not available")
+        try:
+            return _json(await poll(name))
+        except KeyError:
+            return _error(404, f"no meter named {name!r}")
+        except MeterBusy as exc:
+            return _error(409, str(exc))
 
     async def raw_frame(request: web.Request) -> web.Response:
         """POST /api/meters/{name}/raw {"command": "HEX"} -> {"response": "HEX", "decoded": {...}} (admin)."""
@@ -354,7 +396,9 @@ def make_app(*, runtime: Runtime, store: Store, metrics: Registry, clock: Callab
             return _error(400 if isinstance(exc, (ValueError, ConfigError)) else 502, str(exc))
 
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
+    app[_AUTH_KEY] = auth
     app.router.add_post("/api/meters/{name}/raw", raw_frame)
+    app.router.add_post("/api/meters/{name}/poll", poll_now)
     app.router.add_get("/health", api.health)
     app.router.add_get("/metrics", api.metrics_text)
     app.router.add_get("/api/meters", api.meters)
@@ -362,6 +406,11 @@ def make_app(*, runtime: Runtime, store: Store, metrics: Registry, clock: Callab
     app.router.add_get("/api/readings", api.readings)
     app.router.add_get("/api/events", api.events)
     return app
+
+
+def set_tokens(app: web.Application, tokens: Sequence[ApiToken]) -> None:
+    """Apply new API tokens to a running app (config reload)."""
+    app[_AUTH_KEY].set(tokens)
 
 
 async def start_api(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:

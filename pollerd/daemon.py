@@ -8,16 +8,16 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from .compat import TaskGroup, timeout
-from .config import Config, MeterConfig
+from .config import Config, MeterConfig, SinkConfig, load_config
 from .drivers.base import Driver, DriverContext, PollResult
 from .drivers.registry import make_driver
-from .errors import PollerdError, StoreError
-from .line import Line
+from .errors import ConfigError, MeterBusy, PollerdError, StoreError
+from .line import Line, line_priority
 from .metrics import Registry
 from .schedule import Schedule, next_run
 from .state import LineState, MeterState, Runtime, SinkState
@@ -66,18 +66,54 @@ def build_driver(mc: MeterConfig, line: Line, runtime: Runtime, metrics: Registr
 
 
 @dataclass(eq=False)
+class MeterRun:
+    """One running meter: its driver (which holds the protocol session), its schedule task, the event that
+    asks that task to stop after the cycle in flight, and the lock that keeps one cycle at a time (a
+    scheduled cycle and a poll-now request never interleave on one meter)."""
+
+    cfg: MeterConfig
+    driver: Driver
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    task: asyncio.Task[None] | None = None
+    state: MeterState | None = None
+
+
+class ReloadRefused(PollerdError):
+    """The new config is valid but cannot be applied to a running daemon (e.g. another store path)."""
+
+
+def _same(a: object, b: object) -> bool:
+    """Config equality ignoring where in the file a table sits (moving a table is not a change)."""
+    return replace(a, line_no=None) == replace(b, line_no=None)  # type: ignore[type-var]
+
+
+@dataclass(eq=False)
 class Daemon:
     config: Config
     state_dir: Path
     clock: Callable[[], float] = time.time
     metrics: Registry = field(default_factory=Registry)
     lateness: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=8192))
+    config_path: Path | None = None   # what a reload re-reads; default: the file the config came from
 
     def __post_init__(self) -> None:
         self.runtime = Runtime(self.config.gateway.name, started=self.clock())
         self.stopping = asyncio.Event()
         self.api_port: int | None = None
         self.ready = asyncio.Event()
+        if self.config_path is None and self.config.source:
+            self.config_path = Path(self.config.source)
+        # The supervisor's state: everything below is keyed by name so that one meter, line or sink can be
+        # started, stopped or replaced without touching the others (reload, and future sink/meter kinds).
+        self.lines: dict[str, Line] = {}
+        self.meters: dict[str, MeterRun] = {}
+        self.sink_tasks: dict[str, asyncio.Task[None]] = {}
+        self._sink_cfgs: dict[str, SinkConfig] = {}
+        self._tg: TaskGroup | None = None
+        self._app = None
+        self._reload_wanted = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
         m = self.metrics
         self._m_polls = m.counter("pollerd_polls_total", "Poll cycles by meter and outcome",
                                   ("meter", "outcome"))
@@ -88,6 +124,12 @@ class Daemon:
                                "Lateness of cycle starts against their schedule (recent window)", ("quantile",))
         self._m_degraded = m.gauge("pollerd_meter_degraded", "1 while a meter is degraded", ("meter",))
         self._m_store_err = m.counter("pollerd_store_write_errors_total", "Failed store writes")
+        self._m_reloads = m.counter("pollerd_reloads_total", "Config reloads by outcome (ok, failed, refused)",
+                                    ("outcome",))
+
+    @property
+    def meter_tasks(self) -> dict[str, asyncio.Task[None]]:
+        return {name: run.task for name, run in self.meters.items() if run.task is not None}
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -96,64 +138,305 @@ class Daemon:
             log.info("stopping: letting exchanges in flight finish")
             self.stopping.set()
 
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the config file; the supervisor applies it between other work, one at a time."""
+        log.info("reload requested")
+        self._reload_wanted.set()
+
     async def run(self) -> int:
         cfg = self.config
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = store = await Store.open(db_path(cfg, self.state_dir),
                                               commit_interval=cfg.store.commit_interval)
-        lines = build_lines(cfg, self.runtime, self.metrics)
-        drivers = {mc.name: build_driver(mc, lines[mc.line], self.runtime, self.metrics, self.clock, store)
-                   for mc in cfg.meters if mc.enabled}
+        self.lines = build_lines(cfg, self.runtime, self.metrics)
+        self._serving_api = (cfg.api.enabled, cfg.api.host, cfg.api.port)
         runner = None
         try:
             if cfg.api.enabled:
                 from .api import make_app, start_api
-                async def raw(name: str, command: str) -> dict:  # type: ignore[type-arg]
-                    drv = drivers.get(name)
-                    if drv is None or not hasattr(drv, "raw"):
-                        raise ValueError(f"meter {name} does not take raw frames")
-                    return await drv.raw(command)  # type: ignore[no-any-return]
-
-                app = make_app(runtime=self.runtime, store=store, metrics=self.metrics, clock=self.clock,
-                               tokens=cfg.api.tokens, raw=raw)
+                app = self._app = make_app(runtime=self.runtime, store=store, metrics=self.metrics,
+                                           clock=self.clock, tokens=cfg.api.tokens, raw=self._raw,
+                                           poll=self.poll_now)
                 runner, self.api_port = await start_api(app, cfg.api.host, cfg.api.port)
                 log.info("API listening on http://%s:%d", cfg.api.host, self.api_port)
             async with TaskGroup() as tg:
-                background = [tg.create_task(self._forward(s), name=f"sink:{s.name}") for s in cfg.sinks]
-                background.append(tg.create_task(self._housekeeping(), name="housekeeping"))
+                self._tg = tg
+                for s in cfg.sinks:
+                    self.start_sink(s)
+                housekeeping = tg.create_task(self._housekeeping(), name="housekeeping")
+                quota_task = None
                 if cfg.store.max_size is not None or cfg.store.max_age is not None:
                     from .quota import StoreQuota
+                    # Reload note: the quota keeps the sinks and limits it started with until a restart.
                     quota = StoreQuota(store, cfg.store, [s.name for s in cfg.sinks], self.metrics, self.runtime,
                                        clock=self.clock)
-                    background.append(tg.create_task(quota.run(), name="store-quota"))
-                meters = [tg.create_task(self._meter_loop(mc, drivers[mc.name]), name=f"meter:{mc.name}")
-                          for mc in cfg.meters if mc.enabled]
-                log.info("pollerd started: %d meters on %d lines, %d sinks", len(meters), len(lines),
-                         len(cfg.sinks))
+                    quota_task = tg.create_task(quota.run(), name="store-quota")
+                for mc in cfg.meters:
+                    if mc.enabled:
+                        self.start_meter(mc)
+                log.info("pollerd started: %d meters on %d lines, %d sinks", len(self.meters),
+                         len(self.lines), len(cfg.sinks))
                 self.ready.set()
-                await self.stopping.wait()
-                for ln in lines.values():
-                    ln.accepting = False
-                if meters:
-                    done, pending = await asyncio.wait(meters, timeout=STOP_GRACE)
-                    for t in pending:
-                        t.cancel()
-                for ln in lines.values():
-                    ln.accepting = True  # only the session-close requests below go out now
-                await asyncio.gather(*(self._close_driver(d) for d in drivers.values()))
-                for ln in lines.values():
-                    ln.accepting = False
-                await self._drain_sinks()
-                for t in background:
-                    t.cancel()
+                await self._supervise()
+                await self._shutdown()
+                housekeeping.cancel()
+                if quota_task is not None:
+                    quota_task.cancel()
         finally:
+            self._tg = None
             if runner is not None:
                 await runner.cleanup()
-            for ln in lines.values():
+            for ln in self.lines.values():
                 await ln.link.close()
             await store.close()
         log.info("pollerd stopped")
         return 0
+
+    async def _supervise(self) -> None:
+        """Wait for a stop, applying reloads as they are asked for (one at a time, in this task, so a
+        reload never races another reload or the shutdown)."""
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            while not self.stopping.is_set():
+                wanted = asyncio.ensure_future(self._reload_wanted.wait())
+                try:
+                    await asyncio.wait((stop, wanted), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    wanted.cancel()
+                if self._reload_wanted.is_set() and not self.stopping.is_set():
+                    self._reload_wanted.clear()
+                    await self.reload()
+        finally:
+            stop.cancel()
+
+    async def _shutdown(self) -> None:
+        lines = list(self.lines.values())
+        for ln in lines:
+            ln.accepting = False
+        runs = list(self.meters.values())
+        for run in runs:
+            run.stop.set()
+        tasks = [run.task for run in runs if run.task is not None]
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        for ln in lines:
+            ln.accepting = True  # only the session-close requests below go out now
+        await asyncio.gather(*(self._close_driver(run.driver) for run in runs))
+        for ln in lines:
+            ln.accepting = False
+        await self._drain_sinks()
+        for name in list(self.sink_tasks):
+            await self.stop_sink(name)
+
+    # -- one meter, one sink ---------------------------------------------------------------------------
+
+    def start_meter(self, mc: MeterConfig, state: MeterState | None = None) -> MeterRun:
+        """Build the meter's driver on its (existing) line and start its schedule task."""
+        assert self._tg is not None, "start_meter needs a running daemon"
+        if state is not None:
+            self.runtime.meters[mc.name] = state
+        drv = build_driver(mc, self.lines[mc.line], self.runtime, self.metrics, self.clock, self.store)
+        run = self.meters[mc.name] = MeterRun(mc, drv, state=self.runtime.meters[mc.name])
+        run.task = self._tg.create_task(self._meter_loop(mc, drv, run), name=f"meter:{mc.name}")
+        return run
+
+    async def stop_meter(self, name: str, *, forget: bool = True) -> None:
+        """Stop one meter gracefully: the exchange in flight finishes, the next one of this meter is refused
+        by its line (so the cycle ends at once), then its session is closed. ``forget`` drops its state."""
+        run = self.meters.pop(name, None)
+        if run is None:
+            return
+        line = self.lines.get(run.cfg.line)
+        run.stop.set()
+        if line is not None:
+            line.refused.add(name)
+        try:
+            if run.task is not None:
+                done, pending = await asyncio.wait({run.task}, timeout=STOP_GRACE)
+                if pending:
+                    run.task.cancel()
+                    await asyncio.wait(pending)
+            # A poll-now cycle may still hold the meter: wait for it (it ends at its next exchange).
+            async with run.lock:
+                pass
+        finally:
+            if line is not None:
+                line.refused.discard(name)
+        await self._close_driver(run.driver)
+        if forget:
+            self.runtime.meters.pop(name, None)
+            self._m_degraded.set(0, meter=name)
+
+    def start_sink(self, sink_cfg: SinkConfig) -> asyncio.Task[None]:
+        assert self._tg is not None, "start_sink needs a running daemon"
+        self._sink_cfgs[sink_cfg.name] = sink_cfg
+        task = self.sink_tasks[sink_cfg.name] = self._tg.create_task(self._forward(sink_cfg),
+                                                                     name=f"sink:{sink_cfg.name}")
+        return task
+
+    async def stop_sink(self, name: str, *, forget: bool = False) -> None:
+        """Stop one forwarder. Cancelling is safe at any point: the cursor moves only after upstream
+        confirmed a batch, so at most that batch is sent again by the next forwarder."""
+        task = self.sink_tasks.pop(name, None)
+        self._sink_cfgs.pop(name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})
+        if forget:
+            self.runtime.sinks.pop(name, None)
+
+    # -- reload ----------------------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Re-read the config file and apply it. An invalid or inapplicable file leaves the running config
+        in place; the reason is logged and shown in /health warnings until a reload succeeds."""
+        async with self._reload_lock:
+            path = self.config_path
+            try:
+                if path is None:
+                    raise ConfigError("the daemon was not started from a file; nothing to re-read")
+                new = await asyncio.to_thread(load_config, path)
+                summary = await self.apply(new)
+            except ReloadRefused as exc:
+                return self._reload_failed("refused", str(exc))
+            except ConfigError as exc:
+                return self._reload_failed("failed", str(exc))
+            self.runtime.warnings.pop("reload", None)
+            self._m_reloads.inc(outcome="ok")
+            log.info("reloaded %s: %s", path, summary or "no changes")
+            return True
+
+    def _reload_failed(self, outcome: str, why: str) -> bool:
+        self._m_reloads.inc(outcome=outcome)
+        self.runtime.warnings["reload"] = f"reload {outcome}, still running the previous config: {why}"
+        log.error("reload %s, keeping the running config: %s", outcome, why)
+        return False
+
+    async def apply(self, new: Config) -> str:
+        """Apply the difference between the running config and ``new``: unchanged meters keep their driver,
+        task, session and state; changed and removed meters stop gracefully; a changed line restarts with
+        every meter on it; changed sinks restart their forwarder (the cursor is in the store). Returns a
+        short summary of what changed."""
+        old = self.config
+        if old.store.path != new.store.path:
+            raise ReloadRefused(f"store.path changed ({old.store.path or 'default'} -> "
+                                f"{new.store.path or 'default'}); that needs a restart")
+        old_lines = {ln.name: ln for ln in old.lines}
+        new_lines = {ln.name: ln for ln in new.lines}
+        changed_lines = {n for n in old_lines.keys() & new_lines.keys() if not _same(old_lines[n], new_lines[n])}
+        gone_lines = old_lines.keys() - new_lines.keys()
+        old_m = {m.name: m for m in old.meters if m.enabled and m.name in self.meters}
+        new_m = {m.name: m for m in new.meters if m.enabled}
+        spread_changed = old.gateway.spread != new.gateway.spread
+
+        def changed(name: str) -> bool:
+            a, b = old_m[name], new_m[name]
+            return (not _same(a, b) or b.line in changed_lines
+                    or (spread_changed and b.period_type != "interval"))  # calendar slots use spread
+
+        removed = old_m.keys() - new_m.keys()
+        restarted = {n for n in old_m.keys() & new_m.keys() if changed(n)}
+        added = new_m.keys() - old_m.keys()
+        # Meters first (their sessions close over the old lines), then the lines.
+        kept_state = {n: self.runtime.meters.get(n) for n in restarted}
+        await asyncio.gather(*(self.stop_meter(n) for n in removed | restarted))
+        for n in gone_lines | changed_lines:
+            ln = self.lines.pop(n, None)
+            self.runtime.lines.pop(n, None)
+            if ln is not None:
+                ln.accepting = False
+                await ln.link.close()
+        for n in (new_lines.keys() - old_lines.keys()) | changed_lines:
+            lc = new_lines[n]
+            st = self.runtime.lines[n] = LineState(lc.name, lc.type)
+            self.lines[n] = Line(lc, st, self.metrics)
+        self.config = new
+        self.runtime.gateway = new.gateway.name
+        for n in sorted(added | restarted):
+            st = meter_state(new_m[n])
+            st.added = self.clock()
+            old_st = kept_state.get(n)
+            if old_st is not None:  # the meter is the same device: its history stays with it
+                st.last_ok, st.last_poll, st.polls, st.failures, st.readings = (
+                    old_st.last_ok, old_st.last_poll, old_st.polls, old_st.failures, old_st.readings)
+            self.start_meter(new_m[n], st)
+        # Sinks: the gateway name is part of every payload, so renaming the gateway restarts them all.
+        old_s = dict(self._sink_cfgs)
+        new_s = {s.name: s for s in new.sinks}
+        regateway = old.gateway.name != new.gateway.name
+        s_removed = old_s.keys() - new_s.keys()
+        s_changed = {n for n in old_s.keys() & new_s.keys() if regateway or not _same(old_s[n], new_s[n])}
+        s_added = new_s.keys() - old_s.keys()
+        for n in s_removed:
+            await self.stop_sink(n, forget=True)
+        for n in s_changed:
+            await self.stop_sink(n)
+        for n in sorted(s_added | s_changed):
+            self.start_sink(new_s[n])
+        self._apply_api(old, new)
+        parts = [f"{what} {', '.join(sorted(names))}" for what, names in (
+            ("meters added:", added), ("meters removed:", removed), ("meters restarted:", restarted),
+            ("lines restarted:", changed_lines), ("lines removed:", gone_lines),
+            ("sinks added:", s_added), ("sinks removed:", s_removed), ("sinks restarted:", s_changed)) if names]
+        return "; ".join(parts)
+
+    def _apply_api(self, old: Config, new: Config) -> None:
+        if self._app is not None:
+            from .api import set_tokens
+            set_tokens(self._app, new.api.tokens)
+        # Compared with what is being served, not with the previous file: reverting the change clears it.
+        if self._serving_api != (new.api.enabled, new.api.host, new.api.port):
+            msg = (f"api: listen/enabled changed to {new.api.listen} (enabled={str(new.api.enabled).lower()}); "
+                   f"still serving the old address until pollerd restarts")
+            log.warning("%s", msg)
+            self.runtime.warnings["api"] = msg
+        else:
+            self.runtime.warnings.pop("api", None)
+
+    # -- poll now and raw frames (the API's write endpoints) -------------------------------------------
+
+    async def poll_now(self, name: str) -> dict[str, object]:
+        """Run one cycle of meter ``name`` now, ahead of scheduled requests on its line, and store its
+        readings as usual. Raises KeyError for an unknown meter and MeterBusy while a cycle of that meter
+        is already running (the caller gets 409 and may retry: waiting could hold an HTTP request for
+        minutes behind a profile backfill)."""
+        run = self.meters.get(name)
+        if run is None:
+            raise KeyError(name)
+        if self.stopping.is_set() or run.stop.is_set():
+            raise MeterBusy(f"meter {name} is stopping")
+        if run.lock.locked():
+            raise MeterBusy(f"a cycle of meter {name} is running; try again when it has finished")
+        assert self._tg is not None
+        # In its own task so that a client hanging up does not cut the cycle (and its store write) short.
+        task = self._tg.create_task(self._poll_now(run), name=f"poll-now:{name}")
+        return await asyncio.shield(task)
+
+    async def _poll_now(self, run: MeterRun) -> dict[str, object]:
+        line_priority.set(True)  # this task's exchanges go before scheduled ones (a task-local setting)
+        mc = run.cfg
+        st = run.state or self.runtime.meters[mc.name]
+        async with run.lock:
+            started = self.clock()
+            result = await self._cycle(mc, run.driver, st)
+            ended = self.clock()
+        if result is None:  # degraded and the probe went unanswered
+            return {"meter": mc.name, "ok": False, "answered": False, "error": st.last_error or "no answer",
+                    "readings": 0, "events": 0, "started": started, "duration": round(ended - started, 3)}
+        return {"meter": mc.name, "ok": result.ok, "answered": result.answered, "error": result.error,
+                "readings": len(result.readings), "events": len(result.events), "started": started,
+                "duration": round(ended - started, 3)}
+
+    async def _raw(self, name: str, command: str) -> dict:  # type: ignore[type-arg]
+        run = self.meters.get(name)
+        drv = run.driver if run is not None else None
+        if drv is None or not hasattr(drv, "raw"):
+            raise ValueError(f"meter {name} does not take raw frames")
+        return await drv.raw(command)  # type: ignore[no-any-return]
 
     async def _drain_sinks(self) -> None:
         """Give sinks a short moment to deliver the last cycle's readings; whatever is left is sent after
@@ -162,7 +445,9 @@ class Daemon:
         deadline = self.clock() + DRAIN_GRACE
         last = await self.store.last_seq()
         while self.config.sinks and self.clock() < deadline:
-            cursors = [await self.store.cursor(s.name) for s in self.config.sinks]
+            cursors = [await self.store.cursor(s.name) for s in self.config.sinks if s.name in self.sink_tasks]
+            if not cursors:
+                return
             if min(cursors) >= last:
                 return
             await asyncio.sleep(0.1)
@@ -174,35 +459,40 @@ class Daemon:
         except (TimeoutError, asyncio.TimeoutError, PollerdError):
             pass
 
-    async def _sleep_until(self, t: float) -> bool:
+    async def _sleep_until(self, t: float, stop: asyncio.Event | None = None) -> bool:
         """Sleep until wall-clock time t (re-checking the clock, which may be stepped by NTP at boot).
-        Returns False if the daemon is stopping."""
+        Returns False if ``stop`` (default: the daemon's stopping event) is set."""
+        stop = self.stopping if stop is None else stop
         while True:
             delay = t - self.clock()
             if delay <= 0:
-                return not self.stopping.is_set()
+                return not stop.is_set()
             try:
-                await asyncio.wait_for(self.stopping.wait(), min(delay, 60.0))
+                await asyncio.wait_for(stop.wait(), min(delay, 60.0))
                 return False
             except (TimeoutError, asyncio.TimeoutError):
                 continue
 
     # -- per meter -------------------------------------------------------------------------------------
 
-    async def _meter_loop(self, mc: MeterConfig, drv: Driver) -> None:
+    async def _meter_loop(self, mc: MeterConfig, drv: Driver, run: MeterRun | None = None) -> None:
         sched = Schedule.from_meter(mc, self.config.gateway.spread)
-        st = self.runtime.meters[mc.name]
+        # The run is passed in: by the time this task first runs, a reload may already have replaced the
+        # entry of the same name in self.meters.
+        run = run or self.meters.get(mc.name) or MeterRun(mc, drv)
+        st = run.state or self.runtime.meters[mc.name]
         t = next_run(sched, self.clock())
         skip = 0  # cycles still to skip while degraded
         while True:
             st.next_run = t
-            if not await self._sleep_until(t):
+            if not await self._sleep_until(t, run.stop):
                 return
             self.lateness.append(self.clock() - t)
             if st.degraded and skip > 0:
                 skip -= 1
             else:
-                await self._cycle(mc, drv, st)
+                async with run.lock:
+                    await self._cycle(mc, drv, st)
                 if st.degraded:
                     skip = min(DEGRADED_MAX_SKIP, 2 ** max(0, st.consecutive_failures - DEGRADED_AFTER)) - 1
             end = self.clock()
@@ -233,6 +523,8 @@ class Daemon:
                 for key, value in result.state:
                     await self.store.set_state(key, value)
                 self.runtime.store_ok, self.runtime.store_error = True, None
+                if result.readings:
+                    self.runtime.last_stored = self.clock()
             except StoreError as exc:
                 self.runtime.store_ok, self.runtime.store_error = False, str(exc)
                 self._m_store_err.inc()
@@ -307,3 +599,4 @@ def install_signal_handlers(daemon: Daemon) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)

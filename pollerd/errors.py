@@ -108,3 +108,7 @@ class StoreError(PollerdError):
 
 class SinkError(PollerdError):
     """An upstream sink refused or failed a batch."""
+
+
+class MeterBusy(PollerdError):
+    """A cycle of this meter is already running (or it is stopping); a poll-now request may retry."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import random
 import time
@@ -29,6 +30,11 @@ R = TypeVar("R")
 # After a bad frame the rest of it may still be arriving; wait this long for the bus to fall quiet
 # before dropping what is buffered, so the tail is not taken as the start of the next reply.
 RESYNC_QUIET = 0.02
+
+
+# Set in a task whose every exchange should go ahead of scheduled ones (poll-now runs a whole driver cycle,
+# and drivers do not pass priority= themselves). Task-local: a task copies the context it was created in.
+line_priority: contextvars.ContextVar[bool] = contextvars.ContextVar("line_priority", default=False)
 
 
 class Framer(Protocol[R]):  # type: ignore[misc]
@@ -98,6 +104,8 @@ class Line:
         self._failures = 0
         self._next_connect = 0.0
         self.accepting = True
+        # Meters being stopped one by one (reload): their next exchange is refused, others go on.
+        self.refused: set[str] = set()
         self._m_exchanges = metrics.counter(
             "pollerd_line_exchanges_total", "Request/reply exchanges started on a line", ("line",))
         self._m_bus = metrics.counter(
@@ -141,12 +149,15 @@ class Line:
             if self.state.last_error != str(exc):
                 log.warning("line %s: %s (retrying with backoff)", self.name, exc)
             self.state.last_error = str(exc)
+            if self.state.down_since is None:
+                self.state.down_since = time.time()  # wall clock, like /health's
             raise
         if self._failures or self.state.reconnects:
             log.info("line %s: connected to %s", self.name, self.link.describe)
         self._failures = 0
         self.state.connected = True
         self.state.last_error = None
+        self.state.down_since = None
         self.state.reconnects += 1
         self._m_reconnects.inc(line=self.name)
         self._m_connected.set(1, line=self.name)
@@ -175,7 +186,7 @@ class Line:
         if self._owner is not None and self._owner is me:
             yield
             return
-        await self._lock.acquire(priority)
+        await self._lock.acquire(priority or line_priority.get())
         self._owner = me
         try:
             yield
@@ -200,6 +211,8 @@ class Line:
         expects a reply), pause_time kept."""
         if not self.accepting:
             raise LineStopping(f"line {self.name} is stopping")
+        if meter in self.refused:
+            raise LineStopping(f"meter {meter} is stopping")
         await self._ensure_connected()
         stale = self.link.discard_input() if drop_stale else b""
         if stale:
@@ -213,6 +226,8 @@ class Line:
     async def _lost(self, exc: TransportError) -> None:
         self.state.connected = False
         self.state.last_error = str(exc)
+        if self.state.down_since is None:
+            self.state.down_since = time.time()
         self._m_connected.set(0, line=self.name)
         log.warning("line %s: %s", self.name, exc)
         await self.link.close()

@@ -29,10 +29,21 @@ class MeterState:
     identity: dict[str, object] = field(default_factory=dict)  # serial, manufacture date, ratios, constant
     # Conditions that fail /health while they last (e.g. a clock drift too large to correct), by kind.
     alarms: dict[str, str] = field(default_factory=dict)
+    added: float | None = None      # when a reload added (or restarted) it: its silence counts from here
+
+    @property
+    def status(self) -> str:
+        """One word for the API: pending (not polled yet), ok, failing (last cycle failed), degraded."""
+        if self.degraded:
+            return "degraded"
+        if self.last_poll is None:
+            return "pending"
+        return "failing" if self.consecutive_failures else "ok"
 
     def as_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
+            "state": self.status,
             "protocol": self.protocol,
             "line": self.line,
             "address": self.address,
@@ -58,6 +69,7 @@ class LineState:
     type: str
     connected: bool = False
     last_error: str | None = None
+    down_since: float | None = None  # wall clock of the first failure since the link was last up
     reconnects: int = 0
     exchanges: int = 0
     bus_time: float = 0.0           # seconds the line spent on exchanges (request out .. reply in)
@@ -68,6 +80,7 @@ class LineState:
             "type": self.type,
             "connected": self.connected,
             "last_error": self.last_error,
+            "down_since": self.down_since,
             "reconnects": self.reconnects,
             "exchanges": self.exchanges,
             "bus_time": round(self.bus_time, 3),
@@ -114,3 +127,6 @@ class Runtime:
     # /health lines about the store's quota and age limit (pollerd.quota keeps them current).
     store_reasons: list[str] = field(default_factory=list)
     store_warnings: list[str] = field(default_factory=list)
+    last_stored: float | None = None  # last time a cycle's readings were written to the store
+    # Shown under /health "warnings" while they last (a failed reload, an API change awaiting a restart).
+    warnings: dict[str, str] = field(default_factory=dict)

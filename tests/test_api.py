@@ -113,9 +113,13 @@ async def test_health_line_down(env):
     line.connected = False
     assert (await env.get("/health"))[0] == 200          # not tried yet: starting, not down
     line.last_error = "ECONNREFUSED"
+    line.down_since = T0 - 60
+    status, body, _ = await env.get("/health")     # down for less than its budget: a warning only
+    assert (status, body["warnings"]) == (200, ["line bus1 down: ECONNREFUSED (for 60 s)"])
+    line.down_since = T0 - 121
     status, body, _ = await env.get("/health")
     assert status == 503
-    assert body["reasons"] == ["line bus1 down: ECONNREFUSED"]
+    assert body["reasons"] == ["line bus1 down: ECONNREFUSED (for 121 s > 120 s)"]
     env.runtime.lines["spare"] = LineState("spare", "tcp", connected=False, last_error="refused")
     line.connected = True
     assert (await env.get("/health"))[0] == 200          # a line no meter uses does not count
@@ -126,10 +130,11 @@ async def test_health_meter_silent_budget(env):
     env.clock.now = T0 + 300
     assert (await env.get("/health"))[0] == 200
     env.clock.now = T0 + 301
+    env.runtime.last_stored = env.clock.now   # other meters' readings keep arriving
     status, body, _ = await env.get("/health")
     assert status == 503
     assert len(body["reasons"]) == 1 and body["reasons"][0].startswith("meter m1 silent 301 s > 300 s")
-    env.clock.now = T0 + 2701
+    env.clock.now = env.runtime.last_stored = T0 + 2701
     env.runtime.meters["m1"].last_ok = env.clock.now - 10
     status, body, _ = await env.get("/health")
     assert status == 503 and [r.split(" silent")[0] for r in body["reasons"]] == ["meter m2"]
@@ -140,10 +145,33 @@ async def test_health_meter_never_answered_counts_from_start(env):
     m.last_ok, m.last_error = None, "timeout after 1.0 s"
     env.clock.now = T0 + 299
     assert (await env.get("/health"))[0] == 200
-    env.clock.now = T0 + 301
+    env.clock.now = env.runtime.last_stored = T0 + 301
     status, body, _ = await env.get("/health")
     assert status == 503
     assert "never answered" in body["reasons"][0] and "timeout after 1.0 s" in body["reasons"][0]
+
+
+async def test_health_no_reading_stored_budget(env):
+    # Every meter answers, yet nothing reaches the store: 3 x the shortest period (60 s), at least 300 s.
+    for m in env.runtime.meters.values():
+        m.last_ok = T0 + 1000
+    env.runtime.last_stored = T0 + 10
+    env.clock.now = T0 + 310
+    assert (await env.get("/health"))[0] == 200
+    env.clock.now = T0 + 311
+    status, body, _ = await env.get("/health")
+    assert (status, body["reasons"]) == (503, ["no reading stored for 301 s > 300 s"])
+    env.runtime.last_stored = None                 # never stored anything: counts from the start
+    status, body, _ = await env.get("/health")
+    assert body["reasons"] == ["no reading stored for 311 s > 300 s"]
+    env.runtime.meters.clear()                     # no meters configured: nothing is expected
+    assert (await env.get("/health"))[0] == 200
+
+
+async def test_health_shows_runtime_warnings(env):
+    env.runtime.warnings["reload"] = "reload failed, still running the previous config: p.toml:3: x: bad"
+    status, body, _ = await env.get("/health")
+    assert (status, body["warnings"]) == (200, [env.runtime.warnings["reload"]])
 
 
 async def test_health_silent_factor_is_configurable(tmp_path):
