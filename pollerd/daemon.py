@@ -239,7 +239,9 @@ class Daemon:
         assert self._tg is not None, "start_meter needs a running daemon"
         if state is not None:
             self.runtime.meters[mc.name] = state
-        drv = build_driver(mc, self.lines[mc.line], self.runtime, self.metrics, self.clock, self.store)
+        # A cloud source has no line (None here); its driver talks to its account's endpoint itself.
+        drv = build_driver(mc, self.lines.get(mc.line), self.runtime, self.metrics,  # type: ignore[arg-type]
+                           self.clock, self.store)
         run = self.meters[mc.name] = MeterRun(mc, drv, state=self.runtime.meters[mc.name])
         run.task = self._tg.create_task(self._meter_loop(mc, drv, run), name=f"meter:{mc.name}")
         return run
