@@ -243,6 +243,8 @@ class _Api:
             n = parked.get(s.name, 0)
             if n > 0:
                 reasons.append(f"sink {s.name} has {n} parked (refused) batch(es)")
+            for kind, text in s.alarms.items():
+                reasons.append(f"sink {s.name} {kind}: {text}")
         return reasons, warnings
 
     async def health(self, request: web.Request) -> web.Response:

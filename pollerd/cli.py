@@ -287,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
             importlib.import_module(module).configure_parser(decsub.add_parser(proto))
         s.set_defaults(func=cmd_decode)
 
+    from . import sioi_cli
+    s = sub.add_parser("sioi", help="АС СиОИ document sink: per-period status; --retry / --accept a period")
+    sioi_cli.configure_parser(s)
+    s.set_defaults(func=sioi_cli.run)
+
     s = sub.add_parser("demo", help="simulated meters + the daemon + a local receiver, end to end")
     s.add_argument("--seconds", type=float, default=30.0, help="stop after this long (default 30)")
     s.add_argument("--state-dir", help="default: a new temporary directory")

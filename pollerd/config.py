@@ -975,6 +975,11 @@ SINK_TYPES: dict[str, frozenset[str]] = {
         "password_credential", "headers", "verify_tls", "ca_file", "timeout", "batch_size", "retry_min",
         "retry_max",
     }),
+    # АС СиОИ document upload (pollerd.push.sioi): login + password, no batches.
+    "sioi": frozenset({
+        "url", "username", "password", "password_file", "password_credential", "verify_tls", "ca_file",
+        "timeout", "retry_min", "retry_max",
+    }),
 }
 
 # URL schemes per sink type, where they are not http/https.
@@ -983,7 +988,20 @@ SINK_URL_SCHEMES: dict[str, tuple[str, ...]] = {}
 # Type-specific sink keys: type -> (key names, "module:function"). The function takes (the sink's raw values of
 # those keys, the config file's directory) and returns a frozen options object for SinkConfig.options; it raises
 # drivers.OptionError with the key path below the sink table. Imported lazily (push modules import this one).
-SINK_OPTION_PARSERS: dict[str, tuple[frozenset[str], str]] = {}
+SINK_OPTION_PARSERS: dict[str, tuple[frozenset[str], str]] = {
+    "sioi": (frozenset({
+        "form_code", "template", "period", "at", "timezone", "catch_up", "data_wait", "meters", "channels",
+        "archives", "value_scale", "encoding", "filename", "auth_format", "token_header", "token_prefix",
+        "job_timeout", "status_poll", "auth_path", "upload_path", "status_path", "login_field", "password_field",
+        "token_field", "form_field", "file_field", "job_id_field", "status_field", "errors_field",
+        "status_loaded", "status_failed", "status_pending",
+    }), "pollerd.push.sioi_config:parse_options"),
+}
+
+# Sink types that cannot work without credentials: type -> groups of keys, one key of each group required.
+SINK_REQUIRED_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "sioi": (("username",), ("password", "password_file", "password_credential")),
+}
 
 _SINK: _Spec = {
     "name": _name, "type": _choice(tuple(SINK_TYPES)), "url": _url,
@@ -1192,6 +1210,10 @@ def _load_sink(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> SinkConfig:
         if key not in allowed and key not in ("name", "type"):
             ctx.fail(path + (key,), f"key {key!r} does not apply to a {kind} sink")
     url = _require(ctx, path, f, "url")
+    for group in SINK_REQUIRED_KEYS.get(kind, ()):
+        if not any(k in f for k in group):
+            ctx.fail(path, f"missing required key {group[0]!r} for a {kind} sink"
+                     + (f" (or {', '.join(group[1:])})" if len(group) > 1 else ""))
     auth = [k for k in f if k in _TOKEN_KEYS or k in _PASSWORD_KEYS or k == "username"]
     for key in auth:
         if (key in _TOKEN_KEYS) != (auth[0] in _TOKEN_KEYS):
@@ -1406,6 +1428,12 @@ def summary(config: Config) -> str:
         auth = "bearer token" if sk.token else (f"basic auth as {sk.username}" if sk.username else "no auth")
         extra = f", headers: {', '.join(k for k, _ in sk.headers)}" if sk.headers else ""
         tls = "" if sk.verify_tls else ", TLS NOT verified"
+        if sk.type == "sioi" and sk.options is not None:  # a document sink: no batches
+            o: _Any = sk.options
+            out.append(f"  {sk.name}: sioi {sk.url} (login {sk.username}, form {o.form_code}, {o.period.kind} "
+                       f"document at {o.period.at.strftime('%H:%M')} {o.period.tz}, template "
+                       f"{_os.path.basename(o.template_path)}{tls})")
+            continue
         out.append(f"  {sk.name}: {sk.type} {sk.url} ({auth}, batch {sk.batch_size}{extra}{tls})")
     return "\n".join(out)
 

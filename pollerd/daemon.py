@@ -168,7 +168,7 @@ class Daemon:
                 if cfg.store.max_size is not None or cfg.store.max_age is not None:
                     from .quota import StoreQuota
                     # Reload note: the quota keeps the sinks and limits it started with until a restart.
-                    quota = StoreQuota(store, cfg.store, [s.name for s in cfg.sinks], self.metrics, self.runtime,
+                    quota = StoreQuota(store, cfg.store, [s.name for s in cfg.sinks if s.type != "sioi"], self.metrics, self.runtime,
                                        clock=self.clock)
                     quota_task = tg.create_task(quota.run(), name="store-quota")
                 for mc in cfg.meters:
@@ -447,7 +447,8 @@ class Daemon:
         deadline = self.clock() + DRAIN_GRACE
         last = await self.store.last_seq()
         while self.config.sinks and self.clock() < deadline:
-            cursors = [await self.store.cursor(s.name) for s in self.config.sinks if s.name in self.sink_tasks]
+            cursors = [await self.store.cursor(s.name) for s in self.config.sinks
+                       if s.name in self.sink_tasks and s.type != "sioi"]
             if not cursors:
                 return
             if min(cursors) >= last:
@@ -571,6 +572,11 @@ class Daemon:
         from .push import make_client
         from .push.forwarder import Forwarder
         st = self.runtime.sinks[sink_cfg.name] = SinkState(sink_cfg.name, sink_cfg.type)
+        if sink_cfg.type == "sioi":  # a scheduled document sink, not a batch client: no outbox cursor
+            from .push.sioi import SioiSink
+            await SioiSink(self.store, sink_cfg, self.config.gateway.name, st, self.metrics,
+                           clock=self.clock).run()
+            return
         client = make_client(sink_cfg, self.config.gateway.name)
         await client.connect()
         try:
@@ -590,7 +596,9 @@ class Daemon:
                 last_prune = self.clock()
                 try:
                     n = await self.store.prune(keep=self.config.store.keep,
-                                               sinks=[s.name for s in self.config.sinks], now=self.clock())
+                                               sinks=[s.name for s in self.config.sinks
+                                                      if s.type != "sioi"],  # no cursor: keep decides
+                                               now=self.clock())
                     if n:
                         log.info("store: pruned %d readings older than the retention", n)
                 except StoreError as exc:

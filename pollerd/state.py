@@ -98,11 +98,13 @@ class SinkState:
     parked: int = 0                 # batches refused with a permanent 4xx, set aside
     lag_rows: int = 0
     lag_seconds: float = 0.0
+    alarms: dict[str, str] = field(default_factory=dict)  # kind -> text; each is a /health reason
 
     def as_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
             "type": self.type,
+            "alarms": dict(self.alarms),
             "last_success": self.last_success,
             "last_error": self.last_error,
             "failures": self.failures,

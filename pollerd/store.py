@@ -631,6 +631,20 @@ class Store:
         except orjson.JSONDecodeError as exc:
             raise StoreError(f"state {key!r} holds invalid JSON: {exc}") from exc
 
+    async def states(self, prefix: str) -> dict[str, Any]:
+        """Every state value whose key starts with ``prefix``, by key (an operator's listing)."""
+        with _errors(f"read states {prefix!r}*"):
+            async with self._rc.execute("SELECT key, value FROM state WHERE substr(key, 1, ?) = ? ORDER BY key",
+                                        (len(prefix), prefix)) as cur:
+                rows = await cur.fetchall()
+        out = {}
+        for key, text in rows:
+            try:
+                out[key] = orjson.loads(text)
+            except orjson.JSONDecodeError as exc:
+                raise StoreError(f"state {key!r} holds invalid JSON: {exc}") from exc
+        return out
+
     async def set_state(self, key: str, value: Any) -> None:
         """Store a JSON-serialisable value under ``key``; committed before returning."""
         try:

@@ -209,6 +209,14 @@ async def test_health_sink_lag(env):
     assert status == 503 and body["reasons"] == ["sink up lag 3601 s > 3600 s (10 rows)"]
 
 
+async def test_health_sink_alarms(env):
+    env.runtime.sinks["up"].alarms["document 2024-05-01"] = "failed by АС СиОИ: E1"
+    status, body, _ = await env.get("/health")
+    assert status == 503 and body["reasons"] == ["sink up document 2024-05-01: failed by АС СиОИ: E1"]
+    env.runtime.sinks["up"].alarms.clear()
+    assert (await env.get("/health"))[0] == 200
+
+
 async def test_health_parked_batches(env):
     await env.store.write(many_readings(3))
     await env.store.park("other", 1, 3, "HTTP 400")       # a sink not configured any more: ignored

@@ -412,7 +412,7 @@ def test_example_config_loads_and_summarises() -> None:
     assert {ln.type for ln in cfg.lines} == {"serial", "tcp"}
     assert any(ln.implicit for ln in cfg.lines)
     assert {m.line for m in cfg.meters} == {ln.name for ln in cfg.lines}
-    assert [s.type for s in cfg.sinks] == ["http"]
+    assert [s.type for s in cfg.sinks] == ["http", "sioi"]
     assert {m.period_type for m in cfg.meters} >= {"interval", "daily", "monthly"}
     out = summary(cfg)
     for m in cfg.meters:
@@ -431,6 +431,10 @@ def test_example_config_shows_every_key() -> None:
         for key in spec:
             if key == "periodType":
                 continue  # mentioned in a comment, not as a key
+            assert f"{key} =" in text, key
+    from pollerd.config import SINK_OPTION_PARSERS
+    for keys, _ in SINK_OPTION_PARSERS.values():
+        for key in keys:
             assert f"{key} =" in text, key
 
 
