@@ -19,6 +19,7 @@ from .drivers.registry import make_driver
 from .errors import ConfigError, MeterBusy, PollerdError, StoreError
 from .line import Line, line_priority
 from .metrics import Registry
+from .notify import run_notifier
 from .schedule import Schedule, next_run
 from .state import LineState, MeterState, Runtime, SinkState
 from .store import Store
@@ -171,6 +172,8 @@ class Daemon:
                     quota = StoreQuota(store, cfg.store, [s.name for s in cfg.sinks if s.type != "sioi"], self.metrics, self.runtime,
                                        clock=self.clock)
                     quota_task = tg.create_task(quota.run(), name="store-quota")
+                # READY=1 / STATUS= / WATCHDOG=1 / STOPPING=1 to systemd (a no-op without $NOTIFY_SOCKET).
+                notify_task = tg.create_task(run_notifier(self), name="notify")
                 for mc in cfg.meters:
                     if mc.enabled:
                         self.start_meter(mc)
@@ -180,6 +183,7 @@ class Daemon:
                 await self._supervise()
                 await self._shutdown()
                 housekeeping.cancel()
+                notify_task.cancel()
                 if quota_task is not None:
                     quota_task.cancel()
         finally:
