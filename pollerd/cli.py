@@ -19,8 +19,9 @@ EX_CONFIG = 78  # sysexits.h EX_CONFIG: systemd's RestartPreventExitStatus can n
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    # journald with METER=/LINE=/SINK= fields under systemd, stderr otherwise; repeats folded (pollerd/logs.py)
+    from .logs import setup_logging
+    setup_logging(level)
 
 
 def _load(path: str):  # type: ignore[no-untyped-def]

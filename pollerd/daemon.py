@@ -511,7 +511,8 @@ class Daemon:
             if missed:
                 st.skipped += missed
                 self._m_skipped.inc(missed, meter=mc.name)
-                log.warning("%s: cycle overran its period; %d scheduled cycle(s) skipped", mc.name, missed)
+                log.warning("%s: cycle overran its period; %d scheduled cycle(s) skipped", mc.name, missed,
+                            extra={"meter": mc.name, "line": mc.line})
             t = nxt
 
     async def _cycle(self, mc: MeterConfig, drv: Driver, st: MeterState) -> PollResult | None:
@@ -522,7 +523,8 @@ class Daemon:
         try:
             result = await drv.poll(int(started))
         except Exception as exc:  # a driver bug must not take the other meters down with it
-            log.exception("%s: internal error in the %s driver", mc.name, mc.protocol)
+            log.exception("%s: internal error in the %s driver", mc.name, mc.protocol,
+                          extra={"meter": mc.name, "line": mc.line})
             result = PollResult((), (), False, f"internal error: {type(exc).__name__}: {exc}")
         if result.readings or result.events or result.state:
             try:
@@ -535,7 +537,8 @@ class Daemon:
             except StoreError as exc:
                 self.runtime.store_ok, self.runtime.store_error = False, str(exc)
                 self._m_store_err.inc()
-                log.error("store: cannot write %d readings of %s: %s", len(result.readings), mc.name, exc)
+                log.error("store: cannot write %d readings of %s: %s", len(result.readings), mc.name, exc,
+                          extra={"meter": mc.name})
         self._record(mc, st, result, started)
         return result
 
@@ -549,7 +552,8 @@ class Daemon:
             self._m_polls.inc(meter=mc.name, outcome="ok")
             st.last_ok = started
             if st.degraded:
-                log.info("%s: answering again; leaving degraded mode", mc.name)
+                log.info("%s: answering again; leaving degraded mode", mc.name,
+                         extra={"meter": mc.name, "line": mc.line})
             st.consecutive_failures, st.degraded, st.degraded_reason, st.last_error = 0, False, None, None
             self._m_degraded.set(0, meter=mc.name)
             return
@@ -561,14 +565,15 @@ class Daemon:
         if self.stopping.is_set():
             log.info("%s: cycle cut short by shutdown: %s", mc.name, result.error)
         elif st.last_error != result.error:
-            log.warning("%s: poll %s: %s", mc.name, "incomplete" if result.answered else "failed", result.error)
+            log.warning("%s: poll %s: %s", mc.name, "incomplete" if result.answered else "failed", result.error,
+                        extra={"meter": mc.name, "line": mc.line})
         st.last_error = result.error
         if not st.degraded and st.consecutive_failures >= DEGRADED_AFTER:
             st.degraded = True
             st.degraded_reason = f"{st.consecutive_failures} failed cycles: {result.error}"
             self._m_degraded.set(1, meter=mc.name)
             log.warning("%s: degraded after %d failed cycles; probing with backoff", mc.name,
-                        st.consecutive_failures)
+                        st.consecutive_failures, extra={"meter": mc.name, "line": mc.line})
 
     # -- sinks and housekeeping ------------------------------------------------------------------------
 

@@ -147,13 +147,13 @@ class Line:
             delay = backoff_delay(self._failures - 1, self.cfg.reconnect_min, self.cfg.reconnect_max, self._rng)
             self._next_connect = self._clock() + delay
             if self.state.last_error != str(exc):
-                log.warning("line %s: %s (retrying with backoff)", self.name, exc)
+                log.warning("line %s: %s (retrying with backoff)", self.name, exc, extra={"line": self.name})
             self.state.last_error = str(exc)
             if self.state.down_since is None:
                 self.state.down_since = time.time()  # wall clock, like /health's
             raise
         if self._failures or self.state.reconnects:
-            log.info("line %s: connected to %s", self.name, self.link.describe)
+            log.info("line %s: connected to %s", self.name, self.link.describe, extra={"line": self.name})
         self._failures = 0
         self.state.connected = True
         self.state.last_error = None
@@ -229,7 +229,7 @@ class Line:
         if self.state.down_since is None:
             self.state.down_since = time.time()
         self._m_connected.set(0, line=self.name)
-        log.warning("line %s: %s", self.name, exc)
+        log.warning("line %s: %s", self.name, exc, extra={"line": self.name})
         await self.link.close()
 
     async def _exchange(self, request: bytes, framer: Framer[R], waiting_time: float, pause: float, meter: str,
@@ -254,7 +254,8 @@ class Line:
                 framer.pending) from None
         except FrameError as exc:
             self._m_frame_err.inc(meter=meter, kind=exc.kind)
-            log.warning("line %s: %s: bad reply to [%s]: %s", self.name, meter, shown, exc)
+            log.warning("line %s: %s: bad reply to [%s]: %s", self.name, meter, shown, exc,
+                        extra={"line": self.name, "meter": meter})
             await self._resync()
             raise
         except TransportError as exc:

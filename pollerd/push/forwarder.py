@@ -100,7 +100,7 @@ class Forwarder:
         """Forward until cancelled. Never returns otherwise; cancellation propagates."""
         store = self._store
         cursor = await store.cursor(self._name)
-        log.info("sink %s: forwarding from seq %d", self._name, cursor)
+        log.info("sink %s: forwarding from seq %d", self._name, cursor, extra={"sink": self._name})
         while True:
             # Clear before fetching: a commit that lands after the fetch sets the event again and the wait
             # below returns at once. new_data is shared by all sinks; a clear by another forwarder can at
@@ -114,7 +114,8 @@ class Forwarder:
                 # down with this one, so wait and read again.
                 self._state.last_error = str(exc)
                 self._m_fail.inc(kind="store", sink=self._name)
-                log.warning("sink %s: cannot read the outbox, retrying: %s", self._name, exc)
+                log.warning("sink %s: cannot read the outbox, retrying: %s", self._name, exc,
+                            extra={"sink": self._name})
                 await self._sleep(max(self._sink.retry_min, 1.0))
                 continue
             if not batch:
@@ -147,13 +148,13 @@ class Forwarder:
                 self._m_parked.inc(sink=self._name)
                 self._m_fail.inc(kind=exc.kind, sink=self._name)
                 log.error("sink %s: batch seq %d..%d (%d readings) refused and parked: %s",
-                          self._name, first, last, len(readings), reason)
+                          self._name, first, last, len(readings), reason, extra={"sink": self._name})
                 self._attempt = 0
                 return last
             except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:  # a client bug must not stop delivery for good; retry with backoff
-                log.exception("sink %s: unexpected error from the client", self._name)
+                log.exception("sink %s: unexpected error from the client", self._name, extra={"sink": self._name})
                 await self._on_transient(
                     TransientSinkError(f"{type(exc).__name__}: {exc}", kind="error"), first, last, logged=True)
                 continue
@@ -165,7 +166,8 @@ class Forwarder:
         self._m_sent.inc(len(readings), sink=self._name)
         self._m_last_ok.set(now, sink=self._name)
         if self._failing:
-            log.info("sink %s: delivering again after %d failed tries", self._name, self._attempt)
+            log.info("sink %s: delivering again after %d failed tries", self._name, self._attempt,
+                     extra={"sink": self._name})
             self._failing = False
         self._attempt = 0
         return last
@@ -178,7 +180,7 @@ class Forwarder:
         self._attempt += 1
         if not self._failing and not logged:
             log.warning("sink %s: batch seq %d..%d not delivered, retrying with backoff: %s",
-                        self._name, first, last, exc)
+                        self._name, first, last, exc, extra={"sink": self._name})
         else:
             log.debug("sink %s: try %d failed, next in %.1f s: %s", self._name, self._attempt, delay, exc)
         self._failing = True
