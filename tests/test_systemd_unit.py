@@ -14,58 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from sd_helpers import NotifyListener, write_config
+from sd_helpers import UNIT, NotifyListener, make_root, needs_analyze, settings, verify, write_config
 
-ROOT = Path(__file__).resolve().parent.parent
-UNIT = ROOT / "systemd" / "pollerd.service"
 ANALYZE = shutil.which("systemd-analyze")
-SYSTEM_UNITS = Path("/usr/lib/systemd/system")
-needs_analyze = pytest.mark.skipif(ANALYZE is None or not SYSTEM_UNITS.is_dir(),
-                                   reason="systemd-analyze (and the system's unit directory) not available")
-
-
-def settings(text: str) -> list[tuple[str, str]]:
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith(("#", ";", "[")):
-            key, _, value = line.partition("=")
-            out.append((key, value))
-    return out
-
-
-def exec_paths(text: str) -> list[str]:
-    paths = []
-    for key, value in settings(text):
-        if key.startswith("Exec"):
-            # Strip the prefixes systemd allows before the path ("-", "@", "+", "!", ":").
-            paths.append(value.split()[0].lstrip("-@+!:"))
-    return paths
-
-
-def make_root(tmp_path: Path, unit_text: str, *, stubs: bool = True) -> Path:
-    """A root directory with the system's units (for sysinit.target & co), our unit in
-    /etc/systemd/system, and -- with ``stubs`` -- an executable at every Exec path.
-
-    Why a root: `systemd-analyze verify` checks that every Exec*= binary exists and is executable, and
-    /opt/pollerd/bin/pollerd exists only after scripts/install.sh ran. With --root= the check looks inside
-    the root, so the unit is verified unchanged and the binary check stays real (see the negative test)."""
-    root = tmp_path / "root"
-    shutil.copytree(SYSTEM_UNITS, root / SYSTEM_UNITS.relative_to("/"), symlinks=True)
-    (root / "etc/systemd/system").mkdir(parents=True)
-    (root / "etc/systemd/system/pollerd.service").write_text(unit_text)
-    if stubs:
-        for p in exec_paths(unit_text):
-            stub = root / p.lstrip("/")
-            stub.parent.mkdir(parents=True, exist_ok=True)
-            stub.write_text("#!/bin/sh\nexit 0\n")
-            stub.chmod(0o755)
-    return root
-
-
-def verify(root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ANALYZE, "verify", "--man=no", f"--root={root}", "pollerd.service"],  # type: ignore[list-item]
-                          capture_output=True, text=True, timeout=120, cwd=root)
 
 
 def test_unit_has_what_the_daemon_relies_on():
@@ -79,7 +30,8 @@ def test_unit_has_what_the_daemon_relies_on():
     assert s["ExecStart"].endswith("pollerd run --config /etc/pollerd/pollerd.toml")
     assert s["StateDirectory"] == s["ConfigurationDirectory"] == s["LogsDirectory"] == "pollerd"
     assert s["SupplementaryGroups"] == "dialout" and s["User"] == "pollerd"
-    assert {v for k, v in all_settings if k == "DeviceAllow"} == {"char-ttyUSB rw", "char-ttyS rw", "char-ttyACM rw"}
+    assert {v for k, v in all_settings if k == "DeviceAllow"} == {"char-ttyUSB rw", "char-ttyS rw",
+                                                                  "char-ttyACM rw"}
     assert s["DevicePolicy"] == "closed" and s["CapabilityBoundingSet"] == ""
     assert s["MemoryDenyWriteExecute"] == "yes" and s["UMask"] == "0027"
     assert "PrivateUsers" not in s and "IPAddressDeny" not in s  # see the comments in the unit for why
