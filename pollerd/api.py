@@ -8,6 +8,9 @@ Endpoints (DESIGN.md §5)::
     GET /api/meters/{name}           {"data": meter} | 404
     GET /api/readings?meter=&channel=&archive=&from=&to=&page=&per_page=
     GET /api/events?meter=&from=&to=&page=&per_page=
+    GET /api/openapi.json            the OpenAPI 3 document of all of these (pollerd/openapi.py)
+    POST /api/meters/{name}/poll     one cycle now, ahead of scheduled requests (admin); 409 while one runs
+    POST /api/meters/{name}/raw      one HEX frame to the meter (admin)
 
 Paged replies follow seed 000: ``{"data": [...], "total": N, "total_pages": N, "current_page": P,
 "next_page": P + 1 | null}``; ``per_page`` defaults to 100 and may not exceed 1000. ``from``/``to`` are unix
@@ -35,6 +38,7 @@ from pollerd.config import ApiToken
 from pollerd.errors import ConfigError, MeterBusy, PollerdError, StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Archive
+from pollerd.openapi import document
 from pollerd.state import Runtime
 
 if TYPE_CHECKING:
@@ -305,9 +309,15 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Any]) -
         return await handler(request)
     except BadRequest as exc:
         return _error(400, str(exc))
+    except UnicodeError:
+        # Percent-escapes that are not UTF-8 arrive as lone surrogates, which SQLite cannot bind.
+        return _error(400, "the request is not valid UTF-8")
     except web.HTTPException as exc:
         if exc.status >= 400:
-            return _error(exc.status, exc.reason)
+            resp = _error(exc.status, exc.reason)
+            if "Allow" in exc.headers:  # 405 must say which methods are allowed (RFC 9110)
+                resp.headers["Allow"] = exc.headers["Allow"]
+            return resp
         raise
     except StoreError as exc:
         log.warning("api: %s %s: %s", request.method, request.path, exc)
@@ -334,17 +344,23 @@ class _Auth:
         """Replace the tokens (a reload applies them live; requests in flight keep the list they saw)."""
         self._tokens = [(t.token.reveal().encode(), t.role) for t in tokens]
 
+    @staticmethod
+    def _unauthorized(message: str) -> web.Response:
+        resp = _error(401, message)
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="pollerd"'  # RFC 6750 section 3
+        return resp
+
     def check(self, request: web.Request, role: str) -> web.Response | None:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
-            return _error(401, "this endpoint needs 'Authorization: Bearer <token>'")
-        given = header[7:].strip().encode()
+            return self._unauthorized("this endpoint needs 'Authorization: Bearer <token>'")
+        given = header[7:].strip().encode("utf-8", "replace")
         found = None
         for token, token_role in self._tokens:  # no early exit: the time does not tell which token matched
             if hmac.compare_digest(given, token):
                 found = token_role
         if found is None:
-            return _error(401, "unknown token")
+            return self._unauthorized("unknown token")
         if role == "admin" and found != "admin":
             return _error(403, "this endpoint needs a token with role admin")
         return None
@@ -407,6 +423,11 @@ def make_app(*, runtime: Runtime, store: Store, metrics: Registry, clock: Callab
     app.router.add_get("/api/meters/{name}", api.meter)
     app.router.add_get("/api/readings", api.readings)
     app.router.add_get("/api/events", api.events)
+
+    async def openapi(request: web.Request) -> web.Response:
+        return _json(document())
+
+    app.router.add_get("/api/openapi.json", openapi)
     return app
 
 
