@@ -317,3 +317,42 @@ async def test_daemon_enforces_the_quota_and_reports_it(tmp_path):
     finally:
         daemon.request_stop()
         assert await asyncio.wait_for(task, 30) == 0
+
+
+# ----------------------------------------------------------------------------- schema 2 (ts-led key)
+
+async def test_migration_to_the_ts_led_key_keeps_seqs_cursors_and_the_high_water_mark(tmp_path, monkeypatch):
+    import sqlite3
+
+    from pollerd import store as store_mod
+    path = tmp_path / "v1.db"
+    full = list(store_mod.MIGRATIONS)
+    monkeypatch.setattr(store_mod, "MIGRATIONS", full[:1])
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 1)
+    s = await Store.open(path, commit_interval=0)
+    await s.write(rows(30))
+    await s.advance("up", 30)
+    await s.prune(keep=0, sinks=["up"], now=T0 + 10**6)       # every row pruned: max(seq) is gone
+    await s.write(rows(5, 100))                              # seq 31..35
+    await s.close()
+    with sqlite3.connect(path) as c:
+        c.execute("DELETE FROM readings WHERE seq = 35")     # the newest row gone as well
+    monkeypatch.setattr(store_mod, "MIGRATIONS", full)
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", len(full))
+    s = await Store.open(path, commit_interval=0)
+    try:
+        assert await s.last_seq() == 35
+        assert await seqs(s) == [31, 32, 33, 34]
+        assert await s.cursor("up") == 30
+        await s.write(rows(1, 200))
+        assert await seqs(s) == [31, 32, 33, 34, 36]          # a seq is never reused
+        assert await s.write(rows(1, 200)) == 0              # the natural key is still unique
+    finally:
+        await s.close()
+    with sqlite3.connect(path) as c:
+        idx = {r[0]: r[1] for r in c.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'")}
+        seq_names = [r[0] for r in c.execute("SELECT name FROM sqlite_sequence")]
+        cols = [r[2] for r in c.execute("PRAGMA index_info('sqlite_autoindex_readings_1')")]
+    assert cols == ["ts", "meter", "channel", "archive"]
+    assert "readings_ts" not in idx and "readings_meter_ts" in idx
+    assert seq_names.count("readings") == 1 and "readings_v2" not in seq_names

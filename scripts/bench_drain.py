@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Drain rate of a backlog through the real Forwarder + HttpPushClient to a local HTTP receiver.
+
+    python scripts/bench_drain.py [--readings 200000] [--batches 500,2000,5000]
+
+Fills a fresh store with --readings readings (as an outage would leave them), starts an aiohttp receiver in
+a separate process on 127.0.0.1 (it parses every body with orjson and counts the readings, as a real
+upstream at least would), and times one forwarder from cursor 0 until the sink's cursor reaches the last
+seq. Prints readings/s per batch size and the peak RSS of this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pollerd.config import SinkConfig  # noqa: E402
+from pollerd.metrics import Registry  # noqa: E402
+from pollerd.model import Reading  # noqa: E402
+from pollerd.push.forwarder import Forwarder  # noqa: E402
+from pollerd.push.http import HttpPushClient  # noqa: E402
+from pollerd.state import SinkState  # noqa: E402
+from pollerd.store import Store  # noqa: E402
+
+RECEIVER = r"""
+import asyncio, orjson, sys
+from aiohttp import web
+count = 0
+async def ingest(request):
+    global count
+    count += len(orjson.loads(await request.read())["readings"])
+    return web.Response(text="ok")
+async def main():
+    app = web.Application(client_max_size=256 * 1024 * 1024)
+    app.router.add_post("/ingest", ingest)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(site._server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+CHANNELS = ("A+", "A-", "R+", "R-", "P", "Q", "S", "U.L1", "U.L2", "U.L3", "I.L1", "I.L2", "I.L3", "F")
+
+
+async def fill(store: Store, n: int) -> None:
+    for start in range(0, n, 5000):
+        batch = []
+        for i in range(start, min(n, start + 5000)):
+            cycle, rest = divmod(i, 50 * len(CHANNELS))
+            meter, ch = divmod(rest, len(CHANNELS))
+            batch.append(Reading(f"meter-{meter:03d}", CHANNELS[ch], "current", 1_700_000_000 + cycle * 60,
+                                 1000.0 + i * 0.25, "Wh"))
+        await store.write(batch)
+
+
+async def drain(store: Store, url: str, batch_size: int, sink_name: str) -> float:
+    sink = SinkConfig(name=sink_name, type="http", url=url, batch_size=batch_size, timeout=30.0)
+    client = HttpPushClient(sink, "bench-gw")
+    await client.connect()
+    last = await store.last_seq()
+    fwd = Forwarder(store, client, sink, SinkState(sink_name, "http"), Registry())
+    t0 = time.perf_counter()
+    task = asyncio.create_task(fwd.run())
+    try:
+        while await store.cursor(sink_name) < last:
+            await asyncio.sleep(0.02)
+        return time.perf_counter() - t0
+    finally:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        await client.close()
+
+
+async def main(args: argparse.Namespace) -> None:
+    recv = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(recv.stdout.readline())  # type: ignore[union-attr]
+        url = f"http://127.0.0.1:{port}/ingest"
+        with tempfile.TemporaryDirectory(prefix="pollerd-drain-") as tmp:
+            store = await Store.open(Path(tmp) / "drain.db", commit_interval=0.0)
+            try:
+                await fill(store, args.readings)
+                print(f"backlog: {args.readings} readings; receiver in pid {recv.pid} on {url}")
+                for b in [int(x) for x in args.batches.split(",")]:
+                    dt = await drain(store, url, b, f"bench-{b}")
+                    print(f"batch_size {b:>5}: {args.readings / dt:>9,.0f} readings/s ({dt:.2f} s)")
+            finally:
+                await store.close()
+    finally:
+        recv.terminate()  # our own child, by handle
+        recv.wait(5)
+    print(f"peak RSS of the forwarding process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--readings", type=int, default=200_000)
+    p.add_argument("--batches", default="500,2000,5000")
+    asyncio.run(main(p.parse_args()))
