@@ -22,6 +22,7 @@ from .metrics import Registry
 from .notify import run_notifier
 from .schedule import Schedule, next_run
 from .state import LineState, MeterState, Runtime, SinkState
+from .quota import StoreQuota
 from .store import Store
 
 log = logging.getLogger("pollerd.daemon")
@@ -35,6 +36,11 @@ STOP_GRACE = 10.0
 DRAIN_GRACE = 3.0
 PRUNE_EVERY = 3600.0
 HOUSEKEEPING_EVERY = 10.0
+
+
+def _cursor_sinks(config: Config) -> list[str]:
+    """Sinks that deliver through an outbox cursor (a document sink such as sioi keeps none)."""
+    return [s.name for s in config.sinks if s.type != "sioi"]
 
 
 def default_state_dir() -> Path:
@@ -103,6 +109,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.api_port: int | None = None
         self.ready = asyncio.Event()
+        self._quota: StoreQuota | None = None   # set in run(); apply() hands it the reloaded limits
         if self.config_path is None and self.config.source:
             self.config_path = Path(self.config.source)
         # The supervisor's state: everything below is keyed by name so that one meter, line or sink can be
@@ -165,13 +172,11 @@ class Daemon:
                 for s in cfg.sinks:
                     self.start_sink(s)
                 housekeeping = tg.create_task(self._housekeeping(), name="housekeeping")
-                quota_task = None
-                if cfg.store.max_size is not None or cfg.store.max_age is not None:
-                    from .quota import StoreQuota
-                    # Reload note: the quota keeps the sinks and limits it started with until a restart.
-                    quota = StoreQuota(store, cfg.store, [s.name for s in cfg.sinks if s.type != "sioi"], self.metrics, self.runtime,
-                                       clock=self.clock)
-                    quota_task = tg.create_task(quota.run(), name="store-quota")
+                # Always running (idle without limits), so a reload can switch max_size/max_age on. Document
+                # sinks (sioi) keep no outbox cursor, so evictions are not losses counted against them.
+                self._quota = StoreQuota(store, cfg.store, _cursor_sinks(cfg), self.metrics, self.runtime,
+                                         clock=self.clock)
+                quota_task = tg.create_task(self._quota.run(), name="store-quota")
                 # READY=1 / STATUS= / WATCHDOG=1 / STOPPING=1 to systemd (a no-op without $NOTIFY_SOCKET).
                 notify_task = tg.create_task(run_notifier(self), name="notify")
                 for mc in cfg.meters:
@@ -184,8 +189,7 @@ class Daemon:
                 await self._shutdown()
                 housekeeping.cancel()
                 notify_task.cancel()
-                if quota_task is not None:
-                    quota_task.cancel()
+                quota_task.cancel()
         finally:
             self._tg = None
             if runner is not None:
@@ -361,6 +365,8 @@ class Daemon:
             st = self.runtime.lines[n] = LineState(lc.name, lc.type)
             self.lines[n] = Line(lc, st, self.metrics)
         self.config = new
+        if self._quota is not None:
+            self._quota.reconfigure(new.store, _cursor_sinks(new))
         self.runtime.gateway = new.gateway.name
         for n in sorted(added | restarted):
             st = meter_state(new_m[n])

@@ -89,6 +89,7 @@ class StoreQuota:
         self._bytes_per_row: float | None = None
         self._last_error: str | None = None
         self._over_warned = False
+        self._reconfigured = False
         self.used_bytes = 0
         self._m_store = metrics.counter("pollerd_store_evicted_total",
                                         "Readings evicted from the store by the quota or the age limit.",
@@ -105,6 +106,15 @@ class StoreQuota:
             self._m_sink.inc(0, sink=sink)
         self._m_max.set(cfg.max_size or 0)
 
+    def reconfigure(self, cfg: StoreConfig, sinks: Sequence[str]) -> None:
+        """New limits and sinks after a reload; the next loop turn enforces them."""
+        self._cfg = cfg
+        self._sinks = tuple(sinks)
+        for sink in self._sinks:
+            self._m_sink.inc(0, sink=sink)
+        self._m_max.set(cfg.max_size or 0)
+        self._reconfigured = True
+
     @property
     def history(self) -> list[Eviction]:
         return list(self._history)
@@ -117,6 +127,9 @@ class StoreQuota:
         while True:
             now = self._clock()
             commits = self._store.commits
+            if self._reconfigured:
+                self._reconfigured = False
+                last_commits, last_age = -1, -math.inf
             size_due = self._cfg.max_size is not None and commits != last_commits
             age_due = self._cfg.max_age is not None and now - last_age >= self._age_every
             if size_due or age_due:

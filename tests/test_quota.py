@@ -356,3 +356,23 @@ async def test_migration_to_the_ts_led_key_keeps_seqs_cursors_and_the_high_water
     assert cols == ["ts", "meter", "channel", "archive"]
     assert "readings_ts" not in idx and "readings_meter_ts" in idx
     assert seq_names.count("readings") == 1 and "readings_v2" not in seq_names
+
+
+async def test_a_reload_switches_the_limits_on(store):
+    await fill(store, 40_000)
+    q = StoreQuota(store, StoreConfig(), ["up"], Registry(), check_every=0.01)
+    task = asyncio.create_task(q.run())
+    try:
+        await asyncio.sleep(0.05)
+        assert len(await seqs(store)) == 40_000              # no limits: nothing goes
+        q.reconfigure(StoreConfig(max_size=2 * MiB), ["up"])
+        for _ in range(500):
+            if q.history:
+                break
+            await asyncio.sleep(0.01)
+        assert q.history and q.history[0].reason == "quota"
+        assert await used(store) <= 2 * MiB
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
