@@ -94,13 +94,14 @@ def cmd_poll(args: argparse.Namespace) -> int:
     async def main() -> int:
         import time
         runtime, metrics = Runtime(cfg.gateway.name), Registry()
-        line = build_lines(cfg, runtime, metrics)[mc.line]
+        line = None if mc.is_cloud else build_lines(cfg, runtime, metrics)[mc.line]  # cloud: its own url
         drv = build_driver(mc, line, runtime, metrics)
         try:
             result = await drv.poll(int(time.time()))
             await drv.close()
         finally:
-            await line.close()
+            if line is not None:
+                await line.close()
         for r in result.readings:
             print(_reading_line(r, args.json))
         for e in result.events:
@@ -121,6 +122,10 @@ def cmd_raw(args: argparse.Namespace) -> int:
         mc = cfg.meter(args.meter)
     except KeyError:
         raise ConfigError(f"no meter named {args.meter!r}", path=args.config) from None
+
+    if mc.is_cloud:
+        print(f"pollerd: {mc.name} is a {mc.protocol} cloud source; it takes no raw frames", file=sys.stderr)
+        return 1
 
     async def main() -> int:
         runtime, metrics = Runtime(cfg.gateway.name), Registry()

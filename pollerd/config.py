@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any as _Any, NoReturn as _NoReturn
 
 from pollerd.compat import tomllib as _tomllib
-from pollerd.drivers import (ADDRESS_PARSERS, CLOUD_KEYS, DEFAULT_READ, READ_KINDS, OptionError,
+from pollerd.drivers import (ADDRESS_PARSERS, CLOUD_KEYS, CLOUD_WAITING_TIME, DEFAULT_READ, READ_KINDS, OptionError,
                              option_keys as _option_keys, parse_options as _parse_options,
                              resolve as _resolve)
 from pollerd.errors import ConfigError
@@ -1173,6 +1173,8 @@ def _load_meter(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> tuple[dict[st
                 "timezone", "tn1", "tn2", "tt", "enabled", "url", "email"):
         if key in f:
             kw[key] = f[key]
+    if cloud and "waiting_time" not in f:
+        kw["waiting_time"] = CLOUD_WAITING_TIME  # a server answering a page of archives, not a meter on a bus
     return kw, f
 
 

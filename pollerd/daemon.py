@@ -65,7 +65,7 @@ def meter_state(mc: MeterConfig) -> MeterState:
     return MeterState(mc.name, mc.protocol, mc.line, mc.connection_address, period)
 
 
-def build_driver(mc: MeterConfig, line: Line, runtime: Runtime, metrics: Registry,
+def build_driver(mc: MeterConfig, line: Line | None, runtime: Runtime, metrics: Registry,
                  clock: Callable[[], float] = time.time, store: Store | None = None) -> Driver:
     st = runtime.meters.setdefault(mc.name, meter_state(mc))
     return make_driver(DriverContext(mc, line, st, metrics, clock, logging.getLogger("pollerd.driver"),

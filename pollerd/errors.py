@@ -112,3 +112,29 @@ class SinkError(PollerdError):
 
 class MeterBusy(PollerdError):
     """A cycle of this meter is already running (or it is stopping); a poll-now request may retry."""
+
+
+class CloudError(PollerdError):
+    """A cloud source (a vendor server holding many meters, drivers.CLOUD_KEYS) failed, refused a request or
+    sent something pollerd cannot use. ``status`` is the HTTP status when there was one. Messages never carry
+    the account's password, api key, session id or tokens (they are scrubbed before the error is built)."""
+
+    kind = "cloud"
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class CloudUnreachable(CloudError):
+    """No reply at all: DNS, connection refused, TLS failure, timeout. Aborts the cycle (every further
+    request would wait out the same timeout)."""
+
+    kind = "transport"
+
+
+class CloudAuthError(CloudError):
+    """The server refused the account's credentials (sign-in rejected, bad api key). Not retried within a
+    cycle; shown as a /health reason while it lasts."""
+
+    kind = "auth"

@@ -30,6 +30,8 @@ class MeterState:
     # Conditions that fail /health while they last (e.g. a clock drift too large to correct), by kind.
     alarms: dict[str, str] = field(default_factory=dict)
     added: float | None = None      # when a reload added (or restarted) it: its silence counts from here
+    # Cloud sources (line == ""): the account's devices, device id -> metadata (name, model, settings...).
+    devices: dict[str, dict[str, object]] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -60,6 +62,7 @@ class MeterState:
             "readings": self.readings,
             "identity": self.identity,
             "alarms": dict(self.alarms),
+            **({"devices": self.devices} if self.line == "" else {}),
         }
 
 

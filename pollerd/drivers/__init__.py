@@ -54,6 +54,8 @@ class OptionError(ValueError):
 # and "api_key" may also come as *_file / *_credential). Their drivers get DriverContext.line = None and name
 # their readings "{entry}:{device id}", one account yielding many devices.
 CLOUD_KEYS: dict[str, tuple[str, ...]] = {}
+# A cloud entry's default waiting_time (one HTTP request, e.g. a page of 1000 archive records), unless given.
+CLOUD_WAITING_TIME = 30.0
 
 # Protocols whose `connection_address` is not a plain integer (IEC device address strings, M-Bus secondary
 # addresses) name a parser "module:function" taking the raw TOML value and returning int | str, raising

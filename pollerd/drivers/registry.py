@@ -20,4 +20,4 @@ DRIVERS: dict[Protocol, Callable[[DriverContext], Driver]] = {
 
 
 def make_driver(ctx: DriverContext) -> Driver:
-    return DRIVERS[Protocol(ctx.meter.protocol)](ctx)
+    return DRIVERS[ctx.meter.protocol](ctx)  # type: ignore[index]  # str keys match the str-enum keys
