@@ -681,6 +681,8 @@ def _bcd(b: bytes) -> tuple[int | None, str | None]:
     digits = b[::-1].hex()
     if digits.isdigit():
         return int(digits), None
+    if not digits:  # a variable-length BCD record of length 0 (LVAR 0xD0) carries no number
+        return None, "empty BCD value"
     digits = digits.upper()
     negative = digits[0] == "F"
     if negative:
