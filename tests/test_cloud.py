@@ -27,7 +27,7 @@ SECRET = "S3cr3t-Pa$$"
 
 
 async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -104,7 +104,7 @@ async def test_html_error_page_is_a_clear_scrubbed_error(server: str) -> None:
 
 
 async def test_html_with_status_200_is_not_json(server: str) -> None:
-    with pytest.raises(CloudError, match=r"expected JSON, got text/html \(HTTP 200\): 'Maintenance"):
+    with pytest.raises(CloudError, match=r'expected JSON, got text/html \(HTTP 200\): "Maintenance'):
         await _get(server + "/html200")
 
 

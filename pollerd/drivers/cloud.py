@@ -23,7 +23,7 @@ import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Collection, Iterable, Mapping
 
 import aiohttp
 import orjson
@@ -125,7 +125,7 @@ def snippet(body: bytes, secrets: Iterable[str | None] = (), limit: int = SNIPPE
     text = scrub(text, list(secrets))
     if len(text) > limit or len(body) > len(head):
         text = text[:limit].rstrip() + "…"
-    return repr(text) if text else "(empty body)"
+    return f'"{text}"' if text else "(empty body)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +139,7 @@ class Reply:
 async def fetch(session: aiohttp.ClientSession, method: str, url: str, *, what: str,
                 params: Mapping[str, Any] | None = None, json: Any = None, data: Any = None,
                 headers: Mapping[str, str] | None = None, secrets: Iterable[str | None] = (),
-                ok: Iterable[int] = (), auth_status: Iterable[int] = ()) -> Reply:
+                ok: Collection[int] = (), auth_status: Collection[int] = ()) -> Reply:
     """One request. Returns the reply if its status is 2xx or in ``ok`` (the caller handles those, e.g. a
     401 that means "sign in again"). Otherwise raises :class:`CloudAuthError` for a status in
     ``auth_status``, :class:`CloudError` for any other status (with a snippet of the body), and
@@ -157,13 +157,23 @@ async def fetch(session: aiohttp.ClientSession, method: str, url: str, *, what: 
         raise CloudUnreachable(f"{what}: no reply within {session.timeout.total:g} s") from None
     except aiohttp.ClientError as exc:
         raise CloudUnreachable(f"{what}: {scrub(_describe(exc), secrets)}") from None
-    if 200 <= reply.status < 300 or reply.status in set(ok):
-        return reply
+    if reply.status not in ok:
+        raise_for(reply, what=what, secrets=secrets, auth_status=auth_status)
+    return reply
+
+
+def raise_for(reply: Reply, *, what: str, secrets: Iterable[str | None] = (),
+              auth_status: Collection[int] = ()) -> None:
+    """Nothing for a 2xx reply; else the CloudError (CloudAuthError for ``auth_status``) :func:`fetch`
+    raises. For callers that take every reply (``ok=range(100, 600)``) to read its headers first, e.g.
+    a rotated token."""
+    if 200 <= reply.status < 300:
+        return
     detail = f"{what}: HTTP {reply.status}"
     if 300 <= reply.status < 400:
         detail += f" redirect to {scrub(reply.headers.get('Location', '?'), secrets)!r}"
     detail += f" ({reply.content_type or 'no content type'}): {snippet(reply.body, secrets)}"
-    if reply.status in set(auth_status):
+    if reply.status in auth_status:
         raise CloudAuthError(detail, reply.status)
     raise CloudError(detail, reply.status)
 
