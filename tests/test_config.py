@@ -411,7 +411,8 @@ def test_example_config_loads_and_summarises() -> None:
     cfg = load_config(EXAMPLE, environ={})
     assert {ln.type for ln in cfg.lines} == {"serial", "tcp"}
     assert any(ln.implicit for ln in cfg.lines)
-    assert {m.line for m in cfg.meters} == {ln.name for ln in cfg.lines}
+    assert {m.line for m in cfg.meters if not m.is_cloud} == {ln.name for ln in cfg.lines}
+    assert {m.protocol for m in cfg.meters if m.is_cloud} >= {"rstech"}
     assert [s.type for s in cfg.sinks] == ["http", "sioi"]
     assert {m.period_type for m in cfg.meters} >= {"interval", "daily", "monthly"}
     out = summary(cfg)

@@ -15,6 +15,7 @@ class Protocol(str, enum.Enum):
     MODBUS = "modbus"
     MBUS = "mbus"
     IEC62056 = "iec62056"
+    RSTECH = "rstech"
 
     def __str__(self) -> str:
         return self.value
@@ -30,12 +31,15 @@ READ_KINDS: dict[Protocol, tuple[str, ...]] = {
     # energy: A+/A-/R+/R- and tariffs; instant: P, Q, S, PF, U, I, F, angles, T.meter; other: every address
     # pollerd has no channel name for (kept under its address) and billing-period values (*12, &12)
     Protocol.IEC62056: ("energy", "instant", "other"),
+    # seed 000 archive types (readings with those archive names), nesht (events), settings (device metadata)
+    Protocol.RSTECH: ("hourly", "daily", "monthly", "yearly", "nesht", "settings"),
 }
 DEFAULT_READ: dict[Protocol, tuple[str, ...]] = {
     Protocol.MERCURY230: ("energy", "instant"),
     Protocol.MODBUS: ("registers",),
     Protocol.MBUS: ("current", "archive"),
     Protocol.IEC62056: ("energy", "instant", "other"),
+    Protocol.RSTECH: ("hourly", "daily", "monthly", "nesht", "settings"),
 }
 
 
@@ -53,7 +57,9 @@ class OptionError(ValueError):
 # take no line, ip_address, port or bus address; the value lists the credential keys each requires ("password"
 # and "api_key" may also come as *_file / *_credential). Their drivers get DriverContext.line = None and name
 # their readings "{entry}:{device id}", one account yielding many devices.
-CLOUD_KEYS: dict[str, tuple[str, ...]] = {}
+CLOUD_KEYS: dict[str, tuple[str, ...]] = {
+    "rstech": ("email", "password"),
+}
 # A cloud entry's default waiting_time (one HTTP request, e.g. a page of 1000 archive records), unless given.
 CLOUD_WAITING_TIME = 30.0
 
@@ -77,6 +83,8 @@ OPTION_PARSERS: dict[Protocol, tuple[frozenset[str], str]] = {
                       "pollerd.protocols.modbus_map:parse_options"),
     Protocol.IEC62056: (frozenset({"iec_profile", "iec_mode", "iec_baud_switch", "iec_addresses",
                                    "iec_parity_bit", "iec_baud"}), "pollerd.drivers.iec62056:parse_options"),
+    Protocol.RSTECH: (frozenset({"verify_tls", "ca_file", "per_page", "archive_overlap", "stations"}),
+                      "pollerd.drivers.rstech:parse_options"),
 }
 
 

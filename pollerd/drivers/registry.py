@@ -10,12 +10,14 @@ from .iec62056 import Iec62056Driver
 from .mbus import MbusDriver
 from .mercury230 import Mercury230Driver
 from .modbus import ModbusDriver
+from .rstech import RstechDriver
 
 DRIVERS: dict[Protocol, Callable[[DriverContext], Driver]] = {
     Protocol.MERCURY230: Mercury230Driver,
     Protocol.MODBUS: ModbusDriver,
     Protocol.MBUS: MbusDriver,
     Protocol.IEC62056: Iec62056Driver,
+    Protocol.RSTECH: RstechDriver,
 }
 
 
