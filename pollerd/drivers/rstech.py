@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import aiohttp
 
-from ..errors import CloudAuthError, CloudError, CloudUnreachable
+from ..errors import CloudAuthError, CloudError, CloudUnreachable, StoreError
 from ..model import Event, Reading
 from . import OptionError
 from . import cloud
@@ -364,6 +364,8 @@ class RstechDriver:
             return PollResult((), (), False, str(exc))
         except CloudError as exc:
             return PollResult((), (), False, str(exc))
+        except StoreError as exc:  # positions unreadable: reading blind would re-fetch data_polling_length
+            return PollResult((), (), False, f"cannot read the stored archive positions: {exc}")
 
     async def probe(self) -> bool:
         try:

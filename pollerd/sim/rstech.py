@@ -109,6 +109,7 @@ class RstechServer:
         app.router.add_delete(f"{b}/auth/sign_out", self._sign_out)
         for name in ("customers", "stations", "equipment_types", "channel_archive_types", "channel_data"):
             app.router.add_get(f"{b}/{name}", self._handler(name))
+        app.router.add_get(f"{b}/_stats", self._stats)   # for benchmarks in another process; not in the API
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -121,6 +122,17 @@ class RstechServer:
         self._stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        if request.query.get("add_hour"):  # benchmark: one more hourly record at every station
+            t = int(request.query["add_hour"])
+            for st in self.stations:
+                self.archives[(st["id"], "hourly")][t] = [{"P": 1.0}, {"T": 20.0}, {"Vnakwork": 1.0},
+                                                         {"Vnakpriv": 1.0}]
+                st["seances_event_time"] = t
+        return web.json_response({"requests": dict(self.requests), "pages_served": self.pages_served,
+                                  "sign_ins": self.sign_ins, "sign_outs": self.sign_outs,
+                                  "rejected": self.rejected, "max_in_flight": self.max_in_flight})
 
     def _token_headers(self, client: str) -> dict[str, str]:
         tok = secrets.token_urlsafe(16)
