@@ -75,6 +75,7 @@ class HealthLimits:
     silent_factor: float = 3.0
     silent_min: float = 300.0
     sink_lag_seconds: float = 3600.0
+    sink_failing_seconds: float = 300.0   # a sink failing (every try) this long fails the health
     degraded_is_failure: bool = False
     # A line may drop for a converter reboot or a GSM re-attach; it fails the health once it stays down
     # longer than this (a warning before).
@@ -244,6 +245,13 @@ class _Api:
             if s.lag_seconds > lim.sink_lag_seconds:
                 reasons.append(f"sink {s.name} lag {s.lag_seconds:.0f} s > {lim.sink_lag_seconds:.0f} s"
                                f" ({s.lag_rows} rows)")
+            if s.failing_since is not None:
+                # A blip is a warning; an upstream that answers garbage or nothing for minutes is a reason,
+                # even before the lag budget runs out (an idle gateway has no lag to show it).
+                failing = now - s.failing_since
+                msg = (f"sink {s.name} failing for {failing:.0f} s"
+                       + ("" if s.connected else " (not connected)") + f": {s.last_error or 'no reason given'}")
+                (reasons if failing > lim.sink_failing_seconds else warnings).append(msg)
             n = parked.get(s.name, 0)
             if n > 0:
                 reasons.append(f"sink {s.name} has {n} parked (refused) batch(es)")

@@ -148,6 +148,9 @@ class SinkConfig:
     retry_max: float = 300.0
     line_no: int | None = None
     options: object | None = None    # type-specific keys, parsed by SINK_OPTION_PARSERS
+    linger: float = 0.5              # wait this long for a partial batch to fill (push/forwarder.py)
+    client_cert: str | None = None   # TLS client certificate (mTLS), PEM; may hold the key too
+    client_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -973,7 +976,12 @@ SINK_TYPES: dict[str, frozenset[str]] = {
     "http": frozenset({
         "url", "token", "token_file", "token_credential", "username", "password", "password_file",
         "password_credential", "headers", "verify_tls", "ca_file", "timeout", "batch_size", "retry_min",
-        "retry_max",
+        "retry_max", "linger", "client_cert", "client_key",
+    }),
+    # MQTT has no bearer tokens or HTTP headers; username + password go into CONNECT.
+    "mqtt": frozenset({
+        "url", "username", "password", "password_file", "password_credential", "verify_tls", "ca_file",
+        "client_cert", "client_key", "timeout", "batch_size", "linger", "retry_min", "retry_max",
     }),
     # АС СиОИ document upload (pollerd.push.sioi): login + password, no batches.
     "sioi": frozenset({
@@ -983,12 +991,17 @@ SINK_TYPES: dict[str, frozenset[str]] = {
 }
 
 # URL schemes per sink type, where they are not http/https.
-SINK_URL_SCHEMES: dict[str, tuple[str, ...]] = {}
+SINK_URL_SCHEMES: dict[str, tuple[str, ...]] = {"mqtt": ("mqtt", "mqtts")}
 
 # Type-specific sink keys: type -> (key names, "module:function"). The function takes (the sink's raw values of
 # those keys, the config file's directory) and returns a frozen options object for SinkConfig.options; it raises
 # drivers.OptionError with the key path below the sink table. Imported lazily (push modules import this one).
-SINK_OPTION_PARSERS: dict[str, tuple[frozenset[str], str]] = {
+# A plugin loaded through the `pollerd.push` entry points (pollerd/push/plugins.py) registers its parser as a
+# callable instead of a reference.
+SINK_OPTION_PARSERS: dict[str, tuple[frozenset[str], str | _Callable[..., object]]] = {
+    "http": (frozenset({"gzip"}), "pollerd.push.http:parse_options"),
+    "mqtt": (frozenset({"topic", "payload", "qos", "retain", "client_id", "keepalive", "status_topic"}),
+             "pollerd.push.mqtt_options:parse_options"),
     "sioi": (frozenset({
         "form_code", "template", "period", "at", "timezone", "catch_up", "data_wait", "meters", "channels",
         "archives", "value_scale", "encoding", "filename", "auth_format", "token_header", "token_prefix",
@@ -1003,14 +1016,21 @@ SINK_REQUIRED_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
     "sioi": (("username",), ("password", "password_file", "password_credential")),
 }
 
+
+def _sink_type(value: object, ctx: _Ctx) -> str:
+    # Looked up at call time, not captured at import: plugin sink types arrive later (load_entry_points).
+    return _choice(tuple(SINK_TYPES))(value, ctx)
+
+
 _SINK: _Spec = {
-    "name": _name, "type": _choice(tuple(SINK_TYPES)), "url": _url,
+    "name": _name, "type": _sink_type, "url": _url,
     "token": _secret_value, "token_file": _secret_file, "token_credential": _secret_credential,
     "username": _str,
     "password": _secret_value, "password_file": _secret_file, "password_credential": _secret_credential,
     "headers": _headers, "verify_tls": _bool, "ca_file": _existing_file,
     "timeout": _duration(0.0, above=True), "batch_size": _int(1, 10000),
     "retry_min": _duration(0.0, above=True), "retry_max": _duration(0.0, above=True),
+    "linger": _duration(), "client_cert": _existing_file, "client_key": _existing_file,
 }
 
 _SECTIONS = ("gateway", "store", "api", "lines", "meters", "sinks")
@@ -1201,6 +1221,13 @@ def _check_password(ctx: _Ctx, path: _Path, value: str, encoding: str, size: int
 
 
 def _load_sink(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> SinkConfig:
+    kind0 = table.get("type")
+    if isinstance(kind0, str) and kind0 not in SINK_TYPES:
+        # Not built in: look through the installed plugins once, then validate as usual.
+        from pollerd.push.plugins import load_entry_points
+        broken = load_entry_points()
+        if kind0 in broken:
+            ctx.fail(path + ("type",), broken[kind0])
     extra_keys, parser = SINK_OPTION_PARSERS.get(table.get("type"), (frozenset(), ""))  # type: ignore[arg-type]
     spec = {**_SINK, "url": _url_of(SINK_URL_SCHEMES[table["type"]])} \
         if table.get("type") in SINK_URL_SCHEMES else _SINK
@@ -1238,15 +1265,31 @@ def _load_sink(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> SinkConfig:
         "line_no": ctx.locator.find(path),
     }
     for key in ("username", "headers", "verify_tls", "ca_file", "timeout", "batch_size", "retry_min",
-                "retry_max"):
+                "retry_max", "linger", "client_cert", "client_key"):
         if key in f:
             kw[key] = f[key]
+    _check_client_cert(ctx, path, f)
     if parser:
         try:
-            kw["options"] = _resolve(parser)({k: v for k, v in table.items() if k in extra_keys}, ctx.base_dir)
+            kw["options"] = (parser if callable(parser) else _resolve(parser))({k: v for k, v in table.items() if k in extra_keys}, ctx.base_dir)
         except OptionError as exc:
             ctx.fail(path + exc.key, exc.message)
     return SinkConfig(**kw)
+
+
+def _check_client_cert(ctx: _Ctx, path: _Path, f: dict[str, _Any]) -> None:
+    """A client certificate that does not load fails now, at startup, not at the first TLS handshake."""
+    if "client_key" in f and "client_cert" not in f:
+        ctx.fail(path + ("client_key",), "client_key needs client_cert too")
+    if "client_cert" not in f:
+        return
+    import ssl
+    try:
+        ssl.create_default_context().load_cert_chain(f["client_cert"], f.get("client_key"))
+    except (OSError, ssl.SSLError) as exc:
+        what = "client_cert and client_key do not" if "client_key" in f else "client_cert does not"
+        ctx.fail(path + ("client_cert",), f"{what} load as a PEM certificate and its private key "
+                 f"(an encrypted key is not supported): {getattr(exc, 'reason', None) or exc}")
 
 
 def _unique(ctx: _Ctx, section: str, names: list[str]) -> None:

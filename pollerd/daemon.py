@@ -593,8 +593,7 @@ class Daemon:
                            clock=self.clock).run()
             return
         client = make_client(sink_cfg, self.config.gateway.name)
-        await client.connect()
-        try:
+        try:  # the forwarder connects (with retries); close even if it never did
             await Forwarder(self.store, client, sink_cfg, st, self.metrics, clock=self.clock).run()
         finally:
             await client.close()

@@ -102,6 +102,8 @@ class SinkState:
     lag_rows: int = 0
     lag_seconds: float = 0.0
     alarms: dict[str, str] = field(default_factory=dict)  # kind -> text; each is a /health reason
+    connected: bool = False         # the client's connect() succeeded (HTTP: session ready)
+    failing_since: float | None = None  # first failure of the current run of failures; None while delivering
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -115,6 +117,8 @@ class SinkState:
             "parked": self.parked,
             "lag_rows": self.lag_rows,
             "lag_seconds": round(self.lag_seconds, 3),
+            "connected": self.connected,
+            "failing_since": self.failing_since,
         }
 
 

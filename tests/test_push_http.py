@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -46,8 +47,9 @@ class Upstream:
     echo_auth: bool = False
 
     async def handle(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        entry = {"headers": dict(request.headers), "body": orjson.loads(raw), "raw": raw}
+        wire = await request.read()     # as sent: the servers here run with auto_decompress=False
+        raw = gzip.decompress(wire) if request.headers.get("Content-Encoding") == "gzip" else wire
+        entry = {"headers": dict(request.headers), "body": orjson.loads(raw), "raw": raw, "wire": wire}
         self.requests.append(entry)
         self.arrived.set()
         reply = self.script.pop(0) if self.script else Reply()
@@ -68,7 +70,7 @@ async def upstream():
     up = Upstream()
     app = web.Application()
     app.router.add_post("/ingest", up.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1, auto_decompress=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -203,7 +205,7 @@ async def test_status_classification(upstream, status, exc_type):
 
 
 async def test_unknown_sink_type_is_refused():
-    assert set(CLIENTS) == {"http"}
+    assert set(CLIENTS) >= {"http", "mqtt"}
     with pytest.raises(SinkError, match="unknown type 'ftp'"):
         make_client(sink_cfg("http://127.0.0.1:1/", type="ftp"), "gw1")
 
@@ -434,7 +436,7 @@ async def tls_upstream(tmp_path):
     up = Upstream()
     app = web.Application()
     app.router.add_post("/ingest", up.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1, auto_decompress=False)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx).start()
     up.url = f"https://127.0.0.1:{runner.addresses[0][1]}/ingest"
@@ -494,3 +496,134 @@ async def test_store_read_error_is_retried_not_fatal(upstream, store):
         del store.fetch_after
     assert run.metrics.counter("pollerd_sink_failures_total", "", ("sink", "kind")).get(sink="up", kind="store") == 1
     assert upstream.delivered == as_wire(rs)
+
+
+# ---- gzip, Idempotency-Key, mTLS, garbage upstreams ----------------------------------------------------------
+
+async def test_gzip_body_and_idempotency_key_stable_across_retries(upstream, store):
+    from pollerd.push.http import HttpOptions
+    rs = readings(3)
+    await store.write(rs)
+    upstream.script = [Reply(503, body="busy")]
+    run = await start_forwarder(store, sink_cfg(upstream.url, batch_size=10, options=HttpOptions(gzip=True)))
+    try:
+        await until(lambda: run.state.sent == 3, "the batch after a retry")
+    finally:
+        await run.stop()
+    first, second = upstream.requests
+    for req in (first, second):
+        assert req["headers"]["Content-Encoding"] == "gzip"
+        assert orjson.loads(gzip.decompress(req["wire"])) == {"gateway": "gw1", "readings": as_wire(rs)}
+        assert len(req["wire"]) < len(orjson.dumps(req["body"]))
+    key = first["headers"]["Idempotency-Key"]
+    assert len(key) == 32 and int(key, 16) >= 0
+    assert second["headers"]["Idempotency-Key"] == key          # a retry carries the same key
+    assert upstream.delivered == as_wire(rs)
+
+
+async def test_idempotency_key_differs_per_batch_and_per_sink(upstream):
+    keys = []
+    for name, batch in (("up", readings(2)), ("up", readings(2, ts0=1_800_000_000)), ("other", readings(2))):
+        client = HttpPushClient(sink_cfg(upstream.url, name=name), "gw1")
+        try:
+            await client.send(batch)
+        finally:
+            await client.close()
+        keys.append(upstream.requests[-1]["headers"]["Idempotency-Key"])
+    assert len(set(keys)) == 3
+    assert "Content-Encoding" not in upstream.requests[0]["headers"]     # gzip is off by default
+
+
+@pytest.fixture
+async def mtls_upstream(tmp_path):
+    import ssl
+
+    from tls_helpers import make_pki
+    pki = make_pki(tmp_path)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca))
+    ctx.load_cert_chain(pki.server_cert, pki.server_key)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    up = Upstream()
+    peers: list = []
+
+    async def handle(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peercert"))
+        return await up.handle(request)
+
+    app = web.Application()
+    app.router.add_post("/ingest", handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1, auto_decompress=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx).start()
+    up.url = f"https://127.0.0.1:{runner.addresses[0][1]}/ingest"
+    yield up, pki, peers
+    await runner.cleanup()
+
+
+async def test_mtls_client_certificate(mtls_upstream):
+    up, pki, peers = mtls_upstream
+    with pytest.raises(TransientSinkError) as ei:                   # no client certificate: refused
+        await send_once(sink_cfg(up.url, ca_file=str(pki.ca)))
+    assert ei.value.kind == "network"
+    assert up.delivered == []
+    await send_once(sink_cfg(up.url, ca_file=str(pki.ca), client_cert=str(pki.client_cert),
+                             client_key=str(pki.client_key)))
+    await send_once(sink_cfg(up.url, ca_file=str(pki.ca), client_cert=str(pki.client_combined)))
+    assert len(up.delivered) == 2
+    subjects = [dict(x[0] for x in p["subject"]) for p in peers]
+    assert subjects == [{"commonName": "gateway-7"}] * 2
+
+
+@pytest.mark.parametrize("reply", [
+    b"\x00\x01garbage that is not HTTP\r\n\r\n",                      # not HTTP at all
+    b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nshort",             # cut off mid-body
+    b"",                                                              # hangs up without a word
+])
+async def test_garbage_or_silent_upstream_is_retried_not_lost(store, reply):
+    """A peer that answers garbage is a transient failure: the batch is retried with backoff, not lost."""
+    answers = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            answers.append(reply)
+            writer.write(reply)
+            await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/ingest"
+    await store.write(readings(2))
+    run = await start_forwarder(store, sink_cfg(url, timeout=2.0))
+    try:
+        await until(lambda: len(run.sleep.delays) >= 3, "three retries")
+        assert run.state.sent == 0 and await store.cursor("up") == 0
+        assert run.state.failing_since is not None and run.state.last_error
+    finally:
+        await run.stop()
+        server.close()
+        await server.wait_closed()
+    fails = run.metrics.counter("pollerd_sink_failures_total", "", ("sink", "kind"))
+    assert fails.get(sink="up", kind="network") + fails.get(sink="up", kind="timeout") >= 3
+
+
+async def test_upstream_that_never_answers_times_out_and_retries(store):
+    held: list = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)                 # read nothing, answer nothing
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/ingest"
+    await store.write(readings(1))
+    run = await start_forwarder(store, sink_cfg(url, timeout=0.3))
+    try:
+        await until(lambda: len(run.sleep.delays) >= 2, "two timed-out tries", tries=1500)
+        assert "no reply within 0.3 s" in run.state.last_error and await store.cursor("up") == 0
+    finally:
+        await run.stop()
+        for w in held:
+            w.close()
+        server.close()
+        await server.wait_closed()

@@ -1,20 +1,40 @@
 """Push clients: how a batch of readings leaves the gateway (DESIGN.md §2, §4).
 
 A client only moves one batch and says how it failed; the :class:`~pollerd.push.forwarder.Forwarder`
-owns cursors, retries, backoff and parking, so every client gets the same delivery semantics.
+owns the cursor, batching (``batch_size`` and ``linger``), retries with capped jittered backoff, parking and
+the metrics (lag in rows and seconds, failures by kind, last success time), so every client gets the same
+delivery semantics and none reimplements them.
 
-Failure classes decide what the forwarder does with the batch:
+Lifecycle of a :class:`PushClient` (the forwarder is its only caller):
 
-* :class:`TransientSinkError` (network error, timeout, 5xx, 408, 429) -> the same batch is retried;
-* :class:`PermanentSinkError` (any other 4xx) -> the batch is parked in the store and skipped, because
-  re-sending a batch the receiver rejected on its content would block the sink forever.
+1. ``client = factory(sink_config, gateway_name)`` — cheap and synchronous: no I/O. Whatever can be
+   checked without the network belongs in the sink's option parser, so that it fails at config load.
+2. ``await client.connect()`` — once, before the first ``send``. It may raise :class:`TransientSinkError`
+   (broker down, refused credentials, bad TLS material): the forwarder records it in the sink's state
+   (``/health``, ``/api``), waits a backoff and calls ``connect()`` again. It never crashes the daemon.
+3. ``await client.send(batch)`` — repeatedly, one call at a time, never concurrently. It returns only once the
+   receiver has confirmed the whole batch (HTTP 2xx, MQTT PUBACK of every message); only then does the
+   forwarder move the cursor. It raises :class:`TransientSinkError` for a failure worth retrying — the
+   forwarder then calls ``send`` again later with *the same* batch, so a client that lost its connection
+   must reconnect by itself inside the next ``send`` — or :class:`PermanentSinkError` when the receiver
+   refused the content for good (the batch is parked and skipped). Any other exception is treated as
+   transient and logged with its traceback (a client bug must not stop delivery for good).
+   Cancellation may arrive at any ``await``; the client must let ``CancelledError`` through.
+4. ``await client.close()`` — once, at the end, also after failures; it must not raise for a connection
+   that is already gone.
 
-The registry is an explicit dict; nothing registers itself on import.
+Delivery is at-least-once: a batch the receiver got but whose confirmation was lost is sent again. Every
+reading carries its natural key ``(meter, channel, archive, ts)`` for the receiver to de-duplicate.
+
+Sink types: ``http`` (:mod:`pollerd.push.http`), ``mqtt`` (:mod:`pollerd.push.mqtt`) and the document
+uploader ``sioi`` (run by the daemon, not a batch client). Third-party clients come in through the
+entry-point group ``pollerd.push`` (see :mod:`pollerd.push.plugins`); they are looked up by an explicit
+``load_entry_points()`` call when a config names a type that is not built in, never on import.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from pollerd.config import SinkConfig
@@ -26,7 +46,8 @@ class TransientSinkError(SinkError):
     """The batch did not get through but may on a later try: keep it and retry after a backoff.
 
     ``kind`` labels the failure counter: ``timeout``, ``network``, ``http`` (a retryable status),
-    ``redirect`` or ``error``.
+    ``redirect``, ``tls``, ``auth`` (credentials refused), ``refused`` (the broker refused the connection)
+    or ``error``.
     """
 
     def __init__(self, message: str, *, kind: str = "error", status: int | None = None) -> None:
@@ -46,6 +67,8 @@ class PermanentSinkError(SinkError):
 
 
 class PushClient(Protocol):
+    """See the module docstring for the lifecycle: connect once, send one batch at a time, close once."""
+
     async def connect(self) -> None: ...
 
     async def send(self, batch: Sequence[Reading]) -> None:
@@ -55,16 +78,54 @@ class PushClient(Protocol):
     async def close(self) -> None: ...
 
 
+class SinkPlugin(Protocol):
+    """What a ``pollerd.push`` entry point names: a client factory carrying its configuration.
+
+    ``config_keys``   the type-specific keys of its ``[[sinks]]`` table (besides the common ones);
+    ``parse_options(raw, base_dir)``  turns those keys' raw TOML values (only the ones given) into a frozen
+                      options object, stored in ``SinkConfig.options``; raises
+                      ``pollerd.drivers.OptionError(message, key_path)`` so the error names file:line:key;
+    ``common_keys``   optional: which common sink keys apply (default :data:`PLUGIN_COMMON_KEYS`);
+    ``url_schemes``   optional: accepted URL schemes (default ``("http", "https")``).
+    Calling it with ``(sink_config, gateway_name)`` returns a :class:`PushClient`.
+    """
+
+    config_keys: frozenset[str]
+
+    def parse_options(self, raw: Mapping[str, object], base_dir: str) -> object: ...
+
+    def __call__(self, sink: SinkConfig, gateway: str) -> PushClient: ...
+
+
+# Common keys a plugin sink accepts unless it narrows them with `common_keys`.
+PLUGIN_COMMON_KEYS = frozenset({
+    "url", "token", "token_file", "token_credential", "username", "password", "password_file",
+    "password_credential", "headers", "verify_tls", "ca_file", "client_cert", "client_key", "timeout",
+    "batch_size", "linger", "retry_min", "retry_max",
+})
+
+
 # Imported after the error classes on purpose: the client modules import them from this package.
 from pollerd.push.http import HttpPushClient  # noqa: E402
 
+
+def _mqtt_client(sink: SinkConfig, gateway: str) -> PushClient:
+    # Imported on use: aiomqtt and paho cost memory that a gateway without an MQTT sink should not pay.
+    from pollerd.push.mqtt import MqttPushClient
+    return MqttPushClient(sink, gateway)
+
+
 CLIENTS: dict[str, Callable[[SinkConfig, str], PushClient]] = {
     "http": HttpPushClient,
+    "mqtt": _mqtt_client,
 }
 
 
 def make_client(sink: SinkConfig, gateway: str) -> PushClient:
     """Build the client for ``sink.type``; ``gateway`` is the name that goes into payloads."""
+    if sink.type not in CLIENTS:
+        from pollerd.push.plugins import load_entry_points
+        load_entry_points()
     try:
         factory = CLIENTS[sink.type]
     except KeyError:
@@ -77,8 +138,10 @@ def make_client(sink: SinkConfig, gateway: str) -> PushClient:
 __all__ = [
     "CLIENTS",
     "HttpPushClient",
+    "PLUGIN_COMMON_KEYS",
     "PermanentSinkError",
     "PushClient",
+    "SinkPlugin",
     "TransientSinkError",
     "make_client",
 ]

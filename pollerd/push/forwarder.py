@@ -9,6 +9,12 @@ one batch (at-least-once; the natural key lets the receiver de-duplicate).
   when it ends, not on every try.
 * A permanent refusal parks the batch in the store (it stays there, listed by ``store.parked()``), moves
   the cursor past it and logs one error for that batch.
+* ``connect()`` failures (broker down, credentials refused) are retried with the same backoff and shown in
+  the sink's state (``last_error``, ``failing_since``; /health), never raised: a sink that cannot reach its
+  upstream must not take the polling down with it.
+* Linger: a batch shorter than ``batch_size`` waits up to ``linger`` seconds for more rows before it is
+  sent, so a trickle of readings (a poll cycle commits meter by meter) becomes a few full requests instead
+  of one request per meter. A backlog is sent in full batches without waiting; ``linger = 0`` sends at once.
 * Lag (rows and seconds behind) is refreshed on every loop turn and at least every ``idle_wait`` seconds
   while idle, so gauges and /health stay current when nothing is written.
 """
@@ -57,6 +63,7 @@ class Forwarder:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
         idle_wait: float = IDLE_WAIT,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._client = client
@@ -66,6 +73,7 @@ class Forwarder:
         self._sleep = sleep
         self._rng = rng
         self._idle_wait = idle_wait
+        self._monotonic = monotonic
         name = sink.name
         self._name = name
         self._m_sent = metrics.counter("pollerd_sink_sent_total", "Readings confirmed by the sink.", ("sink",))
@@ -99,6 +107,7 @@ class Forwarder:
     async def run(self) -> None:
         """Forward until cancelled. Never returns otherwise; cancellation propagates."""
         store = self._store
+        await self._connect()
         cursor = await store.cursor(self._name)
         log.info("sink %s: forwarding from seq %d", self._name, cursor, extra={"sink": self._name})
         while True:
@@ -108,6 +117,8 @@ class Forwarder:
             store.new_data.clear()
             try:
                 batch = await store.fetch_after(cursor, self._sink.batch_size)
+                if batch and len(batch) < self._sink.batch_size and self._sink.linger > 0:
+                    batch = await self._linger(batch)
                 await self._update_lag(cursor, batch)
             except StoreError as exc:
                 # The daemon reports the store through /health; stopping here would take every other task
@@ -126,6 +137,52 @@ class Forwarder:
                     pass
                 continue
             cursor = await self._deliver(batch, cursor)
+
+    async def _connect(self) -> None:
+        """Connect the client, retrying with backoff until it works (or the task is cancelled)."""
+        while True:
+            try:
+                await self._client.connect()
+            except TransientSinkError as exc:
+                await self._on_transient(exc, None, None)
+                continue
+            except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # a client bug: logged with its traceback, retried like a network error
+                log.exception("sink %s: unexpected error while connecting", self._name)
+                await self._on_transient(
+                    TransientSinkError(f"{type(exc).__name__}: {exc}", kind="error"), None, None, logged=True)
+                continue
+            self._state.connected = True
+            if self._failing:
+                log.info("sink %s: connected after %d failed tries", self._name, self._attempt)
+                self._failing = False
+                self._state.failing_since = None
+            self._attempt = 0
+            return
+
+    async def _linger(self, batch: list[tuple[int, Reading]]) -> list[tuple[int, Reading]]:
+        """Top ``batch`` up to batch_size with rows committed within ``linger`` seconds of now."""
+        store, size = self._store, self._sink.batch_size
+        deadline = self._monotonic() + self._sink.linger
+        batch = list(batch)
+        while len(batch) < size:
+            left = deadline - self._monotonic()
+            if left <= 0:
+                break
+            # Clear, then look again: a commit between the last fetch and the clear is found by the fetch,
+            # one after the clear sets the event.
+            store.new_data.clear()
+            more = await store.fetch_after(batch[-1][0], size - len(batch))
+            if more:
+                batch.extend(more)
+                continue
+            try:
+                async with timeout(left):
+                    await store.new_data.wait()
+            except (TimeoutError, asyncio.TimeoutError):
+                break
+        return batch
 
     async def _deliver(self, batch: Sequence[tuple[int, Reading]], cursor: int) -> int:
         """Send one batch until it is confirmed or parked; return the new cursor."""
@@ -169,18 +226,26 @@ class Forwarder:
             log.info("sink %s: delivering again after %d failed tries", self._name, self._attempt,
                      extra={"sink": self._name})
             self._failing = False
+        self._state.failing_since = None
         self._attempt = 0
         return last
 
-    async def _on_transient(self, exc: TransientSinkError, first: int, last: int, *, logged: bool = False) -> None:
+    async def _on_transient(self, exc: TransientSinkError, first: int | None, last: int | None, *,
+                            logged: bool = False) -> None:
         self._state.failures += 1
         self._state.last_error = str(exc)
+        if self._state.failing_since is None:
+            self._state.failing_since = self._clock()
         self._m_fail.inc(kind=exc.kind, sink=self._name)
         delay = self.backoff(self._attempt)
         self._attempt += 1
         if not self._failing and not logged:
-            log.warning("sink %s: batch seq %d..%d not delivered, retrying with backoff: %s",
-                        self._name, first, last, exc, extra={"sink": self._name})
+            if first is None:
+                log.warning("sink %s: cannot connect, retrying with backoff: %s", self._name, exc,
+                            extra={"sink": self._name})
+            else:
+                log.warning("sink %s: batch seq %d..%d not delivered, retrying with backoff: %s",
+                            self._name, first, last, exc, extra={"sink": self._name})
         else:
             log.debug("sink %s: try %d failed, next in %.1f s: %s", self._name, self._attempt, delay, exc)
         self._failing = True

@@ -1,11 +1,31 @@
 """HTTP(S) push client: one JSON POST per batch.
 
-Body::
+Request::
 
-    {"gateway": "<name>", "readings": [{"meter", "channel", "archive", "ts", "value", "unit"[, "quality"]}, ...]}
+    POST <url>
+    Content-Type: application/json
+    Content-Encoding: gzip                      (only with gzip = true)
+    Idempotency-Key: <32 hex digits>
+    Authorization: Bearer <token> | Basic ...   (when configured)
+
+    {"gateway": "gw-7",
+     "readings": [{"meter": "m1", "channel": "A+", "archive": "current", "ts": 1700000000,
+                   "value": 12345.5, "unit": "Wh"},
+                  {"meter": "m1", "channel": "A+", "archive": "profile", "ts": 1699999200,
+                   "value": 10.0, "unit": "Wh", "quality": "incomplete"}, ...]}
+
+``ts`` is UTC unix seconds (an interval's start for archives), ``value`` a JSON number, ``unit`` may be "",
+``quality`` appears only when it is not "good". Readings are in store order, oldest first. Any 2xx confirms
+the whole batch; 408, 429, 5xx, 3xx, timeouts and network errors are retried; any other 4xx parks it.
 
 Every reading carries its natural key ``(meter, channel, archive, ts)`` so the receiver can de-duplicate
-the re-sends that at-least-once delivery implies.
+the re-sends that at-least-once delivery implies. The ``Idempotency-Key`` is a hash of the sink name and the
+uncompressed body: a retry of a batch — the forwarder re-sends exactly the same readings — carries the same
+key, and two different batches never share one (a key derived from store sequence numbers would repeat
+after a store is recreated and make a receiver drop new data). A batch re-fetched with other boundaries after
+a restart gets a new key, which is why the natural key stays the receiver's real de-duplication tool.
+
+mTLS: ``client_cert`` (PEM, may hold the key too) and ``client_key``; checked at config load.
 
 Secrets (bearer token, basic-auth password, credentials in the URL, sensitive extra headers) never reach an
 exception message: the URL is shown without user info and query, and every message is scrubbed of the
@@ -16,16 +36,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import re
 import ssl
-from collections.abc import Sequence
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import aiohttp
 import orjson
 from yarl import URL
 
 from pollerd.config import SinkConfig
+from pollerd.drivers import OptionError
 from pollerd.model import Reading
 from pollerd.push import PermanentSinkError, TransientSinkError
 
@@ -36,6 +60,33 @@ _BODY_READ = 1024           # bytes read from an error response; the rest is not
 _USER_AGENT = "pollerd"
 _SENSITIVE_HEADER = re.compile(r"auth|token|key|secret|pass|cookie|session", re.IGNORECASE)
 _WS = re.compile(r"\s+")
+# zlib level 1: JSON of readings compresses ~8x at level 1 and level 6 gains little more for several times
+# the CPU (scripts/bench_drain_http_gzip.py); a gateway's CPU is scarcer than its uplink's bytes.
+_GZIP_LEVEL = 1
+
+
+@dataclass(frozen=True, slots=True)
+class HttpOptions:
+    gzip: bool = False
+
+
+def parse_options(raw: Mapping[str, object], base_dir: str) -> HttpOptions:
+    """The http sink's own keys (SINK_OPTION_PARSERS["http"])."""
+    gz = raw.get("gzip", False)
+    if not isinstance(gz, bool):
+        raise OptionError(f"gzip must be true or false, got {gz!r}", ("gzip",))
+    return HttpOptions(gzip=gz)
+
+
+def gzip_body(body: bytes) -> bytes:
+    co = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)   # wbits 31: gzip header and trailer
+    return co.compress(body) + co.flush()
+
+
+def idempotency_key(sink_name: str, body: bytes) -> str:
+    h = hashlib.blake2b(body, digest_size=16, person=b"pollerd-http")
+    h.update(b"\0" + sink_name.encode())
+    return h.hexdigest()
 
 
 def _safe_url(url: str) -> str:
@@ -56,6 +107,8 @@ class HttpPushClient:
         self._session: aiohttp.ClientSession | None = None
         self._where = f"sink {sink.name!r}: POST {_safe_url(sink.url)}"
         self._headers, self._secrets = self._build_headers(sink)
+        opts = sink.options if isinstance(sink.options, HttpOptions) else HttpOptions()
+        self._gzip = opts.gzip
 
     def __repr__(self) -> str:
         return f"HttpPushClient({self._sink.name!r}, {_safe_url(self._sink.url)!r})"
@@ -92,13 +145,21 @@ class HttpPushClient:
         return text
 
     def _ssl(self) -> ssl.SSLContext | bool:
-        if not self._sink.verify_tls:
-            return False
-        if self._sink.ca_file:
-            ctx = ssl.create_default_context()
-            ctx.load_verify_locations(cafile=self._sink.ca_file)  # added to the system CAs, not instead
-            return ctx
-        return True
+        sink = self._sink
+        if not sink.client_cert:
+            if not sink.verify_tls:
+                return False
+            if not sink.ca_file:
+                return True
+        ctx = ssl.create_default_context()
+        if sink.ca_file:
+            ctx.load_verify_locations(cafile=sink.ca_file)  # added to the system CAs, not instead
+        if not sink.verify_tls:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if sink.client_cert:
+            ctx.load_cert_chain(sink.client_cert, sink.client_key)
+        return ctx
 
     async def connect(self) -> None:
         """Prepare the session. Never raises for a sink problem: a bad ca_file must not stop the daemon from
@@ -114,8 +175,10 @@ class HttpPushClient:
         try:
             ssl_opt = self._ssl()
         except (OSError, ssl.SSLError) as exc:
+            files = ", ".join(repr(f) for f in (self._sink.ca_file, self._sink.client_cert, self._sink.client_key)
+                              if f)
             raise TransientSinkError(
-                f"sink {self._sink.name!r}: cannot load ca_file {self._sink.ca_file!r}: {exc}", kind="tls"
+                f"sink {self._sink.name!r}: cannot load the TLS files ({files}): {exc}", kind="tls"
             ) from None
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=ssl_opt, limit=2),
@@ -137,11 +200,20 @@ class HttpPushClient:
         self._open()
         assert self._session is not None
         body = self.encode(batch)
+        headers = {"Idempotency-Key": idempotency_key(self._sink.name, body)}
+        if self._gzip:
+            body = gzip_body(body)
+            headers["Content-Encoding"] = "gzip"
         # `from None` below: the original exception (and its traceback) may carry the raw URL.
         try:
-            async with self._session.post(self._sink.url, data=body, allow_redirects=False) as resp:
+            async with self._session.post(self._sink.url, data=body, headers=headers,
+                                          allow_redirects=False) as resp:
                 status = resp.status
                 if 200 <= status < 300:
+                    # Read the (small) reply to its end: a connection cut in the middle of it leaves the
+                    # outcome unknown, and an unknown outcome is a retry, not a confirmation.
+                    while await resp.content.read(_BODY_READ * 64):
+                        pass
                     return
                 snippet = await self._snippet(resp)
                 location = resp.headers.get("Location", "")

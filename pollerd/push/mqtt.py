@@ -1,0 +1,256 @@
+"""MQTT push client (sink type ``mqtt``), on aiomqtt.
+
+Why aiomqtt: it is the maintained asyncio MQTT client (2.x, on paho-mqtt 2.x, the Eclipse reference client),
+it drives paho from the running event loop (no network thread), and its ``publish`` with QoS 1 returns only
+when paho's ``on_publish`` fired, which paho calls for QoS 1 on PUBACK — so "send returned" means "the broker
+has taken every message". gmqtt is unmaintained since 2022; asyncio-mqtt is aiomqtt's former name.
+
+Messages (``payload = "reading"``, the default): one message per reading, on the topic template rendered with
+``{gateway} {meter} {channel} {archive}`` (default ``pollerd/{gateway}/{meter}/{channel}``); the payload is
+the reading as JSON with the gateway name::
+
+    pollerd/gw-7/m1/A%2B   {"gateway":"gw-7","meter":"m1","channel":"A+","archive":"current",
+                            "ts":1700000000,"value":12345.5,"unit":"Wh"}
+
+With ``payload = "batch"`` the readings of one batch that render to the same topic go in one message, in
+store order, shaped like the HTTP body: ``{"gateway": "gw-7", "readings": [...]}``. So
+``topic = "pollerd/{gateway}/{meter}"`` gives one message per meter per batch and
+``topic = "pollerd/{gateway}/readings"`` one message per batch.
+
+Field values are percent-encoded in topics (``+ # / %`` -> ``%2B %23 %2F %25``): MQTT forbids wildcards in a
+topic to publish to, and channel names contain ``+``.
+
+Delivery: every message of a batch is published with QoS 1 (pipelined, not one round trip each) and
+``send`` returns after the last PUBACK; only then does the forwarder move the cursor. A disconnect or a
+missing PUBACK within ``timeout`` fails the whole batch (TransientSinkError); the next ``send`` reconnects
+and publishes the batch again — receivers de-duplicate on the natural key. The session is clean: pollerd's
+store, not the broker, is what remembers undelivered readings.
+
+Status: after every connect ``online`` is published retained to ``status_topic`` (default
+``pollerd/{gateway}/status``); the last will, set in CONNECT, is ``offline`` retained, which the broker
+publishes when the connection dies without a DISCONNECT (power cut, kill -9, network loss past keepalive).
+``close()`` publishes ``offline`` itself before disconnecting. ``status_topic = ""`` turns both off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import ssl
+from collections.abc import Sequence
+
+import aiomqtt
+import orjson
+from yarl import URL
+
+from pollerd.compat import timeout
+from pollerd.config import SinkConfig
+from pollerd.model import Reading
+from pollerd.push import TransientSinkError
+from pollerd.push.mqtt_options import MqttOptions, parse_options
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+ONLINE, OFFLINE = b"online", b"offline"
+# Messages paho keeps in flight (published, PUBACK not yet back). paho's default of 20 makes a batch of 500
+# wait for 25 round trips; the broker side (mosquitto max_inflight_messages) limits only what it sends.
+MAX_INFLIGHT = 200
+_AUTH_CODES = {4, 5, 134, 135}     # CONNACK: bad user name or password / not authorized (3.1.1 and 5)
+_TOPIC_CACHE = 4096
+
+
+class MqttPushClient:
+    """Publishes batches to an MQTT broker. Lifecycle as in :mod:`pollerd.push`."""
+
+    def __init__(self, sink: SinkConfig, gateway: str) -> None:
+        self._sink = sink
+        self._gateway = gateway
+        opts = sink.options if isinstance(sink.options, MqttOptions) else parse_options({}, "")
+        self._opts = opts
+        url = URL(sink.url)
+        self._tls = url.scheme.lower() == "mqtts"
+        self._host = url.host or "localhost"
+        self._port = url.explicit_port or DEFAULT_PORTS["mqtts" if self._tls else "mqtt"]
+        self._where = f"sink {sink.name!r}: {url.scheme}://{self._host}:{self._port}"
+        self._client_id = opts.client_id or f"pollerd-{gateway}-{sink.name}"
+        self._status = opts.status_topic.render({"gateway": gateway}) if opts.status_topic else None
+        self._client: aiomqtt.Client | None = None
+        self._topics: dict[tuple[str, str, str], str] = {}
+        if not self._tls and (sink.ca_file or sink.client_cert or not sink.verify_tls):
+            log.warning("%s: ca_file, client_cert and verify_tls apply to mqtts:// only and are ignored",
+                        self._where)
+
+    def __repr__(self) -> str:
+        return f"MqttPushClient({self._sink.name!r}, {self._host}:{self._port})"
+
+    # ---- encoding ---------------------------------------------------------------------------------------------
+
+    def topic(self, r: Reading) -> str:
+        key = (r.meter, r.channel, r.archive)
+        t = self._topics.get(key)
+        if t is None:
+            if len(self._topics) >= _TOPIC_CACHE:
+                self._topics.clear()
+            t = self._topics[key] = self._opts.topic.render(
+                {"gateway": self._gateway, "meter": r.meter, "channel": r.channel, "archive": r.archive})
+        return t
+
+    def encode(self, batch: Sequence[Reading]) -> list[tuple[str, bytes]]:
+        """(topic, payload) of every message of ``batch``, in order."""
+        gw = self._gateway
+        if self._opts.payload == "reading":
+            return [(self.topic(r), orjson.dumps({"gateway": gw, **r.as_dict()})) for r in batch]
+        groups: dict[str, list[dict[str, object]]] = {}
+        for r in batch:
+            groups.setdefault(self.topic(r), []).append(r.as_dict())
+        return [(t, orjson.dumps({"gateway": gw, "readings": rs})) for t, rs in groups.items()]
+
+    # ---- connection -------------------------------------------------------------------------------------------
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if not self._tls:
+            return None
+        sink = self._sink
+        try:
+            ctx = ssl.create_default_context()
+            if sink.ca_file:
+                ctx.load_verify_locations(cafile=sink.ca_file)
+            if not sink.verify_tls:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            if sink.client_cert:
+                ctx.load_cert_chain(sink.client_cert, sink.client_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise TransientSinkError(f"{self._where}: cannot load the TLS files: {exc}", kind="tls") from None
+        return ctx
+
+    @staticmethod
+    def _gone(client: aiomqtt.Client) -> bool:
+        # aiomqtt keeps the connection's end in a private future (it has no public "is connected"); the
+        # dependency is pinned below 3 for this. Reading the exception marks it retrieved for asyncio.
+        fut: asyncio.Future[None] = client._disconnected  # noqa: SLF001
+        if fut.done():
+            if not fut.cancelled():
+                fut.exception()
+            return True
+        return False
+
+    async def connect(self) -> None:
+        await self._ensure()
+
+    async def _ensure(self) -> aiomqtt.Client:
+        if self._client is not None:
+            if not self._gone(self._client):
+                return self._client
+            await self._drop()
+        sink, opts = self._sink, self._opts
+        will = None
+        if self._status is not None:
+            will = aiomqtt.Will(self._status, OFFLINE, qos=1, retain=True)
+        client = aiomqtt.Client(
+            self._host, self._port,
+            username=sink.username,
+            password=sink.password.reveal() if sink.password is not None else None,
+            identifier=self._client_id,
+            logger=logging.getLogger(f"{__name__}.client"),
+            will=will,
+            clean_session=True,
+            keepalive=opts.keepalive,
+            timeout=sink.timeout,
+            tls_context=self._tls_context(),
+            max_inflight_messages=MAX_INFLIGHT,
+            max_concurrent_outgoing_calls=MAX_INFLIGHT,
+        )
+        # aiomqtt warns once a handful of calls are pending; a pipelined batch has batch_size of them.
+        client.pending_calls_threshold = max(sink.batch_size, 1) + 10
+        # paho's TCP connect (run in a thread by aiomqtt) has its own 5 s default; use the sink's timeout.
+        client._client.connect_timeout = sink.timeout  # noqa: SLF001
+        try:
+            await client.__aenter__()
+        except aiomqtt.MqttConnectError as exc:
+            rc = getattr(exc.rc, "value", exc.rc)
+            if rc in _AUTH_CODES:
+                raise TransientSinkError(
+                    f"{self._where}: the broker refused the credentials ({exc}); check username and password",
+                    kind="auth") from None
+            raise TransientSinkError(f"{self._where}: the broker refused the connection: {exc}",
+                                     kind="refused") from None
+        except aiomqtt.MqttError as exc:
+            text = str(exc)
+            kind = "timeout" if "timed out" in text.lower() else ("tls" if "ssl" in text.lower() else "network")
+            raise TransientSinkError(f"{self._where}: cannot connect: {text or type(exc).__name__}",
+                                     kind=kind) from None
+        self._client = client
+        log.info("%s: connected as %r", self._where, self._client_id)
+        if self._status is not None:
+            try:
+                await client.publish(self._status, ONLINE, qos=1, retain=True, timeout=sink.timeout)
+            except aiomqtt.MqttError as exc:
+                await self._drop()
+                raise TransientSinkError(f"{self._where}: status publish failed: {exc}", kind="network") from None
+        return client
+
+    async def _drop(self) -> None:
+        """Forget the connection (after a failure); the next send opens a new one."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            async with timeout(2.0):
+                await client.__aexit__(None, None, None)
+        except (aiomqtt.MqttError, OSError, TimeoutError, asyncio.TimeoutError):
+            pass
+        self._gone(client)
+
+    async def close(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        if self._status is not None and not self._gone(client):
+            # A clean DISCONNECT suppresses the will, so say "offline" ourselves.
+            try:
+                await client.publish(self._status, OFFLINE, qos=1, retain=True, timeout=2.0)
+            except aiomqtt.MqttError as exc:
+                log.debug("%s: offline status not published: %s", self._where, exc)
+        await self._drop()
+
+    # ---- delivery ---------------------------------------------------------------------------------------------
+
+    async def send(self, batch: Sequence[Reading]) -> None:
+        if not batch:
+            return
+        client = await self._ensure()
+        messages = self.encode(batch)
+        qos, retain = self._opts.qos, self._opts.retain
+        # All publishes go out at once and the PUBACKs come back pipelined; each publish waits for its own
+        # PUBACK without a timeout of its own (math.inf) because the whole batch is bounded below.
+        tasks = [asyncio.ensure_future(client.publish(t, p, qos=qos, retain=retain, timeout=math.inf))
+                 for t, p in messages]
+        acked = asyncio.gather(*tasks)
+        # aiomqtt does not fail pending publishes when the connection drops (paho would re-send them on a
+        # reconnect of the same session, which a clean session never has), so race the batch against the
+        # connection's end.
+        gone: asyncio.Future[None] = client._disconnected  # noqa: SLF001
+        try:
+            async with timeout(self._sink.timeout):
+                await asyncio.wait((acked, gone), return_when=asyncio.FIRST_COMPLETED)
+            if not acked.done():
+                exc = gone.exception() if not gone.cancelled() else None
+                raise aiomqtt.MqttError(f"connection lost: {exc or 'disconnected'}")
+            acked.result()
+        except (TimeoutError, asyncio.TimeoutError):
+            await self._drop()
+            raise TransientSinkError(
+                f"{self._where}: no PUBACK for {sum(not t.done() for t in tasks)} of {len(tasks)} messages "
+                f"within {self._sink.timeout:g} s", kind="timeout") from None
+        except (aiomqtt.MqttError, OSError, ValueError) as exc:
+            await self._drop()
+            raise TransientSinkError(f"{self._where}: publish failed: {exc}", kind="network") from None
+        finally:
+            if not acked.done():
+                acked.cancel()      # cancels the publishes still waiting; gather marks their outcome read
+
+
+__all__ = ["MqttPushClient"]

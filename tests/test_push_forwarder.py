@@ -1,0 +1,181 @@
+"""Forwarder behaviour every client shares: linger batching, connect retries, failure state and /health."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from pollerd.api import HealthLimits, _Api
+from pollerd.config import SinkConfig
+from pollerd.metrics import Registry
+from pollerd.model import Reading
+from pollerd.push import TransientSinkError
+from pollerd.push.forwarder import Forwarder
+from pollerd.state import Runtime, SinkState
+from pollerd.store import Store
+
+from test_push_http import readings, until
+
+
+class FakeClient:
+    """Records batches; connect fails ``connect_failures`` times first."""
+
+    def __init__(self, connect_failures: int = 0, fail_with: Exception | None = None) -> None:
+        self.connect_calls = 0
+        self.connect_failures = connect_failures
+        self.fail_with = fail_with or TransientSinkError("broker down", kind="network")
+        self.batches: list[list[Reading]] = []
+        self.closed = False
+
+    async def connect(self) -> None:
+        self.connect_calls += 1
+        if self.connect_calls <= self.connect_failures:
+            raise self.fail_with
+
+    async def send(self, batch: Sequence[Reading]) -> None:
+        assert self.connect_calls > self.connect_failures, "send before a successful connect"
+        self.batches.append(list(batch))
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+async def store(tmp_path):
+    st = await Store.open(tmp_path / "p.db", commit_interval=0.01)
+    yield st
+    await st.close()
+
+
+def sink(**kw) -> SinkConfig:
+    base = dict(name="up", type="fake", url="http://127.0.0.1:1/", batch_size=10, retry_min=0.01,
+                retry_max=0.05, linger=0.0)
+    base.update(kw)
+    return SinkConfig(**base)
+
+
+async def run_forwarder(store, client, cfg, **kw):
+    state = SinkState(cfg.name, cfg.type)
+    fwd = Forwarder(store, client, cfg, state, Registry(), idle_wait=0.05, **kw)
+    task = asyncio.create_task(fwd.run())
+    return state, task
+
+
+async def stop(task: asyncio.Task) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_linger_collects_a_trickle_into_one_batch(store):
+    client = FakeClient()
+    state, task = await run_forwarder(store, client, sink(linger=3.0))
+    try:
+        await until(lambda: client.connect_calls == 1, "connect")
+        rs = readings(4)
+        for r in rs:                        # a poll cycle committing meter by meter
+            await store.write([r])
+            await asyncio.sleep(0.02)
+        await until(lambda: state.sent == 4, "the batch", tries=1500)
+    finally:
+        await stop(task)
+    assert client.batches == [rs]           # one send, not four
+
+
+async def test_full_batch_does_not_wait_for_linger(store):
+    client = FakeClient()
+    # A linger of an hour: only a full batch can go out within the test's deadline.
+    state, task = await run_forwarder(store, client, sink(linger=3600.0, batch_size=3))
+    try:
+        await until(lambda: client.connect_calls == 1, "connect")
+        await store.write(readings(1))
+        await asyncio.sleep(0.1)
+        assert client.batches == []          # still lingering
+        await store.write(readings(2, ts0=1_800_000_000))
+        await until(lambda: state.sent == 3, "the full batch")
+    finally:
+        await stop(task)
+    assert [len(b) for b in client.batches] == [3]
+
+
+async def test_backlog_goes_in_full_batches_and_the_tail_after_linger(store):
+    await store.write(readings(25))
+    client = FakeClient()
+    ticks = [0.0]
+    # A fake monotonic clock that jumps past the linger on every look: the tail is sent without waiting.
+    def mono() -> float:
+        ticks[0] += 10.0
+        return ticks[0]
+    state, task = await run_forwarder(store, client, sink(linger=5.0), monotonic=mono)
+    try:
+        await until(lambda: state.sent == 25, "the backlog")
+    finally:
+        await stop(task)
+    assert [len(b) for b in client.batches] == [10, 10, 5]
+
+
+async def test_zero_linger_sends_at_once(store):
+    client = FakeClient()
+    state, task = await run_forwarder(store, client, sink(linger=0.0))
+    try:
+        await until(lambda: client.connect_calls == 1, "connect")
+        await store.write(readings(1))
+        await until(lambda: state.sent == 1, "the reading")
+    finally:
+        await stop(task)
+
+
+async def test_connect_failures_are_retried_with_backoff_and_reported(store):
+    await store.write(readings(2))
+    client = FakeClient(connect_failures=3, fail_with=TransientSinkError("bad user name or password",
+                                                                            kind="auth"))
+    now = [1000.0]
+    state = SinkState("up", "fake")
+    seen = []               # the state as /health saw it during each backoff
+
+    async def sleep(delay: float) -> None:
+        seen.append((delay, state.connected, state.failing_since, state.last_error))
+        now[0] += delay
+        await asyncio.sleep(0)
+
+    metrics = Registry()
+    fwd = Forwarder(store, client, sink(), state, metrics, sleep=sleep, clock=lambda: now[0], idle_wait=0.05)
+    task = asyncio.create_task(fwd.run())
+    try:
+        await until(lambda: state.sent == 2, "delivery after connecting")
+    finally:
+        await stop(task)
+    assert client.connect_calls == 4 and len(seen) == 3
+    assert all(not conn and since == 1000.0 and "password" in err for _, conn, since, err in seen)
+    assert all(0.01 <= d <= 0.05 for d, *_ in seen)
+    assert state.connected and state.failing_since is None
+    fails = metrics.counter("pollerd_sink_failures_total", "", ("sink", "kind"))
+    assert fails.get(sink="up", kind="auth") == 3
+    assert await store.cursor("up") == await store.last_seq()
+
+
+async def test_connect_bug_does_not_kill_the_forwarder(store):
+    client = FakeClient(connect_failures=1, fail_with=RuntimeError("oops"))
+    state, task = await run_forwarder(store, client, sink())
+    try:
+        await until(lambda: client.connect_calls == 2, "a second connect")
+        assert state.connected and "RuntimeError: oops" in state.last_error
+    finally:
+        await stop(task)
+
+
+async def test_health_shows_a_failing_sink_then_fails_after_the_budget(store):
+    rt = Runtime(gateway="gw1", started=0.0)
+    st = rt.sinks["up"] = SinkState("up", "mqtt")
+    now = [1000.0]
+    api = _Api(rt, store, Registry(), lambda: now[0], HealthLimits(sink_failing_seconds=300.0))
+    assert await api.health_report() == ([], [])
+    st.failing_since, st.last_error = 990.0, "sink 'up': cannot connect: Connection refused"
+    reasons, warnings = await api.health_report()
+    assert reasons == [] and warnings == ["sink up failing for 10 s (not connected): sink 'up': cannot connect: "
+                                          "Connection refused"]
+    now[0] = 1400.0
+    reasons, warnings = await api.health_report()
+    assert len(reasons) == 1 and "sink up failing for 410 s" in reasons[0] and warnings == []
