@@ -71,7 +71,7 @@ async def stop(task: asyncio.Task) -> None:
 
 async def test_linger_collects_a_trickle_into_one_batch(store):
     client = FakeClient()
-    state, task = await run_forwarder(store, client, sink(linger=3.0))
+    state, task = await run_forwarder(store, client, sink(linger=1.5))
     try:
         await until(lambda: client.connect_calls == 1, "connect")
         rs = readings(4)

@@ -41,6 +41,7 @@ import ssl
 from collections.abc import Sequence
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 import orjson
 from yarl import URL
 
@@ -168,8 +169,8 @@ class MqttPushClient:
         # paho's TCP connect (run in a thread by aiomqtt) has its own 5 s default; use the sink's timeout.
         client._client.connect_timeout = sink.timeout  # noqa: SLF001
         try:
-            await client.__aenter__()
-        except aiomqtt.MqttConnectError as exc:
+            await self._enter(client)
+        except MqttConnectError as exc:
             rc = getattr(exc.rc, "value", exc.rc)
             if rc in _AUTH_CODES:
                 raise TransientSinkError(
@@ -191,6 +192,58 @@ class MqttPushClient:
                 await self._drop()
                 raise TransientSinkError(f"{self._where}: status publish failed: {exc}", kind="network") from None
         return client
+
+    async def _enter(self, client: aiomqtt.Client) -> None:
+        """``client.__aenter__()``, but fail as soon as the connection dies instead of waiting out the CONNACK
+        timeout: with TLS 1.3 a broker rejects a client certificate only after the handshake, by closing
+        the connection, and aiomqtt would wait ``timeout`` seconds for a CONNACK that never comes."""
+        loop = asyncio.get_running_loop()
+        closed: asyncio.Future[None] = loop.create_future()
+        paho = client._client  # noqa: SLF001
+        on_close = paho.on_socket_close
+
+        def closed_too(c: object, userdata: object, sock: object) -> None:
+            on_close(c, userdata, sock)    # aiomqtt's own: unregisters the reader
+            # paho closes the socket without telling aiomqtt when the peer hangs up before CONNACK;
+            # may run in aiomqtt's connect thread, hence threadsafe.
+            loop.call_soon_threadsafe(lambda: closed.done() or closed.set_result(None))
+
+        paho.on_socket_close = closed_too
+        enter = asyncio.ensure_future(client.__aenter__())
+        gone: asyncio.Future[None] = client._disconnected  # noqa: SLF001
+        try:
+            await asyncio.wait((enter, gone, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not enter.done():
+                enter.cancel()
+                try:
+                    await enter
+                except (asyncio.CancelledError, aiomqtt.MqttError, OSError):
+                    pass
+                # A cancel of ours (not the caller's) ends here; the caller's propagates from wait() above.
+        try:
+            if enter.done() and not enter.cancelled():
+                enter.result()      # connected, or raises why not
+                return
+            exc = gone.exception() if gone.done() and not gone.cancelled() else None
+            raise aiomqtt.MqttError(
+                f"the broker closed the connection before CONNACK: "
+                f"{exc or 'no reason given (a client certificate it refused, or not an MQTT listener)'}")
+        except BaseException:
+            self._abort(client)
+            raise
+
+    @staticmethod
+    def _abort(client: aiomqtt.Client) -> None:
+        # A connect that failed half way may leave paho's socket open with a reader on the loop; close it
+        # (paho's own close also unregisters the reader) so a long outage of retries leaks no descriptors.
+        paho = client._client  # noqa: SLF001
+        close = getattr(paho, "_sock_close", None)
+        if paho.socket() is not None and close is not None:
+            try:
+                close()
+            except OSError:
+                pass
 
     async def _drop(self) -> None:
         """Forget the connection (after a failure); the next send opens a new one."""
