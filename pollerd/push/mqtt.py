@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import socket
 import ssl
 from collections.abc import Sequence
 
@@ -163,6 +164,8 @@ class MqttPushClient:
             tls_context=self._tls_context(),
             max_inflight_messages=MAX_INFLIGHT,
             max_concurrent_outgoing_calls=MAX_INFLIGHT,
+            # Small PUBLISH packets behind Nagle wait for the broker's delayed ACK (tens of ms per batch).
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
         # aiomqtt warns once a handful of calls are pending; a pipelined batch has batch_size of them.
         client.pending_calls_threshold = max(sink.batch_size, 1) + 10
