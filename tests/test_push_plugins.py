@@ -165,8 +165,10 @@ def test_example_mqtt_sink_loads_when_uncommented(tmp_path: Path) -> None:
         block.append(line[2:])
     body = text[:start] + "\n".join(block).replace("mqtts://", "mqtt://").replace(
         'password_credential = "broker-pw"', 'password = "pw"') + "\n"
-    (tmp_path / "pollerd.toml").write_text(body, encoding="utf-8")
-    cfg = load_config(tmp_path / "pollerd.toml", environ={})
+    conf = tmp_path / "config"
+    shutil.copytree(EXAMPLE.parent, conf)       # files the example names (templates) sit beside it
+    (conf / "pollerd.toml").write_text(body, encoding="utf-8")
+    cfg = load_config(conf / "pollerd.toml", environ={})
     mq = [s for s in cfg.sinks if s.type == "mqtt"]
     assert len(mq) == 1
     opts = mq[0].options
