@@ -239,8 +239,9 @@ class DownClient:
 
 async def test_forwarder_skips_evicted_rows_and_its_lag_memory_stays_bounded(store, monkeypatch):
     monkeypatch.setattr(fwd_mod, "_SEEN_MAX", 64)
+    # linger 0: the batch in hand is the first write's 10 rows, not topped up to batch_size
     sink = SinkConfig(name="up", type="http", url="http://127.0.0.1:9/", batch_size=100,
-                      retry_min=0.001, retry_max=0.002)
+                      retry_min=0.001, retry_max=0.002, linger=0.0)
     client, state = DownClient(), SinkState("up", "http")
     f = Forwarder(store, client, sink, state, Registry(), idle_wait=0.05)
     task = asyncio.create_task(f.run())
