@@ -1117,7 +1117,7 @@ def describe_request(frame: bytes | bytearray | memoryview) -> tuple[str, Reques
         return "read_time", read_time(addr)
     if code == CODE_READ_TIME and n == 3 and p1 != 0 and body[2] < JOURNAL_RECORDS:
         return "read_journal", read_journal(addr, body[1], body[2])
-    if code == CODE_READ_ENERGY and n == 3 and (body[1] & 0x0F) <= 12:
+    if code == CODE_READ_ENERGY and n == 3 and (body[1] & 0x0F) <= 12 and body[2] <= 0x0F:
         return "read_energy", read_energy(addr, body[1] >> 4, body[1] & 0x0F, body[2])
     if code == CODE_READ_MEMORY and n == 5 and body[4]:
         req = read_profile(addr, body[2] << 8 | body[3], body[4], body[1])
