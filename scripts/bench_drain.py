@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Drain rate of a backlog through the real Forwarder + HttpPushClient to a local HTTP receiver.
 
-    python scripts/bench_drain.py [--readings 200000] [--batches 500,2000,5000]
+    python scripts/bench_drain.py [--readings 200000] [--batches 500,2000,5000] [--gzip off|on|both]
 
 Fills a fresh store with --readings readings (as an outage would leave them), starts an aiohttp receiver in
 a separate process on 127.0.0.1 (it parses every body with orjson and counts the readings, as a real
@@ -26,7 +26,7 @@ from pollerd.config import SinkConfig  # noqa: E402
 from pollerd.metrics import Registry  # noqa: E402
 from pollerd.model import Reading  # noqa: E402
 from pollerd.push.forwarder import Forwarder  # noqa: E402
-from pollerd.push.http import HttpPushClient  # noqa: E402
+from pollerd.push.http import HttpOptions, HttpPushClient  # noqa: E402
 from pollerd.state import SinkState  # noqa: E402
 from pollerd.store import Store  # noqa: E402
 
@@ -64,8 +64,10 @@ async def fill(store: Store, n: int) -> None:
         await store.write(batch)
 
 
-async def drain(store: Store, url: str, batch_size: int, sink_name: str) -> float:
-    sink = SinkConfig(name=sink_name, type="http", url=url, batch_size=batch_size, timeout=30.0)
+async def drain(store: Store, url: str, batch_size: int, sink_name: str, gzip: bool = False) -> float:
+    # linger 0: a short last batch must not add its wait to the measured time
+    sink = SinkConfig(name=sink_name, type="http", url=url, batch_size=batch_size, timeout=30.0, linger=0.0,
+                      options=HttpOptions(gzip=gzip))
     client = HttpPushClient(sink, "bench-gw")
     await client.connect()
     last = await store.last_seq()
@@ -95,9 +97,11 @@ async def main(args: argparse.Namespace) -> None:
             try:
                 await fill(store, args.readings)
                 print(f"backlog: {args.readings} readings; receiver in pid {recv.pid} on {url}")
-                for b in [int(x) for x in args.batches.split(",")]:
-                    dt = await drain(store, url, b, f"bench-{b}")
-                    print(f"batch_size {b:>5}: {args.readings / dt:>9,.0f} readings/s ({dt:.2f} s)")
+                for gz in {"off": [False], "on": [True], "both": [False, True]}[args.gzip]:
+                    for b in [int(x) for x in args.batches.split(",")]:
+                        dt = await drain(store, url, b, f"bench-{b}-{'gz' if gz else 'plain'}", gzip=gz)
+                        print(f"batch_size {b:>5}{' gzip' if gz else ''}: {args.readings / dt:>9,.0f} readings/s "
+                              f"({dt:.2f} s)")
             finally:
                 await store.close()
     finally:
@@ -110,4 +114,6 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--readings", type=int, default=200_000)
     p.add_argument("--batches", default="500,2000,5000")
+    p.add_argument("--gzip", choices=("off", "on", "both"), default="off",
+                   help="send with Content-Encoding: gzip (the receiver decompresses)")
     asyncio.run(main(p.parse_args()))

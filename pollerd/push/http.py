@@ -61,7 +61,7 @@ _USER_AGENT = "pollerd"
 _SENSITIVE_HEADER = re.compile(r"auth|token|key|secret|pass|cookie|session", re.IGNORECASE)
 _WS = re.compile(r"\s+")
 # zlib level 1: JSON of readings compresses ~8x at level 1 and level 6 gains little more for several times
-# the CPU (scripts/bench_drain_http_gzip.py); a gateway's CPU is scarcer than its uplink's bytes.
+# the CPU (see the README figures); a gateway's CPU is scarcer than its uplink's bytes.
 _GZIP_LEVEL = 1
 
 
