@@ -19,7 +19,7 @@ from .drivers.registry import make_driver
 from .errors import ConfigError, MeterBusy, PollerdError, StoreError
 from .line import Line, line_priority
 from .metrics import Registry
-from .notify import run_notifier
+from .notify import Notifier, run_notifier
 from .schedule import Schedule, next_run
 from .state import LineState, MeterState, Runtime, SinkState
 from .quota import StoreQuota
@@ -109,6 +109,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.api_port: int | None = None
         self.ready = asyncio.Event()
+        self.notifier: Notifier | None = None   # set by the notify task while systemd listens
         self._quota: StoreQuota | None = None   # set in run(); apply() hands it the reloaded limits
         if self.config_path is None and self.config.source:
             self.config_path = Path(self.config.source)
@@ -305,20 +306,34 @@ class Daemon:
         """Re-read the config file and apply it. An invalid or inapplicable file leaves the running config
         in place; the reason is logged and shown in /health warnings until a reload succeeds."""
         async with self._reload_lock:
-            path = self.config_path
+            notifier = self.notifier
+            if notifier is not None:
+                # systemd's reload protocol: RELOADING=1 with the monotonic time, then READY=1 once applied
+                # (also after a failed reload: the previous config keeps running).
+                notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}",
+                              "STATUS=reloading the configuration")
             try:
-                if path is None:
-                    raise ConfigError("the daemon was not started from a file; nothing to re-read")
-                new = await asyncio.to_thread(load_config, path)
-                summary = await self.apply(new)
-            except ReloadRefused as exc:
-                return self._reload_failed("refused", str(exc))
-            except ConfigError as exc:
-                return self._reload_failed("failed", str(exc))
-            self.runtime.warnings.pop("reload", None)
-            self._m_reloads.inc(outcome="ok")
-            log.info("reloaded %s: %s", path, summary or "no changes")
-            return True
+                return await self._reload()
+            finally:
+                if notifier is not None:
+                    from .notify import status_line
+                    notifier.send("READY=1", f"STATUS={status_line(self)}")
+
+    async def _reload(self) -> bool:
+        path = self.config_path
+        try:
+            if path is None:
+                raise ConfigError("the daemon was not started from a file; nothing to re-read")
+            new = await asyncio.to_thread(load_config, path)
+            summary = await self.apply(new)
+        except ReloadRefused as exc:
+            return self._reload_failed("refused", str(exc))
+        except ConfigError as exc:
+            return self._reload_failed("failed", str(exc))
+        self.runtime.warnings.pop("reload", None)
+        self._m_reloads.inc(outcome="ok")
+        log.info("reloaded %s: %s", path, summary or "no changes")
+        return True
 
     def _reload_failed(self, outcome: str, why: str) -> bool:
         self._m_reloads.inc(outcome=outcome)

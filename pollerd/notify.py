@@ -251,6 +251,7 @@ async def run_notifier(daemon: Daemon, environ: Mapping[str, str] | None = None,
     period = watchdog_interval(environ)
     wd = Watchdog(daemon, period, stall_after=stall_after) if period else None
     stop_task = asyncio.get_running_loop().create_task(_notify_stopping(daemon, notifier), name="notify:stop")
+    daemon.notifier = notifier  # reload() announces RELOADING=1 / READY=1 through it
     try:
         await daemon.ready.wait()
         notifier.send("READY=1", f"STATUS={status_line(daemon)}")
@@ -279,6 +280,7 @@ async def run_notifier(daemon: Daemon, environ: Mapping[str, str] | None = None,
             healthy = verdict.ok
         await stop_task
     finally:
+        daemon.notifier = None
         stop_task.cancel()
         if wd is not None:
             wd.cancel()

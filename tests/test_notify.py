@@ -172,6 +172,11 @@ def test_daemon_process_notifies_ready_status_watchdog_and_stopping(tmp_path):
         listener.wait_for("WATCHDOG=1", 30, after=ready_at)
         n = len(listener.messages)
         listener.wait_for("WATCHDOG=1", 30, after=n)  # and it keeps pinging
+        n = len(listener.messages)
+        proc.send_signal(signal.SIGHUP)  # systemctl reload: RELOADING=1 with MONOTONIC_USEC, then READY=1
+        reloading = listener.wait_for("RELOADING=1", 30, after=n)
+        assert any(line.startswith("MONOTONIC_USEC=") for line in reloading.split("\n"))
+        listener.wait_for("READY=1", 30, after=listener.messages.index(reloading) + 1)
         proc.send_signal(signal.SIGTERM)
         listener.wait_for("STOPPING=1", 30)
         assert proc.wait(60) == 0
