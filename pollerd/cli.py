@@ -221,6 +221,24 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return int(importlib.import_module(TOOLS[args.decode_protocol]).run(args))
 
 
+def cmd_webmeters_key(args: argparse.Namespace) -> int:
+    from .drivers.webmeters import request_key
+
+    async def ask_code() -> str:
+        if args.code:
+            return str(args.code)
+        # The prompt goes to stderr so that stdout carries only the config line.
+        print(f"An SMS with a one-time code was sent to {args.phone}.", file=sys.stderr)
+        sys.stderr.write("SMS code: ")
+        sys.stderr.flush()
+        return await asyncio.to_thread(sys.stdin.readline)
+
+    key = asyncio.run(request_key(args.url, args.phone, ask_code))
+    print("# the webmeters account's api key; better kept in api_key_file or api_key_credential")
+    print(f'api_key = "{key}"')
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
     return asyncio.run(run_demo(seconds=args.seconds, state_dir=args.state_dir))
@@ -297,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sioi", help="АС СиОИ document sink: per-period status; --retry / --accept a period")
     sioi_cli.configure_parser(s)
     s.set_defaults(func=sioi_cli.run)
+
+    s = sub.add_parser("webmeters-key", help="get a WebMeters api key by SMS (apiSendKeyRequest, apiGetKey) "
+                                             "and print it for the config")
+    s.add_argument("--url", default="http://api.webmeters.ru/1.0/", help="API endpoint (default: %(default)s)")
+    s.add_argument("--phone", required=True, help="the account's phone number, 10 digits, e.g. 9181234567")
+    s.add_argument("--code", help="the SMS code, if already at hand (default: asked for on the terminal)")
+    s.set_defaults(func=cmd_webmeters_key)
 
     s = sub.add_parser("demo", help="simulated meters + the daemon + a local receiver, end to end")
     s.add_argument("--seconds", type=float, default=30.0, help="stop after this long (default 30)")

@@ -66,10 +66,11 @@ def meter_state(mc: MeterConfig) -> MeterState:
 
 
 def build_driver(mc: MeterConfig, line: Line | None, runtime: Runtime, metrics: Registry,
-                 clock: Callable[[], float] = time.time, store: Store | None = None) -> Driver:
+                 clock: Callable[[], float] = time.time, store: Store | None = None,
+                 state_dir: Path | None = None) -> Driver:
     st = runtime.meters.setdefault(mc.name, meter_state(mc))
     return make_driver(DriverContext(mc, line, st, metrics, clock, logging.getLogger("pollerd.driver"),
-                                     store))
+                                     store, state_dir))
 
 
 @dataclass(eq=False)
@@ -250,7 +251,7 @@ class Daemon:
             self.runtime.meters[mc.name] = state
         # A cloud source has no line (None here); its driver talks to its account's endpoint itself.
         drv = build_driver(mc, self.lines.get(mc.line), self.runtime, self.metrics,  # type: ignore[arg-type]
-                           self.clock, self.store)
+                           self.clock, self.store, self.state_dir)
         run = self.meters[mc.name] = MeterRun(mc, drv, state=self.runtime.meters[mc.name])
         run.task = self._tg.create_task(self._meter_loop(mc, drv, run), name=f"meter:{mc.name}")
         return run

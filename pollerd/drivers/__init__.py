@@ -16,6 +16,8 @@ class Protocol(str, enum.Enum):
     MBUS = "mbus"
     IEC62056 = "iec62056"
     RSTECH = "rstech"
+    WEBMETERS = "webmeters"
+    SAURES = "saures"
 
     def __str__(self) -> str:
         return self.value
@@ -33,6 +35,10 @@ READ_KINDS: dict[Protocol, tuple[str, ...]] = {
     Protocol.IEC62056: ("energy", "instant", "other"),
     # seed 000 archive types (readings with those archive names), nesht (events), settings (device metadata)
     Protocol.RSTECH: ("hourly", "daily", "monthly", "yearly", "nesht", "settings"),
+    # values: every device's current values; ellis: exportEllisFile saved into the state directory
+    Protocol.WEBMETERS: ("values", "ellis"),
+    # meters: the flats' meters; controllers: battery, RSSI and last connection of each controller
+    Protocol.SAURES: ("meters", "controllers"),
 }
 DEFAULT_READ: dict[Protocol, tuple[str, ...]] = {
     Protocol.MERCURY230: ("energy", "instant"),
@@ -40,6 +46,8 @@ DEFAULT_READ: dict[Protocol, tuple[str, ...]] = {
     Protocol.MBUS: ("current", "archive"),
     Protocol.IEC62056: ("energy", "instant", "other"),
     Protocol.RSTECH: ("hourly", "daily", "monthly", "nesht", "settings"),
+    Protocol.WEBMETERS: ("values",),
+    Protocol.SAURES: ("meters", "controllers"),
 }
 
 
@@ -59,6 +67,8 @@ class OptionError(ValueError):
 # their readings "{entry}:{device id}", one account yielding many devices.
 CLOUD_KEYS: dict[str, tuple[str, ...]] = {
     "rstech": ("email", "password"),
+    Protocol.WEBMETERS: ("api_key",),
+    Protocol.SAURES: ("email", "password"),
 }
 # A cloud entry's default waiting_time (one HTTP request, e.g. a page of 1000 archive records), unless given.
 CLOUD_WAITING_TIME = 30.0
@@ -85,6 +95,8 @@ OPTION_PARSERS: dict[Protocol, tuple[frozenset[str], str]] = {
                                    "iec_parity_bit", "iec_baud"}), "pollerd.drivers.iec62056:parse_options"),
     Protocol.RSTECH: (frozenset({"verify_tls", "ca_file", "per_page", "archive_overlap", "stations"}),
                       "pollerd.drivers.rstech:parse_options"),
+    Protocol.WEBMETERS: (frozenset({"verify_tls", "ca_file"}), "pollerd.drivers.cloud:parse_options"),
+    Protocol.SAURES: (frozenset({"verify_tls", "ca_file"}), "pollerd.drivers.cloud:parse_options"),
 }
 
 

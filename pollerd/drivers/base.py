@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from ..config import MeterConfig
@@ -41,6 +42,7 @@ class DriverContext:
     clock: Callable[[], float] = time.time
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("pollerd.driver"))
     store: Any = None              # pollerd.store.Store when the driver runs in the daemon; None one-shot
+    state_dir: Path | None = None  # the daemon's state directory (files a driver saves); None one-shot
 
 
 class Driver(Protocol):

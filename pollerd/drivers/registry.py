@@ -11,6 +11,8 @@ from .mbus import MbusDriver
 from .mercury230 import Mercury230Driver
 from .modbus import ModbusDriver
 from .rstech import RstechDriver
+from .saures import SauresDriver
+from .webmeters import WebmetersDriver
 
 DRIVERS: dict[Protocol, Callable[[DriverContext], Driver]] = {
     Protocol.MERCURY230: Mercury230Driver,
@@ -18,6 +20,8 @@ DRIVERS: dict[Protocol, Callable[[DriverContext], Driver]] = {
     Protocol.MBUS: MbusDriver,
     Protocol.IEC62056: Iec62056Driver,
     Protocol.RSTECH: RstechDriver,
+    Protocol.WEBMETERS: WebmetersDriver,
+    Protocol.SAURES: SauresDriver,
 }
 
 
