@@ -412,7 +412,7 @@ def test_example_config_loads_and_summarises() -> None:
     assert {ln.type for ln in cfg.lines} == {"serial", "tcp"}
     assert any(ln.implicit for ln in cfg.lines)
     assert {m.line for m in cfg.meters if not m.is_cloud} == {ln.name for ln in cfg.lines}
-    assert {m.protocol for m in cfg.meters if m.is_cloud} >= {"rstech"}
+    assert {m.protocol for m in cfg.meters if m.is_cloud} >= {"rstech", "webmeters", "saures"}
     assert [s.type for s in cfg.sinks] == ["http", "sioi"]
     assert {m.period_type for m in cfg.meters} >= {"interval", "daily", "monthly"}
     out = summary(cfg)
