@@ -102,6 +102,18 @@ async def test_poll_reads_flats_meters_and_controllers(tmp_path: Path, fake: Fak
         await drv.close()
 
 
+async def test_repeated_flats_and_meters_are_read_once(tmp_path: Path, fake: FakeSaures) -> None:
+    fake.flats.append(dict(fake.flats[0]))                       # the flat list repeats flat 106
+    fake.sensors[39] = fake.sensors[39] + fake.sensors[106]      # and flat 39 repeats its controller
+    drv = driver(tmp_path, fake.url)
+    try:
+        res = await drv.poll(TS)
+    finally:
+        await drv.close()
+    assert res.ok and table(res.readings) == EXPECTED and len(res.readings) == len(EXPECTED)
+    assert fake.requests == ["login", "flats", "flat 106", "flat 39"]
+
+
 async def test_read_selects_meters_or_controllers(tmp_path: Path, fake: FakeSaures) -> None:
     drv = driver(tmp_path, fake.url, read='["controllers"]')
     try:

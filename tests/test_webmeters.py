@@ -136,6 +136,18 @@ async def test_a_bad_page_is_a_clear_error_and_the_next_cycle_retries(
         await drv.close()
 
 
+async def test_a_malformed_group_list_skips_that_org_only(tmp_path: Path, fake: FakeWebmeters) -> None:
+    fake.groups[2].append({"parentId": 20, "name": "no id"})
+    drv = driver(tmp_path, fake.url)
+    try:
+        res = await drv.poll(TS)
+    finally:
+        await drv.close()
+    assert res.answered and "org 2" in res.error and "missing or invalid 'id'" in res.error
+    assert {r.meter for r in res.readings} == {"acct:1001", "acct:1002.1", "acct:1002.2"}
+    assert fake.calls.count("deviceGetValues") == 2               # org 2's groups were not read
+
+
 async def test_a_broken_org_list_fails_the_cycle(tmp_path: Path, fake: FakeWebmeters) -> None:
     fake.broken["userGetOrgList"] = "html"
     drv = driver(tmp_path, fake.url)

@@ -286,6 +286,7 @@ class SauresDriver:
         readings: list[Reading] = []
         devices: dict[str, dict[str, object]] = {}
         errors: list[str] = []
+        keys: set[tuple[str, str, int]] = set()
         try:
             data = await self._get(FLATS, "flats")
             flats = data.get("flats")
@@ -295,10 +296,12 @@ class SauresDriver:
                 if not isinstance(flat, dict) or isinstance(flat.get("id"), bool) \
                         or not isinstance(flat.get("id"), (int, str)):
                     raise CloudError(f"flats[{i}]: expected an object with an 'id', got {str(flat)[:80]!r}")
+            seen: set[object] = set()
             for flat in flats:
-                if flat.get("enable") is False:
-                    continue
                 fid = flat["id"]
+                if flat.get("enable") is False or fid in seen:  # a flat listed twice is read once
+                    continue
+                seen.add(fid)
                 try:
                     page = parse_meters(self.mc.name, fid, await self._get(METERS, f"flat {fid}", flat_id=fid),
                                         ts=ts, tz=tz, controllers="controllers" in self.mc.read,
@@ -308,7 +311,11 @@ class SauresDriver:
                 except CloudError as exc:
                     errors.append(str(exc))
                     continue
-                readings.extend(page.readings)
+                for r in page.readings:
+                    # One meter reported twice (e.g. moved between controllers): the first report wins.
+                    if (r.meter, r.channel, r.ts) not in keys:
+                        keys.add((r.meter, r.channel, r.ts))
+                        readings.append(r)
                 devices.update(page.devices)
                 if page.skipped_types:
                     self.ctx.log.debug("%s: flat %s: meter types %s have no channel mapping", self.mc.name, fid,

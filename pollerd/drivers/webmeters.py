@@ -266,14 +266,16 @@ class WebmetersDriver:
             org_id = _id(org, "userGetOrgList")
             try:
                 groups = _records(await self._call("userGetGroups", _as_int(org_id)), f"org {org_id} groups")
+                for g in groups:  # the whole list first: nothing from a bad page
+                    _id(g, f"org {org_id} groups")
             except (CloudAuthError, CloudUnreachable):
                 raise  # every further call would fail or wait out the same timeout
             except CloudError as exc:
                 errors.append(f"org {org_id}: {exc}")
                 continue
             for g in groups:
+                gid = g["id"]
                 try:
-                    gid = _id(g, f"org {org_id} groups")
                     # A group's whole reply is checked before any of it is kept: nothing from a bad page.
                     page = _records(await self._call("deviceGetValues", _as_int(gid)), f"group {gid} devices")
                     keyed = [(device_key(d), d) for d in page]
@@ -318,6 +320,7 @@ class WebmetersDriver:
         except OSError as exc:
             raise CloudError(f"cannot save the export to {str(path)!r}: {exc}") from None
         self.ctx.state.identity["ellis_file"] = str(path)
+        cloud.clear_alarm(self.ctx.state, "auth")
         self.ctx.log.info("%s: saved the Ellis export (%d bytes) to %s", self.mc.name, len(reply.body), path)
 
     async def probe(self) -> bool:
