@@ -109,7 +109,8 @@ async def test_denied_and_missing_groups_fail_only_themselves(tmp_path: Path, fa
     finally:
         await drv.close()
     assert res.answered and not res.ok
-    assert "ERR_ACCESS_DENIED" in res.error and "ERR_ITEM_NOT_FOUND" in res.error
+    assert "org 2 group 20: deviceGetValues: error 3 ERR_ACCESS_DENIED" in res.error
+    assert "org 1 group 11: deviceGetValues: error 2 ERR_ITEM_NOT_FOUND" in res.error
     assert {r.meter for r in res.readings} == {"acct:1001", "acct:1002.1", "acct:1002.2"}
     assert "auth" not in drv.ctx.state.alarms
 

@@ -284,7 +284,7 @@ class WebmetersDriver:
                 except (CloudAuthError, CloudUnreachable):
                     raise
                 except CloudError as exc:
-                    errors.append(f"org {org_id}: {exc}")
+                    errors.append(f"org {org_id} group {gid}: {exc}")
                     continue
                 for k, d in keyed:
                     # Parent groups may list their children's devices again.
