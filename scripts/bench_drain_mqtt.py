@@ -36,6 +36,7 @@ from pollerd.push.mqtt_options import parse_options  # noqa: E402
 from pollerd.state import SinkState  # noqa: E402
 from pollerd.store import Store  # noqa: E402
 
+NODELAY = False      # --broker-nodelay: mosquitto's set_tcp_nodelay (off by default in mosquitto 2.0)
 CHANNELS = ("A+", "A-", "R+", "R-", "P", "Q", "S", "U.L1", "U.L2", "U.L3", "I.L1", "I.L2", "I.L3", "F")
 
 
@@ -46,7 +47,8 @@ def start_broker(tmp: Path) -> tuple[subprocess.Popen, int]:
         port = s.getsockname()[1]
     conf = tmp / "mosquitto.conf"
     conf.write_text(("user root\n" if os.geteuid() == 0 else "") + f"listener {port} 127.0.0.1\n"
-                    "allow_anonymous true\npersistence false\nlog_type error\n", encoding="utf-8")
+                    "allow_anonymous true\npersistence false\nlog_type error\n"
+                    + ("set_tcp_nodelay true\n" if NODELAY else ""), encoding="utf-8")
     proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -130,4 +132,8 @@ if __name__ == "__main__":
     p.add_argument("--readings", type=int, default=50_000)
     p.add_argument("--batches", default="100,500,2000")
     p.add_argument("--payloads", default="reading,batch")
-    asyncio.run(main(p.parse_args()))
+    p.add_argument("--broker-nodelay", action="store_true",
+                   help="set_tcp_nodelay true in the broker: its PUBACKs are not held back by Nagle")
+    a = p.parse_args()
+    NODELAY = a.broker_nodelay
+    asyncio.run(main(a))
