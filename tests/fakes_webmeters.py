@@ -23,7 +23,8 @@ class FakeWebmeters:
     ellis: bytes = "Л/С;Счётчик;Показание\r\n12345;1001;123.5\r\n".encode("cp1251")
     denied_groups: set[int] = field(default_factory=set)    # fault 3
     missing_groups: set[int] = field(default_factory=set)   # fault 2
-    # method name -> "html" | "truncated" | "garbage" | "http500": the next replies to it misbehave
+    # method name, or "method id" for one group/org -> "html" | "truncated" | "garbage" | "http500" |
+    # "hangup": those replies misbehave
     broken: dict[str, str] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     key_requests: dict[str, str] = field(default_factory=dict)   # request id -> phone
@@ -62,7 +63,11 @@ class FakeWebmeters:
     async def handle(self, request: web.Request) -> web.Response:
         params, method = xmlrpc.client.loads(await request.read())
         self.calls.append(method)
-        mode = self.broken.get(method)
+        mode = self.broken.get(method) or (self.broken.get(f"{method} {params[1]}") if len(params) > 1 else None)
+        if mode == "hangup":
+            assert request.transport is not None
+            request.transport.close()  # no reply at all: the server went away mid-walk
+            return web.Response()
         if mode == "html":
             return web.Response(text=f"<html><head><title>502 Bad Gateway</title></head><body>nginx "
                                      f"{params[0] if params else ''}</body></html>", content_type="text/html")

@@ -149,6 +149,29 @@ async def test_a_malformed_group_list_skips_that_org_only(tmp_path: Path, fake: 
     assert fake.calls.count("deviceGetValues") == 2               # org 2's groups were not read
 
 
+async def test_server_gone_mid_walk_keeps_what_was_read(tmp_path: Path, fake: FakeWebmeters) -> None:
+    fake.broken["deviceGetValues 11"] = "hangup"
+    drv = driver(tmp_path, fake.url)
+    try:
+        res = await drv.poll(TS)
+    finally:
+        await drv.close()
+    assert res.answered and "deviceGetValues" in res.error
+    assert {r.meter for r in res.readings} == {"acct:1001", "acct:1002.1", "acct:1002.2"}
+    assert "userGetGroups" not in fake.calls[3:]          # org 2 is not tried against a server that is gone
+
+
+def test_device_names_do_not_depend_on_the_other_records() -> None:
+    assert wm.device_id({"id": 7}) == "7"
+    assert wm.device_id({"id": "7", "channelNumber": 0}) == "7"
+    assert wm.device_id({"id": 7, "channelNumber": 2}) == "7.2"
+    assert wm.device_id({"id": 7, "channelNumber": "3"}) == "7.3"
+    with pytest.raises(CloudError, match="channelNumber is list"):
+        wm.device_id({"id": 7, "channelNumber": [1]})
+    with pytest.raises(CloudError, match="missing or invalid 'id'"):
+        wm.device_id({"id": None})
+
+
 async def test_a_broken_org_list_fails_the_cycle(tmp_path: Path, fake: FakeWebmeters) -> None:
     fake.broken["userGetOrgList"] = "html"
     drv = driver(tmp_path, fake.url)

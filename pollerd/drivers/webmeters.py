@@ -1,7 +1,8 @@
 """WebMeters cloud (seed 001): an account's devices and their current values over XML-RPC.
 
 One poll cycle walks ``userGetOrgList`` -> ``userGetGroups`` per organisation -> ``deviceGetValues`` per group
-and turns each device's ``values`` into ``current`` readings of meter ``{entry}:{device id}``:
+and turns each device's ``values`` into ``current`` readings of meter ``{entry}:{device id}`` (``{entry}:{device
+id}.{channelNumber}`` for a channel other than 0):
 
 * tariff values ``T1``, ``T2``... of an active-energy unit (кВтч, Вт*ч, МВт*ч) become ``A+.T1``... in Wh;
 * every other value keeps its name as its channel, with the unit normalised where pollerd knows it
@@ -143,8 +144,17 @@ def _id(rec: dict[str, Any], what: str, key: str = "id") -> int | str:
     return v
 
 
-def device_key(dev: dict[str, Any]) -> tuple[str, object]:
-    return str(_id(dev, "device")), dev.get("channelNumber")
+def device_id(dev: dict[str, Any]) -> str:
+    """The device part of the meter name: ``{id}``, or ``{id}.{channelNumber}`` for a channel other than 0.
+    Each record names itself (not "split only if the id repeats"), so a name never changes with what else
+    the account lists that cycle."""
+    base = str(_id(dev, "device")).strip()
+    ch = dev.get("channelNumber")
+    if ch in (None, "", 0, "0"):
+        return base
+    if isinstance(ch, bool) or not isinstance(ch, (int, str)):
+        raise CloudError(f"device {base!r}: channelNumber is {type(ch).__name__}")
+    return f"{base}.{str(ch).strip()}"
 
 
 def device_readings(meter: str, dev: dict[str, Any], ts: int) -> list[Reading]:
@@ -261,9 +271,27 @@ class WebmetersDriver:
 
     async def _values(self, ts: int, readings: list[Reading], errors: list[str]) -> bool:
         orgs = _records(await self._call("userGetOrgList"), "userGetOrgList")
-        devices: dict[tuple[str, object], tuple[dict[str, Any], dict[str, Any]]] = {}
+        for org in orgs:  # the whole list first: nothing from a bad page
+            _id(org, "userGetOrgList")
+        devices: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        try:
+            await self._walk(orgs, ts, devices, errors)
+        except CloudUnreachable as exc:
+            # The server went away mid-walk: keep the groups already read, the next cycle reads all again.
+            errors.append(str(exc))
+        info: dict[str, dict[str, object]] = {}
+        for device, (d, where) in sorted(devices.items()):
+            readings.extend(device_readings(cloud.device_name(self.mc.name, device), d, ts))
+            info[device] = {"type": d.get("deviceType"), "channel": d.get("channelNumber"), "flat": d.get("flat"),
+                            **where}
+        cloud.set_devices(self.ctx.state, info)
+        cloud.clear_alarm(self.ctx.state, "auth")
+        return True
+
+    async def _walk(self, orgs: list[dict[str, Any]], ts: int,
+                    devices: dict[str, tuple[dict[str, Any], dict[str, Any]]], errors: list[str]) -> None:
         for org in orgs:
-            org_id = _id(org, "userGetOrgList")
+            org_id = org["id"]
             try:
                 groups = _records(await self._call("userGetGroups", _as_int(org_id)), f"org {org_id} groups")
                 for g in groups:  # the whole list first: nothing from a bad page
@@ -278,7 +306,7 @@ class WebmetersDriver:
                 try:
                     # A group's whole reply is checked before any of it is kept: nothing from a bad page.
                     page = _records(await self._call("deviceGetValues", _as_int(gid)), f"group {gid} devices")
-                    keyed = [(device_key(d), d) for d in page]
+                    keyed = [(device_id(d), d) for d in page]
                     for _, d in keyed:
                         device_readings("-", d, ts)
                 except (CloudAuthError, CloudUnreachable):
@@ -289,19 +317,6 @@ class WebmetersDriver:
                 for k, d in keyed:
                     # Parent groups may list their children's devices again.
                     devices.setdefault(k, (d, {"org": org.get("name"), "group": g.get("name")}))
-        # One id with several channelNumbers is a multi-channel device: each channel is its own meter.
-        channels: dict[str, set[str]] = {}
-        for dev_id, ch in devices:
-            channels.setdefault(dev_id, set()).add(str(ch))
-        info: dict[str, dict[str, object]] = {}
-        for (dev_id, ch), (d, where) in sorted(devices.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
-            device = f"{dev_id}.{ch}" if len(channels[dev_id]) > 1 else dev_id
-            readings.extend(device_readings(cloud.device_name(self.mc.name, device), d, ts))
-            info[device] = {"type": d.get("deviceType"), "channel": d.get("channelNumber"), "flat": d.get("flat"),
-                            **where}
-        cloud.set_devices(self.ctx.state, info)
-        cloud.clear_alarm(self.ctx.state, "auth")
-        return True
 
     async def _ellis(self, ts: int) -> None:
         reply = await self._post("exportEllisFile", encode_call("exportEllisFile", self._key))
