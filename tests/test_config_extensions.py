@@ -128,3 +128,13 @@ url = "https://127.0.0.1/"
     with pytest.raises(ConfigError) as ei:
         load(tmp_path, text)
     assert ei.value.line == 7 and "applies to cloud sources" in str(ei.value)
+
+
+def test_every_protocol_has_a_driver_that_imports() -> None:
+    """The registry holds "module:Class" references imported on first use: each must resolve."""
+    from pollerd.drivers import READ_KINDS, Protocol
+    from pollerd.drivers.registry import DRIVERS, driver_class
+    assert set(DRIVERS) == set(Protocol) == {p for p in READ_KINDS if isinstance(p, Protocol)}
+    for protocol in Protocol:
+        cls = driver_class(str(protocol))
+        assert isinstance(cls, type) and callable(getattr(cls, "poll", None)), protocol
