@@ -381,6 +381,7 @@ class Daemon:
             st = self.runtime.lines[n] = LineState(lc.name, lc.type)
             self.lines[n] = Line(lc, st, self.metrics)
         self.config = new
+        self.store.commit_interval = new.store.commit_interval
         if self._quota is not None:
             self._quota.reconfigure(new.store, _cursor_sinks(new))
         self.runtime.gateway = new.gateway.name

@@ -368,6 +368,17 @@ class Store:
         # (the poll is repeated and the natural key drops the duplicate).
         return await item.fut
 
+    @property
+    def commit_interval(self) -> float:
+        return self._interval
+
+    @commit_interval.setter
+    def commit_interval(self, seconds: float) -> None:
+        """Applied from the next batch on (a reload changing ``[store] commit_interval``)."""
+        if not seconds >= 0:
+            raise StoreError(f"commit_interval must be >= 0 seconds, got {seconds!r}")
+        self._interval = seconds
+
     async def flush(self) -> None:
         """Commit everything queued so far now, without waiting for ``commit_interval``."""
         self._check_writable()

@@ -164,7 +164,9 @@ async def test_reload_applies_the_difference(tmp_path, sims, receivers, start):
     # a1 unchanged; a2 removed; a3 added; line B changed (so b5 restarts); sink up1 -> up2; a new token.
     (tmp_path / "pollerd.toml").write_text(config_text(
         **base, meters=[("a1", "A", 1), ("a3", "A", 3), ("b5", "B", 5)], sinks=[("up2", up2.url)],
-        token=ADMIN2, line_b_extra='reconnect_max = "10s"\n'))
+        token=ADMIN2, line_b_extra='reconnect_max = "10s"\n').replace('commit_interval = "100ms"',
+                                                                     'commit_interval = "200ms"'))
+    assert d.store.commit_interval == 0.1
     loop = asyncio.get_running_loop()
     install_signal_handlers(d)
     try:
@@ -174,6 +176,7 @@ async def test_reload_applies_the_difference(tmp_path, sims, receivers, start):
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
 
+    assert d.store.commit_interval == 0.2  # applied live, from the next group commit on
     # Unchanged meter: same driver, task and state; no new session.
     assert d.meters["a1"].driver is keep_driver and d.meters["a1"].task is keep_task
     assert rt.meters["a1"] is keep_state
