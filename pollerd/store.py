@@ -115,6 +115,12 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "readings_seq_keep), 0), coalesce((SELECT max(seq) FROM readings), 0))",
         "DROP TABLE readings_seq_keep",
     ),
+    # 3: no (meter, ts) index. Every meter's readings land at that meter's own place in such an index, so each
+    # poll cycle of each meter dirtied an index page of its own: measured in the 1000-meter daemon bench,
+    # 586 bytes written to the disk per stored reading with it, 222 without (SD-card wear). Queries by meter
+    # (local API, `pollerd readings`) walk the ts-led unique key instead: 2 -> 47 ms for one meter's page out
+    # of 1 M readings on the dev machine, and as fast as before with a time range.
+    ("DROP INDEX readings_meter_ts",),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

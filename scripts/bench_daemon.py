@@ -75,6 +75,12 @@ def status_kb(pid: int, key: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+def write_bytes(pid: int) -> int:
+    """Bytes the process (with aiosqlite's thread) caused to be written to the block device: SD-card wear."""
+    m = re.search(r"^write_bytes:\s+(\d+)", Path(f"/proc/{pid}/io").read_text(), re.M)
+    return int(m.group(1)) if m else 0
+
+
 def scrape(port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     out: dict[str, float] = {}
@@ -130,6 +136,7 @@ def main() -> None:
               f"window {a.window:g} s ...", flush=True)
         time.sleep(a.warmup)
         m0, c0, t0 = scrape(api_port), cpu_seconds(daemon.pid), time.monotonic()
+        w0 = write_bytes(daemon.pid)
         if a.profile:
             subprocess.run(["py-spy", "record", "--pid", str(daemon.pid), "--duration", str(int(a.window)),
                             "--format", "raw", "--output", a.profile, "--nonblocking"], check=False,
@@ -138,6 +145,7 @@ def main() -> None:
         else:
             time.sleep(a.window)
         m1, c1, t1 = scrape(api_port), cpu_seconds(daemon.pid), time.monotonic()
+        w1 = write_bytes(daemon.pid)
         hwm, rss = status_kb(daemon.pid, "VmHWM"), status_kb(daemon.pid, "VmRSS")
         received = json.loads(urllib.request.urlopen(
             f"http://127.0.0.1:{info['receiver']}/count", timeout=10).read())["received"]
@@ -154,6 +162,9 @@ def main() -> None:
               f"{failed:.0f}, readings in window: {readings:.0f}, forwarded upstream so far: {received}")
         print(f"CPU: {100 * (c1 - c0) / (t1 - t0):.2f} % of one core")
         print(f"RSS: peak {hwm / 1024:.1f} MB, now {rss / 1024:.1f} MB")
+        if readings:
+            print(f"disk writes: {(w1 - w0) / readings:.0f} bytes per stored reading "
+                  f"({(w1 - w0) / (t1 - t0) / 1024:.0f} KiB/s; /proc/PID/io write_bytes, state dir {tmp})")
         print(f"schedule lateness: p50 {late['0.5'] * 1000:.1f} ms, p99 {late['0.99'] * 1000:.1f} ms")
     finally:
         if daemon is not None:
