@@ -1423,8 +1423,11 @@ def describe_schedule(meter: MeterConfig, spread: float) -> str:
     if meter.days_of_week:
         filters.append("on " + ", ".join(_DAY_NAMES[d - 1] for d in sorted(meter.days_of_week)))
     if meter.days_of_month or meter.last_day_of_month:
-        days = [str(d) for d in sorted(meter.days_of_month)] + (["last"] if meter.last_day_of_month else [])
-        filters.append("on day " + ", ".join(days) + " of the month")
+        days = [str(d) for d in sorted(meter.days_of_month)]
+        text = ("on days " if len(days) > 1 else "on day ") + ", ".join(days) if days else "on"
+        if meter.last_day_of_month:
+            text += (" and" if days else "") + " the last day"
+        filters.append(text + " of the month")
     where = (" " + " and ".join(filters)) if filters else ""
     if meter.period_type == "interval":
         text = f"every {format_duration(meter.interval_time)}{where}"

@@ -461,7 +461,7 @@ timezone = "Europe/Berlin"
 ''')
     out = summary(cfg)
     assert "every 1h30m on Sat, Sun" in out
-    assert "monthly on day 1, last of the month at 01:00 Europe/Berlin" in out
+    assert "monthly on day 1 and the last day of the month at 01:00 Europe/Berlin" in out
 
 
 def test_explicit_lines_are_returned_as_line_config(tmp_path: Path) -> None:
