@@ -488,6 +488,8 @@ class Daemon:
                 await drv.close()
         except (TimeoutError, asyncio.TimeoutError, PollerdError):
             pass
+        except Exception:  # a driver bug here would otherwise abort a reload half-way or the shutdown
+            log.exception("internal error closing a %s session", type(drv).__name__)
 
     async def _sleep_until(self, t: float, stop: asyncio.Event | None = None) -> bool:
         """Sleep until wall-clock time t (re-checking the clock, which may be stepped by NTP at boot).
@@ -540,9 +542,17 @@ class Daemon:
 
     async def _cycle(self, mc: MeterConfig, drv: Driver, st: MeterState) -> PollResult | None:
         started = self.clock()
-        if st.degraded and not await drv.probe():
-            self._record(mc, st, PollResult((), (), False, st.last_error or "no answer"), started)
-            return None
+        if st.degraded:
+            try:
+                answered = await drv.probe()
+            except Exception as exc:  # like poll() below: a driver bug fails this meter's cycle, not the daemon
+                log.exception("%s: internal error in the %s driver's probe", mc.name, mc.protocol,
+                              extra={"meter": mc.name, "line": mc.line})
+                st.last_error = f"internal error: {type(exc).__name__}: {exc}"
+                answered = False
+            if not answered:
+                self._record(mc, st, PollResult((), (), False, st.last_error or "no answer"), started)
+                return None
         try:
             result = await drv.poll(int(started))
         except Exception as exc:  # a driver bug must not take the other meters down with it

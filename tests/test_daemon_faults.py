@@ -1,0 +1,86 @@
+"""A driver bug in probe() or close() must not take the daemon down (review fixes).
+
+The poll path already contains driver bugs (an exception becomes a failed cycle); these tests pin the same for the
+degraded-meter probe (scheduled and poll-now) and for closing a session on reload and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from pollerd.config import load_config
+from pollerd.daemon import Daemon
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def config_text(meters: list[str], port: int) -> str:
+    # Nothing listens on the line's port: the meters fail, which is all these tests need.
+    text = (f'[gateway]\nname = "gw"\n\n[store]\ncommit_interval = "100ms"\n\n'
+            f'[[lines]]\nname = "A"\ntype = "tcp"\nhost = "127.0.0.1"\nport = {port}\n\n')
+    for name in meters:
+        text += (f'[[meters]]\nname = "{name}"\nprotocol = "mercury230"\nline = "A"\nconnection_address = {name[1:]}\n'
+                 f'interval_time = "1h"\nwaiting_time = "500ms"\nread = ["energy"]\n\n')
+    return text
+
+
+async def until(cond, limit: float = 20.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while loop.time() < deadline:
+        if cond():
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"{what} not reached within {limit} s")
+
+
+@pytest.fixture
+async def daemon(tmp_path):
+    path = tmp_path / "pollerd.toml"
+    port = free_port()
+    path.write_text(config_text(["m1", "m2"], port))
+    d = Daemon(load_config(path), tmp_path / "state")
+    task = asyncio.ensure_future(d.run())
+    await until(lambda: d.ready.is_set() or task.done(), what="daemon ready")
+    assert not task.done(), task.result()
+    yield d, task, path, port
+    d.request_stop()
+    assert await asyncio.wait_for(task, 30) == 0
+
+
+async def test_probe_that_raises_is_a_failed_cycle_not_a_crash(daemon):
+    d, task, _, _ = daemon
+    run = d.meters["m1"]
+    st = run.state
+    st.degraded = True
+
+    async def broken_probe() -> bool:
+        raise RuntimeError("driver bug in probe")
+
+    run.driver.probe = broken_probe  # type: ignore[method-assign]
+    reply = await d.poll_now("m1")
+    assert reply["ok"] is False and reply["answered"] is False
+    assert "internal error" in str(reply["error"]) and "RuntimeError" in str(reply["error"])
+    assert st.polls == 1 and st.failures == 1
+    await asyncio.sleep(0.2)  # a crashed poll-now task would have torn the TaskGroup down by now
+    assert not task.done()
+    assert d.meters["m2"].task is not None and not d.meters["m2"].task.done()
+
+
+async def test_close_that_raises_does_not_break_reload_or_shutdown(daemon):
+    d, task, path, port = daemon
+    for name in ("m1", "m2"):
+        async def broken_close() -> None:
+            raise OSError("driver bug in close")
+        d.meters[name].driver.close = broken_close  # type: ignore[method-assign]
+    path.write_text(config_text(["m2", "m3"], port))  # m1 removed: its session is closed
+    assert await d.reload() is True
+    assert sorted(d.meters) == ["m2", "m3"]
+    assert not task.done()
+    # Shutdown (the fixture) closes m2 with the same broken close and must still return 0.
