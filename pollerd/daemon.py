@@ -441,18 +441,29 @@ class Daemon:
         if run.lock.locked():
             raise MeterBusy(f"a cycle of meter {name} is running; try again when it has finished")
         assert self._tg is not None
-        # In its own task so that a client hanging up does not cut the cycle (and its store write) short.
-        task = self._tg.create_task(self._poll_now(run), name=f"poll-now:{name}")
+        # Taken here, before any await (an uncontended acquire does not suspend), and handed to the task: had
+        # the task taken it, a second request arriving before the task first ran would also pass the check
+        # above and then wait behind the first cycle instead of getting its 409.
+        await run.lock.acquire()
+        try:
+            # In its own task so that a client hanging up does not cut the cycle (and its store write) short.
+            task = self._tg.create_task(self._poll_now(run), name=f"poll-now:{name}")
+        except BaseException:
+            run.lock.release()
+            raise
         return await asyncio.shield(task)
 
     async def _poll_now(self, run: MeterRun) -> dict[str, object]:
+        """One cycle of ``run`` under its lock, which poll_now() has already taken for this task."""
         line_priority.set(True)  # this task's exchanges go before scheduled ones (a task-local setting)
         mc = run.cfg
         st = run.state or self.runtime.meters[mc.name]
-        async with run.lock:
+        try:
             started = self.clock()
             result = await self._cycle(mc, run.driver, st)
             ended = self.clock()
+        finally:
+            run.lock.release()
         if result is None:  # degraded and the probe went unanswered
             return {"meter": mc.name, "ok": False, "answered": False, "error": st.last_error or "no answer",
                     "readings": 0, "events": 0, "started": started, "duration": round(ended - started, 3)}

@@ -84,3 +84,18 @@ async def test_close_that_raises_does_not_break_reload_or_shutdown(daemon):
     assert sorted(d.meters) == ["m2", "m3"]
     assert not task.done()
     # Shutdown (the fixture) closes m2 with the same broken close and must still return 0.
+
+
+async def test_second_poll_now_while_one_is_starting_is_refused(daemon):
+    """Two requests in the same instant: the second gets MeterBusy (the API's 409), not a wait behind the first."""
+    d, task, _, _ = daemon
+    from pollerd.errors import MeterBusy
+    first, second = await asyncio.gather(d.poll_now("m1"), d.poll_now("m1"), return_exceptions=True)
+    assert isinstance(first, dict) and first["meter"] == "m1", first
+    assert isinstance(second, MeterBusy), second
+    assert d.meters["m1"].state.polls == 1
+    assert not d.meters["m1"].lock.locked()
+    # The lock is free again: the next request runs.
+    third = await d.poll_now("m1")
+    assert third["meter"] == "m1" and d.meters["m1"].state.polls == 2
+    assert not task.done()
