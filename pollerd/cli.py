@@ -98,10 +98,12 @@ def cmd_poll(args: argparse.Namespace) -> int:
         drv = build_driver(mc, line, runtime, metrics)
         try:
             result = await drv.poll(int(time.time()))
-            await drv.close()
         finally:
-            if line is not None:
-                await line.close()
+            try:
+                await drv.close()  # also when poll raised: a cloud driver holds an HTTP session
+            finally:
+                if line is not None:
+                    await line.close()
         for r in result.readings:
             print(_reading_line(r, args.json))
         for e in result.events:

@@ -434,11 +434,13 @@ class RstechDriver:
                     ok = False
                     continue
                 last = pos.get(kind)
-                fresh = [r for r in recs if last is None or r.event_time > last]
+                # Everything in the window goes to the store, the overlap too: a record the server got late
+                # (a station that called in after a gap) has an older time than the saved position, and the
+                # natural key drops what is already stored.
                 if kind == "nesht":
-                    events.extend(self._events(device, st, fresh))
+                    events.extend(self._events(device, st, recs))
                 else:
-                    readings.extend(self._readings(device, st, kind, fresh))
+                    readings.extend(self._readings(device, st, kind, recs))
                 newest = max((r.event_time for r in recs), default=None)
                 if newest is not None and (last is None or newest > last):
                     pos[kind] = newest
