@@ -587,9 +587,12 @@ class Store:
 
         await self._write_tx(f"advance cursor of sink {sink!r} to {seq}", body)
 
-    async def park(self, sink: str, first_seq: int, last_seq: int, reason: str) -> None:
+    async def park(self, sink: str, first_seq: int, last_seq: int, reason: str, *,
+                   advance: bool = False) -> None:
         """Record a batch ``sink`` refused for good. The readings stay (pruning skips parked
-        ranges) so they can be inspected or replayed; :meth:`unpark` releases them."""
+        ranges) so they can be inspected or replayed; :meth:`unpark` releases them. With
+        ``advance`` the sink's cursor moves to ``last_seq`` in the same transaction, so a crash
+        cannot leave the batch parked but still due (and parked again on the next try)."""
         if first_seq > last_seq:
             raise StoreError(f"park({sink!r}): first_seq {first_seq} > last_seq {last_seq}")
 
@@ -597,6 +600,11 @@ class Store:
             await w.execute("INSERT INTO parked (sink, first_seq, last_seq, reason, ts) "
                             "VALUES (?, ?, ?, ?, ?)",
                             (sink, first_seq, last_seq, reason, int(time.time())))
+            if advance:
+                await w.execute(
+                    "INSERT INTO sink_cursors (sink, seq, updated) VALUES (?, ?, ?) "
+                    "ON CONFLICT (sink) DO UPDATE SET seq = max(seq, excluded.seq), "
+                    "updated = excluded.updated", (sink, last_seq, int(time.time())))
 
         await self._write_tx(f"park seqs {first_seq}..{last_seq} of sink {sink!r}", body)
 

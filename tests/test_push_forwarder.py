@@ -11,7 +11,8 @@ from pollerd.api import HealthLimits, _Api
 from pollerd.config import SinkConfig
 from pollerd.metrics import Registry
 from pollerd.model import Reading
-from pollerd.push import TransientSinkError
+from pollerd.errors import StoreError
+from pollerd.push import PermanentSinkError, TransientSinkError
 from pollerd.push.forwarder import Forwarder
 from pollerd.state import Runtime, SinkState
 from pollerd.store import Store
@@ -179,3 +180,89 @@ async def test_health_shows_a_failing_sink_then_fails_after_the_budget(store):
     now[0] = 1400.0
     reasons, warnings = await api.health_report()
     assert len(reasons) == 1 and "sink up failing for 410 s" in reasons[0] and warnings == []
+
+
+class FlakyStore:
+    """The real store, but the first ``n`` calls of the named methods raise StoreError (a full disk)."""
+
+    def __init__(self, store: Store, n: int, *names: str) -> None:
+        self._store, self.left, self._names, self.calls = store, dict.fromkeys(names, n), names, []
+
+    def __getattr__(self, name: str):
+        real = getattr(self._store, name)
+        if name not in self._names:
+            return real
+
+        async def call(*a, **kw):
+            self.calls.append(name)
+            if self.left[name] > 0:
+                self.left[name] -= 1
+                raise StoreError(f"{name}: database or disk is full")
+            return await real(*a, **kw)
+        return call
+
+
+class RefusingClient(FakeClient):
+    async def send(self, batch: Sequence[Reading]) -> None:
+        self.batches.append(list(batch))
+        raise PermanentSinkError("HTTP 422: bad payload", status=422)
+
+
+async def _run_with(store, client, flaky: FlakyStore):
+    state = SinkState("up", "fake")
+    slept: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+        await asyncio.sleep(0)
+
+    fwd = Forwarder(flaky, client, sink(), state, Registry(), sleep=sleep, idle_wait=0.05)  # type: ignore[arg-type]
+    return state, slept, asyncio.create_task(fwd.run())
+
+
+async def test_a_store_failure_after_a_confirmed_batch_retries_the_cursor_not_the_send(store):
+    # Before: the StoreError from advance() ended run(), and in the daemon's task group that stopped the
+    # whole daemon; and it must not re-send the confirmed batch either.
+    await store.write(readings(3))
+    client = FakeClient()
+    flaky = FlakyStore(store, 2, "advance", "cursor")
+    state, slept, task = await _run_with(store, client, flaky)
+    try:
+        await until(lambda: state.sent == 3, "the batch after the store recovered")
+        assert not task.done()
+    finally:
+        if task.done():
+            task.result()
+        await stop(task)
+    assert [len(b) for b in client.batches] == [3]          # sent once
+    assert await store.cursor("up") == await store.last_seq()
+    assert flaky.calls.count("advance") == 3 and flaky.calls.count("cursor") == 3
+    assert len(slept) == 4 and "disk is full" in (state.last_error or "")
+
+
+async def test_a_refused_batch_is_parked_and_skipped_in_one_transaction_despite_store_failures(store):
+    await store.write(readings(3))
+    client = RefusingClient()
+    flaky = FlakyStore(store, 2, "park")
+    state, slept, task = await _run_with(store, client, flaky)
+    try:
+        await until(lambda: state.parked == 1, "the parked batch")
+        assert not task.done()
+    finally:
+        if task.done():
+            task.result()
+        await stop(task)
+    assert len(client.batches) == 1                         # refused once, not sent again
+    parked = await store.parked("up")
+    assert [(p["first_seq"], p["last_seq"]) for p in parked] == [(1, 3)]    # parked once
+    assert await store.cursor("up") == 3
+
+
+async def test_park_with_advance_moves_the_cursor_atomically(store):
+    await store.write(readings(4))
+    await store.park("up", 1, 2, "refused", advance=True)
+    assert await store.cursor("up") == 2
+    await store.park("up", 1, 1, "older", advance=True)      # never moves a cursor back
+    assert await store.cursor("up") == 2
+    await store.park("other", 3, 4, "refused")
+    assert await store.cursor("other") == 0

@@ -27,7 +27,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from pollerd.compat import timeout
 from pollerd.config import SinkConfig
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from pollerd.store import Store
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 IDLE_WAIT = 5.0     # longest sleep on an empty outbox; bounds how stale the lag gauges get
 _MAX_EXP = 32       # 2**32 * retry_min is far past any retry_max; stops the float growing
@@ -108,7 +109,7 @@ class Forwarder:
         """Forward until cancelled. Never returns otherwise; cancellation propagates."""
         store = self._store
         await self._connect()
-        cursor = await store.cursor(self._name)
+        cursor = await self._store_retry("read the cursor", lambda: store.cursor(self._name))
         log.info("sink %s: forwarding from seq %d", self._name, cursor, extra={"sink": self._name})
         while True:
             # Clear before fetching: a commit that lands after the fetch sets the event again and the wait
@@ -193,12 +194,16 @@ class Forwarder:
                 await self._client.send(readings)
             except TransientSinkError as exc:
                 await self._on_transient(exc, first, last)
-                await self._update_lag(cursor, batch)
+                try:
+                    await self._update_lag(cursor, batch)
+                except StoreError:
+                    pass  # only the gauges; the outbox read in run() reports a store that stays broken
                 continue
             except PermanentSinkError as exc:
                 reason = str(exc)
-                await self._store.park(self._name, first, last, reason)
-                await self._store.advance(self._name, last)
+                # One transaction: a crash between a separate park and advance would park the batch twice.
+                await self._store_retry(f"park seq {first}..{last}",
+                                        lambda: self._store.park(self._name, first, last, reason, advance=True))
                 self._state.parked += 1
                 self._state.failures += 1
                 self._state.last_error = reason
@@ -216,7 +221,9 @@ class Forwarder:
                     TransientSinkError(f"{type(exc).__name__}: {exc}", kind="error"), first, last, logged=True)
                 continue
             break
-        await self._store.advance(self._name, last)
+        # The batch is confirmed: a store failure here retries the cursor write only, never the send (an
+        # exception out of run() would take the whole daemon down through its task group).
+        await self._store_retry(f"move the cursor to seq {last}", lambda: self._store.advance(self._name, last))
         now = self._clock()
         self._state.sent += len(readings)
         self._state.last_success = now
@@ -229,6 +236,22 @@ class Forwarder:
         self._state.failing_since = None
         self._attempt = 0
         return last
+
+    async def _store_retry(self, what: str, op: Callable[[], Awaitable[_T]]) -> _T:
+        """``await op()`` until it does not raise StoreError (a full disk, a lock held past busy_timeout),
+        waiting between tries; the sink's state shows the failure meanwhile."""
+        tries = 0
+        while True:
+            try:
+                return await op()
+            except StoreError as exc:
+                self._state.last_error = str(exc)
+                self._m_fail.inc(kind="store", sink=self._name)
+                if tries == 0:
+                    log.warning("sink %s: cannot %s in the store, retrying: %s", self._name, what, exc,
+                                extra={"sink": self._name})
+                tries += 1
+                await self._sleep(max(self._sink.retry_min, 1.0))
 
     async def _on_transient(self, exc: TransientSinkError, first: int | None, last: int | None, *,
                             logged: bool = False) -> None:
