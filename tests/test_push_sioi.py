@@ -14,7 +14,7 @@ import pytest
 
 from pollerd import cli
 from pollerd.config import SINK_OPTION_PARSERS, load_config
-from pollerd.errors import ConfigError, SinkError
+from pollerd.errors import ConfigError, SinkError, StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Reading
 from pollerd.push import sioi_config
@@ -456,3 +456,62 @@ def test_template_blocks_and_formats() -> None:
             Template.parse(bad, "t")
     check_well_formed(Template.parse((HERE.parent / "config" / "sioi-template.xml").read_text("utf-8"), "x"),
                       "utf-8")
+
+
+async def test_a_job_queued_late_is_followed_after_its_period_left_the_window(tmp_path: Path) -> None:
+    # catch_up = 1 and at = 23:30: the document of 05-01 is queued at 05-02 23:31 and half an hour later the
+    # window holds only 05-02. Before: the job was never asked about again and stayed "queued" for ever.
+    async with env(tmp_path, process_time=1.0) as (server, store):
+        cfg = write_config(tmp_path, server.url)
+        cfg.write_text(cfg.read_text().replace('at = "01:00"', 'at = "23:30"\ncatch_up = 1'))
+        clock = Clock(start=P_END + 23.5 * 3600 + 60)
+        run = Running(store, cfg, clock)
+        try:
+            await run.until(status_is("queued"))
+            clock.offset += 1800                # past midnight: 05-01 is out of the window
+            rec = await run.until(status_is("loaded"))
+        finally:
+            await run.stop()
+        assert len(server.uploads) == 1 and rec["job_id"] == server.uploads[0].job_id
+
+
+async def test_a_job_queued_out_of_the_window_is_followed_after_a_restart(tmp_path: Path) -> None:
+    async with env(tmp_path, process_time=1.0) as (server, store):
+        cfg = write_config(tmp_path, server.url)
+        cfg.write_text(cfg.read_text().replace('at = "01:00"', 'at = "23:30"\ncatch_up = 1'))
+        clock = Clock(start=P_END + 23.5 * 3600 + 60)
+        run = Running(store, cfg, clock)
+        await run.until(status_is("queued"))
+        await run.stop()
+        clock.offset += 1800
+        # Another sink whose name extends this one's must not be taken for one of its periods.
+        await store.set_state("sioi:sioi:x:2024-05-01", {"period": "2024-05-01", "status": "uploading"})
+        run = Running(store, cfg, clock)
+        try:
+            rec = await run.until(status_is("loaded"))
+        finally:
+            await run.stop()
+        assert len(server.uploads) == 1 and rec["job_id"] == server.uploads[0].job_id
+        assert (await store.get_state("sioi:sioi:x:2024-05-01"))["status"] == "uploading"
+
+
+async def test_a_store_failure_at_start_is_retried_not_raised(tmp_path: Path) -> None:
+    # Before: _recover() ran outside the retry loop, so its StoreError ended run() and, in the daemon's task
+    # group, the whole daemon.
+    async with env(tmp_path) as (server, store):
+        real = store.get_state
+        fails = [2]
+
+        async def get_state(key: str):  # type: ignore[no-untyped-def]
+            if fails[0] and key == "sioi:sioi:since":     # the sink's first read at start
+                fails[0] -= 1
+                raise StoreError(f"read state {key!r}: database is locked")
+            return await real(key)
+
+        store.get_state = get_state  # type: ignore[method-assign]
+        run = Running(store, write_config(tmp_path, server.url), Clock())
+        try:
+            await run.until(status_is("loaded"))
+        finally:
+            await run.stop()
+        assert fails == [0] and len(server.uploads) == 1 and run.state.failures == 2

@@ -416,6 +416,7 @@ class SioiSink:
         self._failing: str | None = None
         self._logged: dict[str, str] = {}   # period -> the last problem logged, so each is logged once
         self._waiting_logged: set[str] = set()
+        self._following: set[str] = set()   # periods with a job to follow, also once out of the window
         self._m_uploads = metrics.counter("pollerd_sioi_uploads_total", "Documents sent to АС СиОИ.", ("sink",))
         self._m_docs = metrics.counter("pollerd_sioi_documents_total",
                                        "Documents by final outcome (loaded, failed, rejected, lost, ambiguous, "
@@ -432,10 +433,15 @@ class SioiSink:
     # -- loop -------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        recovered = False
         try:
-            await self._recover()
             while True:
                 try:
+                    if not recovered:
+                        # Inside the retry: a store error here must not leave run() (the daemon's task group
+                        # would stop everything), and no upload may happen before it succeeded.
+                        await self._recover()
+                        recovered = True
                     wake = await self.tick()
                     if self._failing:
                         log.info("sink %s: АС СиОИ reachable again after %d failed tries", self._name,
@@ -443,6 +449,9 @@ class SioiSink:
                     self._attempt, self._failing = 0, None
                     self._state.alarms.pop("upstream", None)
                 except (TransientSinkError, StoreError) as exc:
+                    wake = self._clock() + self._on_failure(exc)
+                except Exception as exc:  # a bug must not stop the daemon; an "uploading" record stays ambiguous
+                    log.exception("sink %s: unexpected error", self._name)
                     wake = self._clock() + self._on_failure(exc)
                 delay = max(0.0, min(wake - self._clock(), self._max_sleep))
                 await self._sleep(delay if delay > 0 else 0.001)
@@ -472,10 +481,17 @@ class SioiSink:
         return lo + self._rng() * (hi - lo)
 
     async def _recover(self) -> None:
-        """An "uploading" record at start means we died between sending and recording the job id."""
-        for period in await self._window(self._clock()):
-            rec = await self._store.get_state(state_key(self._name, period))
-            if rec and rec.get("status") == "uploading":
+        """An "uploading" record at start means we died between sending and recording the job id. A
+        "queued" one is followed to its end even when its period has left the ``catch_up`` window."""
+        await self._window(self._clock())   # records the sink's first period before anything else
+        for key, rec in (await self._store.states(f"sioi:{self._name}:")).items():
+            period = key[len(f"sioi:{self._name}:"):]
+            # ":" : a record of another sink whose name extends this one's ("a" and "a:b"); periods have none.
+            if key == since_key(self._name) or ":" in period or not isinstance(rec, dict):
+                continue
+            if rec.get("status") == "queued":
+                self._following.add(period)
+            if rec.get("status") == "uploading":
                 rec.update(status="ambiguous", updated=self._clock(),
                            reason="pollerd stopped during the upload, before the job id was recorded")
                 await self._store.set_state(state_key(self._name, period), rec)
@@ -503,18 +519,27 @@ class SioiSink:
         wake = per.build_time(per.containing(now))
         alarms: dict[str, str] = {}
         oldest_open: float | None = None
+        # A job queued near the end of its period's turn in the window (a late `at`, a small catch_up) is still
+        # followed after the period left the window, until loaded, failed or lost; otherwise it would stay
+        # "queued" forever, never reported. Outside the window nothing is built or uploaded.
+        extra = sorted(self._following - set(window))
         try:
-            for period in window:
-                if per.build_time(period) > now:
+            for period in extra + window:
+                if period in window and per.build_time(period) > now:
                     wake = min(wake, per.build_time(period))
                     continue
                 key = state_key(self._name, period)
                 rec = await self._store.get_state(key)
+                if period not in window and (rec or {}).get("status") not in ("queued", "uploading", *HELD):
+                    self._following.discard(period)
+                    continue
                 try:
                     nxt = await self._handle(period, rec, now)
                 finally:
                     rec = await self._store.get_state(key)
                     status = (rec or {}).get("status")
+                    if status == "queued":
+                        self._following.add(period)
                     if status not in FINAL_OK and status not in HELD and status not in ("failed", "rejected",
                                                                                          "empty"):
                         oldest_open = per.build_time(period) if oldest_open is None else oldest_open
