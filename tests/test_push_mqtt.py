@@ -383,3 +383,42 @@ async def test_mqtts_with_client_certificate(tmp_path, store):
             await sub.stop()
     finally:
         b.stop()
+
+
+class _StuckClient:
+    """Stands in for aiomqtt.Client: publishes never get their PUBACK."""
+
+    def __init__(self) -> None:
+        self._disconnected = asyncio.get_running_loop().create_future()
+
+    async def publish(self, *a, **kw) -> None:
+        await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize("how", ["timeout", "disconnect"])
+async def test_a_failed_batch_leaves_no_unretrieved_future_behind(how):
+    # Before: cancelling the gather of the batch's publishes set a CancelledError *exception* on it that no one
+    # read, and asyncio logged "_GatheringFuture exception was never retrieved" at ERROR for every failed batch.
+    import gc
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+    old = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, ctx: seen.append(ctx.get("message", "")))
+    try:
+        client = make_client(mqtt_sink("mqtt://127.0.0.1:1", timeout=0.3), "gw1")
+        stuck = _StuckClient()
+
+        async def ensure():
+            return stuck
+        client._ensure = ensure  # type: ignore[method-assign]
+        if how == "disconnect":
+            loop.call_later(0.05, lambda: stuck._disconnected.set_exception(OSError("peer gone")))
+        with pytest.raises(TransientSinkError, match="PUBACK" if how == "timeout" else "connection lost"):
+            await client.send(mixed(5))
+        del client, stuck
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+            gc.collect()
+    finally:
+        loop.set_exception_handler(old)
+    assert not [m for m in seen if "never retrieved" in m], seen

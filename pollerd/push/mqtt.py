@@ -285,6 +285,9 @@ class MqttPushClient:
         tasks = [asyncio.ensure_future(client.publish(t, p, qos=qos, retain=retain, timeout=math.inf))
                  for t, p in messages]
         acked = asyncio.gather(*tasks)
+        # A cancelled gather ends with a CancelledError set as its *exception*; read it, or asyncio logs
+        # "_GatheringFuture exception was never retrieved" at ERROR after every failed batch.
+        acked.add_done_callback(_retrieve)
         # aiomqtt does not fail pending publishes when the connection drops (paho would re-send them on a
         # reconnect of the same session, which a clean session never has), so race the batch against the
         # connection's end.
@@ -307,6 +310,11 @@ class MqttPushClient:
         finally:
             if not acked.done():
                 acked.cancel()      # cancels the publishes still waiting; gather marks their outcome read
+
+
+def _retrieve(fut: asyncio.Future[object]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 __all__ = ["MqttPushClient"]
