@@ -495,6 +495,25 @@ async def test_a_job_queued_out_of_the_window_is_followed_after_a_restart(tmp_pa
         assert (await store.get_state("sioi:sioi:x:2024-05-01"))["status"] == "uploading"
 
 
+async def test_an_operator_retry_of_a_period_out_of_the_window_is_sent(tmp_path: Path) -> None:
+    # catch_up = 1: once 05-02 is due, 05-01 is out of the window. Before: `pollerd sioi --retry 2024-05-01`
+    # was recorded and never acted on.
+    async with env(tmp_path) as (server, store):
+        cfg = write_config(tmp_path, server.url)
+        cfg.write_text(cfg.read_text().replace('at = "01:00"', 'at = "01:00"\ncatch_up = 1'))
+        clock = Clock()
+        run = Running(store, cfg, clock)
+        try:
+            await run.until(status_is("loaded"))
+            clock.offset += 86400                           # a day later: the window holds 05-02 only
+            await run.until(lambda r: len(server.uploads) == 2)  # the next day's document
+            await operator_set(store, run.cfg.sinks[0], PERIOD, "retry", time.time(), force=True)
+            rec = await run.until(lambda r: r.get("status") == "loaded" and r.get("attempts") == 2)
+        finally:
+            await run.stop()
+        assert len(server.uploads) == 3 and rec["job_id"] == server.uploads[2].job_id
+
+
 async def test_a_store_failure_at_start_is_retried_not_raised(tmp_path: Path) -> None:
     # Before: _recover() ran outside the retry loop, so its StoreError ended run() and, in the daemon's task
     # group, the whole daemon.

@@ -497,6 +497,13 @@ class SioiSink:
                 await self._store.set_state(state_key(self._name, period), rec)
                 self._m_docs.inc(sink=self._name, outcome="ambiguous")
 
+    async def _retries(self) -> set[str]:
+        """Periods the operator handed back with `pollerd sioi --retry` (written by another process)."""
+        prefix = f"sioi:{self._name}:"
+        return {key[len(prefix):] for key, rec in (await self._store.states(prefix)).items()
+                if key != since_key(self._name) and ":" not in key[len(prefix):]
+                and isinstance(rec, dict) and rec.get("status") == "retry"}
+
     async def _window(self, now: float) -> list[str]:
         """Periods this sink is responsible for, oldest first: the last ``catch_up`` completed periods, but
         none before the first period after the sink was first started (no surprise uploads of old data)."""
@@ -522,7 +529,8 @@ class SioiSink:
         # A job queued near the end of its period's turn in the window (a late `at`, a small catch_up) is still
         # followed after the period left the window, until loaded, failed or lost; otherwise it would stay
         # "queued" forever, never reported. Outside the window nothing is built or uploaded.
-        extra = sorted(self._following - set(window))
+        # An operator's `pollerd sioi --retry` is acted on whatever the period's age: they asked for it.
+        extra = sorted((self._following | await self._retries()) - set(window))
         try:
             for period in extra + window:
                 if period in window and per.build_time(period) > now:
@@ -530,7 +538,8 @@ class SioiSink:
                     continue
                 key = state_key(self._name, period)
                 rec = await self._store.get_state(key)
-                if period not in window and (rec or {}).get("status") not in ("queued", "uploading", *HELD):
+                if period not in window and (rec or {}).get("status") not in ("queued", "uploading", "retry",
+                                                                               *HELD):
                     self._following.discard(period)
                     continue
                 try:
