@@ -666,10 +666,12 @@ class SioiSink:
             await self._save(period, record)
             self._m_docs.inc(sink=self._name, outcome="ambiguous")
             return None
+        # Logged before it is saved: if the save fails, the record turns ambiguous and this line is the only
+        # place the operator finds the job id.
+        log.info("sink %s: document %s queued as job %s", self._name, period, job)
         record.update(status="queued", job_id=job, uploaded_at=self._clock())
         await self._save(period, record)
         self._state.sent += 1
-        log.info("sink %s: document %s queued as job %s", self._name, period, job)
         return self._clock() + opts.status_poll
 
     async def _follow(self, period: str, rec: dict, now: float) -> float | None:
