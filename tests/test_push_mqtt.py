@@ -302,6 +302,39 @@ async def test_bad_password_is_a_clear_error_and_retried(tmp_path, store, caplog
     assert PASSWORD not in caplog.text and "wrong-pw" not in caplog.text
 
 
+async def test_refusal_and_hang_up_before_the_connect_thread_returns_is_still_an_auth_error(monkeypatch):
+    # A broker refusing the credentials sends CONNACK and closes at once. On a loaded machine the loop can
+    # read both before aiomqtt's connect thread has returned, so the hang-up is seen while aiomqtt's connect
+    # task is not done yet; the CONNACK's verdict must still win over "closed before CONNACK"
+    # (test_bad_password_is_a_clear_error_and_retried failed that way under load). Here the connect thread
+    # is made slow on purpose.
+    real_connect = aiomqtt.Client._client_connect
+
+    def slow_connect(self) -> None:  # type: ignore[no-untyped-def]
+        real_connect(self)
+        time.sleep(0.3)                                    # a descheduled thread
+
+    monkeypatch.setattr(aiomqtt.Client, "_client_connect", slow_connect)
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)                            # the CONNECT
+        writer.write(bytes([0x20, 0x02, 0x00, 0x05]))      # CONNACK: not authorized
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for _ in range(2):
+            client = make_client(mqtt_sink(f"mqtt://127.0.0.1:{port}", username="gateway",
+                                           password=Secret("wrong-pw")), "gw1")
+            with pytest.raises(TransientSinkError) as ei:
+                await client.connect()
+            await client.close()
+            assert ei.value.kind == "auth" and "refused the credentials" in str(ei.value), str(ei.value)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_broker_down_then_restarted_mid_backlog_loses_nothing(broker, store):
     sub = await Subscriber(broker.port).start()
     rs = mixed(3000)

@@ -216,6 +216,11 @@ class MqttPushClient:
         gone: asyncio.Future[None] = client._disconnected  # noqa: SLF001
         try:
             await asyncio.wait((enter, gone, closed), return_when=asyncio.FIRST_COMPLETED)
+            if not enter.done() and client._connected.done():  # noqa: SLF001
+                # The CONNACK came before the hang-up (a broker refusing the credentials closes right after
+                # it), but aiomqtt's connect thread has not returned yet (a loaded machine): its verdict is in,
+                # let aiomqtt report it rather than a bare "closed before CONNACK".
+                await asyncio.wait((enter,), timeout=self._sink.timeout)
         finally:
             if not enter.done():
                 enter.cancel()
