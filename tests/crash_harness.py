@@ -116,7 +116,11 @@ async def serve_sims(converters: int, per_converter: int):  # type: ignore[no-un
 
 def write_config(path: Path, sink_url: str, ports: list[int] | None, per_converter: int, *,
                  batch_size: int = 50, interval: str = "1s") -> Path:
-    text = ('[gateway]\nname = "crash-gw"\nspread = "1s"\n\n[store]\ncommit_interval = "50ms"\n\n'
+    # keep: the outage backlog has 2023 timestamps; with the default keep (7 d) the daemon's first prune, 10 s
+    # after start, deletes whatever was delivered by then, and a drain slower than that (a loaded machine)
+    # left the check below short of rows. Here nothing is to be pruned.
+    text = ('[gateway]\nname = "crash-gw"\nspread = "1s"\n\n'
+            '[store]\ncommit_interval = "50ms"\nkeep = "36500d"\n\n'
             '[api]\nenabled = false\n\n')
     for c, port in enumerate(ports or []):
         text += f'[[lines]]\nname = "conv{c}"\ntype = "tcp"\nhost = "127.0.0.1"\nport = {port}\n\n'
