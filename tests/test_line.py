@@ -177,7 +177,15 @@ def test_metric_child_updates_the_same_series() -> None:
 
 async def test_priority_requests_go_before_waiting_scheduled_ones() -> None:
     order: list[str] = []
-    link = FakeLink(lambda req: [(0.01, U1_REPLY)])
+    calls = [0]
+
+    def reply(req):  # type: ignore[no-untyped-def]
+        # The first exchange holds the bus long enough for the others to queue even on a loaded machine
+        # (with 10 ms it could finish before "raw" was queued, and "sched0" took the bus first).
+        calls[0] += 1
+        return [(0.3 if calls[0] == 1 else 0.01, U1_REPLY)]
+
+    link = FakeLink(reply)
     line, _ = make_line(link)
 
     async def one(tag: str, priority: bool) -> None:
