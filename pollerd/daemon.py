@@ -121,6 +121,7 @@ class Daemon:
         self.sink_tasks: dict[str, asyncio.Task[None]] = {}
         self._sink_cfgs: dict[str, SinkConfig] = {}
         self._tg: TaskGroup | None = None
+        self._poll_tasks: set[asyncio.Task[dict[str, object]]] = set()   # poll-now cycles in flight
         self._app = None
         self._reload_wanted = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -226,7 +227,9 @@ class Daemon:
         runs = list(self.meters.values())
         for run in runs:
             run.stop.set()
-        tasks = [run.task for run in runs if run.task is not None]
+        # Poll-now cycles too: closing a session (a cloud driver's HTTP session) under a running cycle
+        # would cut it short mid-request.
+        tasks = [run.task for run in runs if run.task is not None] + list(self._poll_tasks)
         if tasks:
             done, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
             for t in pending:
@@ -451,6 +454,8 @@ class Daemon:
         except BaseException:
             run.lock.release()
             raise
+        self._poll_tasks.add(task)  # shutdown waits for it before closing the meter's session
+        task.add_done_callback(self._poll_tasks.discard)
         return await asyncio.shield(task)
 
     async def _poll_now(self, run: MeterRun) -> dict[str, object]:

@@ -99,3 +99,35 @@ async def test_second_poll_now_while_one_is_starting_is_refused(daemon):
     third = await d.poll_now("m1")
     assert third["meter"] == "m1" and d.meters["m1"].state.polls == 2
     assert not task.done()
+
+
+async def test_shutdown_waits_for_a_running_poll_now_before_closing_the_session(daemon):
+    """A poll-now cycle in flight at shutdown finishes before the driver's session is closed (a cloud driver
+    would otherwise lose its HTTP session mid-request)."""
+    d, task, _, _ = daemon
+    drv = d.meters["m1"].driver
+    release = asyncio.Event()
+    seen: list[str] = []
+    real_close = drv.close
+
+    async def slow_poll(ts):  # type: ignore[no-untyped-def]
+        from pollerd.drivers.base import PollResult
+        seen.append("poll started")
+        await release.wait()
+        seen.append("poll done")
+        return PollResult((), (), True, None)
+
+    async def close():  # type: ignore[no-untyped-def]
+        seen.append("close")
+        await real_close()
+
+    drv.poll, drv.close = slow_poll, close  # type: ignore[method-assign]
+    poll = asyncio.ensure_future(d.poll_now("m1"))
+    await until(lambda: seen == ["poll started"], what="poll-now running")
+    d.request_stop()
+    await asyncio.sleep(0.3)
+    assert "close" not in seen       # shutdown is waiting for the cycle
+    release.set()
+    assert (await asyncio.wait_for(poll, 10))["ok"] is True
+    await until(lambda: "close" in seen, what="session closed")
+    assert seen.index("poll done") < seen.index("close")
