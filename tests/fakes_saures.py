@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from helpers import serve
 from aiohttp import web
 
 EMAIL = "demo@example.org"
@@ -46,12 +47,7 @@ class FakeSaures:
         self.url = ""
 
     async def start(self) -> str:
-        self.runner = web.AppRunner(self.app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self.runner, self.url = await serve(self.app)
         return self.url
 
     async def stop(self) -> None:

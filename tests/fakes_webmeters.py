@@ -7,6 +7,7 @@ import xmlrpc.client
 from dataclasses import dataclass, field
 from typing import Any
 
+from helpers import serve
 from aiohttp import web
 
 KEY = "k" * 20 + "0123456789abcdefghij"   # 40 characters, like a real key
@@ -36,12 +37,8 @@ class FakeWebmeters:
         self.url = ""
 
     async def start(self) -> str:
-        self.runner = web.AppRunner(self.app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/1.0/"
+        self.runner, base = await serve(self.app)
+        self.url = f"{base}/1.0/"
         return self.url
 
     async def stop(self) -> None:

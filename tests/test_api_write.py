@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 
 import aiohttp
 import pytest
 
+from helpers import free_port
 from pollerd.config import LineConfig, load_config
 from pollerd.daemon import Daemon
 from pollerd.errors import TransportError
@@ -20,12 +20,6 @@ from pollerd.state import LineState
 
 ADMIN = "write-admin-0123456789"
 READER = "write-read-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

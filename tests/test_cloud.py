@@ -14,6 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from helpers import serve
 from pollerd import cli, drivers
 from pollerd.config import load_config
 from pollerd.daemon import Daemon
@@ -27,12 +28,7 @@ SECRET = "S3cr3t-Pa$$"
 
 
 async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}"
+    return await serve(app, shutdown_timeout=0.5)
 
 
 @pytest.fixture

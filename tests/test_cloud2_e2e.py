@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sys
 from pathlib import Path
 from typing import AsyncIterator
@@ -14,6 +13,7 @@ from typing import AsyncIterator
 import aiohttp
 import pytest
 
+from helpers import free_port
 from pollerd.config import load_config
 from pollerd.daemon import Daemon
 
@@ -31,12 +31,6 @@ async def fakes() -> AsyncIterator[tuple[FakeWebmeters, FakeSaures]]:
     finally:
         await w.stop()
         await s.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Silent:

@@ -6,18 +6,12 @@ degraded-meter probe (scheduled and poll-now) and for closing a session on reloa
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
+from helpers import free_port, until
 from pollerd.config import load_config
 from pollerd.daemon import Daemon
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def config_text(meters: list[str], port: int) -> str:
@@ -28,16 +22,6 @@ def config_text(meters: list[str], port: int) -> str:
         text += (f'[[meters]]\nname = "{name}"\nprotocol = "mercury230"\nline = "A"\nconnection_address = {name[1:]}\n'
                  f'interval_time = "1h"\nwaiting_time = "500ms"\nread = ["energy"]\n\n')
     return text
-
-
-async def until(cond, limit: float = 20.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while loop.time() < deadline:
-        if cond():
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail(f"{what} not reached within {limit} s")
 
 
 @pytest.fixture

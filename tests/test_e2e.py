@@ -15,6 +15,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from helpers import serve
 from pollerd.config import load_config
 from pollerd.daemon import Daemon, build_driver, build_lines
 from pollerd.metrics import Registry
@@ -54,11 +55,8 @@ async def receiver():
     rec = Receiver()
     app = web.Application()
     app.router.add_post("/ingest", rec.ingest)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    rec.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/ingest"  # type: ignore[attr-defined]
+    runner, base = await serve(app)
+    rec.url = f"{base}/ingest"
     yield rec
     await runner.cleanup()
 

@@ -5,7 +5,6 @@ must be a declared status with a declared content type and body, and never a 5xx
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from schemathesis.checks import (content_type_conformance, negative_data_rejecti
                                  response_headers_conformance, response_schema_conformance,
                                  status_code_conformance, unsupported_method)
 
+from helpers import free_port
 from pollerd.config import load_config
 from pollerd.daemon import Daemon
 from pollerd.openapi import document
@@ -25,12 +25,6 @@ ADMIN = "openapi-admin-0123456789"
 READER = "openapi-read-0123456789"
 
 schema = schemathesis.openapi.from_dict(document())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

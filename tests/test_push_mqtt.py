@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from helpers import free_port
 from pollerd.config import Secret, SinkConfig
 from pollerd.metrics import Registry
 from pollerd.model import Reading
@@ -34,12 +35,6 @@ MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exist
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto)")
 
 PASSWORD = "mq-S3CRET-4242"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

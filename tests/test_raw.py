@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import aiohttp
 import orjson
 import pytest
 
+from helpers import free_port
 from pollerd.config import load_config
 from pollerd.daemon import Daemon, build_driver, build_lines
 from pollerd.metrics import Registry
@@ -17,12 +17,6 @@ from pollerd.state import Runtime
 
 ADMIN = "admin-token-0123456789"
 READER = "read-token-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 from pathlib import Path
 
 import aiohttp
@@ -14,6 +13,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from helpers import free_port, serve, until
 from pollerd.config import load_config
 from pollerd.daemon import Daemon, install_signal_handlers
 from pollerd.sim.mercury230 import SimBus, SimMeter, serve_tcp
@@ -37,12 +37,6 @@ def meter(address: int) -> CountingMeter:
     return CountingMeter(address=address, serial=f"4100000{address}", clock=lambda: FROZEN)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Receiver:
     def __init__(self) -> None:
         self.readings: list[dict] = []  # type: ignore[type-arg]
@@ -59,11 +53,8 @@ async def receivers():
         rec = Receiver()
         app = web.Application()
         app.router.add_post("/ingest", rec.ingest)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        rec.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/ingest"  # type: ignore
+        runner, base = await serve(app)
+        rec.url = f"{base}/ingest"
         out.append(rec)
         runners.append(runner)
     yield out
@@ -100,16 +91,6 @@ def config_text(*, port_a: int, port_b: int, api_port: int, meters: list[tuple[s
         text += (f'[[sinks]]\nname = "{name}"\ntype = "http"\nurl = "{url}"\nretry_min = "100ms"\n'
                  f'retry_max = "500ms"\n\n')
     return text
-
-
-async def until(cond, limit: float = 20.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while loop.time() < deadline:
-        if cond():
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail(f"{what} not reached within {limit} s")
 
 
 class Running:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from helpers import free_port, serve
 from pollerd.config import load_config
 from pollerd.daemon import Daemon
 from pollerd.errors import ConfigError
@@ -45,12 +45,6 @@ def forms(secret: str) -> set[str]:
 
 def find_secrets(where: str, text: str) -> list[str]:
     return [f"{where}: {s!r} as {f!r}" for s in SECRETS for f in forms(s) if f in text]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Upstream:
@@ -89,11 +83,8 @@ async def test_no_secret_in_logs_replies_or_outputs(tmp_path, caplog):
     up = Upstream()
     app = web.Application()
     app.router.add_post("/ingest", up.ingest)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    sink_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/ingest"  # type: ignore
+    runner, base = await serve(app)
+    sink_url = f"{base}/ingest"
     path = tmp_path / "pollerd.toml"
     path.write_text(config_text(sim.sockets[0].getsockname()[1], free_port(), sink_url))
     daemon = Daemon(load_config(path), tmp_path / "state")
