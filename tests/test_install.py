@@ -4,7 +4,6 @@ prefix -- idempotent, a user's config never overwritten, the unit file installed
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 

@@ -12,7 +12,6 @@ import logging
 import os
 import socket
 import struct
-import sys
 from pathlib import Path
 
 import pytest

@@ -11,9 +11,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import pytest
 
 from pollerd.config import load_config
 from pollerd.daemon import Daemon

@@ -14,7 +14,7 @@ import pytest
 
 from pollerd import cli
 from pollerd.config import SINK_OPTION_PARSERS, load_config
-from pollerd.errors import ConfigError, SinkError, StoreError
+from pollerd.errors import ConfigError, StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Reading
 from pollerd.push import sioi_config

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from pathlib import Path
 
 import aiohttp
 import orjson
@@ -77,7 +76,7 @@ async def sims():
 def config_text(*, port_a: int, port_b: int, api_port: int, meters: list[tuple[str, str, int]],
                 sinks: list[tuple[str, str]], token: str = ADMIN1, line_b_extra: str = "",
                 store_path: str | None = None) -> str:
-    text = f'[gateway]\nname = "gw"\n\n[store]\ncommit_interval = "100ms"\n'
+    text = '[gateway]\nname = "gw"\n\n[store]\ncommit_interval = "100ms"\n'
     if store_path:
         text += f'path = "{store_path}"\n'
     text += f'\n[api]\nlisten = "127.0.0.1:{api_port}"\ntokens = [{{ token = "{token}", role = "admin" }}]\n\n'

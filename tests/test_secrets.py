@@ -10,7 +10,6 @@ import base64
 import logging
 import subprocess
 import sys
-from pathlib import Path
 
 import aiohttp
 import pytest

@@ -385,7 +385,7 @@ async def request_key(url: str, phone: str, ask_code: Callable[[], Awaitable[str
     """apiSendKeyRequest(phone) -> request id; ask the user for the SMS code; apiGetKey -> the api key."""
     from ..config import MeterConfig
     if not PHONE.fullmatch(phone):
-        raise CloudError(f"the phone number must be 10 digits without the country code, e.g. 9181234567")
+        raise CloudError("the phone number must be 10 digits without the country code, e.g. 9181234567")
     mc = MeterConfig(name="webmeters-key", protocol="webmeters", line="", connection_address=0, url=url,
                      waiting_time=waiting_time)
     async with cloud.make_session(mc) as session:

@@ -38,7 +38,6 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from pollerd.compat import timeout
 from pollerd.config import SinkConfig
 from pollerd.errors import SinkError, StoreError
 from pollerd.metrics import Registry
