@@ -29,15 +29,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pollerd.config import SinkConfig  # noqa: E402
 from pollerd.metrics import Registry  # noqa: E402
-from pollerd.model import Reading  # noqa: E402
 from pollerd.push.forwarder import Forwarder  # noqa: E402
 from pollerd.push.mqtt import MqttPushClient  # noqa: E402
 from pollerd.push.mqtt_options import parse_options  # noqa: E402
 from pollerd.state import SinkState  # noqa: E402
 from pollerd.store import Store  # noqa: E402
 
+from _bench_data import fill  # noqa: E402
+
 NODELAY = False      # --broker-nodelay: mosquitto's set_tcp_nodelay (off by default in mosquitto 2.0)
-CHANNELS = ("A+", "A-", "R+", "R-", "P", "Q", "S", "U.L1", "U.L2", "U.L3", "I.L1", "I.L2", "I.L3", "F")
 
 
 def start_broker(tmp: Path) -> tuple[subprocess.Popen, int]:
@@ -59,17 +59,6 @@ def start_broker(tmp: Path) -> tuple[subprocess.Popen, int]:
             time.sleep(0.02)
     proc.kill()
     raise SystemExit("mosquitto did not start")
-
-
-async def fill(store: Store, n: int) -> None:
-    for start in range(0, n, 5000):
-        batch = []
-        for i in range(start, min(n, start + 5000)):
-            cycle, rest = divmod(i, 50 * len(CHANNELS))
-            meter, ch = divmod(rest, len(CHANNELS))
-            batch.append(Reading(f"meter-{meter:03d}", CHANNELS[ch], "current", 1_700_000_000 + cycle * 60,
-                                 1000.0 + i * 0.25, "Wh"))
-        await store.write(batch)
 
 
 async def drain(store: Store, url: str, payload: str, batch_size: int, name: str) -> tuple[float, int]:

@@ -18,18 +18,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pollerd.config import SinkConfig  # noqa: E402
-from pollerd.model import Reading  # noqa: E402
 from pollerd.push.http import HttpPushClient, gzip_body  # noqa: E402
 
-CHANNELS = ("A+", "A-", "R+", "R-", "P", "Q", "S", "U.L1", "U.L2", "U.L3", "I.L1", "I.L2", "I.L3", "F")
-
+from _bench_data import readings  # noqa: E402
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=500)
     args = p.parse_args()
-    rs = [Reading(f"meter-{(i // len(CHANNELS)) % 50:03d}", CHANNELS[i % len(CHANNELS)], "current",
-                  1_700_000_000 + (i // 700) * 60, 1000.0 + i * 0.25, "Wh") for i in range(args.batch)]
+    rs = readings(args.batch)
     body = HttpPushClient(SinkConfig(name="b", type="http", url="http://127.0.0.1/"), "bench-gw").encode(rs)
     def level6(b: bytes) -> bytes:
         co = zlib.compressobj(6, zlib.DEFLATED, 31)

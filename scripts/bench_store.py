@@ -25,12 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pollerd.config import StoreConfig  # noqa: E402
 from pollerd.metrics import Registry  # noqa: E402
-from pollerd.model import Reading  # noqa: E402
 from pollerd.quota import StoreQuota  # noqa: E402
 from pollerd.store import Store  # noqa: E402
 
-CHANNELS = ("A+", "A-", "R+", "R-", "P", "Q", "S", "U.L1", "U.L2", "U.L3", "I.L1", "I.L2", "I.L3", "F")
-
+from _bench_data import readings  # noqa: E402
 
 def io_written() -> int:
     with open("/proc/self/io") as f:
@@ -40,22 +38,11 @@ def io_written() -> int:
     return 0
 
 
-def make(n: int, start: int) -> list[Reading]:
-    # Realistic keys: 50 meters, 14 channels, a poll every 60 s.
-    out = []
-    for i in range(start, start + n):
-        cycle, rest = divmod(i, 50 * len(CHANNELS))
-        meter, ch = divmod(rest, len(CHANNELS))
-        out.append(Reading(f"meter-{meter:03d}", CHANNELS[ch], "current", 1_700_000_000 + cycle * 60,
-                           1000.0 + i * 0.25, "Wh"))
-    return out
-
-
 async def one(path: Path, total: int, batch: int) -> None:
     for suffix in ("", "-wal", "-shm"):
         (path.parent / (path.name + suffix)).unlink(missing_ok=True)
     store = await Store.open(path, commit_interval=0.0, max_batch_rows=max(batch, 1))
-    data = make(total, 0)
+    data = readings(total)
     w0 = io_written()
     t0 = time.perf_counter()
     for i in range(0, total, batch):
@@ -75,7 +62,7 @@ async def quota_pass(path: Path, total: int) -> None:
         (path.parent / (path.name + suffix)).unlink(missing_ok=True)
     store = await Store.open(path, commit_interval=0.0)
     for i in range(0, total, 5000):
-        await store.write(make(min(5000, total - i), i))
+        await store.write(readings(min(5000, total - i), i))
     page_size, pages, free = await store.space()
     used = (pages - free) * page_size
     q = StoreQuota(store, StoreConfig(max_size=used // 2), ["up"], Registry())
