@@ -51,6 +51,14 @@ _MAX_EXP = 32       # 2**32 * retry_min is far past any retry_max; stops the flo
 _SEEN_MAX = 1024
 
 
+def retry_delay(sink: SinkConfig, attempt: int, rng: Callable[[], float]) -> float:
+    """A sink's delay before retry number ``attempt + 1``: uniform between ``retry_min`` and
+    ``min(retry_max, retry_min * 2**attempt)`` (full jitter over a capped exponential)."""
+    lo = max(0.0, sink.retry_min)
+    hi = max(lo, min(sink.retry_max, lo * 2.0 ** min(attempt, _MAX_EXP)))
+    return lo + rng() * (hi - lo)
+
+
 class Forwarder:
     def __init__(
         self,
@@ -276,9 +284,7 @@ class Forwarder:
 
     def backoff(self, attempt: int) -> float:
         """Delay before retry number ``attempt + 1``: full jitter between retry_min and the capped exponential."""
-        lo = max(0.0, self._sink.retry_min)
-        hi = max(lo, min(self._sink.retry_max, lo * 2.0 ** min(attempt, _MAX_EXP)))
-        return lo + self._rng() * (hi - lo)
+        return retry_delay(self._sink, attempt, self._rng)
 
     async def _update_lag(self, cursor: int, batch: Sequence[tuple[int, Reading]]) -> None:
         first_seq, last_seq = await self._store.seq_range()

@@ -98,6 +98,26 @@ def _safe_url(url: str) -> str:
         return "<invalid url>"
 
 
+def ssl_option(sink: SinkConfig) -> ssl.SSLContext | bool:
+    """aiohttp's ``ssl=`` for an HTTPS sink: False (not verified), True (system CAs) or a context with the
+    sink's ``ca_file`` added to the system CAs and its client certificate. Raises OSError/ssl.SSLError for
+    files that do not load."""
+    if not sink.client_cert:
+        if not sink.verify_tls:
+            return False
+        if not sink.ca_file:
+            return True
+    ctx = ssl.create_default_context()
+    if sink.ca_file:
+        ctx.load_verify_locations(cafile=sink.ca_file)  # added to the system CAs, not instead
+    if not sink.verify_tls:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if sink.client_cert:
+        ctx.load_cert_chain(sink.client_cert, sink.client_key)
+    return ctx
+
+
 class HttpPushClient:
     """POSTs batches to ``sink.url``. Create, ``await connect()``, ``await send(batch)``..., ``await close()``."""
 
@@ -145,21 +165,7 @@ class HttpPushClient:
         return text
 
     def _ssl(self) -> ssl.SSLContext | bool:
-        sink = self._sink
-        if not sink.client_cert:
-            if not sink.verify_tls:
-                return False
-            if not sink.ca_file:
-                return True
-        ctx = ssl.create_default_context()
-        if sink.ca_file:
-            ctx.load_verify_locations(cafile=sink.ca_file)  # added to the system CAs, not instead
-        if not sink.verify_tls:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        if sink.client_cert:
-            ctx.load_cert_chain(sink.client_cert, sink.client_key)
-        return ctx
+        return ssl_option(self._sink)
 
     async def connect(self) -> None:
         """Prepare the session. Never raises for a sink problem: a bad ca_file must not stop the daemon from

@@ -43,6 +43,8 @@ from pollerd.errors import SinkError, StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Reading
 from pollerd.push import TransientSinkError
+from pollerd.push.forwarder import retry_delay
+from pollerd.push.http import ssl_option
 from pollerd.push.sioi_config import SioiOptions
 from pollerd.state import SinkState
 
@@ -57,7 +59,6 @@ MAX_SLEEP = 30.0          # longest sleep: operator changes (`pollerd sioi --ret
 ALARM_AFTER = 3           # consecutive failed tries before an upstream problem becomes a /health reason
 _BODY_READ = 64 * 1024    # the most of a reply read: a status with a long error list fits, a runaway does not
 _SNIPPET = 200
-_MAX_EXP = 32
 _WS = re.compile(r"\s+")
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
@@ -148,13 +149,7 @@ class SioiClient:
         return text
 
     def _ssl(self) -> ssl.SSLContext | bool:
-        if not self._sink.verify_tls:
-            return False
-        if self._sink.ca_file:
-            ctx = ssl.create_default_context()
-            ctx.load_verify_locations(cafile=self._sink.ca_file)
-            return ctx
-        return True
+        return ssl_option(self._sink)  # a sioi sink takes no client_cert: verify_tls and ca_file only
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -475,9 +470,7 @@ class SioiSink:
         return delay
 
     def backoff(self, attempt: int) -> float:
-        lo = max(0.0, self._sink.retry_min)
-        hi = max(lo, min(self._sink.retry_max, lo * 2.0 ** min(attempt, _MAX_EXP)))
-        return lo + self._rng() * (hi - lo)
+        return retry_delay(self._sink, attempt, self._rng)
 
     async def _recover(self) -> None:
         """An "uploading" record at start means we died between sending and recording the job id. A
