@@ -1180,6 +1180,8 @@ def _load_meter(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> tuple[dict[st
         if kind not in kinds:
             ctx.fail(path + ("read", i), f"{protocol} cannot read {kind!r}{_did_you_mean(kind, kinds)}; "
                      f"it can read: {', '.join(kinds)}")
+    if getattr(options, "clock_correction", False) and "clock" not in read:
+        ctx.fail(path + ("clock_correction",), 'corrects the clock it reads: add "clock" to read')
 
     kw: dict[str, _Any] = {
         "name": name, "protocol": str(protocol), "line": f.get("line", ""), "connection_address": address,

@@ -150,6 +150,85 @@ async def test_clock_drift_is_stored_and_a_large_one_raises_an_alarm(tmp_path):
         assert [e.code for e in result.events] == ["clock_drift"]
 
 
+CORRECT = "clock_correction = true\n"
+
+
+def codes(result) -> list[str]:  # type: ignore[no-untyped-def]
+    return [e.code for e in result.events]
+
+
+@pytest.mark.parametrize("drift", [95.0, -95.0])
+async def test_clock_correction_sets_the_meter_clock_once_a_day(tmp_path, drift):
+    # T0 is 17:30:00 Moscow time: a slow meter (17:28:25) is moved forward over the half-hour boundary,
+    # a fast one (17:31:35) back within its interval.
+    async with Rig(tmp_path, '["clock"]', CORRECT, clock_drift=drift) as rig:
+        result = await rig.cycle()
+        assert [r.value for r in result.readings if r.channel == "clock.drift"] == [drift]
+        assert rig.meter.corrections == [(T0, -drift)]
+        assert codes(result) == ["clock_corrected"] and "now +0 s off" in result.events[0].text
+        assert "clock" not in rig.runtime.meters["m"].alarms
+        # The clock drifts off again the same day: no second request, an alarm until tomorrow.
+        rig.meter.clock_drift += 100
+        rig.now[0] += 3600
+        rig.new_driver()  # a restart in between: the spent correction is remembered in the store
+        result = await rig.cycle()
+        assert rig.meter.correction_requests == 1 and codes(result) == []
+        assert "tomorrow" in rig.runtime.meters["m"].alarms["clock"]
+        rig.now[0] += 86400
+        result = await rig.cycle()
+        assert rig.meter.correction_requests == 2 and codes(result) == ["clock_corrected"]
+        assert rig.meter.corrections[-1] == (rig.now[0], -100.0)
+        assert "clock" not in rig.runtime.meters["m"].alarms
+
+
+async def test_clock_correction_waits_for_the_same_date_and_profile_interval(tmp_path):
+    async with Rig(tmp_path, '["clock"]', CORRECT, clock_drift=95.0) as rig:
+        # 23:59:00 at the gateway, 00:00:35 on the meter: the command carries no date.
+        rig.now[0] = T0 + 6 * 3600 + 29 * 60
+        await rig.cycle()
+        assert rig.meter.correction_requests == 0
+        assert "different dates" in rig.runtime.meters["m"].alarms["clock"]
+        # 17:59:00 at the gateway, 18:00:35 on the meter: a fast meter is not set back into a closed interval.
+        rig.now[0] = T0 + 86400 + 29 * 60
+        await rig.cycle()
+        assert rig.meter.correction_requests == 0
+        assert "30-minute profile interval" in rig.runtime.meters["m"].alarms["clock"]
+        rig.now[0] += 120  # 18:01:00 / 18:02:35: same interval, corrected
+        result = await rig.cycle()
+        assert rig.meter.corrections == [(rig.now[0], -95.0)] and codes(result) == ["clock_corrected"]
+
+
+async def test_clock_correction_refused_or_too_large_is_an_alarm_not_a_loop(tmp_path):
+    async with Rig(tmp_path, '["clock", "energy"]', CORRECT, clock_drift=95.0, correction_limit=60) as rig:
+        result = await rig.cycle()  # the meter answers status 1: one request, an event, the cycle goes on
+        assert result.ok and any(r.channel == "A+" for r in result.readings)
+        assert codes(result) == ["clock_correction_refused"] and rig.meter.correction_requests == 1
+        assert "refused" in rig.runtime.meters["m"].alarms["clock"]
+        rig.now[0] += 600
+        await rig.cycle()
+        assert rig.meter.correction_requests == 1
+    (tmp_path / "b").mkdir()
+    (tmp_path / "c").mkdir()
+    async with Rig(tmp_path / "b", '["clock"]', CORRECT, clock_drift=95.0) as rig:
+        rig.meter.corrected_on = rig.meter.meter_time(rig.now[0])[0].date()  # someone corrected it today
+        result = await rig.cycle()
+        assert codes(result) == ["clock_correction_refused"] and "once a day" in result.events[0].text
+    async with Rig(tmp_path / "c", '["clock"]', CORRECT, clock_drift=235.0) as rig:
+        result = await rig.cycle()  # beyond max_clock_correction (230 s): never corrected automatically
+        assert codes(result) == ["clock_drift_too_large"] and rig.meter.correction_requests == 0
+        assert "set it by hand" in rig.runtime.meters["m"].alarms["clock"]
+
+
+async def test_max_clock_correction_beyond_the_meter_limit_is_a_config_error(tmp_path):
+    from pollerd.errors import ConfigError
+    with pytest.raises(ConfigError, match="max_clock_correction.*at most 240 s"):
+        async with Rig(tmp_path, '["clock"]', CORRECT + 'max_clock_correction = "5m"\n'):
+            pass
+    with pytest.raises(ConfigError, match='clock_correction.*add "clock" to read'):
+        async with Rig(tmp_path, '["energy"]', CORRECT):
+            pass
+
+
 async def test_transformer_ratios_give_primary_values(tmp_path):
     async with Rig(tmp_path, '["instant", "energy"]', 'tn1 = 10000\ntn2 = 100\ntt = 40\n') as rig:
         result = await rig.cycle()

@@ -559,12 +559,38 @@ def test_set_time_and_energy_arrays():
     assert m.read_energy(1, 3, 3, 2).body == hexbytes("05 33 02")
 
 
+def test_correct_time_layout_and_decoding():
+    # 03 0D ss mm hh in BCD, a status reply (ti-cortex-m4/tm4c1294ncpdt sensors/device_b.c QueryControlB).
+    req = m.correct_time(0x80, dt.datetime(2026, 11, 30, 12, 30, 45))
+    assert req.body == hexbytes("03 0D 45 30 12") and req.reply_len is None
+    assert req.encode()[:-2] == hexbytes("80 03 0D 45 30 12") and crc.check_crc(req.encode())
+    out = m.decode_reply(req, m.Reply(0x80, b"\x00"))
+    assert out["fields"] == {"time": "12:30:45", "status": 0, "status_text": "ok"}
+    out = m.decode_reply(req, m.Reply(0x80, b"\x04"))
+    assert out["fields"]["status"] == 4 and "once a day" in out["fields"]["status_text"]
+    with pytest.raises(FrameError, match="not valid"):
+        m.decode_reply(m.raw_request(1, hexbytes("03 0D 00 60 12")), m.Reply(1, b"\x00"))
+    with pytest.raises(FrameError, match="BCD"):
+        m.decode_time_of_day(hexbytes("1A 00 00"))
+    with pytest.raises(FrameError, match="expected 3 bytes"):
+        m.decode_time_of_day(hexbytes("10 00"))
+
+
+@given(st.times())
+def test_correct_time_round_trip(when):
+    req = m.correct_time(7, when)
+    name, got = m.describe_request(req.encode())
+    assert (name, got) == ("correct_time", req)
+    assert m.decode_time_of_day(req.body[2:]) == when.replace(microsecond=0)
+
+
 # --------------------------------------------------------------------------- request recognition, replies
 
 _BUILT = [
     ("test_channel", m.test_channel(3)), ("open_channel", m.open_channel(3, 2, bytes(range(6)))),
     ("close_channel", m.close_channel(3)), ("freeze", m.freeze(3)),
     ("set_time", m.set_time(3, dt.datetime(2024, 2, 29, 1, 2, 3), 0)), ("read_time", m.read_time(3)),
+    ("correct_time", m.correct_time(3, dt.time(23, 59, 58))),
     ("read_journal", m.read_journal(3, 0x17, 4)), ("read_energy", m.read_energy(3, 3, 12, 4)),
     ("read_energy", m.read_energy(3, 6)), ("read_profile", m.read_profile(3, 0xABC0)),
     ("read_memory", m.read_profile(3, 0x1234, 16, 2)), ("read_serial", m.read_serial(3)),

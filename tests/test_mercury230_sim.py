@@ -134,6 +134,28 @@ def test_access_level_for_time_set(bus, meter, clock):
     assert m.decode_time(call(bus, m.read_time(7)).data)[0] == target + dt.timedelta(seconds=30)
 
 
+def test_time_correction_once_a_day_and_within_the_limit(clock):
+    zone = dt.timezone(dt.timedelta(hours=3))
+    meter = SimMeter(7, timezone=zone, clock=clock, clock_drift=100.0, session_timeout=1e9)
+    bus = SimBus([meter])
+    call(bus, m.open_channel(7, 1, PW1))  # level 1 is enough for a correction
+    true_local = dt.datetime.fromtimestamp(int(clock.now), zone).replace(tzinfo=None)
+    assert m.decode_time(call(bus, m.read_time(7)).data)[0] == true_local + dt.timedelta(seconds=100)
+    with pytest.raises(MeterError) as info:  # beyond the limit: refused, and the day's correction not spent
+        call(bus, m.correct_time(7, true_local - dt.timedelta(seconds=200)))
+    assert info.value.status == 1
+    call(bus, m.correct_time(7, true_local))
+    assert m.decode_time(call(bus, m.read_time(7)).data)[0] == true_local
+    assert meter.corrections == [(clock.now, -100.0)]
+    clock.now += 3600
+    with pytest.raises(MeterError) as info:  # the same meter-local day: status 4
+        call(bus, m.correct_time(7, true_local))
+    assert info.value.status == m.STATUS_CLOCK_ONCE_A_DAY
+    clock.now += 86400
+    call(bus, m.correct_time(7, dt.datetime.fromtimestamp(int(clock.now) - 5, zone)))
+    assert meter.corrections[-1] == (clock.now, -5.0)
+
+
 def test_unknown_commands_get_status_1(bus):
     call(bus, m.open_channel(7, 1, PW1))
     for body, reply_len in ((b"\x08\x7f", 3), (b"\x0a\x00", 3), (b"\x05\x70\x00", 16), (b"\x08\x11\xf0", 3)):

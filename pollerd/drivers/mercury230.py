@@ -58,6 +58,7 @@ class Mercury230Driver:
         self.tz = ZoneInfo(mc.timezone)
         self._journals_at: float | None = None  # clock time journals were last read
         self._loaded_state: dict[str, object] | None = None
+        self._profile_period: int | None = None  # minutes, from 08 13, read when a correction needs it
         self._m_echo = ctx.metrics.counter(
             "pollerd_echoes_total", "Requests echoed back by a half-duplex adapter and skipped", ("meter",))
 
@@ -287,23 +288,66 @@ class Mercury230Driver:
             return
         assert self._loaded_state is not None
         if self._loaded_state.get("clock_corrected_on") == today:
-            return  # the meter allows one correction a day (status 4); wait for tomorrow
-        correct = getattr(m, "correct_time", None)
-        if correct is None:
-            st.alarms["clock"] = (f"meter clock is {drift:+d} s off; clock correction for Mercury 230 is not "
-                                  f"implemented (its command layout is not verified)")
+            # One correction a day (status 4 for a second one): wait for tomorrow, never retry in a loop.
+            st.alarms["clock"] = (f"meter clock is {drift:+d} s off; one correction a day was spent today, "
+                                  f"the next is tomorrow")
+            return
+        target = dt.datetime.fromtimestamp(round(now), self.tz).replace(tzinfo=None)
+        waits = await self._correction_waits(local, target)
+        if waits:
+            st.alarms["clock"] = f"meter clock is {drift:+d} s off; correction waits: {waits}"
             return
         try:
-            await self._call(correct(self.address, dt.datetime.fromtimestamp(round(now), self.tz)
-                                     .replace(tzinfo=None)))
+            await self._call(m.correct_time(self.address, target))
         except MeterError as exc:
-            if exc.status != m.STATUS_CLOCK_ONCE_A_DAY:
+            if exc.status is None:
                 raise
-            self._save(cy, clock_corrected_on=today)  # already corrected today (by someone): not in a loop
+            # Refused (4: already corrected today, by someone; 3: access level; 1: the meter will not take
+            # it): not again today, so a refusal costs one request a day, not one a cycle.
+            self._save(cy, clock_corrected_on=today)
+            st.alarms["clock"] = f"meter clock is {drift:+d} s off; the meter refused the correction: {exc}"
+            cy.events.append(Event(mc.name, "clock_correction_refused", day_ts, None,
+                                   f"meter clock {drift:+d} s off; correction refused: {exc}"))
             return
         self._save(cy, clock_corrected_on=today)
-        st.alarms.pop("clock", None)
-        cy.events.append(Event(mc.name, "clock_corrected", cy.ts, None, f"meter clock corrected by {-drift:+d} s"))
+        # Read the clock back: the meter said OK, the clock says whether it took.
+        local, season = m.decode_time((await self._call(m.read_time(self.address))).data)
+        left = self._to_utc(local, season) - round(self.ctx.clock())
+        text = f"meter clock corrected by {-drift:+d} s; now {left:+d} s off"
+        cy.events.append(Event(mc.name, "clock_corrected", cy.ts, None, text))
+        if abs(left) <= mc.time_difference:
+            st.alarms.pop("clock", None)
+            self.ctx.log.info("%s: %s", mc.name, text)
+        else:
+            st.alarms["clock"] = f"{text} after the correction (allowed {mc.time_difference:g} s)"
+            self.ctx.log.warning("%s: %s, beyond time_difference", mc.name, text)
+
+    async def _correction_waits(self, meter_local: dt.datetime, target: dt.datetime) -> str | None:
+        """Why a correction must wait for a later cycle, or None when it can go now.
+
+        The command carries only the time of day, so meter and gateway must be on the same date. A fast
+        meter that already started a new load-profile interval is not set back into the closed one (what
+        the meter would do to that record is not documented); a few minutes later both are in the same
+        interval. A slow meter moved forward over a boundary just closes its interval early, as it would
+        at the boundary itself."""
+        if meter_local.date() != target.date():
+            return "meter and gateway are on different dates (the correction carries no date)"
+        if meter_local > target:
+            if self._profile_period is None:
+                try:
+                    last = m.decode_last_profile((await self._call(m.read_last_profile(self.address))).data)
+                    self._profile_period = last.period if 0 < last.period <= 60 else 30
+                except MeterError as exc:
+                    if exc.status is None:
+                        raise
+                    self._profile_period = 30  # no load profile on this meter: the usual half hour
+            step = self._profile_period * 60
+            midnight = meter_local.replace(hour=0, minute=0, second=0)
+            if ((meter_local - midnight).total_seconds() // step
+                    != (target - midnight).total_seconds() // step):
+                return (f"the meter is fast and already in a new {self._profile_period}-minute profile "
+                        f"interval; it is not set back into the closed one")
+        return None
 
     # -- fixed (frozen) values --------------------------------------------------------------------------
 
@@ -335,6 +379,8 @@ class Mercury230Driver:
             return  # the profile is empty (never initialised)
         assert self._loaded_state is not None
         saved = self._loaded_state.get("profile_address")
+        if 0 < last.period <= 60:
+            self._profile_period = last.period
         period_s = max(1, last.period) * 60
         # data_polling_length worth of completed intervals, plus the newest record (usually still running)
         wanted = max(1, int(mc.data_polling_length // period_s)) + 1

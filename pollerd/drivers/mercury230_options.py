@@ -13,11 +13,14 @@ KEYS = frozenset({"clock_correction", "max_clock_correction", "use_meter_ratios"
 
 @dataclass(frozen=True, slots=True)
 class MercuryOptions:
-    # Correct the meter clock when it drifts beyond time_difference (needs the meter's correction command;
-    # off by default: setting a billing meter's clock is an operator's decision).
+    # Correct the meter clock (03 0D, once a day) when it drifts beyond time_difference. Off by default:
+    # changing a billing meter's clock is an operator's decision, and the command layout comes from a
+    # public concentrator firmware, not from the vendor document (README, "Clock").
     clock_correction: bool = False
     # The largest drift pollerd corrects on its own; beyond it the drift is an event and a /health reason.
-    max_clock_correction: float = 240.0
+    # 230 s keeps inside the meter's daily limit (protocols.mercury230.CORRECTION_LIMIT, "within 4 minutes") as field
+    # firmware does.
+    max_clock_correction: float = 230.0
     # Apply the KU/KI ratios stored in the meter (08 02) when tn1/tn2/tt are not given.
     use_meter_ratios: bool = False
     # Event journals hold 10 records each and have no "new since" pointer, so every read costs ten requests
@@ -41,6 +44,11 @@ def parse_options(raw: Mapping[str, object], base_dir: str) -> MercuryOptions:
                 kw[key] = parse_duration(value)
             except ValueError as exc:
                 raise OptionError(str(exc), (key,)) from None
+            if key == "max_clock_correction":
+                from ..protocols.mercury230 import CORRECTION_LIMIT
+                if kw[key] > CORRECTION_LIMIT:
+                    raise OptionError(f"at most {CORRECTION_LIMIT} s: the meter corrects its clock by at most "
+                                      f"4 minutes a day; a larger error needs a person to set the clock", (key,))
         elif key == "profile_records_per_cycle":
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
                 raise OptionError(f"expected an integer 1..100000, got {value!r}", (key,))

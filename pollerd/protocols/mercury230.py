@@ -43,6 +43,7 @@ __all__ = [
     "freeze", "group_channels", "local_ts", "next_profile_address", "prev_profile_address",
     "profile_energy_wh", "profile_status_flags", "read_fast_info", "read_fixed", "read_journal",
     "read_last_profile", "read_net_address", "read_profile", "read_version", "set_time",
+    "CORRECTION_LIMIT", "correct_time", "decode_time_of_day",
 ]
 
 ADDRESS_UNIVERSAL = 0x00  # every meter on the bus answers: point-to-point links only
@@ -673,6 +674,7 @@ PARAM_LAST_PROFILE = 0x13
 PARAM_FIXED = 0x14
 WRITE_FREEZE = 0x08
 WRITE_TIME = 0x0C
+WRITE_CORRECT_TIME = 0x0D
 
 MEMORY_PROFILE = 3
 PROFILE_RECORD_LEN = 15
@@ -1074,13 +1076,41 @@ def encode_journal(start: _dt.datetime | None, end: _dt.datetime | None) -> byte
 def set_time(addr: int, when: _dt.datetime, season: int = 1) -> Request:
     """03 0C: set the clock (access level 2): 8 bytes as the 04 00 reply, ss mm hh dow dd MM yy season.
 
-    Time CORRECTION (the once-a-day, level-1 command that status 4 refers to) is not provided: no
-    public source in reach gives its code or byte layout (searched: "коррекция времени 03 0D",
-    RapidScada KpMercury23x, ti-cortex-m4/tm4c1294ncpdt; Brokly/ESPHome-Mercury230 names a CORE_TIME
-    packet and status 4 "clock already corrected today" but never builds it). Use set_time for now."""
+    pollerd never sends this on its own (a billing meter's clock is set by a person); it is here for the
+    decode tool, raw frames and the simulator."""
     if season not in (0, 1):
         raise ValueError(f"season must be 0 (summer) or 1 (winter), got {season}")
     return Request(addr, bytes((CODE_WRITE, WRITE_TIME)) + encode_time(when, season), None)
+
+
+def decode_time_of_day(data: bytes) -> _dt.time:
+    """The 03 0D parameter (3 BCD bytes ss mm hh) as a time of day."""
+    _need(data, 3, "time of day")
+    ss, mm, hh = (_bcd(b, data) for b in data)
+    try:
+        return _dt.time(hh, mm, ss)
+    except ValueError as exc:
+        raise FrameError(f"time of day: not valid ({exc})", data) from None
+
+
+# The largest correction the meter accepts in a day, as commonly quoted ("within 4 minutes"); not from
+# the vendor document. A concentrator firmware that corrects Mercury 230 clocks in the field
+# (ti-cortex-m4/tm4c1294ncpdt, sensors/device_b.h) keeps to 230 s, below it.
+CORRECTION_LIMIT = 240
+
+
+def correct_time(addr: int, when: _dt.datetime | _dt.time) -> Request:
+    """03 0D ss mm hh (BCD): correct the clock to this time of day (meter local); reply is a status.
+
+    The meter accepts one correction a day (status 4 for the next) and only a small one (see
+    :data:`CORRECTION_LIMIT`). The date is not sent, so a correction cannot cross midnight.
+
+    Source of the layout: ti-cortex-m4/tm4c1294ncpdt, ``sensors/device_b.c`` ``QueryControlB`` (a
+    metering concentrator's Mercury 230 driver: address, 03, 0D, BCD seconds, minutes, hours; a 4-byte
+    status reply) next to its level-2 ``03 0C`` set time, which matches this module's :func:`set_time`.
+    Not checked against the vendor's protocol document or a real meter."""
+    return Request(addr, bytes((CODE_WRITE, WRITE_CORRECT_TIME, _to_bcd(when.second), _to_bcd(when.minute),
+                                _to_bcd(when.hour))), None)
 
 
 # ----------------------------------------------------------------------------------- request recognition
@@ -1113,6 +1143,8 @@ def describe_request(frame: bytes | bytearray | memoryview) -> tuple[str, Reques
         return "freeze", freeze(addr)
     if code == CODE_WRITE and n == 10 and p1 == WRITE_TIME:
         return "set_time", Request(addr, body, None)
+    if code == CODE_WRITE and n == 5 and p1 == WRITE_CORRECT_TIME:
+        return "correct_time", Request(addr, body, None)
     if code == CODE_READ_TIME and body == b"\x04\x00":
         return "read_time", read_time(addr)
     if code == CODE_READ_TIME and n == 3 and p1 != 0 and body[2] < JOURNAL_RECORDS:
@@ -1238,6 +1270,8 @@ def decode_reply(request: Request, reply: Reply, *, constant: int | None = None,
     elif name == "set_time":
         when, season = decode_time(body[2:10])
         fields.update(time=when.isoformat(), season=season)
+    elif name == "correct_time":
+        fields["time"] = decode_time_of_day(body[2:5]).isoformat()
     status = reply.status
     if status is not None and (req.reply_len is None or len(reply.data) == 1):
         fields.update(status=status, status_text=STATUS_TEXT.get(status, "unknown status"))

@@ -20,8 +20,10 @@ start, floored counters, so "today" is exactly counter(now) - counter(midnight))
 period starts) and the load profile (memory 3, one record per interval, ``profile_days`` deep, the
 running interval flagged 0x02 and pointed at by 08 13). Journals are deterministic lists per journal
 (:attr:`SimMeter.journals`, records 0.. oldest first, the rest empty). The clock runs ``clock_drift``
-seconds ahead of the gateway (plus whatever 03 0C set). 03 08 freezes a snapshot for 08 14.
-Time correction is not simulated: the codec has no correction command (no public layout found).
+seconds ahead of the gateway (plus whatever 03 0C and 03 0D set). 03 08 freezes a snapshot for 08 14.
+Time correction (03 0D) is accepted at access level 1, once per meter-local day (status 4 after that),
+and only up to ``correction_limit`` seconds (status 1 beyond: an assumption, the real meter's answer to
+too large a correction is not documented in reach); :attr:`SimMeter.corrections` records each one.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class SimMeter:
         profile_period: int = 30,
         profile_days: int = 40,
         clock_drift: float = 0.0,
+        correction_limit: float = m.CORRECTION_LIMIT,
         journals: dict[int, list[tuple[dt.datetime | None, dt.datetime | None]]] | None = None,
     ) -> None:
         if not 1 <= address <= 0xF0:
@@ -120,7 +123,11 @@ class SimMeter:
         if len(self.phases) != 3:
             raise ValueError("a Mercury 230 has three phases")
         self._epoch = clock()
-        self.clock_offset = 0.0  # set by a level-2 time write (03 0C)
+        self.clock_offset = 0.0  # set by a level-2 time write (03 0C) and by corrections (03 0D)
+        self.correction_limit = float(correction_limit)
+        self.corrected_on: dt.date | None = None  # meter-local day of the last 03 0D
+        self.corrections: list[tuple[float, float]] = []  # (gateway time, seconds moved) per 03 0D
+        self.correction_requests = 0  # 03 0D requests, accepted or not
         self.clock_drift = float(clock_drift)  # meter clock minus gateway clock, before any time set
         if profile_period not in (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60):
             raise ValueError(f"profile period must divide an hour (minutes), got {profile_period}")
@@ -510,6 +517,8 @@ class SimMeter:
         if body == b"\x03\x08":  # freeze the fixed-data snapshot: allowed at level 1
             self.freeze(now)
             return _status(m.STATUS_OK)
+        if body[1] == m.WRITE_CORRECT_TIME and len(body) == 5:  # time correction (level 1): ss mm hh
+            return self._correct(body[2:5], now)
         if self.level < 2:
             return _status(m.STATUS_ACCESS)
         if body[1] == 0x0C and len(body) == 10:  # set time (level 2): ss mm hh dow dd MM yy season
@@ -521,6 +530,24 @@ class SimMeter:
             self.clock_offset = target - now - self.clock_drift
             return _status(m.STATUS_OK)
         return _status(m.STATUS_BAD_COMMAND)
+
+
+    def _correct(self, param: bytes, now: float) -> bytes:
+        self.correction_requests += 1
+        try:
+            target = m.decode_time_of_day(param)
+        except FrameError:
+            return _status(m.STATUS_BAD_COMMAND)
+        local, _season = self.meter_time(now)
+        if local.date() == self.corrected_on:
+            return _status(m.STATUS_CLOCK_ONCE_A_DAY)
+        delta = (dt.datetime.combine(local.date(), target) - local).total_seconds()
+        if abs(delta) > self.correction_limit:
+            return _status(m.STATUS_BAD_COMMAND)
+        self.clock_offset += delta
+        self.corrected_on = local.date()
+        self.corrections.append((now, delta))
+        return _status(m.STATUS_OK)
 
 
 def _status(code: int) -> bytes:
