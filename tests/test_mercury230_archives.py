@@ -3,6 +3,7 @@ fixed values, journals, clock drift and transformer ratios, with a real store in
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from zoneinfo import ZoneInfo
 
@@ -148,6 +149,24 @@ async def test_clock_drift_is_stored_and_a_large_one_raises_an_alarm(tmp_path):
         assert len(drift) == 1 and drift[0].value == pytest.approx(-95, abs=1) and drift[0].unit == "s"
         assert "clock" in rig.runtime.meters["m"].alarms
         assert [e.code for e in result.events] == ["clock_drift"]
+
+
+async def test_a_record_the_meter_started_mid_interval_is_partial(tmp_path):
+    # After a power cut the meter opens a record at the minute power returned (17:07 instead of 17:00).
+    async with Rig(tmp_path, '["profile"]') as rig:
+        start = int(T0) - 1800
+        address, real = rig.meter.profile_address_of(start), rig.meter.profile_record
+
+        def profile_record(addr, now=None):  # type: ignore[no-untyped-def]
+            rec = real(addr, now)
+            if addr == address and rec is not None and rec.start is not None:
+                rec = dataclasses.replace(rec, start=rec.start.replace(minute=rec.start.minute + 7))
+            return rec
+        rig.meter.profile_record = profile_record  # type: ignore[method-assign]
+        result = await rig.cycle()
+        quality = {r.ts: r.quality for r in result.readings if r.archive == "profile" and r.channel == "A+"}
+        assert quality.pop(start + 420) == "partial" and start not in quality
+        assert len(quality) > 40 and set(quality.values()) == {"good"}
 
 
 CORRECT = "clock_correction = true\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -629,6 +630,18 @@ def test_decode_reply_profile_with_and_without_timezone():
     utc = m.decode_reply(req, reply, constant=500, tz=ZoneInfo("Europe/Moscow"))
     assert utc["readings"][0]["ts"] == int(dt.datetime(2022, 12, 28, 10, 30, tzinfo=dt.timezone.utc).timestamp())
     assert m.decode_reply(req, reply)["readings"] == []  # no constant: impulses only
+
+
+def test_profile_quality():
+    rec = m.decode_profile_record(hexbytes("00 13 30 28 12 22 1E 2A 00 FF FF 0A 00 00 00"))
+    assert m.profile_quality(rec) is None
+    assert m.profile_quality(dataclasses.replace(rec, status=0x1A)) == "incomplete"
+    assert m.profile_quality(dataclasses.replace(rec, status=0x10)) == "status:bit4"
+    assert m.profile_quality(dataclasses.replace(rec, start=rec.start.replace(minute=37))) == "partial"
+    assert m.profile_quality(dataclasses.replace(rec, start=rec.start.replace(minute=37), period=1)) is None
+    reply = m.Reply(0x88, hexbytes("00 13 37 28 12 22 1E 2A 00 FF FF 0A 00 00 00"))
+    out = m.decode_reply(m.read_profile(0x88, 0x0010), reply, constant=500)
+    assert {r["quality"] for r in out["readings"]} == {"partial"}
 
 
 def test_decode_reply_never_echoes_a_password_and_reports_status():

@@ -402,8 +402,7 @@ class Mercury230Driver:
                 break  # the interval is still open: read it again next cycle, complete
             if rec.start is not None:  # a slot never written since the profile was initialised
                 ts = self._to_utc(rec.start)
-                quality = "incomplete" if "incomplete" in flags else (
-                    "status:" + ",".join(sorted(flags)) if flags else "good")
+                quality = m.profile_quality(rec) or "good"
                 for channel, unit, n in (("A+", "Wh", rec.a_plus), ("A-", "Wh", rec.a_minus),
                                          ("R+", "varh", rec.r_plus), ("R-", "varh", rec.r_minus)):
                     if n is not None:

@@ -41,7 +41,7 @@ __all__ = [
     "decode_net_address", "decode_profile_record", "decode_reply", "decode_version", "describe_request",
     "encode_fixed", "encode_journal", "encode_last_profile", "encode_profile_record", "fixed_reply_len",
     "freeze", "group_channels", "local_ts", "next_profile_address", "prev_profile_address",
-    "profile_energy_wh", "profile_status_flags", "read_fast_info", "read_fixed", "read_journal",
+    "profile_energy_wh", "profile_quality", "profile_status_flags", "read_fast_info", "read_fixed", "read_journal",
     "read_last_profile", "read_net_address", "read_profile", "read_version", "set_time",
     "CORRECTION_LIMIT", "correct_time", "decode_time_of_day",
 ]
@@ -778,6 +778,23 @@ def profile_status_flags(status: int) -> set[str]:
     return {PROFILE_STATUS_BITS.get(1 << i, f"bit{i}") for i in range(8) if status >> i & 1}
 
 
+def profile_quality(rec: ProfileRecord) -> str | None:
+    """The quality of a record's readings, None when good: "incomplete" (the interval still running),
+    "status:bitN,..." (other status bits, meaning unknown), or "partial" when the interval does not
+    start on a multiple of its period: the meter began it mid-interval (power returned, clock changed),
+    so it covers less than a whole period. Field firmware (ti-cortex-m4/tm4c1294ncpdt, profile2x16.c)
+    treats records whose minute is not a multiple of 30 the same way, as partial half-hours."""
+    flags = profile_status_flags(rec.status)
+    if "incomplete" in flags:
+        return "incomplete"
+    if flags:
+        return "status:" + ",".join(sorted(flags))
+    if rec.start is not None and 0 < rec.period <= 60 and (
+            (rec.start.hour * 60 + rec.start.minute) % rec.period or rec.start.second):
+        return "partial"
+    return None
+
+
 def next_profile_address(addr: int) -> int:
     """The address of the record after ``addr``: records are 0x10 apart and the 16-bit address wraps
     (0xFFF0 -> 0x0000). [MOL]'s backward walk goes 0x0010 -> 0xFFF0 instead, skipping 0x0000; until a
@@ -1348,7 +1365,7 @@ def decode_reply(request: Request, reply: Reply, *, constant: int | None = None,
             fields["constant"] = constant
         if constant is not None and rec.start is not None:
             ts = local_ts(rec.start, tz)
-            quality = "incomplete" if "incomplete" in flags else None
+            quality = profile_quality(rec)
             for ch, unit, n in (("A+", "Wh", rec.a_plus), ("A-", "Wh", rec.a_minus), ("R+", "varh", rec.r_plus),
                                 ("R-", "varh", rec.r_minus)):
                 if n is not None:
