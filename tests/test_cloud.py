@@ -90,6 +90,40 @@ async def test_fetch_json_returns_the_document(server: str) -> None:
     assert await _get(server + "/good") == {"data": [1, 2, 3]}
 
 
+async def test_ca_file_is_trusted_in_addition_to_the_system_cas(tmp_path: Path) -> None:
+    import ssl
+
+    from tls_helpers import make_pki
+    pki = make_pki(tmp_path)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(pki.server_cert, pki.server_key)
+    async def good(request: web.Request) -> web.Response:
+        return web.json_response({"ok": 1})
+    app = web.Application()
+    app.router.add_get("/good", good)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx).start()
+    url = f"https://127.0.0.1:{runner.addresses[0][1]}/good"
+    try:
+        with_ca = cloud.CloudOptions(ca_file=str(pki.ca))
+        client_ctx = cloud._ssl_of(with_ca)
+        assert isinstance(client_ctx, ssl.SSLContext)
+        system = ssl.create_default_context().cert_store_stats()["x509_ca"]
+        assert client_ctx.cert_store_stats()["x509_ca"] == system + 1  # added, not instead
+        for options, ok in ((with_ca, True), (None, False), (cloud.CloudOptions(verify_tls=False), True)):
+            meter = _Meter()
+            meter.options = options  # type: ignore[assignment]
+            async with cloud.make_session(meter) as s:
+                if ok:
+                    assert (await cloud.fetch_json(s, "GET", url, what="t", secrets=[]))[1] == {"ok": 1}
+                else:
+                    with pytest.raises(CloudError, match="CERTIFICATE_VERIFY_FAILED"):
+                        await cloud.fetch_json(s, "GET", url, what="t", secrets=[])
+    finally:
+        await runner.cleanup()
+
+
 async def test_html_error_page_is_a_clear_scrubbed_error(server: str) -> None:
     with pytest.raises(CloudError) as ei:
         await _get(server + "/html500")

@@ -73,10 +73,16 @@ def parse_options(raw: Mapping[str, object], base_dir: str) -> CloudOptions:
 
 
 def _ssl_of(options: object) -> ssl.SSLContext | bool:
+    """TLS for a cloud account: off with verify_tls = false; ``ca_file`` is added to the system CAs (not
+    instead of them), as for the push sinks."""
     if not getattr(options, "verify_tls", True):
         return False
     ca = getattr(options, "ca_file", None)
-    return ssl.create_default_context(cafile=ca) if ca else True
+    if not ca:
+        return True
+    ctx = ssl.create_default_context()
+    ctx.load_verify_locations(cafile=ca)
+    return ctx
 
 
 def make_session(meter: Any, *, headers: Mapping[str, str] | None = None,
