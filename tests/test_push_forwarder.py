@@ -157,6 +157,33 @@ async def test_connect_failures_are_retried_with_backoff_and_reported(store):
     assert await store.cursor("up") == await store.last_seq()
 
 
+async def test_connected_follows_what_sends_say_about_the_connection(store):
+    class LosingClient(FakeClient):
+        def __init__(self) -> None:
+            super().__init__()
+            self.errors: list[TransientSinkError] = []
+            self.seen: list[bool] = []
+
+        async def send(self, batch: Sequence[Reading]) -> None:
+            self.seen.append(state.connected)
+            if self.errors:
+                raise self.errors.pop(0)
+            await super().send(batch)
+
+    client = LosingClient()
+    client.errors = [TransientSinkError("no reply", kind="timeout"), TransientSinkError("lost", kind="network"),
+                     TransientSinkError("no reply", kind="timeout")]
+    state, task = await run_forwarder(store, client, sink())
+    try:
+        await until(lambda: client.connect_calls == 1, "connect")
+        await store.write(readings(1))
+        await until(lambda: state.sent == 1, "the reading")
+    finally:
+        await stop(task)
+    # a slow reply says nothing about the connection; a lost one does, until a send gets through
+    assert client.seen == [True, True, False, False] and state.connected
+
+
 async def test_connect_bug_does_not_kill_the_forwarder(store):
     client = FakeClient(connect_failures=1, fail_with=RuntimeError("oops"))
     state, task = await run_forwarder(store, client, sink())

@@ -41,6 +41,10 @@ if TYPE_CHECKING:
     from pollerd.store import Store
 
 log = logging.getLogger(__name__)
+
+# Failure kinds that mean the upstream is not reachable at all (as opposed to a slow or refusing reply);
+# clients reconnect inside send(), so the forwarder learns of a lost connection only from these.
+_CONNECTION_KINDS = frozenset({"network", "tls", "auth", "refused"})
 _T = TypeVar("_T")
 
 IDLE_WAIT = 5.0     # longest sleep on an empty outbox; bounds how stale the lag gauges get
@@ -201,6 +205,8 @@ class Forwarder:
             try:
                 await self._client.send(readings)
             except TransientSinkError as exc:
+                if exc.kind in _CONNECTION_KINDS:
+                    self._state.connected = False  # /health says "(not connected)" until a send gets through
                 await self._on_transient(exc, first, last)
                 try:
                     await self._update_lag(cursor, batch)
@@ -233,6 +239,7 @@ class Forwarder:
         # exception out of run() would take the whole daemon down through its task group).
         await self._store_retry(f"move the cursor to seq {last}", lambda: self._store.advance(self._name, last))
         now = self._clock()
+        self._state.connected = True
         self._state.sent += len(readings)
         self._state.last_success = now
         self._m_sent.inc(len(readings), sink=self._name)
