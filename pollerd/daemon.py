@@ -334,6 +334,13 @@ class Daemon:
             return self._reload_failed("refused", str(exc))
         except ConfigError as exc:
             return self._reload_failed("failed", str(exc))
+        except Exception as exc:  # a bug while applying: keep what runs running, and say so loudly
+            log.exception("reload of %s failed while applying it", path)
+            self._m_reloads.inc(outcome="error")
+            self.runtime.warnings["reload"] = (
+                f"reload failed while applying it ({type(exc).__name__}: {exc}); part of the new config may "
+                f"be in effect: restart pollerd to run the file as it is")
+            return False
         self.runtime.warnings.pop("reload", None)
         self._m_reloads.inc(outcome="ok")
         log.info("reloaded %s: %s", path, summary or "no changes")
@@ -368,6 +375,8 @@ class Daemon:
                     or (spread_changed and b.period_type != "interval"))  # calendar slots use spread
 
         removed = old_m.keys() - new_m.keys()
+        for n in set(self.runtime.meters) - self.meters.keys() - new_m.keys():
+            del self.runtime.meters[n]  # not started by an earlier reload, and no longer in the file
         restarted = {n for n in old_m.keys() & new_m.keys() if changed(n)}
         added = new_m.keys() - old_m.keys()
         # Meters first (their sessions close over the old lines), then the lines.
@@ -388,6 +397,7 @@ class Daemon:
         if self._quota is not None:
             self._quota.reconfigure(new.store, _cursor_sinks(new))
         self.runtime.gateway = new.gateway.name
+        not_started: set[str] = set()
         for n in sorted(added | restarted):
             st = meter_state(new_m[n])
             st.added = self.clock()
@@ -395,7 +405,13 @@ class Daemon:
             if old_st is not None:  # the meter is the same device: its history stays with it
                 st.last_ok, st.last_poll, st.polls, st.failures, st.readings = (
                     old_st.last_ok, old_st.last_poll, old_st.polls, old_st.failures, old_st.readings)
-            self.start_meter(new_m[n], st)
+            try:
+                self.start_meter(new_m[n], st)
+            except Exception as exc:  # one driver that cannot be built must not stop the others (or the daemon)
+                log.exception("reload: meter %s not started", n, extra={"meter": n})
+                # Its state stays, with an alarm (a /health reason); the next reload tries it again.
+                st.alarms["start"] = f"not started after a reload: {type(exc).__name__}: {exc}"
+                not_started.add(n)
         # Sinks: the gateway name is part of every payload, so renaming the gateway restarts them all.
         old_s = dict(self._sink_cfgs)
         new_s = {s.name: s for s in new.sinks}
@@ -413,7 +429,8 @@ class Daemon:
         parts = [f"{what} {', '.join(sorted(names))}" for what, names in (
             ("meters added:", added), ("meters removed:", removed), ("meters restarted:", restarted),
             ("lines restarted:", changed_lines), ("lines removed:", gone_lines),
-            ("sinks added:", s_added), ("sinks removed:", s_removed), ("sinks restarted:", s_changed)) if names]
+            ("sinks added:", s_added), ("sinks removed:", s_removed), ("sinks restarted:", s_changed),
+            ("meters NOT started (see /health):", not_started)) if names]
         return "; ".join(parts)
 
     def _apply_api(self, old: Config, new: Config) -> None:

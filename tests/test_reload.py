@@ -226,3 +226,41 @@ async def test_invalid_config_keeps_the_running_one(tmp_path, sims, receivers, s
     assert (await run.health())[1]["warnings"] == []
     assert d.meters["a1"].driver is drv and by_addr[1].opens == 1
     assert run.reloads("ok") == 2
+
+
+async def test_a_meter_whose_driver_cannot_be_built_does_not_stop_the_reload(tmp_path, sims, receivers, start,
+                                                                            monkeypatch):
+    import pollerd.daemon as daemon_mod
+    by_addr, port_a, port_b = sims
+    base = dict(port_a=port_a, port_b=port_b, api_port=free_port(), sinks=[("up1", receivers[0].url)])
+    run = await start(config_text(**base, meters=[("a1", "A", 1)]))
+    d, rt = run.daemon, run.daemon.runtime
+    await until(lambda: rt.meters["a1"].polls >= 1, what="first poll")
+    real = daemon_mod.make_driver
+
+    def make_driver(ctx):  # type: ignore[no-untyped-def]
+        if ctx.meter.name == "a2":
+            raise RuntimeError("driver bug")
+        return real(ctx)
+    monkeypatch.setattr(daemon_mod, "make_driver", make_driver)
+    path = tmp_path / "pollerd.toml"
+    path.write_text(config_text(**base, meters=[("a1", "A", 1), ("a2", "A", 2), ("a3", "A", 3)]))
+    assert await d.reload() is True  # the file is fine; one meter of it could not start
+    await until(lambda: "a3" in d.meters and rt.meters["a3"].polls >= 1, what="a3 added")
+    assert "a2" not in d.meters and "driver bug" in rt.meters["a2"].alarms["start"]
+    status, body = await run.health()
+    assert status == 503 and any("a2" in r and "driver bug" in r for r in body["reasons"])
+    # Fixed, the next reload starts it; removed from the file, its state goes too.
+    monkeypatch.setattr(daemon_mod, "make_driver", real)
+    assert await d.reload() is True
+    await until(lambda: "a2" in d.meters and rt.meters["a2"].polls >= 1, what="a2 started")
+    monkeypatch.setattr(daemon_mod, "make_driver", make_driver)
+    path.write_text(config_text(**base, meters=[("a1", "A", 1)]))
+    assert await d.reload() is True and set(rt.meters) == {"a1"}
+    # A bug outside any one meter: logged, said in /health, and the daemon keeps running.
+    monkeypatch.setattr(d, "_apply_api", lambda old, new: 1 / 0)
+    assert await d.reload() is False and run.reloads("error") == 1
+    assert "ZeroDivisionError" in (await run.health())[1]["warnings"][0]
+    polls = rt.meters["a1"].polls
+    await until(lambda: rt.meters["a1"].polls >= polls + 2, what="still polling")
+    assert not run.task.done()
