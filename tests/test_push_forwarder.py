@@ -57,8 +57,8 @@ def sink(**kw) -> SinkConfig:
     return SinkConfig(**base)
 
 
-async def run_forwarder(store, client, cfg, **kw):
-    state = SinkState(cfg.name, cfg.type)
+async def run_forwarder(store, client, cfg, state=None, **kw):
+    state = state or SinkState(cfg.name, cfg.type)
     fwd = Forwarder(store, client, cfg, state, Registry(), idle_wait=0.05, **kw)
     task = asyncio.create_task(fwd.run())
     return state, task
@@ -117,15 +117,20 @@ async def test_backlog_goes_in_full_batches_and_the_tail_after_linger(store):
     assert [len(b) for b in client.batches] == [10, 10, 5]
 
 
-async def test_zero_linger_sends_at_once(store):
-    client = FakeClient()
-    state, task = await run_forwarder(store, client, sink(linger=0.0))
+async def deliver_one(store, client, cfg, state=None) -> SinkState:
+    """Start a forwarder, commit one reading once it has connected, wait for its delivery, stop."""
+    state, task = await run_forwarder(store, client, cfg, state)
     try:
         await until(lambda: client.connect_calls == 1, "connect")
         await store.write(readings(1))
         await until(lambda: state.sent == 1, "the reading")
     finally:
         await stop(task)
+    return state
+
+
+async def test_zero_linger_sends_at_once(store):
+    await deliver_one(store, FakeClient(), sink(linger=0.0))
 
 
 async def test_connect_failures_are_retried_with_backoff_and_reported(store):
@@ -163,9 +168,11 @@ async def test_connected_follows_what_sends_say_about_the_connection(store):
             super().__init__()
             self.errors: list[TransientSinkError] = []
             self.seen: list[bool] = []
+            self.state: SinkState | None = None
 
         async def send(self, batch: Sequence[Reading]) -> None:
-            self.seen.append(state.connected)
+            assert self.state is not None
+            self.seen.append(self.state.connected)
             if self.errors:
                 raise self.errors.pop(0)
             await super().send(batch)
@@ -173,13 +180,8 @@ async def test_connected_follows_what_sends_say_about_the_connection(store):
     client = LosingClient()
     client.errors = [TransientSinkError("no reply", kind="timeout"), TransientSinkError("lost", kind="network"),
                      TransientSinkError("no reply", kind="timeout")]
-    state, task = await run_forwarder(store, client, sink())
-    try:
-        await until(lambda: client.connect_calls == 1, "connect")
-        await store.write(readings(1))
-        await until(lambda: state.sent == 1, "the reading")
-    finally:
-        await stop(task)
+    client.state = SinkState("up", "fake")
+    state = await deliver_one(store, client, sink(), client.state)
     # a slow reply says nothing about the connection; a lost one does, until a send gets through
     assert client.seen == [True, True, False, False] and state.connected
 
