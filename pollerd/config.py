@@ -999,7 +999,7 @@ SINK_URL_SCHEMES: dict[str, tuple[str, ...]] = {"mqtt": ("mqtt", "mqtts")}
 # A plugin loaded through the `pollerd.push` entry points (pollerd/push/plugins.py) registers its parser as a
 # callable instead of a reference.
 SINK_OPTION_PARSERS: dict[str, tuple[frozenset[str], str | _Callable[..., object]]] = {
-    "http": (frozenset({"gzip"}), "pollerd.push.http:parse_options"),
+    "http": (frozenset({"gzip", "accept_html"}), "pollerd.push.http:parse_options"),
     "mqtt": (frozenset({"topic", "payload", "qos", "retain", "client_id", "keepalive", "status_topic"}),
              "pollerd.push.mqtt_options:parse_options"),
     "sioi": (frozenset({

@@ -35,6 +35,7 @@ class Reply:
     body: str = "ok"
     delay: float = 0.0
     gate: asyncio.Event | None = None      # hold the reply until the test sets it
+    content_type: str = "text/plain"
 
 
 @dataclass
@@ -62,7 +63,7 @@ class Upstream:
             body += " you sent Authorization: " + request.headers.get("Authorization", "")
         if 200 <= reply.status < 300:
             self.delivered.extend(entry["body"]["readings"])
-        return web.Response(status=reply.status, text=body)
+        return web.Response(status=reply.status, text=body, content_type=reply.content_type)
 
 
 @pytest.fixture
@@ -202,6 +203,32 @@ async def test_status_classification(upstream, status, exc_type):
     assert ei.value.status == status
     # the body is quoted, but only a short slice of it
     assert "x" * 200 in text and "x" * 201 not in text
+
+
+PORTAL = "<!DOCTYPE html><html><head><title>Hotel WiFi login</title></head><body>Sign in</body></html>"
+
+
+async def test_a_2xx_html_page_is_not_a_confirmation(upstream, store):
+    rs = readings(2)
+    await store.write(rs)
+    upstream.script = [Reply(200, body=PORTAL, content_type="text/html")]
+    run = await start_forwarder(store, sink_cfg(upstream.url))
+    try:
+        await until(lambda: run.state.sent == 2, "sent after the portal went away")
+    finally:
+        await run.stop()
+    assert len(upstream.requests) == 2 and run.state.failures == 1
+    assert "HTTP 200 with an HTML page" in run.state.last_error and "Hotel WiFi" in run.state.last_error
+    fails = run.metrics.counter("pollerd_sink_failures_total", "", ("sink", "kind"))
+    assert fails.get(sink="up", kind="garbage") == 1
+    # A receiver that does answer HTML, said so in the config: confirmed at once.
+    from pollerd.push.http import HttpOptions
+    upstream.script = [Reply(200, body=PORTAL, content_type="text/html")]
+    client = HttpPushClient(sink_cfg(upstream.url, options=HttpOptions(accept_html=True)), "gw1")
+    try:
+        await client.send(readings(1))
+    finally:
+        await client.close()
 
 
 async def test_unknown_sink_type_is_refused():

@@ -68,14 +68,20 @@ _GZIP_LEVEL = 1
 @dataclass(frozen=True, slots=True)
 class HttpOptions:
     gzip: bool = False
+    # A 2xx reply with an HTML page is a captive portal or a proxy's page far more often than a receiver's
+    # answer, so it does not confirm the batch unless the receiver is known to answer so.
+    accept_html: bool = False
 
 
 def parse_options(raw: Mapping[str, object], base_dir: str) -> HttpOptions:
     """The http sink's own keys (SINK_OPTION_PARSERS["http"])."""
-    gz = raw.get("gzip", False)
-    if not isinstance(gz, bool):
-        raise OptionError(f"gzip must be true or false, got {gz!r}", ("gzip",))
-    return HttpOptions(gzip=gz)
+    kw: dict[str, bool] = {}
+    for key in ("gzip", "accept_html"):
+        value = raw.get(key, False)
+        if not isinstance(value, bool):
+            raise OptionError(f"{key} must be true or false, got {value!r}", (key,))
+        kw[key] = value
+    return HttpOptions(**kw)
 
 
 def gzip_body(body: bytes) -> bytes:
@@ -129,6 +135,7 @@ class HttpPushClient:
         self._headers, self._secrets = self._build_headers(sink)
         opts = sink.options if isinstance(sink.options, HttpOptions) else HttpOptions()
         self._gzip = opts.gzip
+        self._accept_html = opts.accept_html
 
     def __repr__(self) -> str:
         return f"HttpPushClient({self._sink.name!r}, {_safe_url(self._sink.url)!r})"
@@ -215,7 +222,8 @@ class HttpPushClient:
             async with self._session.post(self._sink.url, data=body, headers=headers,
                                           allow_redirects=False) as resp:
                 status = resp.status
-                if 200 <= status < 300:
+                html = resp.content_type == "text/html" and not self._accept_html
+                if 200 <= status < 300 and not html:
                     # Read the (small) reply to its end: a connection cut in the middle of it leaves the
                     # outcome unknown, and an unknown outcome is a retry, not a confirmation.
                     while await resp.content.read(_BODY_READ * 64):
@@ -233,6 +241,11 @@ class HttpPushClient:
             raise TransientSinkError(
                 self._scrub(f"{self._where}: {type(exc).__name__}: {exc}"), kind="network"
             ) from None
+        if 200 <= status < 300:  # an HTML page: not confirmed, the batch stays and is retried
+            raise TransientSinkError(self._scrub(
+                f"{self._where}: HTTP {status} with an HTML page, not a receiver's reply (a captive portal, a "
+                f"proxy or the wrong url?); not taken as delivered; body: {snippet!r} (accept_html = true "
+                f"if the receiver really answers HTML)"), kind="garbage", status=status)
         msg = f"{self._where}: HTTP {status}, expected 2xx; body: {snippet!r}"
         if 300 <= status < 400:
             # A redirect of a POST is a configuration problem; following it could turn the POST into a GET
