@@ -701,17 +701,32 @@ class Store:
 
     async def set_state(self, key: str, value: Any) -> None:
         """Store a JSON-serialisable value under ``key``; committed before returning."""
-        try:
-            text = orjson.dumps(value).decode()
-        except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
-            raise StoreError(f"state {key!r}: value is not JSON-serialisable: {exc}") from exc
+        text = _state_json(key, value)
 
         async def body(w: aiosqlite.Connection) -> None:
-            await w.execute("INSERT INTO state (key, value, updated) VALUES (?, ?, ?) "
-                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
-                            "updated = excluded.updated", (key, text, int(time.time())))
+            await w.execute(_UPSERT_STATE, (key, text, int(time.time())))
 
         await self._write_tx(f"write state {key!r}", body)
+
+    async def set_state_if(self, key: str, value: Any, expected: Any | None) -> bool:
+        """Store ``value`` under ``key`` only if the stored value still equals ``expected`` (None: no value),
+        read and written in one IMMEDIATE transaction; False, and nothing written, if someone changed it
+        meanwhile (another process on the same database: `pollerd sioi` beside the daemon)."""
+        text = _state_json(key, value)
+
+        async def body(w: aiosqlite.Connection) -> bool:
+            async with w.execute("SELECT value FROM state WHERE key = ?", (key,)) as cur:
+                row = await cur.fetchone()
+            try:
+                current = None if row is None else orjson.loads(row[0])
+            except orjson.JSONDecodeError:
+                return False  # not what anyone expects; set_state() can still replace it
+            if current != expected:
+                return False
+            await w.execute(_UPSERT_STATE, (key, text, int(time.time())))
+            return True
+
+        return bool(await self._write_tx(f"write state {key!r}", body))
 
     # ------------------------------------------------------------------ retention
 
@@ -903,3 +918,14 @@ async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
             with contextlib.suppress(sqlite3.Error):
                 await conn.execute("ROLLBACK")
             raise
+
+
+_UPSERT_STATE = ("INSERT INTO state (key, value, updated) VALUES (?, ?, ?) "
+                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated = excluded.updated")
+
+
+def _state_json(key: str, value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        raise StoreError(f"state {key!r}: value is not JSON-serialisable: {exc}") from exc

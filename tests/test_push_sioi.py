@@ -14,7 +14,7 @@ import pytest
 
 from pollerd import cli
 from pollerd.config import SINK_OPTION_PARSERS, load_config
-from pollerd.errors import ConfigError, StoreError
+from pollerd.errors import ConfigError, SinkError, StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Reading
 from pollerd.push import sioi_config
@@ -376,6 +376,54 @@ async def test_operator_commands(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "cannot be corrected" in capsys.readouterr().err
     assert await asyncio.to_thread(cli.main, args + ["--retry", "2024-5-1"]) == 1
     assert "is not a daily period (YYYY-MM-DD)" in capsys.readouterr().err
+
+
+async def test_an_operator_accept_while_the_daemon_rebuilds_wins_and_nothing_is_sent(tmp_path: Path,
+                                                                                     caplog) -> None:
+    caplog.set_level(logging.INFO, logger="pollerd.push.sioi")
+    async with env(tmp_path, reject_next=[["bad row"]]) as (server, store):
+        clock = Clock()
+        run = Running(store, write_config(tmp_path, server.url), clock)
+        try:
+            await run.until(status_is("failed"))
+            real_login = run.sink.client.ensure_login
+
+            async def login_while_the_operator_accepts() -> None:
+                # Between the daemon reading the record and writing "uploading", `pollerd sioi --accept`.
+                await operator_set(store, run.cfg.sinks[0], PERIOD, "accept", time.time())
+                await real_login()
+            run.sink.client.ensure_login = login_while_the_operator_accepts  # type: ignore[method-assign]
+            await store.write([Reading("m3", "A+", "daily", P_START, 5.0, "Wh")])  # the document changes
+            await store.flush()
+            clock.offset += RECHECK + 1
+            await run.until(lambda r: "changed by an operator" in caplog.text)
+            await asyncio.sleep(0.3)  # a few more turns of the sink
+            rec = await run.record()
+        finally:
+            await run.stop()
+        assert rec["status"] == "accepted" and len(server.uploads) == 1
+
+
+async def test_an_operator_action_racing_the_daemon_is_refused_not_overwriting(tmp_path: Path) -> None:
+    async with env(tmp_path) as (server, store):
+        cfg = load_config(write_config(tmp_path, server.url), environ={}).sinks[0]
+        key = state_key("sioi", PERIOD)
+        await store.set_state(key, {"period": PERIOD, "status": "failed", "errors": ["bad row"]})
+
+        class DaemonFirst:  # the daemon writes between the operator's read and write
+            async def get_state(self, k: str):  # type: ignore[no-untyped-def]
+                value = await store.get_state(k)
+                await store.set_state(k, {**value, "status": "queued", "job_id": "J-9"})
+                return value
+
+            def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+                return getattr(store, name)
+        with pytest.raises(SinkError, match="changed while you acted"):
+            await operator_set(DaemonFirst(), cfg, PERIOD, "accept", time.time())  # type: ignore[arg-type]
+        assert (await store.get_state(key))["job_id"] == "J-9"
+        await store.set_state(key, {"period": PERIOD, "status": "uploading"})
+        with pytest.raises(SinkError, match="being uploaded right now"):
+            await operator_set(store, cfg, PERIOD, "retry", time.time())
 
 
 # ---- config ----------------------------------------------------------------------------------------------------

@@ -411,6 +411,9 @@ class SioiSink:
         self._logged: dict[str, str] = {}   # period -> the last problem logged, so each is logged once
         self._waiting_logged: set[str] = set()
         self._following: set[str] = set()   # periods with a job to follow, also once out of the window
+        # period -> its record as this sink last read or wrote it: every write is conditional on it, so an
+        # operator's `pollerd sioi --retry/--accept` from another process is never overwritten
+        self._seen: dict[str, Any] = {}
         self._m_uploads = metrics.counter("pollerd_sioi_uploads_total", "Documents sent to АС СиОИ.", ("sink",))
         self._m_docs = metrics.counter("pollerd_sioi_documents_total",
                                        "Documents by final outcome (loaded, failed, rejected, lost, ambiguous, "
@@ -484,10 +487,11 @@ class SioiSink:
             if rec.get("status") == "queued":
                 self._following.add(period)
             if rec.get("status") == "uploading":
+                before = _copy(rec)
                 rec.update(status="ambiguous", updated=self._clock(),
                            reason="pollerd stopped during the upload, before the job id was recorded")
-                await self._store.set_state(state_key(self._name, period), rec)
-                self._m_docs.inc(sink=self._name, outcome="ambiguous")
+                if await self._store.set_state_if(state_key(self._name, period), rec, before):
+                    self._m_docs.inc(sink=self._name, outcome="ambiguous")
 
     async def _retries(self) -> set[str]:
         """Periods the operator handed back with `pollerd sioi --retry` (written by another process)."""
@@ -530,12 +534,17 @@ class SioiSink:
                     continue
                 key = state_key(self._name, period)
                 rec = await self._store.get_state(key)
+                self._seen[period] = _copy(rec)
                 if period not in window and (rec or {}).get("status") not in ("queued", "uploading", "retry",
                                                                                *HELD):
                     self._following.discard(period)
                     continue
                 try:
                     nxt = await self._handle(period, rec, now)
+                except _Changed:
+                    log.info("sink %s: document %s was changed by an operator meanwhile; acting on that",
+                             self._name, period)
+                    nxt = self._clock()
                 finally:
                     rec = await self._store.get_state(key)
                     status = (rec or {}).get("status")
@@ -586,8 +595,11 @@ class SioiSink:
     # -- one period -------------------------------------------------------------------------------------
 
     async def _save(self, period: str, rec: dict) -> None:
+        """Write the period's record unless someone else changed it since this sink read it (_Changed)."""
         rec["updated"] = self._clock()
-        await self._store.set_state(state_key(self._name, period), rec)
+        if not await self._store.set_state_if(state_key(self._name, period), rec, self._seen.get(period)):
+            raise _Changed(period)
+        self._seen[period] = _copy(rec)
 
     async def _handle(self, period: str, rec: dict | None, now: float) -> float | None:
         status = (rec or {}).get("status")
@@ -720,6 +732,15 @@ class SioiSink:
         return None
 
 
+class _Changed(Exception):
+    """A period's record changed in the store since this sink read it: an operator acted meanwhile."""
+
+
+def _copy(rec: Any) -> Any:
+    """A deep copy of a JSON value (records are updated in place)."""
+    return None if rec is None else orjson.loads(orjson.dumps(rec))
+
+
 def _brief(rec: dict) -> dict:
     return {k: rec.get(k) for k in ("status", "hash", "job_id", "errors", "reason", "updated") if rec.get(k)}
 
@@ -748,7 +769,11 @@ async def operator_set(store: Store, sink: SinkConfig, period: str, action: str,
     if canonical != period:
         raise SinkError(f"{period!r} is not a {opts.period.kind} period (did you mean {canonical!r}?)")
     key = state_key(sink.name, period)
-    rec = await store.get_state(key) or {"period": period}
+    stored = await store.get_state(key)
+    rec = _copy(stored) or {"period": period}
+    if rec.get("status") == "uploading":
+        raise SinkError(f"document {period} is being uploaded right now; look again in a minute "
+                        f"(`pollerd sioi --sink {sink.name}`)")
     if rec.get("status") in FINAL_OK and action == "retry" and not force:
         raise SinkError(f"document {period} is {rec['status']} (job {rec.get('job_id')}); a loaded document "
                         "cannot be corrected: ask АС СиОИ support (skts@ti-ees.ru) to delete it, then add --force")
@@ -759,5 +784,7 @@ async def operator_set(store: Store, sink: SinkConfig, period: str, action: str,
         rec.update(status="accepted", history=history, reason="operator: the document is in АС СиОИ", updated=now)
     else:
         raise SinkError(f"unknown action {action!r}")
-    await store.set_state(key, rec)
+    if not await store.set_state_if(key, rec, stored):
+        raise SinkError(f"document {period} changed while you acted (the running daemon is working on it); "
+                        f"look again with `pollerd sioi --sink {sink.name}` and repeat if still needed")
     return rec
