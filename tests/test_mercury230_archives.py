@@ -35,7 +35,8 @@ class Rig:
         self.extra = extra
 
     async def __aenter__(self) -> "Rig":
-        self.server = await serve_tcp(SimBus([self.meter]), "127.0.0.1", 0)
+        self.bus = SimBus([self.meter])
+        self.server = await serve_tcp(self.bus, "127.0.0.1", 0)
         port = self.server.sockets[0].getsockname()[1]
         p = self.tmp_path / "p.toml"
         p.write_text(f'[[meters]]\nname = "m"\nprotocol = "mercury230"\nip_address = "127.0.0.1"\n'
@@ -215,6 +216,25 @@ async def test_clock_correction_waits_for_the_same_date_and_profile_interval(tmp
         rig.now[0] += 120  # 18:01:00 / 18:02:35: same interval, corrected
         result = await rig.cycle()
         assert rig.meter.corrections == [(rig.now[0], -95.0)] and codes(result) == ["clock_corrected"]
+
+
+async def test_a_correction_whose_reply_is_lost_is_not_sent_again(tmp_path):
+    async with Rig(tmp_path, '["clock"]', CORRECT + 'waiting_time = "300ms"\n', clock_drift=-95.0) as rig:
+        real = rig.meter._correct
+
+        def correct_then_lose_the_reply(param, now):  # type: ignore[no-untyped-def]
+            reply = real(param, now)
+            rig.bus.inject("silence")  # applied to this reply: the meter corrected, the answer is lost
+            return reply
+        rig.meter._correct = correct_then_lose_the_reply  # type: ignore[method-assign]
+        result = await rig.cycle()
+        # A retry would have met status 4 and been reported as a refusal; one request, and an honest alarm.
+        assert rig.meter.correction_requests == 1 and rig.meter.corrections == [(T0, 95.0)]
+        assert "no clear answer" in rig.runtime.meters["m"].alarms["clock"] and codes(result) == []
+        rig.now[0] += 60
+        result = await rig.cycle()  # the clock read shows it took
+        assert [r.value for r in result.readings if r.channel == "clock.drift"] == [0.0]
+        assert "clock" not in rig.runtime.meters["m"].alarms and rig.meter.correction_requests == 1
 
 
 async def test_clock_correction_refused_or_too_large_is_an_alarm_not_a_loop(tmp_path):

@@ -92,15 +92,15 @@ class Mercury230Driver:
         assert last is not None
         raise last
 
-    async def _call(self, req: m.Request) -> m.Reply:
+    async def _call(self, req: m.Request, *, retries: int | None = None) -> m.Reply:
         """A request inside the session: status 5 (channel not open) reopens the session and retries once."""
         await self._ensure_session()
         try:
-            return await self._ask(req)
+            return await self._ask(req, retries=retries)
         except SessionClosed:
             self._session_at = None
             await self._ensure_session()
-            return await self._ask(req)
+            return await self._ask(req, retries=retries)
 
     async def _ensure_session(self) -> None:
         now = self.ctx.clock()
@@ -298,7 +298,14 @@ class Mercury230Driver:
             st.alarms["clock"] = f"meter clock is {drift:+d} s off; correction waits: {waits}"
             return
         try:
-            await self._call(m.correct_time(self.address, target))
+            # Never repeated on a lost reply: a correction that took would be refused the second time
+            # (status 4) and look like a failure. Whether it took shows in the next cycle's clock read.
+            await self._call(m.correct_time(self.address, target), retries=0)
+        except (ReplyTimeout, FrameError) as exc:
+            st.alarms["clock"] = (f"meter clock is {drift:+d} s off; no clear answer to the correction ({exc}); "
+                                  f"the next cycle's clock read shows whether it took")
+            self._session_at = None
+            return
         except MeterError as exc:
             if exc.status is None:
                 raise

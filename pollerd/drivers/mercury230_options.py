@@ -18,8 +18,8 @@ class MercuryOptions:
     # public concentrator firmware, not from the vendor document (README, "Clock").
     clock_correction: bool = False
     # The largest drift pollerd corrects on its own; beyond it the drift is an event and a /health reason.
-    # 230 s keeps inside the meter's daily limit (protocols.mercury230.CORRECTION_LIMIT, "within 4 minutes") as field
-    # firmware does.
+    # 230 s keeps inside the meter's daily limit ("within 4 minutes", protocols.mercury230.CORRECTION_LIMIT),
+    # as field firmware does.
     max_clock_correction: float = 230.0
     # Apply the KU/KI ratios stored in the meter (08 02) when tn1/tn2/tt are not given.
     use_meter_ratios: bool = False

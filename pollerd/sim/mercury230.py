@@ -531,7 +531,6 @@ class SimMeter:
             return _status(m.STATUS_OK)
         return _status(m.STATUS_BAD_COMMAND)
 
-
     def _correct(self, param: bytes, now: float) -> bytes:
         self.correction_requests += 1
         try:
