@@ -605,7 +605,9 @@ _BODY_LENGTHS: dict[int, tuple[int, ...]] = {
     m.CODE_CLOSE: (1,),
     m.CODE_WRITE: tuple(range(2, 17)),
     m.CODE_READ_ENERGY: (3,),
-    m.CODE_READ_MEMORY: (4, 5, 6),
+    # 5 first, the form pollerd sends (06 03 hi lo len): a shorter candidate can pass its CRC by chance
+    # (`05 06 03 34 10 0F 84 ...`), and a cut request is answered with status 1.
+    m.CODE_READ_MEMORY: (5, 4, 6),
 }
 # Where the length depends on the parameter byte. Guessing the length by CRC alone is not enough:
 # `07 08 11 07 CD` is a CRC-valid 5-byte frame inside the 6-byte `07 08 11 07 CD 00`.
