@@ -23,7 +23,7 @@ T0 = 1_790_001_000.0  # 2026-09-21 ~13:50 UTC
 class Rig:
     """One simulated meter on a TCP converter, a driver for it and a store, advanced by a shared clock."""
 
-    def __init__(self, tmp_path, read: str, extra: str = "", **sim_kw: object) -> None:
+    def __init__(self, tmp_path, read: str, extra: str = "", dpl: str = "1d", **sim_kw: object) -> None:
         # The meter has been running for three days before the test looks at it, so its profile, archives
         # and counters hold real, non-zero history.
         self.now = [T0 - 3 * 86400]
@@ -33,6 +33,7 @@ class Rig:
         self.tmp_path = tmp_path
         self.read = read
         self.extra = extra
+        self.dpl = dpl
 
     async def __aenter__(self) -> "Rig":
         self.bus = SimBus([self.meter])
@@ -41,7 +42,7 @@ class Rig:
         p = self.tmp_path / "p.toml"
         p.write_text(f'[[meters]]\nname = "m"\nprotocol = "mercury230"\nip_address = "127.0.0.1"\n'
                      f'port = {port}\nconnection_address = 5\ntimezone = "Europe/Moscow"\n'
-                     f'data_polling_length = "1d"\nread = {self.read}\n{self.extra}')
+                     f'data_polling_length = "{self.dpl}"\nread = {self.read}\n{self.extra}')
         self.cfg = load_config(p)
         self.store = await Store.open(self.tmp_path / "db.sqlite", commit_interval=0.01)
         self.new_driver()
@@ -278,3 +279,16 @@ async def test_transformer_ratios_give_primary_values(tmp_path):
         assert got["P"] == pytest.approx(inst["P"] * 4000)
         assert got["A+"] == pytest.approx(rig.meter.expected_energy(0)[0] * 4000)
         assert got["F"] == pytest.approx(inst["F"]) and got["PF"] == pytest.approx(inst["PF"])
+
+
+async def test_a_backfill_longer_than_the_profile_memory_starts_at_its_oldest_record(tmp_path):
+    # 31 days at 10 minutes is 4465 records, more than the 4096 addresses memory 3 has (0x10 apart, 16-bit).
+    # Counting back 4464 records from the newest wraps past it: the walk used to start 368 records back,
+    # meet the newest soon and stop, leaving 3700 intervals the meter holds unread.
+    async with Rig(tmp_path, '["profile"]', "profile_records_per_cycle = 3\n", dpl="31d",
+                   profile_period=10, profile_days=28) as rig:
+        complete = sorted(start for start, *_ in rig.meter.expected_profile(T0 - 31 * 86400, T0)
+                          if start + 600 <= T0)
+        oldest = complete[-4095:]  # the meter holds the newest 4096 records, the running one is not read
+        assert sorted(profile_of(await rig.cycle())) == oldest[:3]
+        assert sorted(profile_of(await rig.cycle())) == oldest[3:6]  # continued over cycles, no hole

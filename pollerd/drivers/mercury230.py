@@ -391,6 +391,9 @@ class Mercury230Driver:
         period_s = max(1, last.period) * 60
         # data_polling_length worth of completed intervals, plus the newest record (usually still running)
         wanted = max(1, int(mc.data_polling_length // period_s)) + 1
+        # Memory 3 has no more than 0x10000 / 0x10 addresses: counting further back wraps past the newest
+        # record, and the walk, which stops there, would read a few records instead of the whole memory.
+        wanted = min(wanted, _PROFILE_SLOTS)
         if self.ctx.store is None:
             wanted = min(wanted, 3)  # a one-shot poll shows the newest intervals, it does not backfill
         pending = _records_between(saved, last.address) if isinstance(saved, int) else None
@@ -583,6 +586,10 @@ class _AnyReply:
         if len(self._buf) > 256:
             raise FrameTooLong("no valid frame in 256 bytes", self._buf)
         return None
+
+
+# Distinct load-profile addresses: 16-bit, records 0x10 apart.
+_PROFILE_SLOTS = 0x10000 // m.PROFILE_STEP
 
 
 def _records_between(saved: int, last: int) -> int:
