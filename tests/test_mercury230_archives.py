@@ -292,3 +292,22 @@ async def test_a_backfill_longer_than_the_profile_memory_starts_at_its_oldest_re
         oldest = complete[-4095:]  # the meter holds the newest 4096 records, the running one is not read
         assert sorted(profile_of(await rig.cycle())) == oldest[:3]
         assert sorted(profile_of(await rig.cycle())) == oldest[3:6]  # continued over cycles, no hole
+
+
+@pytest.mark.parametrize("gateway, drift", [((2026, 10, 1, 0, 0, 30), -95.0), ((2026, 9, 30, 23, 59, 30), 95.0)])
+async def test_archives_follow_the_meter_calendar_around_midnight(tmp_path, gateway, drift):
+    # The meter keeps its arrays by its own clock. A slow meter at 00:00:30 is still on September 30: its
+    # "yesterday" is the 29th and September is still growing. A fast one at 23:59:30 already has the 30th as
+    # "yesterday". Labelling by the gateway's date stored one day's energy under another day, and a month
+    # that was not over.
+    async with Rig(tmp_path, '["daily", "monthly"]', clock_drift=drift) as rig:
+        rig.now[0] = dt.datetime(*gateway, tzinfo=MSK).timestamp()
+        meter_day = rig.meter.meter_time()[0].date()
+        result = await rig.cycle()
+        daily = {r.channel: r for r in result.readings if r.archive == "daily"}
+        yesterday = meter_day - dt.timedelta(days=1)
+        assert daily["A+"].ts == int(dt.datetime(yesterday.year, yesterday.month, yesterday.day, tzinfo=MSK).timestamp())
+        assert daily["A+"].value == rig.meter.expected_archive(5, 0, 0)[0]
+        months = {r.ts for r in result.readings if r.archive == "monthly"}
+        last_month = (meter_day.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
+        assert max(months) == int(dt.datetime(last_month.year, last_month.month, 1, tzinfo=MSK).timestamp())

@@ -264,6 +264,7 @@ class Mercury230Driver:
     async def _clock(self, cy: "_Cycle") -> None:
         mc, st = self.ctx.meter, self.ctx.state
         local, season = m.decode_time((await self._call(m.read_time(self.address))).data)
+        cy.meter_date = local.date()
         now = self.ctx.clock()
         drift = self._to_utc(local, season) - round(now)
         self._reading(cy, "clock.drift", float(drift), "s")
@@ -426,19 +427,45 @@ class Mercury230Driver:
 
     # -- energy archives --------------------------------------------------------------------------------
 
+    async def _meter_today(self, cy: "_Cycle") -> dt.date:
+        """The meter's own date (04 00), read once a cycle: its arrays follow its clock, not the gateway's."""
+        if cy.meter_date is None:
+            local, _season = m.decode_time((await self._call(m.read_time(self.address))).data)
+            cy.meter_date = local.date()
+        return cy.meter_date
+
+    async def _read_arrays(self, cy: "_Cycle", today: dt.date,
+                           reads: list[tuple[int, int, str, int]]) -> bool:
+        """Read energy arrays (array, month, archive, ts) and keep the readings only when the meter is still
+        on ``today`` afterwards (fresh 04 00): if its day turned meanwhile, an array may be either period."""
+        mark = len(cy.out)
+        try:
+            for array, month, archive, ts in reads:
+                await self._energy_array(cy, array, month, archive, ts)
+            cy.meter_date = None
+            if await self._meter_today(cy) == today:
+                return True
+        except BaseException:
+            del cy.out[mark:]  # not confirmed: nothing of it is stored
+            raise
+        del cy.out[mark:]
+        return False
+
     async def _daily(self, cy: "_Cycle") -> None:
-        """Yesterday's energy (array 5), once a day; today's is still growing and is not stored."""
-        yesterday = self._local_today() - dt.timedelta(days=1)
+        """Yesterday's energy (array 5), once a day; today's is still growing and is not stored. "Yesterday"
+        is the meter's, by its clock: around midnight a fast or slow meter's array 5 is another day."""
+        today = await self._meter_today(cy)
+        yesterday = today - dt.timedelta(days=1)
         assert self._loaded_state is not None
         if self._loaded_state.get("daily") == yesterday.isoformat():
             return
-        await self._energy_array(cy, 5, 0, "daily", self._day_start(yesterday))
-        self._save(cy, daily=yesterday.isoformat())
+        if await self._read_arrays(cy, today, [(5, 0, "daily", self._day_start(yesterday))]):
+            self._save(cy, daily=yesterday.isoformat())
 
     async def _monthly(self, cy: "_Cycle") -> None:
         """Complete past months (array 3, month in the low nibble), each once; on first start as far back
-        as data_polling_length and the meter's twelve-month array allow."""
-        today = self._local_today()
+        as data_polling_length and the meter's twelve-month array allow. Months by the meter's calendar."""
+        today = await self._meter_today(cy)
         assert self._loaded_state is not None
         done = self._loaded_state.get("monthly")
         months = []
@@ -454,18 +481,19 @@ class Mercury230Driver:
                     and months:
                 break
             months.append(first)
-        for first in reversed(months):
-            await self._energy_array(cy, 3, first.month, "monthly", self._day_start(first))
-            self._save(cy, monthly=first.isoformat())
+        if months and await self._read_arrays(
+                cy, today, [(3, first.month, "monthly", self._day_start(first)) for first in reversed(months)]):
+            self._save(cy, monthly=months[0].isoformat())
 
     async def _yearly(self, cy: "_Cycle") -> None:
-        """Last year's energy (array 2), once a year."""
-        year = self._local_today().year - 1
+        """Last year's energy (array 2), once a year, by the meter's calendar."""
+        today = await self._meter_today(cy)
+        year = today.year - 1
         assert self._loaded_state is not None
         if self._loaded_state.get("yearly") == year:
             return
-        await self._energy_array(cy, 2, 0, "yearly", self._day_start(dt.date(year, 1, 1)))
-        self._save(cy, yearly=year)
+        if await self._read_arrays(cy, today, [(2, 0, "yearly", self._day_start(dt.date(year, 1, 1)))]):
+            self._save(cy, yearly=year)
 
     # -- event journals ---------------------------------------------------------------------------------
 
@@ -558,6 +586,7 @@ class _Cycle:
     out: list[Reading] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     state: tuple[tuple[str, object], ...] = ()
+    meter_date: dt.date | None = None  # the meter's date by its clock (04 00), once read this cycle
 
     def result(self, answered: bool, error: str | None) -> PollResult:
         return PollResult(tuple(self.out), tuple(self.events), answered or bool(self.out), error, self.state)
