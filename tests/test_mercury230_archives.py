@@ -23,17 +23,19 @@ T0 = 1_790_001_000.0  # 2026-09-21 ~13:50 UTC
 class Rig:
     """One simulated meter on a TCP converter, a driver for it and a store, advanced by a shared clock."""
 
-    def __init__(self, tmp_path, read: str, extra: str = "", dpl: str = "1d", **sim_kw: object) -> None:
+    def __init__(self, tmp_path, read: str, extra: str = "", dpl: str = "1d", zone: str = "Europe/Moscow",
+                 **sim_kw: object) -> None:
         # The meter has been running for three days before the test looks at it, so its profile, archives
         # and counters hold real, non-zero history.
         self.now = [T0 - 3 * 86400]
-        self.meter = SimMeter(address=5, serial="41000005", clock=lambda: self.now[0], timezone=MSK,
+        self.meter = SimMeter(address=5, serial="41000005", clock=lambda: self.now[0], timezone=ZoneInfo(zone),
                               energy={1: (5_000_000, 1_000, 700_000, 2_000)}, **sim_kw)  # type: ignore[arg-type]
         self.now[0] = T0
         self.tmp_path = tmp_path
         self.read = read
         self.extra = extra
         self.dpl = dpl
+        self.zone = zone
 
     async def __aenter__(self) -> "Rig":
         self.bus = SimBus([self.meter])
@@ -41,7 +43,7 @@ class Rig:
         port = self.server.sockets[0].getsockname()[1]
         p = self.tmp_path / "p.toml"
         p.write_text(f'[[meters]]\nname = "m"\nprotocol = "mercury230"\nip_address = "127.0.0.1"\n'
-                     f'port = {port}\nconnection_address = 5\ntimezone = "Europe/Moscow"\n'
+                     f'port = {port}\nconnection_address = 5\ntimezone = "{self.zone}"\n'
                      f'data_polling_length = "{self.dpl}"\nread = {self.read}\n{self.extra}')
         self.cfg = load_config(p)
         self.store = await Store.open(self.tmp_path / "db.sqlite", commit_interval=0.01)
@@ -311,3 +313,19 @@ async def test_archives_follow_the_meter_calendar_around_midnight(tmp_path, gate
         months = {r.ts for r in result.readings if r.archive == "monthly"}
         last_month = (meter_day.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
         assert max(months) == int(dt.datetime(last_month.year, last_month.month, 1, tzinfo=MSK).timestamp())
+
+
+async def test_clock_correction_waits_while_meter_and_gateway_are_on_different_sides_of_a_dst_change(tmp_path):
+    # Berlin, 2026-10-25: 03:00 CEST becomes 02:00 CET at 01:00 UTC. At 02:59:00 CEST a meter 95 s fast
+    # already reads 02:00:35 CET. The correction carries a time of day only: "02:59:00" would move that
+    # meter almost an hour forward, not 95 s back. It waits until both are on the same side.
+    berlin = ZoneInfo("Europe/Berlin")
+    async with Rig(tmp_path, '["clock"]', CORRECT, zone="Europe/Berlin", clock_drift=95.0) as rig:
+        rig.now[0] = dt.datetime(2026, 10, 25, 2, 59, 0, tzinfo=berlin).timestamp()
+        result = await rig.cycle()
+        assert [r.value for r in result.readings if r.channel == "clock.drift"] == [95.0]
+        assert rig.meter.correction_requests == 0 and codes(result) == []
+        assert "waits" in rig.runtime.meters["m"].alarms["clock"]
+        rig.now[0] += 180  # 02:02:00 CET at the gateway, 02:03:35 on the meter: corrected by 95 s
+        result = await rig.cycle()
+        assert rig.meter.corrections == [(rig.now[0], -95.0)] and codes(result) == ["clock_corrected"]

@@ -294,7 +294,7 @@ class Mercury230Driver:
                                   f"the next is tomorrow")
             return
         target = dt.datetime.fromtimestamp(round(now), self.tz).replace(tzinfo=None)
-        waits = await self._correction_waits(local, target)
+        waits = await self._correction_waits(local, target, drift)
         if waits:
             st.alarms["clock"] = f"meter clock is {drift:+d} s off; correction waits: {waits}"
             return
@@ -330,16 +330,22 @@ class Mercury230Driver:
             st.alarms["clock"] = f"{text} after the correction (allowed {mc.time_difference:g} s)"
             self.ctx.log.warning("%s: %s, beyond time_difference", mc.name, text)
 
-    async def _correction_waits(self, meter_local: dt.datetime, target: dt.datetime) -> str | None:
+    async def _correction_waits(self, meter_local: dt.datetime, target: dt.datetime, drift: int) -> str | None:
         """Why a correction must wait for a later cycle, or None when it can go now.
 
         The command carries only the time of day, so meter and gateway must be on the same date. A fast
         meter that already started a new load-profile interval is not set back into the closed one (what
         the meter would do to that record is not documented); a few minutes later both are in the same
         interval. A slow meter moved forward over a boundary just closes its interval early, as it would
-        at the boundary itself."""
+        at the boundary itself. Around a DST change the meter may read winter time while the gateway is on
+        summer time (or the other way): the time of day then differs from the meter's by the drift plus an
+        hour, and the correction would move the clock by that much."""
         if meter_local.date() != target.date():
             return "meter and gateway are on different dates (the correction carries no date)"
+        shift = round((target - meter_local).total_seconds())
+        if shift != -drift:
+            return (f"meter and gateway are on different sides of a DST change: the correction would move "
+                    f"the meter clock by {shift:+d} s, not {-drift:+d} s")
         if meter_local > target:
             if self._profile_period is None:
                 try:
