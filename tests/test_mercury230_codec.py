@@ -693,3 +693,19 @@ def test_describe_request_random_bytes_raise_only_frame_errors(frame):
     except FrameError:
         return
     assert req.address == frame[0]
+
+
+def test_an_open_channel_echo_never_puts_the_password_into_errors():
+    # A half-duplex adapter that echoes part of the request, or garbles the echo, leaves the password bytes
+    # in the receive buffer; the line quotes `pending` in its timeout and FrameErrors quote their frame,
+    # and both end up in logs and the meter's last error (API).
+    req = m.open_channel(5, 2, bytes.fromhex("121314151617"))
+    wire = req.encode()
+    framer = m.ReplyFramer(req)
+    assert framer.feed(wire[:9]) is None  # a partial echo, then silence: the line reports `pending`
+    assert b"\x14\x15" not in framer.pending
+    garbled = bytes((5, 0x81)) + wire[2:]  # an echo with a bit flipped: not recognised as the echo
+    for data in (garbled, bytes((6,)) + wire[1:], wire[:-1] + b"\x00" * 60):
+        with pytest.raises(FrameError) as err:
+            m.ReplyFramer(req).feed(data)
+        assert "14 15" not in str(err.value) and b"\x14\x15" not in err.value.frame

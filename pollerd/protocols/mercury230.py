@@ -321,7 +321,7 @@ class ReplyFramer:
     :class:`FrameTooLong`, otherwise a :class:`CrcError` as soon as the expected length is there.
     """
 
-    __slots__ = ("request", "max_len", "echoed", "_buf", "_req", "_expected", "_echo_possible")
+    __slots__ = ("request", "max_len", "echoed", "_buf", "_req", "_expected", "_echo_possible", "_secret")
 
     def __init__(self, request: Request, max_len: int = 64) -> None:
         self.request = request
@@ -334,11 +334,19 @@ class ReplyFramer:
             raise ValueError(f"expected reply of {self._expected} bytes exceeds max_len {max_len}")
         # test-channel's request doubles as its reply: never strip it.
         self._echo_possible = request.body != b"\x00"
+        # An open-channel request carries the password: an echo of it (partial, garbled) must not reach
+        # error messages or `pending`, which end up in logs and the API.
+        self._secret = request.body[:1] == bytes((CODE_OPEN,))
 
     @property
     def pending(self) -> bytes:
         """Bytes received and not yet consumed (after the echo, if one was stripped)."""
-        return bytes(self._buf)
+        return self._evidence(self._buf)
+
+    def _evidence(self, data: bytes | bytearray) -> bytes:
+        """Bytes fit to quote in an error: for open channel at most address, code and level (its 4-byte
+        reply never leaves more than 3 pending; anything longer may be an echo holding the password)."""
+        return bytes(data[:3]) if self._secret else bytes(data)
 
     def feed(self, data: bytes | bytearray | memoryview) -> Reply | None:
         buf = self._buf
@@ -369,7 +377,8 @@ class ReplyFramer:
             return None
         if buf[0] != self.request.address:
             raise AddressMismatch(
-                f"reply address: expected {self.request.address:#04x}, got {buf[0]:#04x}", buf[: self.max_len])
+                f"reply address: expected {self.request.address:#04x}, got {buf[0]:#04x}",
+                self._evidence(buf[: self.max_len]))
         expected = self._expected
         take = 0
         with memoryview(buf) as view:  # CRC over slices of the one buffer, no copies
@@ -382,9 +391,13 @@ class ReplyFramer:
         if n > self.max_len:
             # The hard cap on the receive buffer: a flood (wrong baud rate, a chatty device) ends here.
             raise FrameTooLong(f"{n} bytes received without a valid reply, limit {self.max_len}",
-                               buf[: self.max_len])
+                               self._evidence(buf[: self.max_len]))
         if n >= expected:
-            raise CrcError(f"reply of {expected} bytes to {self._req.hex(' ')}: CRC mismatch", buf[:expected])
+            shown = self._req.hex(" ")
+            if self._secret:
+                shown = " ".join(shown.split(" ")[:3] + ["**"] * 6 + shown.split(" ")[9:])
+            raise CrcError(f"reply of {expected} bytes to {shown}: CRC mismatch",
+                           self._evidence(buf[:expected]))
         return None
 
     def _take(self, length: int) -> Reply:
