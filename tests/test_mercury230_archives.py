@@ -24,13 +24,13 @@ class Rig:
     """One simulated meter on a TCP converter, a driver for it and a store, advanced by a shared clock."""
 
     def __init__(self, tmp_path, read: str, extra: str = "", dpl: str = "1d", zone: str = "Europe/Moscow",
-                 **sim_kw: object) -> None:
+                 *, t0: float = T0, **sim_kw: object) -> None:
         # The meter has been running for three days before the test looks at it, so its profile, archives
         # and counters hold real, non-zero history.
-        self.now = [T0 - 3 * 86400]
+        self.now = [t0 - 3 * 86400]
         self.meter = SimMeter(address=5, serial="41000005", clock=lambda: self.now[0], timezone=ZoneInfo(zone),
                               energy={1: (5_000_000, 1_000, 700_000, 2_000)}, **sim_kw)  # type: ignore[arg-type]
-        self.now[0] = T0
+        self.now[0] = t0
         self.tmp_path = tmp_path
         self.read = read
         self.extra = extra
@@ -329,3 +329,26 @@ async def test_clock_correction_waits_while_meter_and_gateway_are_on_different_s
         rig.now[0] += 180  # 02:02:00 CET at the gateway, 02:03:35 on the meter: corrected by 95 s
         result = await rig.cycle()
         assert rig.meter.corrections == [(rig.now[0], -95.0)] and codes(result) == ["clock_corrected"]
+
+
+# Europe/Berlin falls back on 2026-10-25 at 01:00 UTC: 02:00-03:00 local happens twice.
+BERLIN_FALL_BACK = dt.datetime(2026, 10, 25, 1, 0, tzinfo=dt.timezone.utc).timestamp()
+
+
+@pytest.mark.parametrize("hours_between", [0, 0.5, 1, 1.5])
+async def test_profile_records_of_the_repeated_hour_keep_both_hours(tmp_path, hours_between):
+    # The meter's records carry local wall time without a season byte: 02:00 and 02:30 come twice. Both
+    # hours are energy that was used; stamping the second pair like the first lost it to the store's
+    # (meter, channel, archive, ts) uniqueness. The repeated hour may be split over two cycles.
+    first_cycle = BERLIN_FALL_BACK - 1800 + hours_between * 3600  # the first cycle ends mid-overlap or so
+    async with Rig(tmp_path, '["profile"]', t0=first_cycle + 60, zone="Europe/Berlin") as rig:
+        await rig.cycle()
+        rig.new_driver()  # a restart in between: where the profile stands comes back from the store
+        rig.now[0] = BERLIN_FALL_BACK + 3 * 3600 + 60
+        await rig.cycle()
+        rows, total = await rig.store.query_readings(archive="profile", channel="A+", per_page=1000)
+        stamps = sorted(r.ts for r in rows)
+        want = {start: a for start, a, *_ in rig.meter.expected_profile(BERLIN_FALL_BACK - 7200,
+                                                                        BERLIN_FALL_BACK + 3 * 3600)}
+        assert {r.ts: r.value for r in rows if r.ts in want} == pytest.approx(want)
+        assert all(b - a == 1800 for a, b in zip(stamps, stamps[1:])), stamps

@@ -205,6 +205,18 @@ class Mercury230Driver:
         fold = 1 if season == 1 else 0
         return int(local.replace(tzinfo=self.tz, fold=fold).timestamp())
 
+    def _profile_ts(self, start: dt.datetime, prev: int | None) -> int:
+        """UTC start of a profile record. Records carry local wall time and no season byte, so in the hour
+        repeated after a fall back each start appears twice: a start whose first occurrence is not after
+        the previous record's is the second one (records are written in time order). Without this the
+        repeated hour got the stamps of the first one and the store dropped it as a duplicate."""
+        first = self._to_utc(start)
+        if prev is not None and first <= prev:
+            second = self._to_utc(start, season=1)
+            if second > prev:  # only an ambiguous wall time has a later second reading
+                return second
+        return first
+
     def _local_today(self) -> dt.date:
         return dt.datetime.fromtimestamp(self.ctx.clock(), self.tz).date()
 
@@ -410,6 +422,8 @@ class Mercury230Driver:
         else:
             first = m.next_profile_address(saved)  # type: ignore[arg-type]
         address = first
+        prev_ts = self._loaded_state.get("profile_ts")
+        prev_ts = prev_ts if isinstance(prev_ts, int) else None
         for i in range(min(pending, self.options.profile_records_per_cycle)):
             rec = m.decode_profile_record(
                 (await self._call(m.read_profile(self.address, address))).data)
@@ -418,7 +432,8 @@ class Mercury230Driver:
             if newest and "incomplete" in flags:
                 break  # the interval is still open: read it again next cycle, complete
             if rec.start is not None:  # a slot never written since the profile was initialised
-                ts = self._to_utc(rec.start)
+                ts = self._profile_ts(rec.start, prev_ts)
+                prev_ts = ts
                 quality = m.profile_quality(rec) or "good"
                 for channel, unit, n in (("A+", "Wh", rec.a_plus), ("A-", "Wh", rec.a_minus),
                                          ("R+", "varh", rec.r_plus), ("R-", "varh", rec.r_minus)):
@@ -426,7 +441,7 @@ class Mercury230Driver:
                         # FACTS: energy of an interval = N / (2 * A) kWh, A = meter constant (imp/kWh)
                         self._reading(cy, channel, m.profile_energy_wh(n, int(constant)), unit, "profile",
                                       ts, quality)
-            self._save(cy, profile_address=address)
+            self._save(cy, profile_address=address, profile_ts=prev_ts)
             if newest:
                 break
             address = m.next_profile_address(address)
