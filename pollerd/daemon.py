@@ -36,6 +36,8 @@ STOP_GRACE = 10.0
 DRAIN_GRACE = 3.0
 PRUNE_EVERY = 3600.0
 HOUSEKEEPING_EVERY = 10.0
+# A sleep until a scheduled run wakes at least this often to look at the wall clock again (NTP may step it).
+CLOCK_RECHECK = 60.0
 
 
 def _cursor_sinks(config: Config) -> list[str]:
@@ -532,11 +534,17 @@ class Daemon:
             delay = t - self.clock()
             if delay <= 0:
                 return not stop.is_set()
-            try:
-                await asyncio.wait_for(stop.wait(), min(delay, 60.0))
+            if await self._wait(stop, min(delay, CLOCK_RECHECK)):
                 return False
-            except (TimeoutError, asyncio.TimeoutError):
-                continue
+
+    async def _wait(self, event: asyncio.Event, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for ``event``; True when it is set. The one place the daemon's
+        schedule sleeps, so tests can run it on a fake clock."""
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+            return True
+        except (TimeoutError, asyncio.TimeoutError):
+            return False
 
     # -- per meter -------------------------------------------------------------------------------------
 
