@@ -526,16 +526,26 @@ class Daemon:
         except Exception:  # a driver bug here would otherwise abort a reload half-way or the shutdown
             log.exception("internal error closing a %s session", type(drv).__name__)
 
-    async def _sleep_until(self, t: float, stop: asyncio.Event | None = None) -> bool:
-        """Sleep until wall-clock time t (re-checking the clock, which may be stepped by NTP at boot).
-        Returns False if ``stop`` (default: the daemon's stopping event) is set."""
-        stop = self.stopping if stop is None else stop
+    async def _sleep_until_run(self, sched: Schedule, t: float, stop: asyncio.Event,
+                               st: MeterState) -> float | None:
+        """Sleep until the scheduled run ``t``; return the run that is due, or None once ``stop`` is set.
+
+        When the wall clock is stepped back meanwhile, ``t`` was planned by a clock that was ahead: waiting
+        for it would leave the meter silent for as long as the step (a year for a gateway that booted with a
+        bad RTC). The first slot after the clock as it is now comes first then. Without a step this is
+        ``t`` itself: no slot lies between the one ``t`` was planned from and ``t``."""
         while True:
-            delay = t - self.clock()
+            now = self.clock()
+            earlier = next_run(sched, now)
+            if earlier < t:
+                log.warning("%s: the clock went back; next run at %s instead of %s", st.name,
+                            _iso(earlier), _iso(t), extra={"meter": st.name})
+                t = st.next_run = earlier
+            delay = t - now
             if delay <= 0:
-                return not stop.is_set()
+                return None if stop.is_set() else t
             if await self._wait(stop, min(delay, CLOCK_RECHECK)):
-                return False
+                return None
 
     async def _wait(self, event: asyncio.Event, timeout: float) -> bool:
         """Wait at most ``timeout`` seconds for ``event``; True when it is set. The one place the daemon's
@@ -558,8 +568,10 @@ class Daemon:
         skip = 0  # cycles still to skip while degraded
         while True:
             st.next_run = t
-            if not await self._sleep_until(t, run.stop):
+            due = await self._sleep_until_run(sched, t, run.stop, st)
+            if due is None:
                 return
+            t = due
             self.lateness.append(self.clock() - t)
             if st.degraded and skip > 0:
                 skip -= 1
@@ -574,6 +586,10 @@ class Daemon:
             while nxt <= end and missed < 100_000:
                 missed += 1
                 nxt = next_run(sched, nxt)
+            if nxt <= end:
+                # The clock jumped far ahead (an RTC-less gateway booting in 1970, then NTP): go on from now
+                # rather than running cycle after cycle for slots that are all in the past.
+                nxt = next_run(sched, end)
             if missed:
                 st.skipped += missed
                 self._m_skipped.inc(missed, meter=mc.name)
@@ -692,3 +708,7 @@ def install_signal_handlers(daemon: Daemon) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
     loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -1,0 +1,140 @@
+"""The meter loop when the gateway's own wall clock is stepped (NTP at boot, an operator, a bad RTC).
+
+Runs the real _meter_loop on a fake clock: the daemon's one sleep hook (_wait) advances the clock instead of
+waiting, so nothing here depends on real time."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from pollerd.config import load_config
+from pollerd.daemon import Daemon, MeterRun
+from pollerd.drivers.base import PollResult
+from pollerd.schedule import Schedule
+from pollerd.state import MeterState
+
+NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.timezone.utc).timestamp()
+
+
+class FakeClock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class FakeDriver:
+    """Records when it was polled; ``on_poll`` may step the clock, ``stop_after`` ends the test."""
+
+    def __init__(self, clock: FakeClock, run: list[MeterRun], stop_after: int, on_poll=None) -> None:  # type: ignore[no-untyped-def]
+        self.clock, self.run, self.stop_after, self.on_poll = clock, run, stop_after, on_poll
+        self.polls: list[float] = []
+
+    async def poll(self, ts: int) -> PollResult:
+        self.polls.append(self.clock())
+        if self.on_poll is not None:
+            self.on_poll(len(self.polls))
+        if len(self.polls) >= self.stop_after:
+            self.run[0].stop.set()
+        return PollResult(())
+
+    async def probe(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        pass
+
+
+def make_daemon(tmp_path, clock: FakeClock, schedule: str = 'interval_time = "15m"') -> Daemon:  # type: ignore[no-untyped-def]
+    path = tmp_path / "pollerd.toml"
+    path.write_text('[[lines]]\nname = "A"\ntype = "tcp"\nhost = "127.0.0.1"\nport = 1\n\n'
+                    f'[[meters]]\nname = "m"\nprotocol = "mercury230"\nline = "A"\nconnection_address = 1\n'
+                    f'{schedule}\n')
+    daemon = Daemon(load_config(path), tmp_path / "state", clock=clock)
+    waits: list[float] = []
+
+    async def fake_wait(event: asyncio.Event, timeout: float) -> bool:
+        assert len(waits) < 20_000, "the loop keeps sleeping: it stalls"
+        waits.append(timeout)
+        await asyncio.sleep(0)
+        if event.is_set():
+            return True
+        clock.t += timeout
+        return False
+
+    daemon._wait = fake_wait  # type: ignore[method-assign]
+    daemon.waits = waits  # type: ignore[attr-defined]
+    return daemon
+
+
+async def run_loop(daemon: Daemon, drv: FakeDriver, runs: list[MeterRun]) -> None:
+    mc = daemon.config.meter("m")
+    run = MeterRun(mc, drv, state=MeterState(mc.name, mc.protocol, mc.line, mc.connection_address, 900.0))  # type: ignore[arg-type]
+    runs.append(run)
+    await asyncio.wait_for(daemon._meter_loop(mc, drv, run), 10)  # type: ignore[arg-type]
+
+
+async def test_a_clock_stepped_back_does_not_stall_the_meter_until_it_catches_up(tmp_path):
+    # A gateway that booted with its clock a year ahead (a bad RTC) is corrected by NTP after the first
+    # cycle. The loop used to keep sleeping towards the run it had planned by the wrong clock: a year
+    # without a single poll. It must poll again at the next slot of the corrected clock.
+    clock = FakeClock(NOW + 365 * 86400)
+    daemon, runs = make_daemon(tmp_path, clock), []
+
+    def ntp(n: int) -> None:
+        if n == 1:
+            clock.t -= 365 * 86400
+
+    drv = FakeDriver(clock, runs, stop_after=3, on_poll=ntp)
+    await run_loop(daemon, drv, runs)
+    sched = Schedule.from_meter(daemon.config.meter("m"), daemon.config.gateway.spread)
+    first_after_step = sched.next_run(drv.polls[0] - 365 * 86400)
+    assert drv.polls[1:] == [first_after_step, first_after_step + 900]
+
+
+async def test_a_clock_stepped_far_forward_does_not_run_a_burst_of_cycles(tmp_path):
+    # A gateway without an RTC starts in 1970; NTP then sets it to today. The loop skipped at most 100 000
+    # missed slots per cycle and then ran the cycle at once again, still in the past: for a 1-minute meter
+    # ~290 back-to-back cycles hogging the bus. After the jump, the meter must run at its next slot.
+    clock = FakeClock(0.0)
+    daemon, runs = make_daemon(tmp_path, clock, 'interval_time = "1m"'), []
+
+    def ntp(n: int) -> None:
+        if n == 1:
+            clock.t = NOW
+
+    drv = FakeDriver(clock, runs, stop_after=3, on_poll=ntp)
+    await run_loop(daemon, drv, runs)
+    sched = Schedule.from_meter(daemon.config.meter("m"), daemon.config.gateway.spread)
+    assert drv.polls[1:] == [sched.next_run(NOW), sched.next_run(NOW) + 60]
+    assert runs[0].state.skipped >= 100_000  # type: ignore[union-attr]
+
+
+async def test_a_steady_clock_runs_every_slot_once_across_both_dst_changes(tmp_path, caplog):
+    # Daily at 02:30 Berlin: 02:30 does not exist on 2026-03-29 and happens twice on 2026-10-25.
+    berlin = dt.timezone(dt.timedelta(hours=1))
+    clock = FakeClock(dt.datetime(2026, 3, 27, 12, 0, tzinfo=berlin).timestamp())
+    daemon, runs = make_daemon(tmp_path, clock, 'period_type = "daily"\nat = "02:30"\n'
+                                                'timezone = "Europe/Berlin"'), []
+    drv = FakeDriver(clock, runs, stop_after=3)
+    await run_loop(daemon, drv, runs)
+    sched = Schedule.from_meter(daemon.config.meter("m"), daemon.config.gateway.spread)
+    want = []
+    t = dt.datetime(2026, 3, 27, 12, 0, tzinfo=berlin).timestamp()
+    for _ in range(3):
+        t = sched.next_run(t)
+        want.append(t)
+    assert drv.polls == want
+    assert [dt.datetime.fromtimestamp(p, sched.tz).date().isoformat() for p in drv.polls] == [
+        "2026-03-28", "2026-03-29", "2026-03-30"]
+    assert "clock went back" not in caplog.text
+
+    clock.t = dt.datetime(2026, 10, 24, 12, 0, tzinfo=berlin).timestamp()
+    runs.clear()
+    drv2 = FakeDriver(clock, runs, stop_after=3)
+    await run_loop(daemon, drv2, runs)
+    days = [dt.datetime.fromtimestamp(p, sched.tz).date().isoformat() for p in drv2.polls]
+    assert days == ["2026-10-25", "2026-10-26", "2026-10-27"]
+    assert "clock went back" not in caplog.text
