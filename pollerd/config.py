@@ -14,6 +14,7 @@ import math
 import os as _os
 import re as _re
 import socket as _socket
+import time as _time
 import zoneinfo as _zoneinfo
 from collections.abc import Callable as _Callable, Iterable as _Iterable, Mapping as _Mapping
 from dataclasses import dataclass, field
@@ -1200,6 +1201,35 @@ def _load_meter(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> tuple[dict[st
     return kw, f
 
 
+def _check_schedule_runs(ctx: _Ctx, path: _Path, meter: MeterConfig, spread: float) -> None:
+    """Refuse a schedule that never runs: an interval grid can miss every allowed day (a 7-day interval
+    lands on one weekday). The daemon would otherwise fail at start, with every other meter."""
+    from pollerd.schedule import Schedule  # schedule imports this module's types; keep the edge one-way
+
+    if meter.period_type != "interval" or not (meter.days_of_week or meter.days_of_month
+                                               or meter.last_day_of_month):
+        return
+    sched = Schedule.from_meter(meter, spread)
+    now = _time.time()
+    try:
+        sched.next_run(now)
+    except ValueError:
+        pass
+    else:
+        return
+    free = Schedule(sched.period_type, sched.interval, sched.at, frozenset(), frozenset(), False, sched.tz,
+                    sched.offset)
+    runs, t = [], now
+    for _ in range(3):
+        t = free.next_run(t)
+        runs.append(_dt.datetime.fromtimestamp(t, sched.tz).strftime("%a %Y-%m-%d"))
+    key = "days_of_week" if meter.days_of_week else "days_of_month"
+    ctx.fail(path + (key,), f"this schedule never runs: every {format_duration(meter.interval_time)} "
+             f"(+{format_duration(round(sched.offset))} spread) never falls on an allowed day; its runs would "
+             f"be {', '.join(runs)}, ... ({meter.timezone}). For runs on chosen days use period_type = "
+             f'"daily" or "weekly" with at')
+
+
 def _check_password(ctx: _Ctx, path: _Path, value: str, encoding: str, size: int | None) -> None:
     # Never echo the password itself: only its shape.
     if encoding == "digits":
@@ -1396,6 +1426,8 @@ def load_config(path: str | _os.PathLike[str], *, environ: _Mapping[str, str] | 
                          f"by meter {used_address[slot]!r} on line {meter.line!r}")
             used_address[slot] = meter.name
         built.append(meter)
+    for i, meter in enumerate(built):
+        _check_schedule_runs(ctx, ("meters", i), meter, gateway.spread)
 
     if store.max_age is not None:
         for i, meter in enumerate(built):

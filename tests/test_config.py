@@ -469,3 +469,17 @@ def test_explicit_lines_are_returned_as_line_config(tmp_path: Path) -> None:
                          'reconnect_max = "2m"\n')
     assert cfg.lines == (LineConfig(name="t", type="tcp", host="h.example", port=502, reconnect_max=120.0,
                                     line_no=1),)
+
+
+def test_an_interval_schedule_that_never_runs_is_refused(tmp_path: Path) -> None:
+    # A 7-day grid lands on one weekday (fixed by the meter's spread offset: Sunday for "m7"). Filtered to
+    # Mon..Sat it never runs; `pollerd check` said OK and the daemon then died at start with a traceback
+    # (next_run's ValueError ended the task group), taking every other meter with it.
+    text = (SERIAL + '\n[[meters]]\nname = "m7"\nprotocol = "mercury230"\nline = "rs485-1"\n'
+            'connection_address = 1\ninterval_time = "7d"\n'
+            'days_of_week = ["mon", "tue", "wed", "thu", "fri", "sat"]\n')
+    err = error_of(tmp_path, text)
+    assert err.key == "meters[0].days_of_week" and err.line == 12
+    assert "never runs" in str(err) and "Sun" in str(err)
+    ok = load(tmp_path, text.replace('"sat"]', '"sat", "sun"]'))
+    assert ok.meters[0].days_of_week == frozenset(range(1, 8))
