@@ -12,7 +12,7 @@ import pytest
 from pollerd.config import load_config
 from pollerd.daemon import build_driver, build_lines
 from pollerd.metrics import Registry
-from pollerd.sim.mercury230 import SimBus, SimMeter, serve_tcp
+from pollerd.sim.mercury230 import Phase, SimBus, SimMeter, serve_tcp
 from pollerd.state import Runtime
 from pollerd.store import Store
 
@@ -352,3 +352,54 @@ async def test_profile_records_of_the_repeated_hour_keep_both_hours(tmp_path, ho
                                                                         BERLIN_FALL_BACK + 3 * 3600)}
         assert {r.ts: r.value for r in rows if r.ts in want} == pytest.approx(want)
         assert all(b - a == 1800 for a, b in zip(stamps, stamps[1:])), stamps
+
+
+MSK_MONTH_TURN = dt.datetime(2026, 10, 1, 0, 0, 20, tzinfo=MSK).timestamp()
+
+
+def _archive_of(rows, archive: str) -> dict[tuple[int, str], float]:  # type: ignore[no-untyped-def]
+    return {(r.ts, r.channel): r.value for r in rows if r.archive == archive}
+
+
+async def test_archives_follow_the_meter_calendar_not_the_gateway_one_around_midnight(tmp_path):
+    # The arrays are the meter's "yesterday" and "month N". Read by the gateway's date at 00:00:20 from a
+    # meter 40 s slow, array 5 (the day before yesterday) was stamped yesterday and month 9 (still growing)
+    # was stored as the complete September; both were marked done, so the real values were never read.
+    async with Rig(tmp_path, '["daily", "monthly"]', t0=MSK_MONTH_TURN, clock_drift=-40.0) as rig:
+        rig.meter.set_phases([Phase(230.0, 3000.0, 0.0)] * 3, now=MSK_MONTH_TURN - 36 * 3600)  # more load
+        await rig.cycle()
+        rig.now[0] += 600
+        await rig.cycle()
+        rows, _ = await rig.store.query_readings(per_page=1000)
+        daily, monthly = _archive_of(rows, "daily"), _archive_of(rows, "monthly")
+        sep30 = int(dt.datetime(2026, 9, 30, tzinfo=MSK).timestamp())
+        sep1 = int(dt.datetime(2026, 9, 1, tzinfo=MSK).timestamp())
+        assert daily[(sep30, "A+")] == rig.meter.expected_archive(5, 0, 0)[0]
+        assert monthly[(sep1, "A+")] == rig.meter.expected_archive(3, 9, 0)[0]
+        sep29 = sep30 - 86400  # read in the first cycle: the meter's yesterday then, stamped as such
+        assert daily[(sep29, "A+")] == rig.meter.expected_archive(5, 0, 0, now=MSK_MONTH_TURN)[0]
+        assert daily[(sep29, "A+")] != daily[(sep30, "A+")]
+
+
+async def test_archives_read_while_the_meter_day_turns_are_read_again(tmp_path):
+    # The meter passes midnight between the tariff reads of array 5: T0 is one day, T1 the next. Such a
+    # mix is not stored; the next cycle reads the day again, whole.
+    async with Rig(tmp_path, '["daily"]', t0=MSK_MONTH_TURN, clock_drift=-40.0) as rig:
+        rig.meter.set_phases([Phase(230.0, 3000.0, 0.0)] * 3, now=MSK_MONTH_TURN - 36 * 3600)
+        energy = rig.meter._energy
+
+        def turning(body: bytes, now: float) -> bytes:
+            reply = energy(body, now)
+            if body[1] >> 4 == 5 and body[2] == 0 and rig.now[0] == MSK_MONTH_TURN:
+                rig.now[0] += 60  # 00:00:40 on the meter
+            return reply
+
+        rig.meter._energy = turning  # type: ignore[method-assign]
+        await rig.cycle()
+        rig.now[0] = MSK_MONTH_TURN + 600
+        await rig.cycle()
+        rows, _ = await rig.store.query_readings(per_page=1000)
+        daily = _archive_of(rows, "daily")
+        assert {ts for ts, _ in daily} == {int(dt.datetime(2026, 9, 30, tzinfo=MSK).timestamp())}
+        for ts, _ in daily:
+            assert daily[(ts, "A+")] == daily[(ts, "A+.T1")]  # one tariff in use: the total is T1
