@@ -300,6 +300,9 @@ class _Api:
             return _error(404, f"no meter named {name!r}")
         return _json({"data": ms.as_dict()})
 
+    async def sinks(self, request: web.Request) -> web.Response:
+        return _json({"data": [s.as_dict() for s in self.runtime.sinks.values()]})
+
     async def readings(self, request: web.Request) -> web.Response:
         q = _parse_query(request.query, _READINGS_PARAMS, ("meter", "channel", "archive"))
         rows, total = await self.store.query_readings(**q.filters, page=q.page, per_page=q.per_page)
@@ -429,6 +432,7 @@ def make_app(*, runtime: Runtime, store: Store, metrics: Registry, clock: Callab
     app.router.add_get("/metrics", api.metrics_text)
     app.router.add_get("/api/meters", api.meters)
     app.router.add_get("/api/meters/{name}", api.meter)
+    app.router.add_get("/api/sinks", api.sinks)
     app.router.add_get("/api/readings", api.readings)
     app.router.add_get("/api/events", api.events)
 

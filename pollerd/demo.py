@@ -186,4 +186,11 @@ def _print_summary(latest: dict, daemon: Daemon, receiver: Receiver, stats: dict
             print("  " + m.ljust(10) + "".join(cells), file=out)
     print(f"\nstore: {stats.get('rows', 0)} readings; upstream received {len(receiver.readings)} readings "
           f"in {receiver.batches} batches", file=out)
-    print(f"see them again with:  pollerd readings --state-dir {sd}", file=out)
+    print(f"see them again with:  {_pollerd_command()} readings --state-dir {sd}", file=out)
+
+
+def _pollerd_command() -> str:
+    """How the user can run pollerd again: the venv's script beside this interpreter (scripts/demo makes
+    .venv, whose bin is usually not on PATH), else plain `pollerd`."""
+    script = Path(sys.executable).parent / "pollerd"
+    return str(script) if script.is_file() else "pollerd"

@@ -66,6 +66,10 @@ def main() -> int:
     except ImportError:
         print("pyMeterBus is not installed (pip install pyMeterBus)", file=sys.stderr)
         return 2
+    if not any(args.vectors.glob("*.hex")):
+        print(f"no libmbus test frames (*.hex) in {args.vectors}: point --vectors or POLLERD_VECTORS at the "
+              f"shared vectors folder", file=sys.stderr)
+        return 2
     frames = []
     for raw in load_frames(args.vectors):
         try:

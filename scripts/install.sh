@@ -12,7 +12,7 @@
 #   - the unit file into /etc/systemd/system/pollerd.service (replaced on upgrade: put local changes in a
 #     drop-in, `systemctl edit pollerd`);
 #   - the example config into /etc/pollerd/pollerd.toml ONLY if there is none: a user's config is never
-#     overwritten;
+#     overwritten (the same for the АС СиОИ template it names, /etc/pollerd/sioi-template.xml);
 #   - systemctl daemon-reload, and try-restart (restarts pollerd only if it was running: the upgrade case).
 #     It does not enable or start a fresh install: edit the config first, then `systemctl enable --now pollerd`.
 #
@@ -110,12 +110,19 @@ ln -sfn /opt/pollerd/bin/pollerd "$PREFIX/usr/local/bin/pollerd"
 install -m 0644 "$SRC/systemd/pollerd.service" "$UNIT_DIR/pollerd.service"
 install -m 0644 "$SRC/README.md" "$OPT/share/doc/pollerd/README.md"
 install -m 0644 "$SRC/config/pollerd.example.toml" "$OPT/share/doc/pollerd/pollerd.example.toml"
+install -m 0644 "$SRC/config/sioi-template.xml" "$OPT/share/doc/pollerd/sioi-template.xml"
 if [ -e "$ETC/pollerd.toml" ]; then
     say "kept the existing $ETC/pollerd.toml (the new example is in $OPT/share/doc/pollerd/)"
 else
     install -m 0640 "$SRC/config/pollerd.example.toml" "$ETC/pollerd.toml"
     [ "$OWNED" = 0 ] || chown root:pollerd "$ETC/pollerd.toml"
     say "wrote the example config to $ETC/pollerd.toml: edit it, then check it with pollerd check"
+fi
+# The example's sioi sink names template = "sioi-template.xml" next to the config, and the config loader
+# checks that file: without it the fresh example fails `pollerd check` (and the unit's ExecStartPre).
+if [ ! -e "$ETC/sioi-template.xml" ]; then
+    install -m 0640 "$SRC/config/sioi-template.xml" "$ETC/sioi-template.xml"
+    [ "$OWNED" = 0 ] || chown root:pollerd "$ETC/sioi-template.xml"
 fi
 
 # 5. systemd -------------------------------------------------------------------------------------------

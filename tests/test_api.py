@@ -281,6 +281,16 @@ async def test_meters(env):
     assert status == 404 and "nope" in body["error"]
 
 
+async def test_sinks(env):
+    # The sink state the README points at (connected, failing_since, last_error, alarms) is served.
+    st = env.runtime.sinks["up"]
+    st.last_error, st.failing_since, st.alarms["upstream"] = "HTTP 503", T0 - 12, "login refused"
+    status, body, _ = await env.get("/api/sinks")
+    assert status == 200 and body == {"data": [st.as_dict()]}
+    assert body["data"][0]["connected"] is False and body["data"][0]["failing_since"] == T0 - 12
+    assert body["data"][0]["alarms"] == {"upstream": "login refused"}
+
+
 async def test_unknown_path_is_json_404(env):
     status, body, _ = await env.get("/api/nothing")
     assert status == 404 and "error" in body

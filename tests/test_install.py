@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from pollerd.config import load_config
 from sd_helpers import ROOT, UNIT, make_root, needs_analyze, verify
 
 SCRIPT = ROOT / "scripts" / "install.sh"
 EXAMPLE = ROOT / "config" / "pollerd.example.toml"
+TEMPLATE = ROOT / "config" / "sioi-template.xml"
 
 
 def run_install(*args: str) -> subprocess.CompletedProcess[str]:
@@ -50,6 +52,9 @@ def test_install_into_a_prefix_twice_keeps_the_users_config(tmp_path):
     assert (prefix / "etc/pollerd").stat().st_mode & 0o777 == 0o750
     assert (prefix / "etc/pollerd/credentials").stat().st_mode & 0o777 == 0o700
     assert os.readlink(prefix / "usr/local/bin/pollerd") == "/opt/pollerd/bin/pollerd"
+    # The installed example passes `pollerd check` as it is (ExecStartPre): the files it names are there.
+    assert (prefix / "etc/pollerd/sioi-template.xml").read_bytes() == TEMPLATE.read_bytes()
+    load_config(cfg)
     assert (prefix / "opt/pollerd/share/doc/pollerd/README.md").is_file()  # the unit's Documentation=
     assert not (prefix / "opt/pollerd/bin").exists()  # --no-venv: no pip, no venv
     before = tree(prefix)
@@ -62,10 +67,12 @@ def test_install_into_a_prefix_twice_keeps_the_users_config(tmp_path):
 
     # A user's edits survive an upgrade; the unit file is ours and is brought back to the shipped one.
     cfg.write_text('[gateway]\nname = "mine"\n')
+    (prefix / "etc/pollerd/sioi-template.xml").write_text("<mine/>\n")
     unit.write_text("[Service]\nExecStart=/bin/true\n")
     third = run_install("--prefix", str(prefix), "--no-venv")
     assert third.returncode == 0, third.stderr
     assert cfg.read_text() == '[gateway]\nname = "mine"\n'
+    assert (prefix / "etc/pollerd/sioi-template.xml").read_text() == "<mine/>\n"
     assert unit.read_text() == UNIT.read_text()
 
 

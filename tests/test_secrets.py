@@ -119,6 +119,7 @@ async def test_no_secret_in_logs_replies_or_outputs(tmp_path, caplog):
             ("POST", "/api/meters/m1/raw", {"headers": admin, "json": {"command": "01 01 01 09 01 08 02 07"}}),
             ("POST", "/api/meters/m1/raw", {"headers": reader, "json": {"command": "01 08 00"}}),
             ("POST", "/api/meters/m1/raw", {"headers": admin, "data": b"{broken " + ADMIN.encode()}),
+            ("GET", "/api/sinks", {}),   # the two sinks' state (bearer and basic auth)
         ]
         async with aiohttp.ClientSession() as http:
             for method, p, kw in calls:
