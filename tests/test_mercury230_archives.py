@@ -121,6 +121,19 @@ async def test_energy_archives_once_per_completed_period(tmp_path):
         assert not [r for r in again.readings if r.archive in ("daily", "monthly", "yearly")]
 
 
+@pytest.mark.parametrize("dpl, want", [("1d", ["2026-08"]), ("51d", ["2026-08"]), ("52d", ["2026-07", "2026-08"]),
+                                       ("83d", ["2026-06", "2026-07", "2026-08"])])
+async def test_monthly_backfill_takes_every_month_reaching_into_the_window(tmp_path, dpl, want):
+    # T0 is 2026-09-21 17:30 Moscow time. 51 days back is Aug 1 17:30: July is over before the window; 52 days
+    # back is Jul 31 17:30: July's last day is in it, so July's energy is read (it used to need the whole
+    # month inside). The newest complete month is always read.
+    async with Rig(tmp_path, '["monthly"]', dpl=dpl) as rig:
+        result = await rig.cycle()
+        got = sorted(dt.datetime.fromtimestamp(r.ts, MSK).strftime("%Y-%m") for r in result.readings
+                     if r.channel == "A+")
+        assert got == want
+
+
 async def test_fixed_values_are_one_snapshot_stamped_with_the_freeze_time(tmp_path):
     async with Rig(tmp_path, '["fixed"]') as rig:
         result = await rig.cycle()

@@ -490,18 +490,18 @@ class Mercury230Driver:
         assert self._loaded_state is not None
         done = self._loaded_state.get("monthly")
         months = []
-        y, mo = today.year, today.month
+        window_start = self.ctx.clock() - self.ctx.meter.data_polling_length
+        end = today.replace(day=1)  # the first day after the month looked at
         for _ in range(11):
-            mo -= 1
-            if mo == 0:
-                y, mo = y - 1, 12
-            first = dt.date(y, mo, 1)
+            first = (end - dt.timedelta(days=1)).replace(day=1)
             if done is not None and first.isoformat() <= str(done):
                 break
-            if done is None and self._day_start(first) < self.ctx.clock() - self.ctx.meter.data_polling_length \
-                    and months:
+            # First start: every month with days inside data_polling_length (a month reaching into the
+            # window holds energy of it), and at least the last one.
+            if done is None and self._day_start(end) <= window_start and months:
                 break
             months.append(first)
+            end = first
         if months and await self._read_arrays(
                 cy, today, [(3, first.month, "monthly", self._day_start(first)) for first in reversed(months)]):
             self._save(cy, monthly=months[0].isoformat())
