@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -435,16 +436,17 @@ async def test_committed_write_survives_sigkill(tmp_path):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(script), str(path), stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env)
+    # A plain Popen, reaped by its own wait(): asyncio's child watcher once reported this child as an
+    # "unknown pid" with return code 255 under the full suite (something else had reaped it).
+    proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
     confirmed = -1
     try:
         async with timeout(15):
             while confirmed < 2:
-                line = await proc.stdout.readline()  # type: ignore[union-attr]
+                line = await asyncio.to_thread(proc.stdout.readline)  # type: ignore[union-attr]
                 if not line:
-                    err = await proc.stderr.read()  # type: ignore[union-attr]
+                    err = proc.stderr.read()  # type: ignore[union-attr]
                     pytest.fail(f"child exited early: {err.decode(errors='replace')}")
                 word, n = line.split()
                 assert word == b"committed"
@@ -454,7 +456,9 @@ async def test_committed_write_survives_sigkill(tmp_path):
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()  # only reached if the test failed before the SIGKILL above
-        await proc.wait()
+        await asyncio.to_thread(proc.wait, 30)
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
     assert proc.returncode == -signal.SIGKILL
 
     s = await Store.open(path)
