@@ -416,3 +416,16 @@ async def test_archives_read_while_the_meter_day_turns_are_read_again(tmp_path):
         assert {ts for ts, _ in daily} == {int(dt.datetime(2026, 9, 30, tzinfo=MSK).timestamp())}
         for ts, _ in daily:
             assert daily[(ts, "A+")] == daily[(ts, "A+.T1")]  # one tariff in use: the total is T1
+
+
+async def test_a_failed_store_write_leaves_no_hole_in_profile_or_archives(tmp_path):
+    # The daemon writes a cycle's readings, then its driver state; when the readings write fails (disk full,
+    # a lock held past busy_timeout) neither is stored. The driver must then read the same records again, not
+    # go on from a position it only held in memory: that skipped the lost intervals and days for good.
+    async with Rig(tmp_path, '["profile", "daily"]') as rig:
+        lost = await rig.driver.poll(int(rig.now[0]))  # polled, but the store refused the write
+        assert len(profile_of(lost)) == 48 and [r for r in lost.readings if r.archive == "daily"]
+        rig.now[0] += 60  # the next cycle
+        second = await rig.cycle()
+        assert profile_of(second) == profile_of(lost)
+        assert [r for r in second.readings if r.archive == "daily"]

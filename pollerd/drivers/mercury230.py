@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from ..errors import (AddressMismatch, FrameError, FrameTooLong, IdentityMismatch, MeterError, PollerdError,
-                      ReplyTimeout, SessionClosed, TransportError)
+                      ReplyTimeout, SessionClosed, StoreError, TransportError)
 from ..line import LineStopping
 from ..model import Event, Reading
 from ..protocols import mercury230 as m
@@ -142,8 +142,14 @@ class Mercury230Driver:
         try:
             await self._ensure_session()
             answered = True
-            if self._loaded_state is None:
-                self._loaded_state = await self._load_state()
+            if self._loaded_state is None or self.ctx.store is not None:
+                # Read back every cycle: what the store holds is what was committed. The previous cycle's
+                # positions were only saved if its readings were; going on from memory after a failed write
+                # skipped those profile intervals and archive days for good.
+                try:
+                    self._loaded_state = await self._load_state()
+                except StoreError as exc:  # without positions the archives would be read blind: skip the cycle
+                    return cy.result(answered, f"cannot read the stored driver state: {exc}")
             for kind, step in (("clock", self._clock), ("energy", self._energy), ("instant", self._instant),
                                ("fixed", self._fixed), ("profile", self._profile), ("daily", self._daily),
                                ("monthly", self._monthly), ("yearly", self._yearly), ("events", self._events)):
