@@ -189,6 +189,7 @@ async def test_basic_auth_header(upstream):
 @pytest.mark.parametrize("status, exc_type", [(500, TransientSinkError), (503, TransientSinkError),
                                               (408, TransientSinkError), (429, TransientSinkError),
                                               (400, PermanentSinkError), (422, PermanentSinkError),
+                                              (401, TransientSinkError), (403, TransientSinkError),
                                               (307, TransientSinkError)])
 async def test_status_classification(upstream, status, exc_type):
     upstream.script = [Reply(status, body="x" * 500)]
@@ -246,7 +247,7 @@ async def test_no_secret_in_errors(upstream, caplog, store):
         upstream.script = [Reply(401, body="denied")]
         client = HttpPushClient(cfg, "gw1")
         try:
-            with pytest.raises(PermanentSinkError) as ei:
+            with pytest.raises(TransientSinkError) as ei:
                 await client.send(readings(1))
         finally:
             await client.close()
@@ -267,7 +268,7 @@ async def test_no_secret_in_errors(upstream, caplog, store):
     assert PASSWORD not in str(ei.value) and TOKEN not in str(ei.value)
     # And through the forwarder's logs: a refused batch is logged with the (scrubbed) reason.
     await store.write(readings(1))
-    upstream.script = [Reply(403, body="nope")]
+    upstream.script = [Reply(400, body="nope")]  # refused content: parked, with the echo scrubbed
     run = await start_forwarder(store, sink_cfg(upstream.url, token=Secret(TOKEN)))
     try:
         await until(lambda: run.state.parked == 1, "the batch to be parked")
@@ -352,6 +353,24 @@ async def test_429_is_retried(upstream, store):
         await run.stop()
     assert run.state.parked == 0 and await store.parked() == []
     assert len(upstream.requests) == 2
+
+
+@pytest.mark.parametrize("status", [401, 403, 407])
+async def test_refused_credentials_are_retried_not_parked(upstream, store, status):
+    # A revoked or rotated token refuses every batch, whatever it holds: parking would move the cursor past
+    # the whole outage (and nothing re-sends parked batches). Like an MQTT broker refusing the credentials,
+    # it is retried with backoff until someone fixes the token.
+    await store.write(readings(2))  # one batch
+    upstream.script = [Reply(status, body="token expired")] * 2
+    run = await start_forwarder(store, sink_cfg(upstream.url))
+    try:
+        await until(lambda: run.state.sent == 2, "the batch sent once the token works again")
+    finally:
+        await run.stop()
+    assert run.state.parked == 0 and await store.parked() == []
+    assert len(upstream.requests) == 3 and await store.cursor("up") == await store.last_seq()
+    fails = run.metrics.counter("pollerd_sink_failures_total", "", ("sink", "kind"))
+    assert fails.get(sink="up", kind="auth") == 2
 
 
 async def test_400_parks_and_moves_on(upstream, store, caplog):

@@ -57,7 +57,7 @@ class TransientSinkError(SinkError):
 
 
 class PermanentSinkError(SinkError):
-    """The receiver refused the batch for good (a 4xx other than 408/429): park it, move on."""
+    """The receiver refused the batch for good (a 4xx other than 401/403/407/408/429): park it, move on."""
 
     kind = "rejected"
 

@@ -16,7 +16,8 @@ Request::
 
 ``ts`` is UTC unix seconds (an interval's start for archives), ``value`` a JSON number, ``unit`` may be "",
 ``quality`` appears only when it is not "good". Readings are in store order, oldest first. Any 2xx confirms
-the whole batch; 408, 429, 5xx, 3xx, timeouts and network errors are retried; any other 4xx parks it.
+the whole batch; 401, 403, 407 (credentials refused), 408, 429, 5xx, 3xx, timeouts and network errors are
+retried; any other 4xx parks it.
 
 Every reading carries its natural key ``(meter, channel, archive, ts)`` so the receiver can de-duplicate
 the re-sends that at-least-once delivery implies. The ``Idempotency-Key`` is a hash of the sink name and the
@@ -252,6 +253,12 @@ class HttpPushClient:
             # and get the batch parked. Keep the data and retry until the URL is fixed.
             msg += f"; redirected to {_safe_url(location)!r}, fix the sink url"
             raise TransientSinkError(self._scrub(msg), kind="redirect", status=status)
+        if status in (401, 403, 407):
+            # Credentials refused (a revoked or rotated token, a proxy wanting a login): that says nothing
+            # about the batch, and every batch would be refused alike. Parking would move the cursor past the
+            # whole outage; retry until the token is fixed, as an MQTT broker refusing the login is.
+            raise TransientSinkError(self._scrub(msg + "; check the sink's credentials"), kind="auth",
+                                     status=status)
         if status in (408, 429) or status >= 500 or status < 200:
             raise TransientSinkError(self._scrub(msg), kind="http", status=status)
         raise PermanentSinkError(self._scrub(msg), status=status)
