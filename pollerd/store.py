@@ -151,6 +151,8 @@ _UPSERT_EVENT = (
 _READING_COLS = "meter, channel, archive, ts, value, unit, quality"
 
 _ReadingRow = tuple[str, str, str, int, float, str, str, int]
+# SQLite's INTEGER is 64-bit; sqlite3 refuses a larger Python int with OverflowError at bind time.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _EventRow = tuple[str, str, int, "int | None", str, int]
 
 
@@ -184,12 +186,13 @@ def _reading_rows(readings: Sequence[Reading], received: int) -> list[_ReadingRo
         try:
             ts = int(r.ts)
             value = float(r.value)
-            bad = ts != r.ts or math.isnan(value)
+            bad = ts != r.ts or not _INT64_MIN <= ts <= _INT64_MAX or not math.isfinite(value)
         except (TypeError, ValueError, OverflowError):
             bad = True
         if bad:
-            # SQLite would store NaN as NULL and silently truncate a fractional ts.
-            raise StoreError(f"cannot store reading: expected integer ts and a numeric, non-NaN "
+            # SQLite would store NaN as NULL, silently truncate a fractional ts and refuse a ts beyond 64
+            # bits; an infinite value would go upstream as JSON null.
+            raise StoreError(f"cannot store reading: expected a 64-bit integer ts and a finite numeric "
                              f"value, got ts={r.ts!r} value={r.value!r} in {r!r}")
         append((r.meter, r.channel, str(r.archive), ts, value, r.unit, str(r.quality), received))
     return rows
@@ -201,11 +204,12 @@ def _event_rows(events: Sequence[Event], received: int) -> list[_EventRow]:
         try:
             ts_start = int(e.ts_start)
             ts_end = None if e.ts_end is None else int(e.ts_end)
-            bad = ts_start != e.ts_start or (ts_end is not None and ts_end != e.ts_end)
+            bad = (ts_start != e.ts_start or (ts_end is not None and ts_end != e.ts_end)
+                   or not all(_INT64_MIN <= t <= _INT64_MAX for t in (ts_start, ts_end) if t is not None))
         except (TypeError, ValueError, OverflowError):
             bad = True
         if bad:
-            raise StoreError(f"cannot store event: expected integer timestamps, got "
+            raise StoreError(f"cannot store event: expected 64-bit integer timestamps, got "
                              f"ts_start={e.ts_start!r} ts_end={e.ts_end!r} in {e!r}")
         rows.append((e.meter, e.code, ts_start, ts_end, e.text, received))
     return rows
@@ -480,6 +484,16 @@ class Store:
                     log.error("%s", exc)
                     for item in batch:
                         _fail(item.fut, str(exc), exc.__cause__)
+                    return
+                except Exception as exc:
+                    # sqlite3 raises some binding failures as plain Python errors (OverflowError for an int
+                    # beyond 64 bits). Fail this batch like an sqlite error: letting it out would end the
+                    # writer task, and with it every later write of every meter until a restart.
+                    await self._rollback()
+                    log.exception("write batch of %d rows failed", sum(p.size for p in batch))
+                    for item in batch:
+                        _fail(item.fut, f"write batch failed ({type(exc).__name__}: {exc}); nothing of it "
+                                        f"was committed", exc)
                     return
                 except BaseException as exc:
                     await self._rollback()

@@ -142,6 +142,29 @@ async def test_invalid_reading_fails_only_its_writer(store):
     assert await good == 1
 
 
+async def test_a_value_sqlite_cannot_bind_fails_its_writer_not_the_store(store, monkeypatch):
+    # A ts past SQLite's 64-bit INTEGER raised OverflowError inside the writer task, which is not an
+    # sqlite3.Error: the task died and every later write of every meter failed until a restart.
+    with pytest.raises(StoreError, match="ts=10000000000000000000"):
+        await store.write([rd(10**19)])
+    with pytest.raises(StoreError, match="ts_start"):
+        await store.write([], [Event("m1", "x", -(10**19))])
+    # An infinite value would be sent upstream as JSON null: refused like NaN.
+    with pytest.raises(StoreError, match="inf"):
+        await store.write([rd(3, float("inf"))])
+    assert await store.write([rd(1)], [Event("m1", "x", 1)]) == 1
+
+    # Should anything else get past the checks and make sqlite3 raise a non-sqlite exception, that fails
+    # its batch only; the writer goes on.
+    monkeypatch.setattr(store_mod, "_reading_rows",
+                        lambda rs, received: [(r.meter, r.channel, "current", r.ts, r.value, r.unit, "good",
+                                               received) for r in rs])
+    with pytest.raises(StoreError, match="OverflowError"):
+        await store.write([rd(10**19)])
+    assert await store.write([rd(2)]) == 1
+    assert await store.last_seq() == 2
+
+
 # ----------------------------------------------------------------------------- natural key, seqs
 
 async def test_duplicates_are_ignored_and_keep_their_seq(store):
