@@ -195,15 +195,14 @@ def cmd_readings(args: argparse.Namespace) -> int:
     async def main() -> int:
         store = await Store.open_readonly(db)
         try:
-            page = 1
-            while True:
-                rows, total = await store.query_readings(meter=args.meter, channel=args.channel,
-                                                         archive=args.archive, page=page, per_page=1000)
+            # By key, not by page: the daemon prunes and backfills meanwhile, which shifts pages.
+            after = None
+            while rows := await store.readings_after(after, meter=args.meter, channel=args.channel,
+                                                     archive=args.archive, limit=1000):
                 for r in rows:
                     print(_reading_line(r, args.json))
-                if page * 1000 >= total or not rows:
-                    break
-                page += 1
+                last = rows[-1]
+                after = (last.ts, last.meter, last.channel, str(last.archive))
         finally:
             await store.close()
         return 0

@@ -667,6 +667,30 @@ class Store:
                 rows = await cur.fetchall()
         return [Reading(*r) for r in rows], total
 
+    async def readings_after(self, after: tuple[int, str, str, str] | None = None, *, meter: str | None = None,
+                             channel: str | None = None, archive: str | None = None, limit: int = 1000,
+                             ) -> list[Reading]:
+        """Up to ``limit`` readings ordered by ts, meter, channel, archive, starting after the reading whose
+        key ``(ts, meter, channel, archive)`` is ``after`` (from the start when None).
+
+        For walking through everything while the daemon writes and prunes (``pollerd readings``): pages
+        by OFFSET shift when older rows are pruned or a backfill lands before the page, and rows are then
+        skipped or printed twice; a key stays put."""
+        if limit < 1:
+            return []
+        conds: list[tuple[str, Any]] = [("meter = ?", meter), ("channel = ?", channel),
+                                        ("archive = ?", None if archive is None else str(archive))]
+        where, args = _where(conds)
+        if after is not None:
+            where += (" AND " if where else " WHERE ") + "(ts, meter, channel, archive) > (?, ?, ?, ?)"
+            args += [int(after[0]), after[1], after[2], str(after[3])]
+        with _errors("query readings"):
+            async with self._rc.execute(
+                    f"SELECT {_READING_COLS} FROM readings{where} "
+                    f"ORDER BY ts, meter, channel, archive LIMIT ?", [*args, limit]) as cur:
+                rows = await cur.fetchall()
+        return [Reading(*r) for r in rows]
+
     async def query_events(self, *, meter: str | None = None, ts_from: int | None = None,
                            ts_to: int | None = None, page: int = 1, per_page: int = 100,
                            ) -> tuple[list[Event], int]:

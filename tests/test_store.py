@@ -263,6 +263,24 @@ async def test_query_readings_filters_orders_and_pages(store):
         await store.query_readings(per_page=0)
 
 
+async def test_walking_all_readings_by_key_survives_pruning_and_backfill_meanwhile(store):
+    # `pollerd readings` walks the whole table while the daemon runs. By OFFSET, pruning the two oldest rows
+    # after the first page of two skipped the next two; a backfill before the page printed a row twice.
+    await store.write([rd(t) for t in (10, 20, 30, 40, 50, 60)])
+    seen = [r.ts for r in await store.readings_after(None, limit=2)]
+    await store.evict(sinks=[], limit=2)               # the oldest two go
+    await store.write([rd(5), rd(35, meter="m0")])      # a backfill lands before and inside what is left
+    after = (20, "m1", "A+", "current")
+    while page := await store.readings_after(after, limit=2):
+        seen += [r.ts for r in page]
+        after = (page[-1].ts, page[-1].meter, page[-1].channel, page[-1].archive)
+    assert seen == [10, 20, 30, 35, 40, 50, 60]
+    # filters narrow it; the key goes on from where the last page ended
+    assert [r.ts for r in await store.readings_after((30, "m1", "A+", "current"), meter="m1")] == [40, 50, 60]
+    by_page, _ = await store.query_readings(per_page=2, page=2)  # what the CLI did: 30 was never printed
+    assert [r.ts for r in by_page] == [35, 40]
+
+
 async def test_events_are_unique_and_closed_by_a_later_read(store):
     ev = Event("m1", "power_off", 1000)
     await store.write([], [ev, ev])
