@@ -241,6 +241,29 @@ async def test_no_reply_ends_the_cycle_and_the_next_one_signs_in_afresh(tmp_path
     await drv.close()
 
 
+async def test_no_reply_mid_cycle_keeps_the_stations_already_read_and_the_silent_one_goes_last(
+        tmp_path: Path, server: RstechServer) -> None:
+    # Station 2's archive never answers (a query the server cannot finish): the stations read before it are
+    # kept with their positions, and the next cycle reads it last so it cannot starve the ones after it.
+    server.add_station(3, equipment_type_id=1)
+    server.add_record(3, "hourly", NOW - 3600, {"P": 1.0, "T": 2.0, "Vnakwork": 3.0, "Vnakpriv": 4.0})
+    server.fail("channel_data", "hang", times=100, station_id=2, archive_type="hourly")
+    drv = make_driver(tmp_path, server.url, waiting="1s", extra='read = ["hourly"]\n')
+    res = await drv.poll(NOW)
+    assert res.answered and "station 2 hourly page 1: no reply within 1 s" in res.error
+    assert {r.meter for r in res.readings} == {"acct:1"} and len(res.readings) == 12
+    pos = dict(res.state)["rstech.positions:acct"]
+    assert pos["1"]["hourly"] == NOW - 3600 and pos["1"]["seen"] == NOW - 3600
+    assert "hourly" not in pos.get("2", {}) and "hourly" not in pos.get("3", {})
+    drv._positions = pos
+    res2 = await drv.poll(NOW + 60)
+    assert "station 2 hourly page 1: no reply within 1 s" in res2.error
+    assert {r.meter for r in res2.readings} == {"acct:3"}   # station 1 is quiet, station 3 is read now
+    order = [q["station_id"] for p, q in server.log if p == "channel_data"]
+    assert order[-2:] == ["3", "2"], order
+    await drv.close()
+
+
 async def test_many_failing_stations_end_the_cycle_early(tmp_path: Path, server: RstechServer) -> None:
     for sid in range(3, 12):
         server.add_station(sid)
