@@ -173,6 +173,21 @@ async def test_archives_are_read_incrementally_and_quiet_stations_are_skipped(tm
         await store.close()
 
 
+async def test_channel_codes_spelled_as_in_the_seed_example_get_the_dictionary_unit(tmp_path: Path,
+                                                                                    server: RstechServer) -> None:
+    # Seed 000 §3.3's hourly record says "VNakwork"/"VNakpriv"; its dictionary (§3.4.2, БК hourly) says
+    # "Vnakwork"/"Vnakpriv" for the same channels. The code is stored as sent, the unit is the dictionary's.
+    server.add_record(1, "hourly", NOW, {"T": 25.193481, "VNakpriv": 89519.01, "VNakwork": 292537.06,
+                                         "P": 0.9954071})
+    drv = make_driver(tmp_path, server.url, extra='read = ["hourly"]\n')
+    res = await drv.poll(NOW)
+    await drv.close()
+    assert res.ok, res.error
+    got = {(r.channel, r.ts): (r.value, r.unit) for r in res.readings if r.meter == "acct:1"}
+    assert got[("VNakwork", NOW)] == (292537.06, "m³") and got[("VNakpriv", NOW)] == (89519.01, "m³")
+    assert got[("Vnakwork", NOW - 3600)] == (1001.0, "m³") and got[("T", NOW)] == (25.193481, "°C")
+
+
 async def test_expired_session_signs_in_again_and_the_cycle_completes(tmp_path: Path,
                                                                      server: RstechServer) -> None:
     drv = make_driver(tmp_path, server.url)

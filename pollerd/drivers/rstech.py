@@ -340,6 +340,21 @@ class _Dictionaries:
     types: dict[int, dict[str, Any]] = field(default_factory=dict)
     # (equipment type, archive, channel code) -> (unit, channel name)
     channels: dict[tuple[int, str, str], tuple[str, str]] = field(default_factory=dict)
+    _folded: dict[tuple[int, str, str], tuple[str, str]] | None = None   # built on first use
+
+    def channel(self, tid: int, kind: str, code: str) -> tuple[str, str]:
+        """(unit, channel name) of a record's channel code; ("", "") when the dictionary does not list it.
+        Seed 000 spells the same channel "VNakwork" in a record (§3.3) and "Vnakwork" in the dictionary
+        (§3.4.2), so a code the dictionary lacks is matched without regard to case, if that is unambiguous."""
+        hit = self.channels.get((tid, kind, code))
+        if hit is not None:
+            return hit
+        if self._folded is None:
+            folded: dict[tuple[int, str, str], set[tuple[str, str]]] = {}
+            for (t, k, c), v in self.channels.items():
+                folded.setdefault((t, k, c.casefold()), set()).add(v)
+            self._folded = {key: next(iter(vs)) for key, vs in folded.items() if len(vs) == 1}
+        return self._folded.get((tid, kind, code.casefold()), ("", ""))
 
 
 class RstechDriver:
@@ -566,13 +581,12 @@ class RstechDriver:
 
     def _readings(self, device: str, st: Station, kind: str, recs: Iterable[Record]) -> list[Reading]:
         tid = st.equipment_type_id if st.equipment_type_id is not None else -1
-        ch = self._dicts.channels
         out = []
         for r in recs:
             for code, v in r.values:
                 if v is None:
                     continue
-                unit = ch.get((tid, kind, code), ("", ""))[0]
+                unit = self._dicts.channel(tid, kind, code)[0]
                 out.append(Reading(device, code, kind, r.event_time, v, unit))
         return out
 
@@ -581,7 +595,7 @@ class RstechDriver:
         out = []
         for r in recs:
             for code, v in r.values:
-                unit, title = self._dicts.channels.get((tid, "nesht", code), ("", ""))
+                unit, title = self._dicts.channel(tid, "nesht", code)
                 text = f"{title or code}: {'' if v is None else f'{v:g}'}{(' ' + unit) if unit else ''}".strip()
                 out.append(Event(device, f"nesht.{code}", r.event_time, None, text))
         return out
