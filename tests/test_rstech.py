@@ -295,6 +295,7 @@ def test_parsers() -> None:
     assert normalise_unit("м<sup>3</sup>") == "m³" and normalise_unit("°С") == "°C"
     assert normalise_unit("кгс/см<sup>2</sup>") == "kgf/cm²" and normalise_unit(None) == ""
     assert normalise_unit("furlong") == "furlong"
+    assert normalise_unit("с") == "с"   # the second (GOST 8.417), e.g. an operating time: not °C
     p = parse_page({"data": [1], "total_pages": 3, "current_page": 2, "next_page": 3}, "x", 2)
     assert p.items == (1,) and p.next_page == 3
     assert parse_page({"data": [], "next_page": None}, "x", 1).next_page is None
