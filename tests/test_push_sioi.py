@@ -582,3 +582,18 @@ async def test_a_store_failure_at_start_is_retried_not_raised(tmp_path: Path) ->
         finally:
             await run.stop()
         assert fails == [0] and len(server.uploads) == 1 and run.state.failures == 2
+
+
+def test_secrets_are_scrubbed_also_when_echoed_url_encoded() -> None:
+    # auth_format = "form" sends the password form-encoded; a service echoing its request body must not
+    # leak it in that spelling either.
+    from types import SimpleNamespace
+    from pollerd.push.sioi import SioiClient
+    from pollerd.push.sioi_config import SioiOptions
+    pw = "S3cret pass&word$"
+    sink = SimpleNamespace(url="http://127.0.0.1:1", password=SimpleNamespace(reveal=lambda: pw), name="s")
+    opts = SioiOptions(form_code="F", template=(), template_path="t.xml", period="daily")  # type: ignore[arg-type]
+    client = SioiClient(sink, opts)  # type: ignore[arg-type]
+    body = b"bad request: login=gw%40example.org&password=S3cret+pass%26word%24"
+    text = client._describe(400, body, "text/plain")
+    assert "S3cret" not in text and "***" in text

@@ -173,6 +173,21 @@ async def test_archives_are_read_incrementally_and_quiet_stations_are_skipped(tm
         await store.close()
 
 
+async def test_channel_codes_spelled_as_in_the_seed_example_get_the_dictionary_unit(tmp_path: Path,
+                                                                                    server: RstechServer) -> None:
+    # Seed 000 §3.3's hourly record says "VNakwork"/"VNakpriv"; its dictionary (§3.4.2, БК hourly) says
+    # "Vnakwork"/"Vnakpriv" for the same channels. The code is stored as sent, the unit is the dictionary's.
+    server.add_record(1, "hourly", NOW, {"T": 25.193481, "VNakpriv": 89519.01, "VNakwork": 292537.06,
+                                         "P": 0.9954071})
+    drv = make_driver(tmp_path, server.url, extra='read = ["hourly"]\n')
+    res = await drv.poll(NOW)
+    await drv.close()
+    assert res.ok, res.error
+    got = {(r.channel, r.ts): (r.value, r.unit) for r in res.readings if r.meter == "acct:1"}
+    assert got[("VNakwork", NOW)] == (292537.06, "m³") and got[("VNakpriv", NOW)] == (89519.01, "m³")
+    assert got[("Vnakwork", NOW - 3600)] == (1001.0, "m³") and got[("T", NOW)] == (25.193481, "°C")
+
+
 async def test_expired_session_signs_in_again_and_the_cycle_completes(tmp_path: Path,
                                                                      server: RstechServer) -> None:
     drv = make_driver(tmp_path, server.url)
@@ -241,6 +256,29 @@ async def test_no_reply_ends_the_cycle_and_the_next_one_signs_in_afresh(tmp_path
     await drv.close()
 
 
+async def test_no_reply_mid_cycle_keeps_the_stations_already_read_and_the_silent_one_goes_last(
+        tmp_path: Path, server: RstechServer) -> None:
+    # Station 2's archive never answers (a query the server cannot finish): the stations read before it are
+    # kept with their positions, and the next cycle reads it last so it cannot starve the ones after it.
+    server.add_station(3, equipment_type_id=1)
+    server.add_record(3, "hourly", NOW - 3600, {"P": 1.0, "T": 2.0, "Vnakwork": 3.0, "Vnakpriv": 4.0})
+    server.fail("channel_data", "hang", times=100, station_id=2, archive_type="hourly")
+    drv = make_driver(tmp_path, server.url, waiting="1s", extra='read = ["hourly"]\n')
+    res = await drv.poll(NOW)
+    assert res.answered and "station 2 hourly page 1: no reply within 1 s" in res.error
+    assert {r.meter for r in res.readings} == {"acct:1"} and len(res.readings) == 12
+    pos = dict(res.state)["rstech.positions:acct"]
+    assert pos["1"]["hourly"] == NOW - 3600 and pos["1"]["seen"] == NOW - 3600
+    assert "hourly" not in pos.get("2", {}) and "hourly" not in pos.get("3", {})
+    drv._positions = pos
+    res2 = await drv.poll(NOW + 60)
+    assert "station 2 hourly page 1: no reply within 1 s" in res2.error
+    assert {r.meter for r in res2.readings} == {"acct:3"}   # station 1 is quiet, station 3 is read now
+    order = [q["station_id"] for p, q in server.log if p == "channel_data"]
+    assert order[-2:] == ["3", "2"], order
+    await drv.close()
+
+
 async def test_many_failing_stations_end_the_cycle_early(tmp_path: Path, server: RstechServer) -> None:
     for sid in range(3, 12):
         server.add_station(sid)
@@ -257,6 +295,7 @@ def test_parsers() -> None:
     assert normalise_unit("м<sup>3</sup>") == "m³" and normalise_unit("°С") == "°C"
     assert normalise_unit("кгс/см<sup>2</sup>") == "kgf/cm²" and normalise_unit(None) == ""
     assert normalise_unit("furlong") == "furlong"
+    assert normalise_unit("с") == "с"   # the second (GOST 8.417), e.g. an operating time: not °C
     p = parse_page({"data": [1], "total_pages": 3, "current_page": 2, "next_page": 3}, "x", 2)
     assert p.items == (1,) and p.next_page == 3
     assert parse_page({"data": [], "next_page": None}, "x", 1).next_page is None

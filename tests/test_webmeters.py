@@ -247,7 +247,8 @@ def test_call_encoding_round_trips() -> None:
 @pytest.mark.parametrize("units, expect", [
     ("кВтч", ("Wh", 1000.0)), ("кВт*ч", ("Wh", 1000.0)), ("кВт·ч", ("Wh", 1000.0)), ("Вт*ч", ("Wh", 1.0)),
     ("м3", ("m³", 1.0)), ("м³", ("m³", 1.0)), ("л", ("m³", 0.001)), ("Гкал", ("Wh", 1_163_000.0)),
-    ("°C", ("°C", 1.0)), ("попугаи", ("попугаи", 1.0)), ("", ("", 1.0)),
+    ("°C", ("°C", 1.0)), ("°С", ("°C", 1.0)), ("попугаи", ("попугаи", 1.0)), ("", ("", 1.0)),
+    ("с", ("с", 1.0)), ("c", ("c", 1.0)),   # "с" is the second in Russian units, not a temperature
 ])
 def test_units(units: str, expect: tuple[str, float]) -> None:
     assert wm.normalise_unit(units) == expect

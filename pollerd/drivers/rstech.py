@@ -24,7 +24,8 @@ A cycle:
 A bad page (HTML error page, truncated JSON, wrong types, missing fields, a page that repeats) fails that
 station's archive only: nothing of it is stored, its position stays, the next cycle retries it. No reply
 at all, a refused sign-in or several stations failing in a row end the cycle early (the server is in trouble
-and each further request would cost the same). Sign-out on shutdown.
+and each further request would cost the same); what the stations before gave is kept with its positions, and
+a station that got no reply is read last in the next cycle. Sign-out on shutdown.
 
 Parsing is sans-I/O (``parse_*`` functions below), the session I/O is :class:`RstechSession`.
 """
@@ -200,7 +201,7 @@ def parse_record(item: object, what: str) -> Record:
 
 _UNIT_TAG = re.compile(r"</?su[pb]>", re.I)
 _UNITS = {"м3": "m³", "м^3": "m³", "m3": "m³", "м³": "m³", "м3/ч": "m³/h", "м³/ч": "m³/h", "°с": "°C", "°c": "°C",
-          "с": "°C", "градс": "°C", "кпа": "kPa", "мпа": "MPa", "па": "Pa", "бар": "bar", "кгс/см2": "kgf/cm²",
+          "градс": "°C", "кпа": "kPa", "мпа": "MPa", "па": "Pa", "бар": "bar", "кгс/см2": "kgf/cm²",
           "кгс/см²": "kgf/cm²", "гкал": "Gcal", "гкал/ч": "Gcal/h", "квт*ч": "kWh", "квт·ч": "kWh", "квтч": "kWh",
           "квт": "kW", "вт": "W", "ч": "h", "мин": "min", "т": "t", "т/ч": "t/h", "%": "%"}
 
@@ -339,6 +340,21 @@ class _Dictionaries:
     types: dict[int, dict[str, Any]] = field(default_factory=dict)
     # (equipment type, archive, channel code) -> (unit, channel name)
     channels: dict[tuple[int, str, str], tuple[str, str]] = field(default_factory=dict)
+    _folded: dict[tuple[int, str, str], tuple[str, str]] | None = None   # built on first use
+
+    def channel(self, tid: int, kind: str, code: str) -> tuple[str, str]:
+        """(unit, channel name) of a record's channel code; ("", "") when the dictionary does not list it.
+        Seed 000 spells the same channel "VNakwork" in a record (§3.3) and "Vnakwork" in the dictionary
+        (§3.4.2), so a code the dictionary lacks is matched without regard to case, if that is unambiguous."""
+        hit = self.channels.get((tid, kind, code))
+        if hit is not None:
+            return hit
+        if self._folded is None:
+            folded: dict[tuple[int, str, str], set[tuple[str, str]]] = {}
+            for (t, k, c), v in self.channels.items():
+                folded.setdefault((t, k, c.casefold()), set()).add(v)
+            self._folded = {key: next(iter(vs)) for key, vs in folded.items() if len(vs) == 1}
+        return self._folded.get((tid, kind, code.casefold()), ("", ""))
 
 
 class RstechDriver:
@@ -353,6 +369,7 @@ class RstechDriver:
         self._positions: dict[str, dict[str, int]] | None = None   # cache when there is no store (one-shot)
         self._settings_at: dict[int, float] = {}
         self._devices: dict[str, dict[str, object]] = {}
+        self._silent: set[int] = set()    # stations whose last read got no reply: read last next cycle
 
     # -- Driver protocol -------------------------------------------------------------------------------------
 
@@ -409,6 +426,9 @@ class RstechDriver:
             await self._refresh_dictionaries(types, now)
 
         kinds = [k for k in self.ctx.meter.read if k in ARCHIVES or k == "nesht"]
+        # A station that got no reply last cycle goes last (stable order otherwise): one station whose
+        # archive query never finishes must not keep the stations after it from ever being read.
+        stations.sort(key=lambda s: s.id in self._silent)
         readings: list[Reading] = []
         events: list[Event] = []
         errors: list[str] = []
@@ -423,39 +443,21 @@ class RstechDriver:
                     all(k in pos for k in kinds):
                 skipped += 1
                 continue
-            ok = True
-            for kind in kinds:
-                try:
-                    recs = await self._archive(st, kind, pos.get(kind), now)
-                except (CloudUnreachable, CloudAuthError):
-                    raise
-                except CloudError as exc:
-                    errors.append(str(exc))  # names the station, archive and page
-                    ok = False
-                    continue
-                last = pos.get(kind)
-                # Everything in the window goes to the store, the overlap too: a record the server got late
-                # (a station that called in after a gap) has an older time than the saved position, and the
-                # natural key drops what is already stored.
-                if kind == "nesht":
-                    events.extend(self._events(device, st, recs))
+            try:
+                ok = await self._station(st, device, kinds, pos, now, readings, events, errors)
+            except (CloudUnreachable, CloudAuthError) as exc:
+                # No reply (or the sign-in refused): every further request would wait out the same timeout,
+                # so the cycle ends here. What the stations before this one gave is complete and is kept,
+                # with their positions; this station's finished archives too.
+                if isinstance(exc, CloudAuthError):
+                    cloud.raise_alarm(self.ctx.state, "auth", str(exc))
                 else:
-                    readings.extend(self._readings(device, st, kind, recs))
-                newest = max((r.event_time for r in recs), default=None)
-                if newest is not None and (last is None or newest > last):
-                    pos[kind] = newest
-                elif last is None:
-                    # nothing in the window yet: remember where we looked so the next cycle starts there
-                    pos[kind] = int(now - self.ctx.meter.data_polling_length)
-            if "settings" in self.ctx.meter.read and now - self._settings_at.get(st.id, -math.inf) > SETTINGS_TTL:
-                try:
-                    await self._settings(st)
-                    self._settings_at[st.id] = now
-                except (CloudUnreachable, CloudAuthError):
-                    raise
-                except CloudError as exc:
-                    errors.append(str(exc))
-                    ok = False
+                    self._silent.add(st.id)
+                errors.append(str(exc))
+                if i + 1 < len(stations):
+                    aborted = f"no reply, {len(stations) - i - 1} station(s) left for the next cycle; "
+                break
+            self._silent.discard(st.id)
             if ok:
                 failed_in_a_row = 0
                 if st.last_session is not None:
@@ -470,6 +472,7 @@ class RstechDriver:
             self.ctx.log.debug("%s: %d station(s) skipped: no communication session since their last read", name,
                                skipped)
         known = {str(s.id) for s in stations}
+        self._silent &= {s.id for s in stations}
         self._devices = {k: v for k, v in self._devices.items() if k in known}
         cloud.set_devices(self.ctx.state, self._devices)
         positions = {k: v for k, v in positions.items() if k in known}
@@ -480,6 +483,45 @@ class RstechDriver:
             error = aborted + f"{len(errors)} failed request(s): " + "; ".join(errors[:3]) + \
                 (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
         return PollResult(tuple(readings), tuple(events), True, error, ((self.state_key, positions),))
+
+    async def _station(self, st: Station, device: str, kinds: list[str], pos: dict[str, int], now: float,
+                       readings: list[Reading], events: list[Event], errors: list[str]) -> bool:
+        """One station's archives (and settings); False when any of them failed. Raises CloudUnreachable /
+        CloudAuthError, which end the cycle."""
+        ok = True
+        for kind in kinds:
+            try:
+                recs = await self._archive(st, kind, pos.get(kind), now)
+            except (CloudUnreachable, CloudAuthError):
+                raise
+            except CloudError as exc:
+                errors.append(str(exc))  # names the station, archive and page
+                ok = False
+                continue
+            last = pos.get(kind)
+            # Everything in the window goes to the store, the overlap too: a record the server got late
+            # (a station that called in after a gap) has an older time than the saved position, and the
+            # natural key drops what is already stored.
+            if kind == "nesht":
+                events.extend(self._events(device, st, recs))
+            else:
+                readings.extend(self._readings(device, st, kind, recs))
+            newest = max((r.event_time for r in recs), default=None)
+            if newest is not None and (last is None or newest > last):
+                pos[kind] = newest
+            elif last is None:
+                # nothing in the window yet: remember where we looked so the next cycle starts there
+                pos[kind] = int(now - self.ctx.meter.data_polling_length)
+        if "settings" in self.ctx.meter.read and now - self._settings_at.get(st.id, -math.inf) > SETTINGS_TTL:
+            try:
+                await self._settings(st)
+                self._settings_at[st.id] = now
+            except (CloudUnreachable, CloudAuthError):
+                raise
+            except CloudError as exc:
+                errors.append(str(exc))
+                ok = False
+        return ok
 
     def _metadata(self, st: Station) -> dict[str, object]:
         d: dict[str, object] = {"name": st.name, "model": st.brand, "equipment_id": st.equipment_id,
@@ -539,13 +581,12 @@ class RstechDriver:
 
     def _readings(self, device: str, st: Station, kind: str, recs: Iterable[Record]) -> list[Reading]:
         tid = st.equipment_type_id if st.equipment_type_id is not None else -1
-        ch = self._dicts.channels
         out = []
         for r in recs:
             for code, v in r.values:
                 if v is None:
                     continue
-                unit = ch.get((tid, kind, code), ("", ""))[0]
+                unit = self._dicts.channel(tid, kind, code)[0]
                 out.append(Reading(device, code, kind, r.event_time, v, unit))
         return out
 
@@ -554,7 +595,7 @@ class RstechDriver:
         out = []
         for r in recs:
             for code, v in r.values:
-                unit, title = self._dicts.channels.get((tid, "nesht", code), ("", ""))
+                unit, title = self._dicts.channel(tid, "nesht", code)
                 text = f"{title or code}: {'' if v is None else f'{v:g}'}{(' ' + unit) if unit else ''}".strip()
                 out.append(Event(device, f"nesht.{code}", r.event_time, None, text))
         return out

@@ -39,6 +39,7 @@ import aiohttp
 import orjson
 
 from pollerd.config import SinkConfig
+from pollerd.drivers.cloud import scrub
 from pollerd.errors import SinkError, StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Reading
@@ -144,9 +145,8 @@ class SioiClient:
         self.requests = 0
 
     def _scrub(self, text: str) -> str:
-        for s in (*self._secrets, *((self._token,) if self._token else ())):
-            text = text.replace(s, "***")
-        return text
+        # also the URL-encoded spellings: a form login (auth_format = "form") echoed back shows those
+        return scrub(text, (*self._secrets, *((self._token,) if self._token else ())))
 
     def _ssl(self) -> ssl.SSLContext | bool:
         return ssl_option(self._sink)  # a sioi sink takes no client_cert: verify_tls and ca_file only
