@@ -14,7 +14,7 @@ import pytest
 from pollerd.config import load_config
 from pollerd.drivers import saures as sa
 from pollerd.drivers.base import DriverContext
-from pollerd.errors import CloudError
+from pollerd.errors import CloudError, ConfigError
 from pollerd.metrics import Registry
 from pollerd.state import MeterState
 
@@ -38,8 +38,8 @@ async def fake() -> AsyncIterator[FakeSaures]:
         await f.stop()
 
 
-def driver(tmp_path: Path, url: str, *, password: str = PASSWORD, read: str = '["meters", "controllers"]'
-           ) -> sa.SauresDriver:
+def driver(tmp_path: Path, url: str, *, password: str = PASSWORD, read: str = '["meters", "controllers"]',
+           extra: str = "") -> sa.SauresDriver:
     (tmp_path / "pw").write_text(password + "\n", encoding="utf-8")
     p = tmp_path / "pollerd.toml"
     p.write_text(f'''
@@ -52,7 +52,7 @@ password_file = "pw"
 read = {read}
 waiting_time = "10s"
 timezone = "Europe/Moscow"
-''', encoding="utf-8")
+{extra}''', encoding="utf-8")
     mc = load_config(p, environ={}).meters[0]
     st = MeterState(mc.name, mc.protocol, mc.line, 0, 3600.0)
     return sa.SauresDriver(DriverContext(mc, None, st, Registry(), log=logging.getLogger("test")))
@@ -100,6 +100,23 @@ async def test_poll_reads_flats_meters_and_controllers(tmp_path: Path, fake: Fak
         assert res.ok and fake.logins == 1 and fake.requests.count("login") == 1
     finally:
         await drv.close()
+
+
+async def test_the_units_the_server_sends_are_an_entry_key(tmp_path: Path, fake: FakeSaures) -> None:
+    # Seed 002's text says litres and Wh, its examples read like m³ and kWh: an installer checks one meter's
+    # display and says which; the stored channels keep their units (m³, Wh).
+    drv = driver(tmp_path, fake.url, extra='volume_unit = "m3"\nenergy_unit = "kWh"\n')
+    try:
+        res = await drv.poll(TS)
+        got = table(res.readings)
+    finally:
+        await drv.close()
+    assert got[("flatco:13-02-26472-AB", "V.hot")][:2] == (99896.0, "m³")
+    assert got[("flatco:AA123-88", "A+")][:2] == (5000.0, "Wh")
+    assert got[("flatco:AA123-88", "A+.T3")][:2] == (2700.0, "Wh")
+    assert got[("flatco:227714-4", "T")] == EXPECTED[("flatco:227714-4", "T")]
+    with pytest.raises(ConfigError, match=r"meters\[0\]\.volume_unit: expected one of 'l', 'm3', got 'litre'"):
+        driver(tmp_path, fake.url, extra='volume_unit = "litre"\n')
 
 
 async def test_repeated_flats_and_meters_are_read_once(tmp_path: Path, fake: FakeSaures) -> None:

@@ -96,7 +96,8 @@ OPTION_PARSERS: dict[Protocol, tuple[frozenset[str], str]] = {
     Protocol.RSTECH: (frozenset({"verify_tls", "ca_file", "per_page", "archive_overlap", "stations"}),
                       "pollerd.drivers.rstech:parse_options"),
     Protocol.WEBMETERS: (frozenset({"verify_tls", "ca_file"}), "pollerd.drivers.cloud:parse_options"),
-    Protocol.SAURES: (frozenset({"verify_tls", "ca_file"}), "pollerd.drivers.cloud:parse_options"),
+    Protocol.SAURES: (frozenset({"verify_tls", "ca_file", "volume_unit", "energy_unit"}),
+                      "pollerd.drivers.saures:parse_options"),
 }
 
 

@@ -9,9 +9,9 @@ What becomes readings (archive ``current``; ``ts`` is the controller's ``readout
 reached the server, in the entry's ``timezone`` — so an unchanged readout is not stored twice — or the poll
 time when the server gives none):
 
-* meter ``{entry}:{meter sn}``: type 1 ``V.cold``, 2 ``V.hot``, 3 ``V.gas`` (litres -> m³), 4 ``leak``,
-  6 ``valve.command``, 9 ``contact``, 10 ``valve`` (unit ``state``), 5 ``T`` (°C), 7 ``E.heat`` and 8 ``A+``
-  (Wh); multi-tariff ``vals`` add ``<channel>.T1``...; the meter's ``state`` number is the readings' quality
+* meter ``{entry}:{meter sn}``: type 1 ``V.cold``, 2 ``V.hot``, 3 ``V.gas`` (m³; the server's litres, or m³
+  with ``volume_unit = "m3"``), 4 ``leak``, 6 ``valve.command``, 9 ``contact``, 10 ``valve`` (unit ``state``),
+  5 ``T`` (°C), 7 ``E.heat`` and 8 ``A+`` (Wh; ``energy_unit = "kWh"`` if the server sends kWh); multi-tariff ``vals`` add ``<channel>.T1``...; the meter's ``state`` number is the readings' quality
   (``good`` for 0, else ``state.<n>``; its text is in the device list);
 * controller ``{entry}:{controller sn}`` (``read = ["controllers"]``): ``battery`` (%), ``rssi`` (dBm),
   ``last_connection`` (unix seconds, unit ``s``).
@@ -26,13 +26,13 @@ import datetime as _dt
 import math
 import zoneinfo
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import aiohttp
 
 from ..errors import CloudAuthError, CloudError, CloudUnreachable
 from ..model import Archive, Reading
-from . import cloud
+from . import OptionError, cloud
 from .base import DriverContext, PollResult
 
 DEFAULT_URL = "https://lk.saures.ru"
@@ -53,6 +53,36 @@ TYPES: dict[int, tuple[str, str, float]] = {
     9: ("contact", "state", 1.0),      # 0 deactivated, 1 activated
     10: ("valve", "state", 1.0),       # 0 no module, 1 unknown, 2 open, 3 closed
 }
+# Seed 002's text gives litres for water and gas and Wh for heat and electricity, but its example values
+# (hot water "99.896", electricity "5.0" with tariffs "2.3"/"2.7") read like m³ and kWh. Which the server
+# really sends is an entry key, checked once against a meter's display; the default follows the text.
+VOLUME_UNITS: dict[str, float] = {"l": 0.001, "m3": 1.0}     # -> m³
+ENERGY_UNITS: dict[str, float] = {"Wh": 1.0, "kWh": 1000.0}  # -> Wh
+
+
+@dataclass(frozen=True, slots=True)
+class SauresOptions(cloud.CloudOptions):
+    volume_unit: str = "l"
+    energy_unit: str = "Wh"
+
+    def factors(self) -> dict[int, float]:
+        """Type number -> factor from the server's value to the channel's unit."""
+        v, e = VOLUME_UNITS[self.volume_unit], ENERGY_UNITS[self.energy_unit]
+        return {1: v, 2: v, 3: v, 7: e, 8: e}
+
+
+def parse_options(raw: Mapping[str, object], base_dir: str) -> SauresOptions:
+    """drivers.OPTION_PARSERS entry: the TLS keys and the units the server sends values in."""
+    kw: dict[str, Any] = cloud.parse_tls_options(raw, base_dir)
+    for key, allowed in (("volume_unit", VOLUME_UNITS), ("energy_unit", ENERGY_UNITS)):
+        if key in raw:
+            if raw[key] not in allowed:
+                raise OptionError(f"expected one of {', '.join(repr(a) for a in allowed)}, got {raw[key]!r}",
+                                  (key,))
+            kw[key] = raw[key]
+    return SauresOptions(**kw)
+
+
 _TIME_FORMATS = ("%d.%m.%Y %H:%M", "%d.%m.%Y %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
 
 
@@ -136,7 +166,7 @@ class FlatPage:
 
 
 def parse_meters(entry: str, flat: object, data: dict[str, Any], *, ts: int, tz: zoneinfo.ZoneInfo,
-                 controllers: bool, meters: bool) -> FlatPage:
+                 controllers: bool, meters: bool, factors: Mapping[int, float] | None = None) -> FlatPage:
     """One flat's ``/api/meter/meters/`` data. Raises CloudError on the first malformed field: a page is
     taken whole or not at all."""
     sensors = data.get("sensors")
@@ -194,6 +224,7 @@ def parse_meters(entry: str, flat: object, data: dict[str, Any], *, ts: int, tz:
             if not meters:
                 continue
             channel, unit, factor = TYPES[mtype]
+            factor = (factors or {}).get(mtype, factor)
             quality = "good" if snum == 0 else f"state.{snum}"
             name = cloud.device_name(entry, dev)
             if "value" not in m:
@@ -228,6 +259,8 @@ class SauresDriver:
         self._password = self.mc.password.reveal() if self.mc.password else ""
         self._session: aiohttp.ClientSession | None = None
         self._sid: str | None = None
+        opts = self.mc.options if isinstance(self.mc.options, SauresOptions) else SauresOptions()
+        self._factors = opts.factors()
         self.logins = 0
         self.requests = 0
 
@@ -305,7 +338,7 @@ class SauresDriver:
                 try:
                     page = parse_meters(self.mc.name, fid, await self._get(METERS, f"flat {fid}", flat_id=fid),
                                         ts=ts, tz=tz, controllers="controllers" in self.mc.read,
-                                        meters="meters" in self.mc.read)
+                                        meters="meters" in self.mc.read, factors=self._factors)
                 except (CloudAuthError, CloudUnreachable):
                     raise  # every further flat would fail or wait out the same timeout
                 except CloudError as exc:
