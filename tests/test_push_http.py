@@ -190,6 +190,8 @@ async def test_basic_auth_header(upstream):
                                               (408, TransientSinkError), (429, TransientSinkError),
                                               (400, PermanentSinkError), (422, PermanentSinkError),
                                               (401, TransientSinkError), (403, TransientSinkError),
+                                              (404, TransientSinkError), (405, TransientSinkError),
+                                              (413, TransientSinkError), (409, PermanentSinkError),
                                               (307, TransientSinkError)])
 async def test_status_classification(upstream, status, exc_type):
     upstream.script = [Reply(status, body="x" * 500)]

@@ -259,6 +259,16 @@ class HttpPushClient:
             # whole outage; retry until the token is fixed, as an MQTT broker refusing the login is.
             raise TransientSinkError(self._scrub(msg + "; check the sink's credentials"), kind="auth",
                                      status=status)
+        if status in (404, 405):
+            # The url names no receiver (a typo, a path moved in a deploy, a proxy without the route): every
+            # batch would be refused alike, and parking would skip the whole misconfiguration. Retry.
+            raise TransientSinkError(self._scrub(msg + "; no receiver at this url: check the sink url"),
+                                     kind="http", status=status)
+        if status == 413:
+            # Too large is about the batch's size, not its readings: a smaller batch_size gets it through
+            # (batches are cut anew after a restart).
+            raise TransientSinkError(self._scrub(msg + "; lower the sink's batch_size"), kind="http",
+                                     status=status)
         if status in (408, 429) or status >= 500 or status < 200:
             raise TransientSinkError(self._scrub(msg), kind="http", status=status)
         raise PermanentSinkError(self._scrub(msg), status=status)
