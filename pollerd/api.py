@@ -254,7 +254,7 @@ class _Api:
                 (reasons if failing > lim.sink_failing_seconds else warnings).append(msg)
             n = parked.get(s.name, 0)
             if n > 0:
-                reasons.append(f"sink {s.name} has {n} parked (refused) batch(es)")
+                reasons.append(f"sink {s.name} has {n} parked (refused) batch(es): pollerd parked")
             for kind, text in s.alarms.items():
                 reasons.append(f"sink {s.name} {kind}: {text}")
         return reasons, warnings

@@ -317,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     sioi_cli.configure_parser(s)
     s.set_defaults(func=sioi_cli.run)
 
+    from . import parked_cli
+    s = sub.add_parser("parked", help="batches a sink's receiver refused for good: list; --retry / --release one")
+    parked_cli.configure_parser(s)
+    s.set_defaults(func=parked_cli.run)
+
     s = sub.add_parser("webmeters-key", help="get a WebMeters api key by SMS (apiSendKeyRequest, apiGetKey) "
                                              "and print it for the config")
     s.add_argument("--url", default="http://api.webmeters.ru/1.0/", help="API endpoint (default: %(default)s)")

@@ -223,7 +223,7 @@ async def test_health_parked_batches(env):
     assert (await env.get("/health"))[0] == 200
     await env.store.park("up", 1, 2, "HTTP 400")
     status, body, _ = await env.get("/health")
-    assert status == 503 and body["reasons"] == ["sink up has 1 parked (refused) batch(es)"]
+    assert status == 503 and body["reasons"] == ["sink up has 1 parked (refused) batch(es): pollerd parked"]
     [p] = await env.store.parked("up")
     assert await env.store.unpark(p["id"])
     assert (await env.get("/health"))[0] == 200

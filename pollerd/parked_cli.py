@@ -1,0 +1,92 @@
+"""`pollerd parked`: batches a sink's receiver refused for good (HTTP 400, 422, ...), which the forwarder set
+aside and moved past. Each is a /health reason until an operator decides: send it again now (after the
+receiver was fixed), or release it (the readings stay in the local store until pruned, undelivered)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+from pathlib import Path
+
+import orjson
+
+from pollerd.errors import ConfigError, SinkError
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="the pollerd config file (the sinks' urls and credentials)")
+    p.add_argument("--sink", help="only this sink's batches")
+    p.add_argument("--state-dir", help="default: $STATE_DIRECTORY or /var/lib/pollerd")
+    act = p.add_mutually_exclusive_group()
+    act.add_argument("--retry", type=int, metavar="ID", help="send batch ID again now, through its sink as the "
+                     "config file describes it; forgotten once the receiver confirms it")
+    act.add_argument("--release", type=int, metavar="ID", help="forget batch ID: its readings are not delivered "
+                     "to that sink (they stay in the local store until pruned)")
+    p.add_argument("--json", action="store_true", help="JSON lines")
+
+
+def _when(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pollerd.config import load_config
+    from pollerd.daemon import db_path, default_state_dir
+    from pollerd.store import Store
+
+    cfg = load_config(args.config)
+    db = db_path(cfg, Path(args.state_dir) if args.state_dir else default_state_dir())
+
+    async def main() -> int:
+        store = await (Store.open(db) if args.retry or args.release else Store.open_readonly(db))
+        try:
+            if args.release:
+                if not await store.unpark(args.release):
+                    raise SinkError(f"no parked batch {args.release} (see `pollerd parked --config FILE`)")
+                print(f"batch {args.release} released: it is not delivered; /health no longer counts it")
+                return 0
+            if args.retry:
+                return await _retry(store, cfg, args.retry)
+            for b in await store.parked(args.sink):
+                if args.json:
+                    print(orjson.dumps(b).decode())
+                else:
+                    print(f"{b['id']:>5}  {b['sink']:<16} seq {b['first_seq']}..{b['last_seq']}  parked "
+                          f"{_when(b['ts'])}\n       {b['reason']}")
+            return 0
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+async def _retry(store, cfg, park_id: int) -> int:  # type: ignore[no-untyped-def]
+    from pollerd.push import PermanentSinkError, TransientSinkError, make_client
+
+    batch = next((b for b in await store.parked() if b["id"] == park_id), None)
+    if batch is None:
+        raise SinkError(f"no parked batch {park_id} (see `pollerd parked --config FILE`)")
+    sink = next((s for s in cfg.sinks if s.name == batch["sink"]), None)
+    if sink is None:
+        raise ConfigError(f"batch {park_id} belongs to sink {batch['sink']!r}, which the config no longer has; "
+                          f"release it with --release {park_id}", path=cfg.source)
+    first, last = batch["first_seq"], batch["last_seq"]
+    rows = [r for seq, r in await store.fetch_after(first - 1, last - first + 1) if seq <= last]
+    if not rows:
+        raise SinkError(f"batch {park_id}: its readings are gone from the store (removed by the disk quota); "
+                        f"release it with --release {park_id}")
+    client = make_client(sink, cfg.gateway.name)
+    try:
+        await client.connect()
+        await client.send(rows)
+    except (TransientSinkError, PermanentSinkError) as exc:
+        print(f"batch {park_id} not delivered, still parked: {exc}")
+        return 1
+    finally:
+        await client.close()
+    await store.unpark(park_id)
+    missing = last - first + 1 - len(rows)
+    print(f"batch {park_id}: {len(rows)} readings delivered to {sink.name}"
+          + (f" ({missing} were removed by the disk quota before)" if missing else "") + "; no longer parked")
+    return 0
