@@ -109,7 +109,10 @@ async def scan_line(line: Line, *, primary: Iterable[int] = range(0, 251), secon
             if pos < 0:
                 say(f"secondary {mask}: slaves with identical addresses collide; they cannot be told apart")
                 return
-            digits = "0123456789" if pos < 8 else "0123456789ABCDEF"
+            # The id is decimal; manufacturer, version and medium are hex, but F is the wildcard itself:
+            # "trying" F would send the same colliding mask again, forever. A slave whose digit here really
+            # is F cannot be told from the others by this digit.
+            digits = "0123456789" if pos < 8 else "0123456789ABCDE"
             for d in digits:
                 await search(mask.with_digit(pos, d))
 

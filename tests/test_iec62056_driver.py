@@ -316,3 +316,15 @@ def test_address_parser() -> None:
     for bad in (201, "a b", "x" * 33, "12!"):
         with pytest.raises(OptionError):
             parse_address(bad)
+
+
+def test_a_comma_in_a_value_is_split_only_for_the_all_tariffs_energy_list() -> None:
+    from pollerd.drivers.iec62056 import PROFILES, decode_sets
+    # Only the E = 128 ("all tariffs") energy codes are known to pack total,T1..T4 with commas (Neva 0F0880FF).
+    # Anywhere else a comma is no known list: splitting it stored the digits before it as the value
+    # (1.8.0(0001234,567*kWh) became A+ = 1234000 Wh, plus an invented A+#2 = 567000 Wh).
+    sets = iec.parse_data_block(b"1.8.0(0001234,567*kWh)\r\n32.7.0(230,1*V)\r\n!\r\n")
+    assert [d for d in decode_sets(sets, PROFILES["generic"]) if isinstance(d.value, float)] == []
+    neva = iec.parse_data_block(b"0F0880FF(000046.24,000031.14,000015.10,000000.00,000000.00)")
+    got = {d.channel: d.value for d in decode_sets(neva, PROFILES["neva"])}
+    assert got == {"A.abs": 46240.0, "A.abs.T1": 31140.0, "A.abs.T2": 15100.0, "A.abs.T3": 0.0, "A.abs.T4": 0.0}

@@ -274,3 +274,22 @@ async def test_daemon_polls_mbus_meters_over_tcp_and_pty_and_the_exact_values_ar
     # archive readings are keyed by the meter's stored dates, so re-polling never duplicated them
     archived = [r for r in rows if r.archive != "current"]
     assert len(archived) == len({(r.meter, r.channel, r.ts) for r in archived}) == 7
+
+
+async def test_scan_separates_two_meters_sharing_an_id_by_manufacturer_without_looping() -> None:
+    # Ids are unique per manufacturer only: two makers' meters may carry the same 8 digits. Narrowing then
+    # goes on into the manufacturer digits, where F is a wildcard and never a digit to try (trying it
+    # re-sent the same colliding mask forever, until Python's recursion limit ended the scan).
+    heat = heat_meter(3, "12345678")
+    other = water_meter(7, "12345678")
+    other.manufacturer = "ZRM"
+    bus = SimBus([heat, other])
+    server = await serve_tcp(bus, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    line = Line(LineConfig("bus", "tcp", host="127.0.0.1", port=port, baudrate=9600), LineState("bus", "tcp"),
+                Registry())
+    try:
+        found = await scan_line(line, primary=(), secondary=True, waiting_time=0.03, retries=0)
+    finally:
+        await _shutdown(line, server)
+    assert sorted(f.secondary for f in found) == sorted((heat.secondary, other.secondary))

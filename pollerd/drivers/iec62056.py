@@ -191,12 +191,15 @@ def decode_sets(sets: tuple[iec.DataSet, ...], profile: Profile) -> list[Decoded
         if code is None and profile.hex_obis:
             code = obis.parse(addr)
         values = ds.values
-        # Neva packs tariffs in one value: "(total,T1,T2,T3,T4)" for E = 0x80 ("all tariffs").
-        if len(values) == 1 and "," in values[0].text:
+        # Neva packs tariffs in one value: "(total,T1,T2,T3,T4)" for E = 0x80 ("all tariffs"). That is the
+        # only comma list known; elsewhere a comma stays in the text (no number is made of part of it).
+        all_tariffs = code is not None and code.e == 0x80 and code.d == 8
+        if all_tariffs and len(values) == 1 and "," in values[0].text:
             values = tuple(iec.Value(t.strip(), values[0].unit) for t in values[0].text.split(","))
         mapped = None
         for i, v in enumerate(values):
-            if code is not None and code.e == 0x80 and code.d == 8:
+            if all_tariffs:
+                assert code is not None
                 mapped = obis.channel_of(obis.Obis(code.a, code.b, code.c, code.d, i, code.f))
                 channel = mapped[0] if mapped else f"{addr}#{i + 1}"
             else:
