@@ -165,6 +165,7 @@ def test_malformed_blocks_are_frame_errors(bad: bytes) -> None:
     ("52.7.0", "U.L2"), ("31.7.0", "I.L1"), ("16.7.0", "P"), ("36.7.0", "P.L1"), ("13.7.0", "PF"),
     ("14.7.0", "F"), ("81.7.10", "angle.L1-L2"), ("C.9.0", "T.meter"), ("C.1.0", None), ("1.8.0*12", None), ("1.8.0&12", None),
     ("F.F", None), ("0-0:96.9.0", "T.meter"), ("2-0:1.8.0", None), ("1.8.9", None), ("400B", None),
+    ("1-1:1.8.0", "A+"), ("1-2:1.8.0", None), ("1-2:32.7.0", None),
 ])
 def test_obis_channels(address: str, channel: str | None) -> None:
     code = obis.parse(address)

@@ -87,8 +87,12 @@ _ANGLE = {10: "angle.L1-L2", 20: "angle.L1-L3", 21: "angle.L2-L3"}
 
 @functools.lru_cache(maxsize=4096)
 def channel_of(code: Obis) -> tuple[str, str] | None:
-    """(channel, SI unit) of a current value, or None when pollerd has no name for it."""
-    if not code.current or code.a not in (None, 0, 1):
+    """(channel, SI unit) of a current value, or None when pollerd has no name for it.
+
+    Group B is the measurement channel: only the meter's main one (B absent, 0 or 1) gets the short names;
+    `1-2:1.8.0` beside `1-1:1.8.0` would otherwise both be A+, and the store keeps one of them. Others keep
+    their OBIS address as the channel name."""
+    if not code.current or code.a not in (None, 0, 1) or code.b not in (None, 0, 1):
         return None
     c, d, e = code.c, code.d, code.e or 0
     if d == 8 and c in _ENERGY and 0 <= e <= 8:
