@@ -191,9 +191,9 @@ def test_units_normalised() -> None:
 
 
 def test_unknown_addresses_keep_their_name_and_extra_values_are_numbered() -> None:
-    sets = iec.parse_data_block(b"0.9.1(1234)(5678*s)C.1.0(41)")
+    sets = iec.parse_data_block(b"0.4.2(1234)(5678*s)C.1.0(41)")
     out = [(d.channel, d.value, d.unit) for d in decode_sets(sets, PROFILES["generic"])]
-    assert out == [("0.9.1", 1234.0, ""), ("0.9.1#2", 5678.0, "s"), ("C.1.0", 41.0, "")]
+    assert out == [("0.4.2", 1234.0, ""), ("0.4.2#2", 5678.0, "s"), ("C.1.0", 41.0, "")]
 
 
 # --- fuzzing ------------------------------------------------------------------------------------------------

@@ -328,3 +328,11 @@ def test_a_comma_in_a_value_is_split_only_for_the_all_tariffs_energy_list() -> N
     neva = iec.parse_data_block(b"0F0880FF(000046.24,000031.14,000015.10,000000.00,000000.00)")
     got = {d.channel: d.value for d in decode_sets(neva, PROFILES["neva"])}
     assert got == {"A.abs": 46240.0, "A.abs.T1": 31140.0, "A.abs.T2": 15100.0, "A.abs.T3": 0.0, "A.abs.T4": 0.0}
+
+
+def test_the_meter_time_and_date_are_not_stored_as_numbers() -> None:
+    from pollerd.drivers.iec62056 import PROFILES, decode_sets
+    # 0.9.1(123456) is 12:34:56 and 0.9.2(1250314) a date: digits, not a quantity. They were stored as "other"
+    # readings 123456 and 1250314 (README: dates are not stored).
+    sets = iec.parse_data_block(b"0.9.1(123456)\r\n0.9.2(1250314)\r\n1.8.0(0001234.5*kWh)\r\n!\r\n")
+    assert {d.channel: d.value for d in decode_sets(sets, PROFILES["generic"])} == {"A+": 1234500.0}

@@ -190,6 +190,8 @@ def decode_sets(sets: tuple[iec.DataSet, ...], profile: Profile) -> list[Decoded
         code = obis.parse_hex(addr) if profile.hex_obis else obis.parse(addr)
         if code is None and profile.hex_obis:
             code = obis.parse(addr)
+        if code is not None and code.c == 0 and code.d == 9:
+            continue  # 0.9.1 time, 0.9.2 date: digits like 123456 / 1250314, not quantities to store
         values = ds.values
         # Neva packs tariffs in one value: "(total,T1,T2,T3,T4)" for E = 0x80 ("all tariffs"). That is the
         # only comma list known; elsewhere a comma stays in the text (no number is made of part of it).
