@@ -291,6 +291,25 @@ async def test_many_failing_stations_end_the_cycle_early(tmp_path: Path, server:
     assert server.requests["channel_data"] == 5
 
 
+async def test_records_sharing_a_time_are_all_kept_and_an_exact_repeat_once(tmp_path: Path,
+                                                                           server: RstechServer) -> None:
+    # Two abnormal situations in one second are two records with one event_time; failing on them (as "a page
+    # that repeats") stopped the archive for good. A record served twice (pages overlapping) counts once.
+    from pollerd.drivers.rstech import Record, Station
+    drv = make_driver(tmp_path, server.url, extra=ALL)
+    served = [Record(100, (("Tmax", 1.0),)), Record(100, (("Pmin", 1.0),)), Record(100, (("Tmax", 1.0),))]
+
+    async def pages(*args: Any, **kw: Any) -> list[Record]:
+        return list(served)
+    drv.session.pages = pages  # type: ignore[method-assign]
+    st = Station(1, 1, 1, "boiler house", "БК", 1, None)
+    try:
+        got = await drv._archive(st, "nesht", None, NOW)
+    finally:
+        await drv.close()
+    assert got == served[:2]
+
+
 def test_parsers() -> None:
     assert normalise_unit("м<sup>3</sup>") == "m³" and normalise_unit("°С") == "°C"
     assert normalise_unit("кгс/см<sup>2</sup>") == "kgf/cm²" and normalise_unit(None) == ""

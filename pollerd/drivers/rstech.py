@@ -571,13 +571,16 @@ class RstechDriver:
         items = await self.session.pages("channel_data", {
             "archive_type": kind, "station_id": st.id, "equipment_id": st.equipment_id,
             "fp_start": fp_start, "fp_end": fp_end}, what, parse_record)
-        recs: list[Record] = items
-        seen: set[int] = set()
-        for r in recs:
-            if r.event_time in seen:  # the same record twice: pages overlapping, or repeating
-                raise CloudError(f"{what}: record at {r.event_time} appears twice (a page that repeats)")
-            seen.add(r.event_time)
-        return recs
+        # A repeating server is caught by the page numbers (pages()). Here: the same record twice (pages
+        # overlapping while the server inserts) is kept once; two different records at one time (two nesht
+        # events in one second) are both kept. Failing on either stopped that archive for good.
+        out: list[Record] = []
+        seen: set[tuple[int, tuple[tuple[str, float | None], ...]]] = set()
+        for r in items:
+            if (r.event_time, r.values) not in seen:
+                seen.add((r.event_time, r.values))
+                out.append(r)
+        return out
 
     def _readings(self, device: str, st: Station, kind: str, recs: Iterable[Record]) -> list[Reading]:
         tid = st.equipment_type_id if st.equipment_type_id is not None else -1
