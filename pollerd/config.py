@@ -427,6 +427,8 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, 
 _DURATION_PART = _re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _NUMBER = _re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _DURATION_FORMS = '"250ms", "900s", "15m", "1h30m", "2d", "1w" or a number of seconds'
+# 100 years. Longer is always a typo, and schedules and backfills turn durations into dates, which end at year 9999.
+_DURATION_MAX = 36500 * 86400.0
 
 
 def parse_duration(value: object) -> float:
@@ -455,6 +457,8 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"bad duration {value!r} (expected {_DURATION_FORMS})")
     if seconds < 0:
         raise ValueError(f"duration {_show(value)} is negative (expected {_DURATION_FORMS})")
+    if seconds > _DURATION_MAX:
+        raise ValueError(f"duration {_show(value)} is too long (at most {format_duration(_DURATION_MAX)})")
     return seconds
 
 

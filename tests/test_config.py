@@ -483,3 +483,21 @@ def test_an_interval_schedule_that_never_runs_is_refused(tmp_path: Path) -> None
     assert "never runs" in str(err) and "Sun" in str(err)
     ok = load(tmp_path, text.replace('"sat"]', '"sat", "sun"]'))
     assert ok.meters[0].days_of_week == frozenset(range(1, 8))
+
+
+@pytest.mark.parametrize("extra", [
+    'interval_time = 1e12\ndays_of_week = [1]\n',      # was a ValueError traceback (datetime year out of range)
+    'interval_time = "99999999999999999w"\n',           # was accepted: the summary printed a 20-digit day count
+    'data_polling_length = 1e308\n',
+])
+def test_absurdly_long_durations_are_config_errors(tmp_path: Path, extra: str) -> None:
+    err = error_of(tmp_path, SERIAL + '[[meters]]\nname = "m1"\nprotocol = "mercury230"\nline = "rs485-1"\n'
+                                      'connection_address = 5\n' + extra)
+    assert err.line is not None and err.key is not None and err.key.startswith("meters[0].")
+    assert "too long" in err.problem and "36500d" in err.problem
+
+
+def test_parse_duration_has_an_upper_bound() -> None:
+    assert parse_duration("36500d") == 36500 * 86400.0
+    with pytest.raises(ValueError, match="too long"):
+        parse_duration("36501d")
