@@ -138,3 +138,30 @@ def test_every_protocol_has_a_driver_that_imports() -> None:
     for protocol in Protocol:
         cls = driver_class(str(protocol))
         assert isinstance(cls, type) and callable(getattr(cls, "poll", None)), protocol
+
+
+# One valid entry per protocol; every protocol-specific key is then given values of the wrong TOML type.
+_PROTOCOL_METERS = {
+    "mercury230": 'protocol = "mercury230"\nip_address = "10.0.0.1"\nport = 4001\nconnection_address = 5\n',
+    "modbus": 'protocol = "modbus"\nip_address = "10.0.0.1"\nport = 502\nconnection_address = 5\n'
+              'registers = [{ name = "P", address = 0, type = "float32" }]\n',
+    "iec62056": 'protocol = "iec62056"\nip_address = "10.0.0.1"\nport = 4001\nconnection_address = "123"\n',
+    "rstech": 'protocol = "rstech"\nurl = "https://x.example"\nemail = "a@b"\npassword = "pw-pw-pw"\n',
+    "webmeters": 'protocol = "webmeters"\nurl = "https://x.example"\napi_key = "key-key-key"\n',
+    "saures": 'protocol = "saures"\nurl = "https://x.example"\nemail = "a@b"\npassword = "pw-pw-pw"\n',
+}
+_LIST_KEYS = {"iec_addresses", "registers", "stations"}   # these take a list: only a table is the wrong type
+_OPTION_CASES = [(proto, key, value) for proto in _PROTOCOL_METERS for key in sorted(drivers.option_keys(proto))
+                 for value in ("[]", '["x"]', "{ a = 1 }") if not (key in _LIST_KEYS and value.startswith("["))]
+
+
+@pytest.mark.parametrize(("proto", "key", "value"), _OPTION_CASES)
+def test_protocol_option_of_the_wrong_type_is_a_config_error(tmp_path: Path, proto: str, key: str,
+                                                             value: str) -> None:
+    # iec_profile, volume_unit and energy_unit were looked up in a dict/set: a list or a table raised
+    # "TypeError: unhashable type" out of `pollerd check` instead of naming the key.
+    base = "".join(ln + "\n" for ln in _PROTOCOL_METERS[proto].splitlines() if not ln.startswith(key + " "))
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, f'[[meters]]\nname = "m"\n{base}{key} = {value}\n')
+    assert info.value.key is not None and info.value.key.startswith(f"meters[0].{key}")
+    assert info.value.line is not None

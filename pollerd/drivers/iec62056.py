@@ -112,7 +112,7 @@ def parse_address(raw: object) -> str:
 
 def parse_options(raw: Mapping[str, object], base_dir: str) -> IecOptions:
     profile = raw.get("iec_profile", "generic")
-    if profile not in PROFILES:
+    if not isinstance(profile, str) or profile not in PROFILES:  # a list or table is not hashable
         raise OptionError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}", ("iec_profile",))
     mode = raw.get("iec_mode")
     if mode is not None and mode not in MODES:

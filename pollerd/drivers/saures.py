@@ -76,7 +76,7 @@ def parse_options(raw: Mapping[str, object], base_dir: str) -> SauresOptions:
     kw: dict[str, Any] = cloud.parse_tls_options(raw, base_dir)
     for key, allowed in (("volume_unit", VOLUME_UNITS), ("energy_unit", ENERGY_UNITS)):
         if key in raw:
-            if raw[key] not in allowed:
+            if not isinstance(raw[key], str) or raw[key] not in allowed:  # a list or table is not hashable
                 raise OptionError(f"expected one of {', '.join(repr(a) for a in allowed)}, got {raw[key]!r}",
                                   (key,))
             kw[key] = raw[key]
