@@ -792,11 +792,28 @@ def _url_of(schemes: tuple[str, ...]) -> _Callable[[object, _Ctx], str]:
         if "@" in m.group(2):
             # A URL ends up in logs and reprs; credentials belong in the secret-aware keys.
             raise _Invalid("credentials in the URL are not accepted; use username + password or token")
+        # The clients parse host and port only when they start (yarl): a bad one must fail here, not there.
+        a = _re.fullmatch(r"(?:\[([^\]]*)\]|([^:\[\]]+))(?::([^:]*))?", m.group(2))
+        if a is None or (a.group(1) is not None and not _is_ipv6(a.group(1))):
+            raise _Invalid(f"{m.group(2)!r} in the URL is not a host, host:port or [IPv6]:port")
+        port = a.group(3)
+        if port is not None and not (port.isascii() and port.isdigit()):
+            raise _Invalid(f"the port {port!r} in the URL is not a number")
+        if port is not None and not 1 <= int(port) <= 65535:
+            raise _Invalid(f"port {int(port)} is not in 1..65535")
         return s
     return conv
 
 
 _url = _url_of(("http", "https"))
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        _ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _headers(value: object, ctx: _Ctx) -> tuple[tuple[str, str], ...]:

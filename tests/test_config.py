@@ -501,3 +501,22 @@ def test_parse_duration_has_an_upper_bound() -> None:
     assert parse_duration("36500d") == 36500 * 86400.0
     with pytest.raises(ValueError, match="too long"):
         parse_duration("36501d")
+
+
+@pytest.mark.parametrize(("kind", "url", "needle"), [
+    # These passed `pollerd check`; the daemon then died at start with yarl's ValueError from the sink task.
+    ("mqtt", "mqtt://broker.local:abc", "port"),
+    ("mqtt", "mqtt://broker.local:99999", "port 99999 is not in 1..65535"),
+    ("http", "https://x.example:0/in", "port 0 is not in 1..65535"),
+    ("http", "https://x.example:8o80/in", "port"),
+    ("http", "https://[zz::1]/in", "not a host"),
+])
+def test_sink_url_with_a_bad_host_or_port_is_refused(tmp_path: Path, kind: str, url: str, needle: str) -> None:
+    err = error_of(tmp_path, f'[[sinks]]\nname = "up"\ntype = "{kind}"\nurl = "{url}"\n')
+    assert (err.key, err.line) == ("sinks[0].url", 4)
+    assert needle in err.problem
+
+
+@pytest.mark.parametrize("url", ["https://x.example:8443/in", "http://[::1]:8080/", "https://10.0.0.1/in?x=1"])
+def test_sink_url_with_a_port_or_ipv6_host_loads(tmp_path: Path, url: str) -> None:
+    assert load(tmp_path, f'[[sinks]]\nname = "up"\ntype = "http"\nurl = "{url}"\n').sinks[0].url == url
