@@ -1093,6 +1093,9 @@ def _load_api(ctx: _Ctx, doc: dict[str, _Any]) -> ApiConfig:
                 ctx.fail(path, "missing token (one of token, token_file, token_credential)")
             if len(secret[1]) < 16:
                 ctx.fail(path + (secret[0],), "an API token must be at least 16 characters")
+            for j, other in enumerate(tokens):
+                if other.token.reveal() == secret[1]:  # the message names the entries, never the value
+                    ctx.fail(path + (secret[0],), f"the same token as api.tokens[{j}]; a token has one role")
             tokens.append(ApiToken(Secret(secret[1]), _require(ctx, path, t, "role", ' ("read" or "admin")')))
         kw["tokens"] = tuple(tokens)
     return ApiConfig(**kw)

@@ -520,3 +520,14 @@ def test_sink_url_with_a_bad_host_or_port_is_refused(tmp_path: Path, kind: str, 
 @pytest.mark.parametrize("url", ["https://x.example:8443/in", "http://[::1]:8080/", "https://10.0.0.1/in?x=1"])
 def test_sink_url_with_a_port_or_ipv6_host_loads(tmp_path: Path, url: str) -> None:
     assert load(tmp_path, f'[[sinks]]\nname = "up"\ntype = "http"\nurl = "{url}"\n').sinks[0].url == url
+
+
+def test_the_same_api_token_twice_is_refused(tmp_path: Path) -> None:
+    # With one token listed as admin and again as read, the role a request got depended on the list order
+    # (the last match won): an admin token answered 403.
+    (tmp_path / "admin.token").write_text("same-token-0123456789\n", encoding="utf-8")
+    err = error_of(tmp_path, '[api]\ntokens = [\n  { token_file = "admin.token", role = "admin" },\n'
+                             '  { token = "same-token-0123456789", role = "read" },\n]\n')
+    assert err.key == "api.tokens[1].token" and err.line is not None
+    assert "api.tokens[0]" in err.problem
+    assert "same-token" not in str(err)
