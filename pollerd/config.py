@@ -1452,6 +1452,13 @@ def load_config(path: str | _os.PathLike[str], *, environ: _Mapping[str, str] | 
         built.append(meter)
     for i, meter in enumerate(built):
         _check_schedule_runs(ctx, ("meters", i), meter, gateway.spread)
+    meter_names = [m.name for m in built]
+    for i, sink in enumerate(sinks):
+        # A document sink (sioi) that names a meter not in this file would wait for its readings every period.
+        for k, name in enumerate(getattr(sink.options, "meters", ())):
+            if name not in meter_names:
+                ctx.fail(("sinks", i, "meters", k), f"no meter named {name!r} in this file"
+                         f"{_did_you_mean(name, meter_names)}")
 
     if store.max_age is not None:
         for i, meter in enumerate(built):

@@ -488,6 +488,28 @@ def test_bad_url_and_values(tmp_path: Path) -> None:
         assert e.key == f"sinks[0].{key}", (extra, str(e))
 
 
+def test_unknown_archive_is_a_config_error(tmp_path: Path) -> None:
+    # archives = ["dayly"] was accepted: the filter matched no reading and every document came out empty.
+    err = config_error(tmp_path, extra='archives = ["daily", "dayly"]\n')
+    assert (err.key, err.line) == ("sinks[0].archives[1]", 18)
+    assert "'dayly' is not an archive" in err.problem and "did you mean 'daily'" in err.problem
+
+
+_METER = '\n[[meters]]\nname = "{name}"\nprotocol = "mercury230"\nip_address = "10.0.0.1"\nport = 4001\n' \
+         'connection_address = {address}\n'
+
+
+def test_unknown_meter_is_a_config_error(tmp_path: Path) -> None:
+    # meters = ["m-1"] for a meter named "m1" was accepted: each document waited data_wait (6 h) for readings
+    # that could never come, then went without that meter.
+    extra = 'meters = ["m1", "m-2"]\n' + _METER.format(name="m1", address=1) + _METER.format(name="m2", address=2)
+    err = config_error(tmp_path, extra=extra)
+    assert (err.key, err.line) == ("sinks[0].meters[1]", 18)
+    assert "no meter named 'm-2'" in err.problem and "did you mean 'm2'" in err.problem
+    p = write_config(tmp_path, "http://127.0.0.1:1", extra=extra.replace('"m-2"', '"m2"'))
+    assert load_config(p, environ={}).sinks[0].options.meters == ("m1", "m2")
+
+
 # ---- template ------------------------------------------------------------------------------------------------
 
 def test_template_blocks_and_formats() -> None:

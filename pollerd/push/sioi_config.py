@@ -464,6 +464,13 @@ def parse_options(raw: Mapping[str, object], base_dir: str) -> SioiOptions:
     for key in ("meters", "channels", "archives"):
         if key in raw:
             kw[key] = _strings(raw, key)
+    from pollerd.model import Archive
+    archives = tuple(a.value for a in Archive)
+    for i, name in enumerate(kw.get("archives", ())):  # type: ignore[arg-type]
+        if name not in archives:
+            # A name no reading carries would leave every document empty, silently.
+            raise OptionError(f"{name!r} is not an archive{_cfg._did_you_mean(name, archives)}; "
+                              f"known: {', '.join(archives)}", ("archives", i))
     if "value_scale" in raw:
         v = raw["value_scale"]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v == 0:
