@@ -129,10 +129,11 @@ def parse_time(name: str, raw: str) -> int:
 def _parse_int(name: str, raw: str | None, default: int, lo: int, hi: int, hint: str = "") -> int:
     if raw is None:
         return default
-    try:
-        v = int(raw.strip())
-    except ValueError:
-        raise BadRequest(f"{name}: {raw!r} is not an integer") from None
+    text = raw.strip()
+    # int() alone would also take "1_000" and non-ASCII digits.
+    if not (text.isascii() and text.lstrip("+-").isdigit() and text.count("-") + text.count("+") <= 1):
+        raise BadRequest(f"{name}: {raw!r} is not an integer")
+    v = int(text)
     if v < lo or v > hi:
         raise BadRequest(f"{name}: {v} out of range, expected {lo}..{hi}{hint}")
     return v
@@ -150,6 +151,12 @@ def _parse_query(q: Mapping[str, str], allowed: frozenset[str], text_keys: tuple
     unknown = sorted(set(q) - allowed)
     if unknown:
         raise BadRequest(f"unknown parameter(s) {unknown}, expected some of {sorted(allowed)}")
+    getall = getattr(q, "getall", None)
+    if getall is not None:
+        for key in sorted(set(q)):
+            n = len(getall(key))
+            if n > 1:  # only the first would count: meter=a&meter=b would quietly show meter a alone
+                raise BadRequest(f"{key}: given {n} times, expected once")
     filters: dict[str, Any] = {}
     for key in text_keys:
         if key in q:

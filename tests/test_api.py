@@ -369,6 +369,22 @@ async def test_readings_bad_parameters(env, params, needle):
     assert needle in body["error"]
 
 
+@pytest.mark.parametrize("query, needle", [
+    # Repeated keys: the first value was used and the rest ignored, so meter=m1&meter=m2 silently showed m1 only.
+    ("meter=m1&meter=m2", "meter: given 2 times"),
+    ("page=1&page=2", "page: given 2 times"),
+    ("from=100&from=200", "from: given 2 times"),
+    # Python's int() took these: 1_000 and Arabic-Indic digits were read as numbers.
+    ("per_page=1_000", "per_page: '1_000' is not an integer"),
+    ("page=%D9%A1", "page: '\u0661' is not an integer"),
+])
+async def test_readings_repeated_or_odd_parameters(env, query, needle):
+    status, body = await env.get_raw("/api/readings?" + query)
+    assert status == 400 and needle in body["error"], body
+    status, body = await env.get_raw("/api/events?" + query.replace("per_page", "page"))
+    assert status == 400, body
+
+
 async def test_per_page_limit_is_allowed(env):
     await env.store.write(many_readings(3))
     status, body, _ = await env.get("/api/readings", per_page=PER_PAGE_MAX)
