@@ -370,9 +370,10 @@ class _Auth:
 
     def check(self, request: web.Request, role: str) -> web.Response | None:
         header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
+        scheme, _, credentials = header.partition(" ")
+        if scheme.lower() != "bearer":  # the scheme is case-insensitive (RFC 9110 section 11.1)
             return self._unauthorized("this endpoint needs 'Authorization: Bearer <token>'")
-        given = header[7:].strip().encode("utf-8", "replace")
+        given = credentials.strip().encode("utf-8", "replace")
         found = None
         for token, token_role in self._tokens:  # no early exit: the time does not tell which token matched
             if hmac.compare_digest(given, token):

@@ -433,3 +433,28 @@ async def test_broken_store(tmp_path):
         assert status == 503 and body["reasons"][0].startswith("store not readable")
     finally:
         await stop()
+
+
+async def test_bearer_scheme_is_case_insensitive(tmp_path):
+    # RFC 9110 section 11.1: the auth scheme is case-insensitive. "bearer <admin token>" got a 401 that said
+    # the header was missing.
+    from pollerd.config import ApiToken, Secret
+    admin, reader = "admin-token-0123456789", "read-token-0123456789"
+
+    async def poll(name: str) -> dict[str, object]:
+        return {"meter": name}
+
+    store = await Store.open(tmp_path / "auth.db", commit_interval=0.01)
+    app = make_app(runtime=make_runtime(), store=store, metrics=Registry(), poll=poll,
+                   tokens=[ApiToken(Secret(admin), "admin"), ApiToken(Secret(reader), "read")])
+    runner, port = await start_api(app, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{port}/api/meters/m1/poll"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for header, status in ((f"bearer {admin}", 200), (f"BEARER  {admin}", 200), (f"Bearer {reader}", 403),
+                                   (f"bearer{admin}", 401), (f"Basic {admin}", 401), ("bearer ", 401)):
+                async with http.post(url, headers={"Authorization": header}) as r:
+                    assert r.status == status, (header, await r.text())
+    finally:
+        await runner.cleanup()
+        await store.close()
