@@ -887,13 +887,16 @@ class _Ctx:
 _Spec = dict[str, _Callable[[_Any, _Ctx], _Any]]
 
 
-def _walk(ctx: _Ctx, table: dict[str, _Any], path: _Path, spec: _Spec) -> dict[str, _Any]:
-    """Convert every key of ``table`` in file order; the first unknown or invalid key is the error."""
+def _walk(ctx: _Ctx, table: dict[str, _Any], path: _Path, spec: _Spec,
+          known: _Iterable[str] | None = None) -> dict[str, _Any]:
+    """Convert every key of ``table`` in file order; the first unknown or invalid key is the error.
+    ``known`` (default: the spec's keys) are the names an unknown key's "did you mean" picks from."""
     out: dict[str, _Any] = {}
     for key, raw in table.items():
         conv = spec.get(key)
         if conv is None:
-            ctx.fail(path, f"unknown key {key!r}{_did_you_mean(key, spec)}", line_path=path + (key,))
+            ctx.fail(path, f"unknown key {key!r}{_did_you_mean(key, spec if known is None else known)}",
+                     line_path=path + (key,))
         try:
             out[key] = conv(raw, ctx)
         except _Invalid as exc:
@@ -1287,7 +1290,9 @@ def _load_sink(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> SinkConfig:
     extra_keys, parser = SINK_OPTION_PARSERS.get(table.get("type"), (frozenset(), ""))  # type: ignore[arg-type]
     spec = {**_SINK, "url": _url_of(SINK_URL_SCHEMES[table["type"]])} \
         if table.get("type") in SINK_URL_SCHEMES else _SINK
-    f = _walk(ctx, {k: v for k, v in table.items() if k not in extra_keys}, path, spec)
+    # "Did you mean" offers the keys this type takes, its own (type-specific) keys included.
+    known = SINK_TYPES[kind0] | extra_keys | {"name", "type"} if kind0 in SINK_TYPES else None  # type: ignore[index]
+    f = _walk(ctx, {k: v for k, v in table.items() if k not in extra_keys}, path, spec, known)
     _require(ctx, path, f, "name")
     kind = _require(ctx, path, f, "type", f" ({', '.join(SINK_TYPES)})")
     allowed = SINK_TYPES[kind]

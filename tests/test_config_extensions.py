@@ -165,3 +165,16 @@ def test_protocol_option_of_the_wrong_type_is_a_config_error(tmp_path: Path, pro
         load(tmp_path, f'[[meters]]\nname = "m"\n{base}{key} = {value}\n')
     assert info.value.key is not None and info.value.key.startswith(f"meters[0].{key}")
     assert info.value.line is not None
+
+
+@pytest.mark.parametrize(("kind", "url", "typo", "meant"), [
+    ("mqtt", "mqtt://127.0.0.1", "topik", "topic"),      # suggested 'token', which an mqtt sink refuses
+    ("http", "https://x.example", "gzipp", "gzip"),      # no suggestion: type-specific keys were not offered
+    ("http", "https://x.example", "hedaers", "headers"),
+])
+def test_unknown_sink_key_suggests_a_key_of_that_sink_type(tmp_path: Path, kind: str, url: str, typo: str,
+                                                           meant: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, f'[[sinks]]\nname = "s"\ntype = "{kind}"\nurl = "{url}"\n{typo} = "x"\n')
+    assert info.value.problem == f"unknown key {typo!r} (did you mean {meant!r}?)"
+    assert info.value.line == 5
