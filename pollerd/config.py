@@ -411,6 +411,8 @@ def _show(value: object) -> str:
 
 
 def _got(expected: str, value: object) -> _Invalid:
+    if isinstance(value, (dict, list)):  # _show would repeat the type: "got array array"
+        return _Invalid(f"expected {expected}, got {_toml_type(value)}")
     return _Invalid(f"expected {expected}, got {_toml_type(value)} {_show(value)}")
 
 
@@ -1281,15 +1283,16 @@ def _check_password(ctx: _Ctx, path: _Path, value: str, encoding: str, size: int
 
 def _load_sink(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> SinkConfig:
     kind0 = table.get("type")
+    if not isinstance(kind0, str):
+        kind0 = None  # not a name to look up (a list is not even hashable); _walk reports the type
     if isinstance(kind0, str) and kind0 not in SINK_TYPES:
         # Not built in: look through the installed plugins once, then validate as usual.
         from pollerd.push.plugins import load_entry_points
         broken = load_entry_points()
         if kind0 in broken:
             ctx.fail(path + ("type",), broken[kind0])
-    extra_keys, parser = SINK_OPTION_PARSERS.get(table.get("type"), (frozenset(), ""))  # type: ignore[arg-type]
-    spec = {**_SINK, "url": _url_of(SINK_URL_SCHEMES[table["type"]])} \
-        if table.get("type") in SINK_URL_SCHEMES else _SINK
+    extra_keys, parser = SINK_OPTION_PARSERS.get(kind0, (frozenset(), ""))  # type: ignore[arg-type]
+    spec = {**_SINK, "url": _url_of(SINK_URL_SCHEMES[kind0])} if kind0 in SINK_URL_SCHEMES else _SINK
     # "Did you mean" offers the keys this type takes, its own (type-specific) keys included.
     known = SINK_TYPES[kind0] | extra_keys | {"name", "type"} if kind0 in SINK_TYPES else None  # type: ignore[index]
     f = _walk(ctx, {k: v for k, v in table.items() if k not in extra_keys}, path, spec, known)

@@ -531,3 +531,16 @@ def test_the_same_api_token_twice_is_refused(tmp_path: Path) -> None:
     assert err.key == "api.tokens[1].token" and err.line is not None
     assert "api.tokens[0]" in err.problem
     assert "same-token" not in str(err)
+
+
+@pytest.mark.parametrize("value", ['["http"]', "{ kind = \"http\" }"])
+def test_sink_type_of_the_wrong_toml_type_is_a_config_error(tmp_path: Path, value: str) -> None:
+    # Was 'TypeError: unhashable type' from the sink-type lookups, before the type was checked.
+    err = error_of(tmp_path, f'[[sinks]]\nname = "up"\ntype = {value}\nurl = "https://x.example/in"\n')
+    assert (err.key, err.line) == ("sinks[0].type", 3)
+    assert err.problem.startswith("expected a string, got ")
+
+
+def test_wrong_type_message_names_an_array_or_table_once(tmp_path: Path) -> None:
+    err = error_of(tmp_path, '[[meters]]\nname = "m"\nprotocol = ["modbus"]\n')
+    assert err.problem == "expected a string, got array"
