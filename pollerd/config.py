@@ -1134,7 +1134,7 @@ def _load_meter(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> tuple[dict[st
     addr_parser = ADDRESS_PARSERS.get(proto_raw) if isinstance(proto_raw, str) else None  # str-enum keys
     common = {k: v for k, v in table.items()
               if k not in extra_keys and not (addr_parser and k == "connection_address")}
-    f = _walk(ctx, common, path, _METER)
+    f = _walk(ctx, common, path, _METER, _METER.keys() | extra_keys)  # "did you mean" knows the protocol's keys
     name = _require(ctx, path, f, "name")
     protocol = _require(ctx, path, f, "protocol")
     if protocol not in READ_KINDS:

@@ -178,3 +178,18 @@ def test_unknown_sink_key_suggests_a_key_of_that_sink_type(tmp_path: Path, kind:
         load(tmp_path, f'[[sinks]]\nname = "s"\ntype = "{kind}"\nurl = "{url}"\n{typo} = "x"\n')
     assert info.value.problem == f"unknown key {typo!r} (did you mean {meant!r}?)"
     assert info.value.line == 5
+
+
+@pytest.mark.parametrize(("meter", "typo", "meant"), [
+    ('protocol = "mercury230"\nip_address = "10.0.0.1"\nport = 4001\nconnection_address = 5\n',
+     "clock_corection", "clock_correction"),
+    ('protocol = "iec62056"\nip_address = "10.0.0.1"\nport = 4001\nconnection_address = "1"\n',
+     "iec_profil", "iec_profile"),
+])
+def test_unknown_meter_key_suggests_a_key_of_its_protocol(tmp_path: Path, meter: str, typo: str,
+                                                          meant: str) -> None:
+    # The protocol's own keys were not among the candidates: a typo in one got no suggestion at all.
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, f'[[meters]]\nname = "m"\n{meter}{typo} = "x"\n')
+    assert info.value.problem == f"unknown key {typo!r} (did you mean {meant!r}?)"
+    assert info.value.line == 7
