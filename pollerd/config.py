@@ -19,6 +19,7 @@ import zoneinfo as _zoneinfo
 from collections.abc import Callable as _Callable, Iterable as _Iterable, Mapping as _Mapping
 from dataclasses import dataclass, field
 from typing import Any as _Any, NoReturn as _NoReturn
+from urllib.parse import urlsplit as _urlsplit
 
 from pollerd.compat import tomllib as _tomllib
 from pollerd.drivers import (ADDRESS_PARSERS, CLOUD_KEYS, CLOUD_WAITING_TIME, DEFAULT_READ, READ_KINDS, OptionError,
@@ -1510,6 +1511,19 @@ def describe_schedule(meter: MeterConfig, spread: float) -> str:
     return f"{text} (+{format_duration(round(sched.offset))} spread)"
 
 
+def _shown_url(url: str | None) -> str:
+    """A URL as `pollerd check` prints it: without user info and query, where API keys often ride."""
+    if not url:
+        return str(url)
+    parts = _urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    hidden = " (query hidden)" if parts.query else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}{hidden}"
+
+
 def summary(config: Config) -> str:
     """Human-readable overview for `pollerd check`. Secrets are shown only as set/not set."""
     g, s, a = config.gateway, config.store, config.api
@@ -1542,7 +1556,7 @@ def summary(config: Config) -> str:
     for m in clouds:
         state = "" if m.enabled else " [disabled]"
         who = f" as {m.email}" if m.email else (", api key set" if m.api_key is not None else "")
-        out.append(f"  {m.name}{state}: {m.protocol} {m.url}{who}; {describe_schedule(m, g.spread)}; "
+        out.append(f"  {m.name}{state}: {m.protocol} {_shown_url(m.url)}{who}; {describe_schedule(m, g.spread)}; "
                    f"reads {', '.join(m.read)}")
     out.append(f"sinks:   {len(config.sinks)}")
     for sk in config.sinks:
@@ -1551,10 +1565,10 @@ def summary(config: Config) -> str:
         tls = "" if sk.verify_tls else ", TLS NOT verified"
         if sk.type == "sioi" and sk.options is not None:  # a document sink: no batches
             o: _Any = sk.options
-            out.append(f"  {sk.name}: sioi {sk.url} (login {sk.username}, form {o.form_code}, {o.period.kind} "
+            out.append(f"  {sk.name}: sioi {_shown_url(sk.url)} (login {sk.username}, form {o.form_code}, {o.period.kind} "
                        f"document at {o.period.at.strftime('%H:%M')} {o.period.tz}, template "
                        f"{_os.path.basename(o.template_path)}{tls})")
             continue
-        out.append(f"  {sk.name}: {sk.type} {sk.url} ({auth}, batch {sk.batch_size}{extra}{tls})")
+        out.append(f"  {sk.name}: {sk.type} {_shown_url(sk.url)} ({auth}, batch {sk.batch_size}{extra}{tls})")
     return "\n".join(out)
 

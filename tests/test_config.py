@@ -391,11 +391,18 @@ type = "http"
 url = "http://basic.example/in"
 username = "gw"
 password_file = "basic.pw"
+
+[[sinks]]
+name = "keyed"
+type = "http"
+url = "https://[2001:db8::1]:8443/in?api_key=QUERY-KEY-77"
 ''')
     texts = [repr(cfg), str(cfg), summary(cfg)]
-    for text in texts:
-        for secret in ("987654", "tok-SECRET-xyz", "basic-PASSWORD-42"):
+    for secret in ("987654", "tok-SECRET-xyz", "basic-PASSWORD-42"):
+        for text in texts:
             assert secret not in text
+    # `pollerd check` prints no query string: API keys often ride there
+    assert "QUERY-KEY-77" not in summary(cfg) and "https://[2001:db8::1]:8443/in (query hidden)" in summary(cfg)
     out = summary(cfg)
     assert "m1" in out and "https://up.example/in" in out and "bearer token" in out
     assert "basic auth as gw" in out
