@@ -63,6 +63,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .config import summary
     cfg = _load(args.config)
     print(summary(cfg))
+    enabled = [m for m in cfg.meters if m.enabled]
+    if not enabled:
+        print("warning: no enabled meters: the daemon would poll nothing")
+    if enabled and not cfg.sinks:
+        print("warning: no sinks: readings stay on this gateway (the local API and `pollerd readings` only)")
     print(f"{args.config}: OK")
     return 0
 

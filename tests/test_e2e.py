@@ -359,6 +359,15 @@ def test_check_command_exit_codes(tmp_path):
     r = pollerd("check", str(bad))
     assert r.returncode == 78
     assert "bad.toml:7: meters[0].days_of_month[0]: 32 is not in 1..31" in r.stderr
+    empty = tmp_path / "empty.toml"
+    empty.write_text("# nothing yet\n")
+    r = pollerd("check", str(empty))  # valid, but worth a word: a daemon with nothing to do
+    assert r.returncode == 0 and "warning: no enabled meters" in r.stdout
+    no_sink = tmp_path / "no-sink.toml"
+    no_sink.write_text('[[meters]]\nname = "x"\nprotocol = "mercury230"\nip_address = "127.0.0.1"\nport = 1\n'
+                       'connection_address = 1\n')
+    r = pollerd("check", str(no_sink))
+    assert r.returncode == 0 and "warning: no sinks" in r.stdout and "no enabled meters" not in r.stdout
 
 
 def test_sigterm_stops_the_daemon_cleanly_with_everything_stored(tmp_path, sim_process):
