@@ -67,7 +67,9 @@ class BusLock:
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 self.release()  # the bus was handed to us just as we were cancelled: pass it on
-            else:
+            elif fut in queue:
+                # release() may already have popped (and skipped) our cancelled future when the holder let
+                # go between our cancel() and our wake-up: several tasks cancelled at once on shutdown.
                 queue.remove(fut)
             raise
 

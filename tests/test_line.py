@@ -216,3 +216,20 @@ async def test_bus_lock_survives_cancelled_waiters() -> None:
     lock.release()
     await asyncio.wait_for(lock.acquire(), 1)  # and it is free again afterwards
     assert lock.waiting == 0
+
+
+async def test_bus_lock_waiter_cancelled_before_the_holder_releases_stays_cancelled() -> None:
+    # Shutdown cancels every meter task at once: the holder's release() runs before the cancelled
+    # waiter wakes up and pops its (cancelled) future. The waiter must still end with CancelledError,
+    # not ValueError from removing a future that is no longer queued.
+    from pollerd.line import BusLock
+    lock = BusLock()
+    await lock.acquire()
+    waiter = asyncio.ensure_future(lock.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    lock.release()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await asyncio.wait_for(lock.acquire(), 1)  # the bus is free
+    assert lock.waiting == 0
