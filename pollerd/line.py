@@ -31,6 +31,9 @@ R = TypeVar("R")
 # before dropping what is buffered, so the tail is not taken as the start of the next reply.
 RESYNC_QUIET = 0.02
 
+# How many times unasked bytes arriving during pause_time restart it before a request goes out anyway.
+QUIET_ROUNDS = 3
+
 
 # Set in a task whose every exchange should go ahead of scheduled ones (poll-now runs a whole driver cycle,
 # and drivers do not pass priority= themselves). Task-local: a task copies the context it was created in.
@@ -216,14 +219,21 @@ class Line:
         if meter in self.refused:
             raise LineStopping(f"meter {meter} is stopping")
         await self._ensure_connected()
-        stale = self.link.discard_input() if drop_stale else b""
-        if stale:
+        # The stale check comes after the pause, right before the write: a late reply to a timed-out request
+        # that lands during the pause would otherwise be fed to this request's framer. Bytes found there
+        # mean the line was not silent, so the pause starts again from when they were seen (pause_time
+        # counts from the last byte). A babbling bus gets QUIET_ROUNDS restarts, then the framer judges.
+        for _ in range(QUIET_ROUNDS):
+            wait = self._last_activity + pause - self._clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            stale = self.link.discard_input() if drop_stale else b""
+            if not stale:
+                break
             self._m_stale.inc(len(stale), line=self.name)
             log.debug("line %s: dropped %d unasked bytes before request to %s: %s",
                       self.name, len(stale), meter, stale.hex(" "))
-        wait = self._last_activity + pause - self._clock()
-        if wait > 0:
-            await asyncio.sleep(wait)
+            self._last_activity = self._clock()
 
     async def _lost(self, exc: TransportError) -> None:
         self.state.connected = False

@@ -233,3 +233,28 @@ async def test_bus_lock_waiter_cancelled_before_the_holder_releases_stays_cancel
         await waiter
     await asyncio.wait_for(lock.acquire(), 1)  # the bus is free
     assert lock.waiting == 0
+
+
+async def test_late_reply_arriving_during_the_pause_is_not_taken_for_the_next_reply() -> None:
+    # The first reply (A) comes after its timeout, while the line keeps pause_time before the second
+    # request; the second request's own reply (B) must be what the second exchange returns.
+    a = append_crc(bytes.fromhex("00 00 40 5E"))
+    b = append_crc(bytes.fromhex("00 00 41 5E"))
+    first_written = asyncio.Event()
+
+    def plan(req: bytes) -> list[tuple[float, bytes]]:
+        if not first_written.is_set():
+            first_written.set()
+            return [(0.08, a)]
+        return [(0.0, b)]
+
+    link = FakeLink(plan)
+    line, reg = make_line(link)
+    with pytest.raises(ReplyTimeout):
+        await ask(line, waiting_time=0.02)
+    reply = await ask(line, pause=0.3)
+    assert reply.data == b[1:-2]
+    assert reg.counter("pollerd_line_stale_bytes_total", "", ("line",)).get(line="bus") == len(a)
+    # The pause started again from the stale bytes: the second request left >= pause after them.
+    t_first, t_second = link.written[0][0], link.written[1][0]
+    assert t_second - t_first >= 0.08 + 0.3
