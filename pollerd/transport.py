@@ -174,8 +174,12 @@ class Link:
         return stale
 
     async def read_chunk(self) -> bytes:
-        """Wait for bytes and return everything buffered. Raises TransportError if the pipe is lost."""
-        p = self._live()
+        """Wait for bytes and return everything buffered. Raises TransportError once the pipe is lost and
+        its buffer is empty: bytes that arrived before the peer closed (the tail of a reply, then FIN) are
+        still handed out first."""
+        p = self._pipe
+        if p is None:
+            raise TransportError(f"{self.describe} is not open")
         await p.wait_data()
         if p.buf:
             chunk = bytes(p.buf)
