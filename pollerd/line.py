@@ -108,6 +108,7 @@ class Line:
         self._last_activity = 0.0
         self._failures = 0
         self._next_connect = 0.0
+        self._proven = False   # the current connection has carried an exchange to its end
         self.accepting = True
         # Meters being stopped one by one (reload): their next exchange is refused, others go on.
         self.refused: set[str] = set()
@@ -159,10 +160,11 @@ class Line:
             raise
         if self._failures or self.state.reconnects:
             log.info("line %s: connected to %s", self.name, self.link.describe, extra={"line": self.name})
-        self._failures = 0
+        # _failures and down_since are cleared only once an exchange proves the link (_healthy): a peer that
+        # accepts and hangs up at once must neither reset the backoff nor look "up" to /health.
+        self._proven = False
         self.state.connected = True
         self.state.last_error = None
-        self.state.down_since = None
         self.state.reconnects += 1
         self._m_reconnects.inc(line=self.name)
         self._m_connected.set(1, line=self.name)
@@ -235,7 +237,21 @@ class Line:
                       self.name, len(stale), meter, stale.hex(" "))
             self._last_activity = self._clock()
 
+    def _healthy(self) -> None:
+        """An exchange ran to its end (reply, bad frame or timeout) without losing the link."""
+        self._proven = True
+        self._failures = 0
+        self.state.down_since = None
+
     async def _lost(self, exc: TransportError) -> None:
+        if not self._proven:
+            # Lost before a single exchange completed on it (a converter that accepts and hangs up, a port
+            # already taken by another client): a failed connect in all but name, so the backoff grows
+            # instead of every request reconnecting at once. A proven link that drops reconnects at once.
+            self._failures += 1
+            delay = backoff_delay(self._failures - 1, self.cfg.reconnect_min, self.cfg.reconnect_max, self._rng)
+            self._next_connect = self._clock() + delay
+        self._proven = False
         self.state.connected = False
         self.state.last_error = str(exc)
         if self.state.down_since is None:
@@ -258,13 +274,16 @@ class Line:
                 while True:
                     reply = framer.feed(await self.link.read_chunk())
                     if reply is not None:
+                        self._healthy()
                         return reply
         except (TimeoutError, asyncio.TimeoutError):
+            self._healthy()
             self._m_timeouts.inc(meter=meter)
             raise ReplyTimeout(
                 f"{meter}: no complete reply within {waiting_time:g}s to [{shown}]",
                 framer.pending) from None
         except FrameError as exc:
+            self._healthy()
             self._m_frame_err.inc(meter=meter, kind=exc.kind)
             log.warning("line %s: %s: bad reply to [%s]: %s", self.name, meter, shown, exc,
                         extra={"line": self.name, "meter": meter})

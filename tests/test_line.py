@@ -258,3 +258,51 @@ async def test_late_reply_arriving_during_the_pause_is_not_taken_for_the_next_re
     # The pause started again from the stale bytes: the second request left >= pause after them.
     t_first, t_second = link.written[0][0], link.written[1][0]
     assert t_second - t_first >= 0.08 + 0.3
+
+
+async def test_peer_that_accepts_and_hangs_up_gets_backoff_and_stays_down_for_health() -> None:
+    # A converter whose port is taken accepts the TCP connection and drops it at once. Each connect
+    # "succeeds", but the line must not reconnect at every request, nor reset down_since (/health's
+    # "line down past 120 s" would never fire).
+    link = FakeLink(lambda req: [])
+    link.responder = lambda req: (link.drop(), [])[1]  # type: ignore[func-returns-value]
+    line, _ = make_line(link)
+    with pytest.raises(TransportError):
+        await ask(line)
+    first_down = line.state.down_since
+    assert first_down is not None and not line.state.connected
+    with pytest.raises(TransportError, match="next attempt"):
+        await ask(line)
+    assert link.open_attempts == 1
+    for _ in range(40):  # wait out the backoff; the next connect also hangs up
+        await asyncio.sleep(0.05)
+        with pytest.raises(TransportError) as ei:
+            await ask(line)
+        if "next attempt" not in str(ei.value):
+            break
+    assert link.open_attempts == 2
+    assert line.state.down_since == first_down
+    # Once the peer answers, the line is healthy again: down_since cleared, failures forgotten.
+    link.responder = lambda req: [(0, U1_REPLY)]
+    for _ in range(40):
+        await asyncio.sleep(0.05)
+        try:
+            await ask(line)
+            break
+        except TransportError:
+            pass
+    assert line.state.connected and line.state.down_since is None
+    # A proven link that drops mid-exchange is reopened at the next request, without a backoff.
+    drop_once = [True]
+
+    def respond(req: bytes) -> list[tuple[float, bytes]]:
+        if drop_once:
+            drop_once.pop()
+            link.drop()
+            return []
+        return [(0, U1_REPLY)]
+
+    link.responder = respond
+    with pytest.raises(TransportError):
+        await ask(line)
+    assert (await ask(line)).data == U1_REPLY[1:-2]
