@@ -51,10 +51,15 @@ class Framer(Protocol[R]):  # type: ignore[misc]
 
 class BusLock:
     """Who gets the bus next: FIFO, except that priority requests (raw frames, poll-now) go before every
-    waiting scheduled one. The exchange in progress is never interrupted."""
+    waiting scheduled one. The exchange in progress is never interrupted. After PRIORITY_RUN priority
+    hand-overs in a row with a scheduled request waiting, that one goes next, so a stream of raw requests
+    or overlapping poll-now cycles cannot starve the schedule for ever."""
+
+    PRIORITY_RUN = 8
 
     def __init__(self) -> None:
         self._busy = False
+        self._run = 0   # priority hand-overs in a row while scheduled requests waited
         self._high: collections.deque[asyncio.Future[None]] = collections.deque()
         self._low: collections.deque[asyncio.Future[None]] = collections.deque()
 
@@ -77,13 +82,22 @@ class BusLock:
             raise
 
     def release(self) -> None:
-        for queue in (self._high, self._low):
-            while queue:
-                fut = queue.popleft()
-                if not fut.done():
-                    fut.set_result(None)  # hand over: the bus stays busy
-                    return
+        self._drop_cancelled()
+        if self._high and not (self._low and self._run >= self.PRIORITY_RUN):
+            queue = self._high
+            self._run = self._run + 1 if self._low else 0
+        else:
+            queue = self._low
+            self._run = 0
+        if queue:
+            queue.popleft().set_result(None)  # hand over: the bus stays busy
+            return
         self._busy = False
+
+    def _drop_cancelled(self) -> None:
+        for queue in (self._high, self._low):
+            while queue and queue[0].done():
+                queue.popleft()
 
     @property
     def waiting(self) -> int:

@@ -306,3 +306,31 @@ async def test_peer_that_accepts_and_hangs_up_gets_backoff_and_stays_down_for_he
     with pytest.raises(TransportError):
         await ask(line)
     assert (await ask(line)).data == U1_REPLY[1:-2]
+
+
+async def test_a_stream_of_priority_requests_does_not_starve_a_scheduled_one() -> None:
+    from pollerd.line import BusLock
+    lock = BusLock()
+    await lock.acquire()
+    order: list[str] = []
+
+    async def user(tag: str, priority: bool) -> None:
+        await lock.acquire(priority)
+        order.append(tag)
+        if priority and len(order) < 50:
+            # Every raw request queues the next one before it lets go: the high queue is never empty.
+            asyncio.ensure_future(user(f"raw{len(order)}", True))
+            await asyncio.sleep(0)
+        lock.release()
+
+    sched = asyncio.ensure_future(user("sched", False))
+    first = asyncio.ensure_future(user("raw0", True))
+    await asyncio.sleep(0)
+    lock.release()
+    await asyncio.wait_for(sched, 5)
+    assert order.index("sched") <= BusLock.PRIORITY_RUN + 1
+    assert order[0] == "raw0"  # priority still goes first
+    for _ in range(1000):  # let the stream run out
+        if not lock.waiting and len(order) >= 50:
+            break
+        await asyncio.sleep(0)
