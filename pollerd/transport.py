@@ -38,6 +38,9 @@ class _Pipe(asyncio.Protocol):
         if len(self.buf) + len(data) > MAX_BUFFER:
             self.overflowed += len(self.buf)
             self.buf.clear()
+            if len(data) > MAX_BUFFER:  # one TCP read can bring up to 256 KiB: keep only the newest bytes
+                self.overflowed += len(data) - MAX_BUFFER
+                data = data[-MAX_BUFFER:]
         self.buf += data
         self._wake()
 

@@ -46,3 +46,15 @@ async def test_bytes_received_before_the_peer_closed_are_read_before_the_loss() 
         await link.close()
         srv.close()
         await srv.wait_closed()
+
+
+def test_receive_buffer_is_capped_even_for_one_huge_read() -> None:
+    # A babbling converter at the wrong speed: one socket read may be larger than the cap by itself.
+    from pollerd.transport import MAX_BUFFER, _Pipe
+    pipe = _Pipe()
+    pipe.data_received(b"\x55" * 100)
+    pipe.data_received(b"\xaa" * (MAX_BUFFER * 3))
+    assert len(pipe.buf) <= MAX_BUFFER
+    assert pipe.overflowed == 100 + 2 * MAX_BUFFER
+    pipe.data_received(b"\x01\x02")
+    assert len(pipe.buf) <= MAX_BUFFER and pipe.buf.endswith(b"\x01\x02")
