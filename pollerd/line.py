@@ -123,6 +123,9 @@ class Line:
         self._failures = 0
         self._next_connect = 0.0
         self._proven = False   # the current connection has carried an exchange to its end
+        # Wall clock (like /health's) of the first failure since the link last carried an exchange; shown
+        # as state.down_since while the link is not connected.
+        self._down_since: float | None = None
         self.accepting = True
         # Meters being stopped one by one (reload): their next exchange is refused, others go on.
         self.refused: set[str] = set()
@@ -169,16 +172,16 @@ class Line:
             if self.state.last_error != str(exc):
                 log.warning("line %s: %s (retrying with backoff)", self.name, exc, extra={"line": self.name})
             self.state.last_error = str(exc)
-            if self.state.down_since is None:
-                self.state.down_since = time.time()  # wall clock, like /health's
+            self._mark_down()
             raise
         if self._failures or self.state.reconnects:
             log.info("line %s: connected to %s", self.name, self.link.describe, extra={"line": self.name})
-        # _failures and down_since are cleared only once an exchange proves the link (_healthy): a peer that
-        # accepts and hangs up at once must neither reset the backoff nor look "up" to /health.
+        # _failures and _down_since are cleared only once an exchange proves the link (_healthy): a peer that
+        # accepts and hangs up at once must neither reset the backoff nor restart /health's down time.
         self._proven = False
         self.state.connected = True
         self.state.last_error = None
+        self.state.down_since = None
         self.state.reconnects += 1
         self._m_reconnects.inc(line=self.name)
         self._m_connected.set(1, line=self.name)
@@ -255,7 +258,13 @@ class Line:
         """An exchange ran to its end (reply, bad frame or timeout) without losing the link."""
         self._proven = True
         self._failures = 0
+        self._down_since = None
         self.state.down_since = None
+
+    def _mark_down(self) -> None:
+        if self._down_since is None:
+            self._down_since = time.time()
+        self.state.down_since = self._down_since
 
     async def _lost(self, exc: TransportError) -> None:
         if not self._proven:
@@ -268,8 +277,7 @@ class Line:
         self._proven = False
         self.state.connected = False
         self.state.last_error = str(exc)
-        if self.state.down_since is None:
-            self.state.down_since = time.time()
+        self._mark_down()
         self._m_connected.set(0, line=self.name)
         log.warning("line %s: %s", self.name, exc, extra={"line": self.name})
         await self.link.close()
