@@ -31,6 +31,9 @@ R = TypeVar("R")
 # before dropping what is buffered, so the tail is not taken as the start of the next reply.
 RESYNC_QUIET = 0.02
 
+# How many times unasked bytes arriving during pause_time restart it before a request goes out anyway.
+QUIET_ROUNDS = 3
+
 
 # Set in a task whose every exchange should go ahead of scheduled ones (poll-now runs a whole driver cycle,
 # and drivers do not pass priority= themselves). Task-local: a task copies the context it was created in.
@@ -48,10 +51,15 @@ class Framer(Protocol[R]):  # type: ignore[misc]
 
 class BusLock:
     """Who gets the bus next: FIFO, except that priority requests (raw frames, poll-now) go before every
-    waiting scheduled one. The exchange in progress is never interrupted."""
+    waiting scheduled one. The exchange in progress is never interrupted. After PRIORITY_RUN priority
+    hand-overs in a row with a scheduled request waiting, that one goes next, so a stream of raw requests
+    or overlapping poll-now cycles cannot starve the schedule for ever."""
+
+    PRIORITY_RUN = 8
 
     def __init__(self) -> None:
         self._busy = False
+        self._run = 0   # priority hand-overs in a row while scheduled requests waited
         self._high: collections.deque[asyncio.Future[None]] = collections.deque()
         self._low: collections.deque[asyncio.Future[None]] = collections.deque()
 
@@ -67,18 +75,29 @@ class BusLock:
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 self.release()  # the bus was handed to us just as we were cancelled: pass it on
-            else:
+            elif fut in queue:
+                # release() may already have popped (and skipped) our cancelled future when the holder let
+                # go between our cancel() and our wake-up: several tasks cancelled at once on shutdown.
                 queue.remove(fut)
             raise
 
     def release(self) -> None:
-        for queue in (self._high, self._low):
-            while queue:
-                fut = queue.popleft()
-                if not fut.done():
-                    fut.set_result(None)  # hand over: the bus stays busy
-                    return
+        self._drop_cancelled()
+        if self._high and not (self._low and self._run >= self.PRIORITY_RUN):
+            queue = self._high
+            self._run = self._run + 1 if self._low else 0
+        else:
+            queue = self._low
+            self._run = 0
+        if queue:
+            queue.popleft().set_result(None)  # hand over: the bus stays busy
+            return
         self._busy = False
+
+    def _drop_cancelled(self) -> None:
+        for queue in (self._high, self._low):
+            while queue and queue[0].done():
+                queue.popleft()
 
     @property
     def waiting(self) -> int:
@@ -103,6 +122,10 @@ class Line:
         self._last_activity = 0.0
         self._failures = 0
         self._next_connect = 0.0
+        self._proven = False   # the current connection has carried an exchange to its end
+        # Wall clock (like /health's) of the first failure since the link last carried an exchange; shown
+        # as state.down_since while the link is not connected.
+        self._down_since: float | None = None
         self.accepting = True
         # Meters being stopped one by one (reload): their next exchange is refused, others go on.
         self.refused: set[str] = set()
@@ -149,12 +172,13 @@ class Line:
             if self.state.last_error != str(exc):
                 log.warning("line %s: %s (retrying with backoff)", self.name, exc, extra={"line": self.name})
             self.state.last_error = str(exc)
-            if self.state.down_since is None:
-                self.state.down_since = time.time()  # wall clock, like /health's
+            self._mark_down()
             raise
         if self._failures or self.state.reconnects:
             log.info("line %s: connected to %s", self.name, self.link.describe, extra={"line": self.name})
-        self._failures = 0
+        # _failures and _down_since are cleared only once an exchange proves the link (_healthy): a peer that
+        # accepts and hangs up at once must neither reset the backoff nor restart /health's down time.
+        self._proven = False
         self.state.connected = True
         self.state.last_error = None
         self.state.down_since = None
@@ -214,20 +238,46 @@ class Line:
         if meter in self.refused:
             raise LineStopping(f"meter {meter} is stopping")
         await self._ensure_connected()
-        stale = self.link.discard_input() if drop_stale else b""
-        if stale:
+        # The stale check comes after the pause, right before the write: a late reply to a timed-out request
+        # that lands during the pause would otherwise be fed to this request's framer. Bytes found there
+        # mean the line was not silent, so the pause starts again from when they were seen (pause_time
+        # counts from the last byte). A babbling bus gets QUIET_ROUNDS restarts, then the framer judges.
+        for _ in range(QUIET_ROUNDS):
+            wait = self._last_activity + pause - self._clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            stale = self.link.discard_input() if drop_stale else b""
+            if not stale:
+                break
             self._m_stale.inc(len(stale), line=self.name)
             log.debug("line %s: dropped %d unasked bytes before request to %s: %s",
                       self.name, len(stale), meter, stale.hex(" "))
-        wait = self._last_activity + pause - self._clock()
-        if wait > 0:
-            await asyncio.sleep(wait)
+            self._last_activity = self._clock()
+
+    def _healthy(self) -> None:
+        """An exchange ran to its end (reply, bad frame or timeout) without losing the link."""
+        self._proven = True
+        self._failures = 0
+        self._down_since = None
+        self.state.down_since = None
+
+    def _mark_down(self) -> None:
+        if self._down_since is None:
+            self._down_since = time.time()
+        self.state.down_since = self._down_since
 
     async def _lost(self, exc: TransportError) -> None:
+        if not self._proven:
+            # Lost before a single exchange completed on it (a converter that accepts and hangs up, a port
+            # already taken by another client): a failed connect in all but name, so the backoff grows
+            # instead of every request reconnecting at once. A proven link that drops reconnects at once.
+            self._failures += 1
+            delay = backoff_delay(self._failures - 1, self.cfg.reconnect_min, self.cfg.reconnect_max, self._rng)
+            self._next_connect = self._clock() + delay
+        self._proven = False
         self.state.connected = False
         self.state.last_error = str(exc)
-        if self.state.down_since is None:
-            self.state.down_since = time.time()
+        self._mark_down()
         self._m_connected.set(0, line=self.name)
         log.warning("line %s: %s", self.name, exc, extra={"line": self.name})
         await self.link.close()
@@ -246,13 +296,16 @@ class Line:
                 while True:
                     reply = framer.feed(await self.link.read_chunk())
                     if reply is not None:
+                        self._healthy()
                         return reply
         except (TimeoutError, asyncio.TimeoutError):
+            self._healthy()
             self._m_timeouts.inc(meter=meter)
             raise ReplyTimeout(
                 f"{meter}: no complete reply within {waiting_time:g}s to [{shown}]",
                 framer.pending) from None
         except FrameError as exc:
+            self._healthy()
             self._m_frame_err.inc(meter=meter, kind=exc.kind)
             log.warning("line %s: %s: bad reply to [%s]: %s", self.name, meter, shown, exc,
                         extra={"line": self.name, "meter": meter})

@@ -38,6 +38,9 @@ class _Pipe(asyncio.Protocol):
         if len(self.buf) + len(data) > MAX_BUFFER:
             self.overflowed += len(self.buf)
             self.buf.clear()
+            if len(data) > MAX_BUFFER:  # one TCP read can bring up to 256 KiB: keep only the newest bytes
+                self.overflowed += len(data) - MAX_BUFFER
+                data = data[-MAX_BUFFER:]
         self.buf += data
         self._wake()
 
@@ -174,8 +177,12 @@ class Link:
         return stale
 
     async def read_chunk(self) -> bytes:
-        """Wait for bytes and return everything buffered. Raises TransportError if the pipe is lost."""
-        p = self._live()
+        """Wait for bytes and return everything buffered. Raises TransportError once the pipe is lost and
+        its buffer is empty: bytes that arrived before the peer closed (the tail of a reply, then FIN) are
+        still handed out first."""
+        p = self._pipe
+        if p is None:
+            raise TransportError(f"{self.describe} is not open")
         await p.wait_data()
         if p.buf:
             chunk = bytes(p.buf)

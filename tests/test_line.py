@@ -216,3 +216,121 @@ async def test_bus_lock_survives_cancelled_waiters() -> None:
     lock.release()
     await asyncio.wait_for(lock.acquire(), 1)  # and it is free again afterwards
     assert lock.waiting == 0
+
+
+async def test_bus_lock_waiter_cancelled_before_the_holder_releases_stays_cancelled() -> None:
+    # Shutdown cancels every meter task at once: the holder's release() runs before the cancelled
+    # waiter wakes up and pops its (cancelled) future. The waiter must still end with CancelledError,
+    # not ValueError from removing a future that is no longer queued.
+    from pollerd.line import BusLock
+    lock = BusLock()
+    await lock.acquire()
+    waiter = asyncio.ensure_future(lock.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    lock.release()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await asyncio.wait_for(lock.acquire(), 1)  # the bus is free
+    assert lock.waiting == 0
+
+
+async def test_late_reply_arriving_during_the_pause_is_not_taken_for_the_next_reply() -> None:
+    # The first reply (A) comes after its timeout, while the line keeps pause_time before the second
+    # request; the second request's own reply (B) must be what the second exchange returns.
+    a = append_crc(bytes.fromhex("00 00 40 5E"))
+    b = append_crc(bytes.fromhex("00 00 41 5E"))
+    first_written = asyncio.Event()
+
+    def plan(req: bytes) -> list[tuple[float, bytes]]:
+        if not first_written.is_set():
+            first_written.set()
+            return [(0.08, a)]
+        return [(0.0, b)]
+
+    link = FakeLink(plan)
+    line, reg = make_line(link)
+    with pytest.raises(ReplyTimeout):
+        await ask(line, waiting_time=0.02)
+    reply = await ask(line, pause=0.3)
+    assert reply.data == b[1:-2]
+    assert reg.counter("pollerd_line_stale_bytes_total", "", ("line",)).get(line="bus") == len(a)
+    # The pause started again from the stale bytes: the second request left >= pause after them.
+    t_first, t_second = link.written[0][0], link.written[1][0]
+    assert t_second - t_first >= 0.08 + 0.3
+
+
+async def test_peer_that_accepts_and_hangs_up_gets_backoff_and_stays_down_for_health() -> None:
+    # A converter whose port is taken accepts the TCP connection and drops it at once. Each connect
+    # "succeeds", but the line must not reconnect at every request, nor reset down_since (/health's
+    # "line down past 120 s" would never fire).
+    link = FakeLink(lambda req: [])
+    link.responder = lambda req: (link.drop(), [])[1]  # type: ignore[func-returns-value]
+    line, _ = make_line(link)
+    with pytest.raises(TransportError):
+        await ask(line)
+    first_down = line.state.down_since
+    assert first_down is not None and not line.state.connected
+    with pytest.raises(TransportError, match="next attempt"):
+        await ask(line)
+    assert link.open_attempts == 1
+    for _ in range(40):  # wait out the backoff; the next connect also hangs up
+        await asyncio.sleep(0.05)
+        with pytest.raises(TransportError) as ei:
+            await ask(line)
+        if "next attempt" not in str(ei.value):
+            break
+    assert link.open_attempts == 2
+    assert line.state.down_since == first_down
+    # Once the peer answers, the line is healthy again: down_since cleared, failures forgotten.
+    link.responder = lambda req: [(0, U1_REPLY)]
+    for _ in range(40):
+        await asyncio.sleep(0.05)
+        try:
+            await ask(line)
+            break
+        except TransportError:
+            pass
+    assert line.state.connected and line.state.down_since is None
+    # A proven link that drops mid-exchange is reopened at the next request, without a backoff.
+    drop_once = [True]
+
+    def respond(req: bytes) -> list[tuple[float, bytes]]:
+        if drop_once:
+            drop_once.pop()
+            link.drop()
+            return []
+        return [(0, U1_REPLY)]
+
+    link.responder = respond
+    with pytest.raises(TransportError):
+        await ask(line)
+    assert (await ask(line)).data == U1_REPLY[1:-2]
+
+
+async def test_a_stream_of_priority_requests_does_not_starve_a_scheduled_one() -> None:
+    from pollerd.line import BusLock
+    lock = BusLock()
+    await lock.acquire()
+    order: list[str] = []
+
+    async def user(tag: str, priority: bool) -> None:
+        await lock.acquire(priority)
+        order.append(tag)
+        if priority and len(order) < 50:
+            # Every raw request queues the next one before it lets go: the high queue is never empty.
+            asyncio.ensure_future(user(f"raw{len(order)}", True))
+            await asyncio.sleep(0)
+        lock.release()
+
+    sched = asyncio.ensure_future(user("sched", False))
+    first = asyncio.ensure_future(user("raw0", True))
+    await asyncio.sleep(0)
+    lock.release()
+    await asyncio.wait_for(sched, 5)
+    assert order.index("sched") <= BusLock.PRIORITY_RUN + 1
+    assert order[0] == "raw0"  # priority still goes first
+    for _ in range(1000):  # let the stream run out
+        if not lock.waiting and len(order) >= 50:
+            break
+        await asyncio.sleep(0)

@@ -1,0 +1,60 @@
+"""The byte pipes against real peers: a loopback TCP server and a pty pair."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pollerd.compat import timeout
+from pollerd.config import LineConfig
+from pollerd.errors import TransportError
+from pollerd.transport import Link
+
+
+async def _until(cond, limit: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    async with timeout(limit):
+        while not cond():
+            await asyncio.sleep(0.005)
+
+
+async def test_bytes_received_before_the_peer_closed_are_read_before_the_loss() -> None:
+    # A converter that sends the rest of a reply and closes at once: the tail is part of the reply and
+    # must reach the framer; only the next read reports the lost connection.
+    go = asyncio.Event()
+
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readexactly(1)
+        w.write(b"ab")
+        await go.wait()
+        w.write(b"cd")
+        w.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    link = Link(LineConfig(name="t", type="tcp", host="127.0.0.1", port=port))
+    try:
+        await link.open()
+        link.write(b"q")
+        assert await link.read_chunk() == b"ab"
+        go.set()
+        await _until(lambda: not link.connected)
+        assert await link.read_chunk() == b"cd"
+        with pytest.raises(TransportError, match="lost"):
+            await link.read_chunk()
+    finally:
+        await link.close()
+        srv.close()
+        await srv.wait_closed()
+
+
+def test_receive_buffer_is_capped_even_for_one_huge_read() -> None:
+    # A babbling converter at the wrong speed: one socket read may be larger than the cap by itself.
+    from pollerd.transport import MAX_BUFFER, _Pipe
+    pipe = _Pipe()
+    pipe.data_received(b"\x55" * 100)
+    pipe.data_received(b"\xaa" * (MAX_BUFFER * 3))
+    assert len(pipe.buf) <= MAX_BUFFER
+    assert pipe.overflowed == 100 + 2 * MAX_BUFFER
+    pipe.data_received(b"\x01\x02")
+    assert len(pipe.buf) <= MAX_BUFFER and pipe.buf.endswith(b"\x01\x02")
