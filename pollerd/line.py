@@ -34,6 +34,9 @@ RESYNC_QUIET = 0.02
 # How many times unasked bytes arriving during pause_time restart it before a request goes out anyway.
 QUIET_ROUNDS = 3
 
+# Requests in a row without a single byte back after which a TCP link is reopened (see _count_silence).
+SILENT_RECONNECT = 5
+
 
 # Set in a task whose every exchange should go ahead of scheduled ones (poll-now runs a whole driver cycle,
 # and drivers do not pass priority= themselves). Task-local: a task copies the context it was created in.
@@ -123,6 +126,7 @@ class Line:
         self._failures = 0
         self._next_connect = 0.0
         self._proven = False   # the current connection has carried an exchange to its end
+        self._silent = 0       # requests in a row that got not a single byte back (reset by any byte)
         # Wall clock (like /health's) of the first failure since the link last carried an exchange; shown
         # as state.down_since while the link is not connected.
         self._down_since: float | None = None
@@ -297,15 +301,18 @@ class Line:
                     reply = framer.feed(await self.link.read_chunk())
                     if reply is not None:
                         self._healthy()
+                        self._silent = 0
                         return reply
         except (TimeoutError, asyncio.TimeoutError):
             self._healthy()
             self._m_timeouts.inc(meter=meter)
+            await self._count_silence(bool(framer.pending))
             raise ReplyTimeout(
                 f"{meter}: no complete reply within {waiting_time:g}s to [{shown}]",
                 framer.pending) from None
         except FrameError as exc:
             self._healthy()
+            self._silent = 0
             self._m_frame_err.inc(meter=meter, kind=exc.kind)
             log.warning("line %s: %s: bad reply to [%s]: %s", self.name, meter, shown, exc,
                         extra={"line": self.name, "meter": meter})
@@ -319,6 +326,21 @@ class Line:
             self._last_activity = end
             self.state.bus_time += end - t0
             self._c_bus.inc(end - t0)
+
+    async def _count_silence(self, heard: bool) -> None:
+        """A TCP link whose requests get not one byte back, SILENT_RECONNECT times in a row, may be half
+        open (a GSM modem whose session dropped while the socket stays up): it is closed, so the next
+        request connects afresh. Meters that are merely off cost one reconnect per SILENT_RECONNECT
+        requests; a serial port is left alone (reopening it would not reach a meter that is off)."""
+        self._silent = 0 if heard else self._silent + 1
+        if self._silent < SILENT_RECONNECT or self.cfg.type != "tcp":
+            return
+        log.warning("line %s: no byte back from %d requests in a row; reconnecting (a half-open connection?)",
+                    self.name, self._silent, extra={"line": self.name})
+        self._silent = 0
+        self.state.connected = False
+        self._m_connected.set(0, line=self.name)
+        await self.link.close()
 
     async def _resync(self) -> None:
         await asyncio.sleep(RESYNC_QUIET)

@@ -334,3 +334,36 @@ async def test_a_stream_of_priority_requests_does_not_starve_a_scheduled_one() -
         if not lock.waiting and len(order) >= 50:
             break
         await asyncio.sleep(0)
+
+
+async def test_a_tcp_link_silent_for_several_requests_is_reopened() -> None:
+    # A GSM modem whose session dropped keeps the socket up: every request times out without a byte. After
+    # SILENT_RECONNECT of them the link is reopened; a meter that answers even a partial byte resets the count.
+    from pollerd.line import SILENT_RECONNECT
+    answers: list[list[tuple[float, bytes]]] = []
+    link = FakeLink(lambda req: answers.pop(0) if answers else [])
+    line, _ = make_line(link)
+    for _ in range(SILENT_RECONNECT - 1):
+        with pytest.raises(ReplyTimeout):
+            await ask(line, waiting_time=0.02)
+    answers.append([(0, U1_REPLY[:2])])  # a byte back: the connection carries something
+    with pytest.raises(ReplyTimeout):
+        await ask(line, waiting_time=0.02)
+    for _ in range(SILENT_RECONNECT):
+        assert link.opens == 1
+        with pytest.raises(ReplyTimeout):
+            await ask(line, waiting_time=0.02)
+    assert not link.connected and not line.state.connected
+    answers.append(bytewise(U1_REPLY))
+    assert (await ask(line)).data == U1_REPLY[1:-2] and link.opens == 2
+
+
+async def test_a_serial_line_silent_for_long_is_not_reopened() -> None:
+    from pollerd.line import SILENT_RECONNECT
+    link = FakeLink(lambda req: [])
+    line, _ = make_line(link)
+    line.cfg = LineConfig(name="bus", type="serial", device="/dev/null")
+    for _ in range(SILENT_RECONNECT + 1):
+        with pytest.raises(ReplyTimeout):
+            await ask(line, waiting_time=0.02)
+    assert link.opens == 1 and link.connected

@@ -58,3 +58,19 @@ def test_receive_buffer_is_capped_even_for_one_huge_read() -> None:
     assert pipe.overflowed == 100 + 2 * MAX_BUFFER
     pipe.data_received(b"\x01\x02")
     assert len(pipe.buf) <= MAX_BUFFER and pipe.buf.endswith(b"\x01\x02")
+
+
+async def test_tcp_links_use_keepalive() -> None:
+    # So a converter or modem that vanished without closing shows as lost after ~90 s idle, not 2 hours.
+    import socket
+    srv = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    link = Link(LineConfig(name="t", type="tcp", host="127.0.0.1", port=srv.sockets[0].getsockname()[1]))
+    try:
+        await link.open()
+        sock = link._live().transport.get_extra_info("socket")  # type: ignore[union-attr]
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 60
+    finally:
+        await link.close()
+        srv.close()
