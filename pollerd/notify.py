@@ -26,7 +26,8 @@ What systemd hears, and when:
    line without activity for minutes is wedged. Time is measured on the monotonic clock as the notifier sees
    it, so an NTP step of the wall clock at boot cannot fake a stall. A single meter stuck while its line
    keeps working is deliberately *not* a watchdog matter: restarting would cut every other meter's session;
-   it shows as a silent meter in /health instead.
+   it shows as a silent meter in /health instead. Cloud sources (no line) are not checked here for the same
+   reason: a cycle of one blocks no other meter, and a large account's backfill may outlast ``stall_after``.
 
 systemd-python's ``daemon.notify`` is used when installed; otherwise (the common case in a venv) the datagram
 goes straight to ``$NOTIFY_SOCKET`` (a path, or ``@name`` in the abstract namespace) -- the protocol is one
@@ -189,6 +190,11 @@ class Watchdog:
         acc: dict[str, list[float]] = {}
         due: dict[str, bool] = {}
         for st in rt.meters.values():
+            if not st.line:
+                # A cloud source (no line) shares no bus: a long cycle of it (a large account's backfill,
+                # each request bounded by waiting_time) holds up no other meter. A silent meter for
+                # /health, not a restart, which would only start that backfill again.
+                continue
             a = acc.setdefault(st.line, [0.0, 0.0])
             a[0] += st.polls
             a[1] += st.next_run or 0.0

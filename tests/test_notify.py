@@ -234,3 +234,21 @@ async def test_a_hung_store_stops_the_watchdog_pings_and_recovery_resumes_them(t
             daemon.request_stop()
             await asyncio.wait_for(task, 30)
         listener.close()
+
+
+def test_a_long_cloud_cycle_is_not_a_stall():
+    # A cloud source has no bus (line ""): its cycle is many HTTP requests, each bounded by waiting_time,
+    # and a large account's first backfill can run longer than stall_after. It blocks no other meter, so
+    # it is a /health matter (a silent meter), not a restart -- which would only start the backfill again.
+    d = fake_daemon()
+    d.runtime.meters["acct"] = MeterState("acct", "rstech", "", 0, 3600.0)
+    mono = [0.0]
+    wd = Watchdog(d, 1.0, stall_after=100.0, monotonic=lambda: mono[0])  # type: ignore[arg-type]
+    wd.store_ok_at = 1e9
+    d.runtime.meters["acct"].next_run = d.wall - 5      # in its cycle since then
+    d.runtime.meters["m1"].next_run = d.wall + 3600     # the bus meters sleep
+    d.runtime.meters["m2"].next_run = d.wall + 3600
+    assert wd.check().ok
+    mono[0] = 10_000.0
+    verdict = wd.check()
+    assert verdict.ok, verdict.reason
