@@ -504,18 +504,22 @@ class Daemon:
 
     async def _drain_sinks(self) -> None:
         """Give sinks a short moment to deliver the last cycle's readings; whatever is left is sent after
-        the next start (the cursors are durable), so this only shortens upstream's wait."""
-        await self.store.flush()
-        deadline = self.clock() + DRAIN_GRACE
-        last = await self.store.last_seq()
-        while self.config.sinks and self.clock() < deadline:
-            cursors = [await self.store.cursor(s.name) for s in self.config.sinks
-                       if s.name in self.sink_tasks and s.type != "sioi"]
-            if not cursors:
-                return
-            if min(cursors) >= last:
-                return
-            await asyncio.sleep(0.1)
+        the next start (the cursors are durable), so this only shortens upstream's wait. A failing store
+        (disk full, I/O error) skips the drain: the shutdown must still stop the sinks and exit cleanly."""
+        try:
+            await self.store.flush()
+            deadline = self.clock() + DRAIN_GRACE
+            last = await self.store.last_seq()
+            while self.config.sinks and self.clock() < deadline:
+                cursors = [await self.store.cursor(s.name) for s in self.config.sinks
+                           if s.name in self.sink_tasks and s.type != "sioi"]
+                if not cursors:
+                    return
+                if min(cursors) >= last:
+                    return
+                await asyncio.sleep(0.1)
+        except StoreError as exc:
+            log.error("store: %s; not waiting for the sinks to drain", exc)
 
     async def _close_driver(self, drv: Driver) -> None:
         try:
