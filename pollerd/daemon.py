@@ -158,7 +158,10 @@ class Daemon:
 
     async def run(self) -> int:
         cfg = self.config
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the state directory {str(self.state_dir)!r}: {exc}") from exc
         self.store = store = await Store.open(db_path(cfg, self.state_dir),
                                               commit_interval=cfg.store.commit_interval)
         self.lines = build_lines(cfg, self.runtime, self.metrics)
@@ -170,7 +173,11 @@ class Daemon:
                 app = self._app = make_app(runtime=self.runtime, store=store, metrics=self.metrics,
                                            clock=self.clock, tokens=cfg.api.tokens, raw=self._raw,
                                            poll=self.poll_now)
-                runner, self.api_port = await start_api(app, cfg.api.host, cfg.api.port)
+                try:
+                    runner, self.api_port = await start_api(app, cfg.api.host, cfg.api.port)
+                except OSError as exc:  # the port is taken (another service, a second pollerd), no such address
+                    raise PollerdError(f"api: cannot listen on {cfg.api.host}:{cfg.api.port} ([api] listen): "
+                                       f"{exc.strerror or exc}") from exc
                 log.info("API listening on http://%s:%d", cfg.api.host, self.api_port)
             async with TaskGroup() as tg:
                 self._tg = tg

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
+import sys
 
 from helpers import free_port, until
 from pollerd.config import load_config
@@ -40,3 +44,33 @@ async def test_sigterm_with_a_failing_store_still_stops_cleanly(tmp_path):
     d.request_stop()
     assert await asyncio.wait_for(task, 30) == 0
     assert sink.done()
+
+
+def _run(tmp_path, cfg, state_dir) -> subprocess.CompletedProcess[str]:
+    # PYTHONPATH (the worktree) comes with os.environ.
+    return subprocess.run([sys.executable, "-m", "pollerd", "run", "--config", str(cfg), "--state-dir",
+                           str(state_dir)], env=dict(os.environ), capture_output=True, text=True, timeout=60)
+
+
+def test_api_port_in_use_is_a_clear_one_line_error_not_a_traceback(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = tmp_path / "pollerd.toml"
+        cfg.write_text(config_text(free_port()) + f'[api]\nlisten = "127.0.0.1:{port}"\n')
+        proc = _run(tmp_path, cfg, tmp_path / "state")
+    assert proc.returncode == 1, proc.stderr  # not 78: the other listener may go away (Restart=on-failure)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert f"pollerd: api: cannot listen on 127.0.0.1:{port}" in proc.stderr, proc.stderr
+
+
+def test_state_directory_that_cannot_be_created_is_a_clear_error_not_a_traceback(tmp_path):
+    cfg = tmp_path / "pollerd.toml"
+    cfg.write_text(config_text(free_port()))
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    proc = _run(tmp_path, cfg, blocker / "state")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "pollerd: cannot create the state directory" in proc.stderr, proc.stderr
