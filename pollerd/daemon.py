@@ -158,7 +158,10 @@ class Daemon:
 
     async def run(self) -> int:
         cfg = self.config
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the state directory {str(self.state_dir)!r}: {exc}") from exc
         self.store = store = await Store.open(db_path(cfg, self.state_dir),
                                               commit_interval=cfg.store.commit_interval)
         self.lines = build_lines(cfg, self.runtime, self.metrics)
@@ -170,7 +173,11 @@ class Daemon:
                 app = self._app = make_app(runtime=self.runtime, store=store, metrics=self.metrics,
                                            clock=self.clock, tokens=cfg.api.tokens, raw=self._raw,
                                            poll=self.poll_now)
-                runner, self.api_port = await start_api(app, cfg.api.host, cfg.api.port)
+                try:
+                    runner, self.api_port = await start_api(app, cfg.api.host, cfg.api.port)
+                except OSError as exc:  # the port is taken (another service, a second pollerd), no such address
+                    raise PollerdError(f"api: cannot listen on {cfg.api.host}:{cfg.api.port} ([api] listen): "
+                                       f"{exc.strerror or exc}") from exc
                 log.info("API listening on http://%s:%d", cfg.api.host, self.api_port)
             async with TaskGroup() as tg:
                 self._tg = tg
@@ -504,18 +511,22 @@ class Daemon:
 
     async def _drain_sinks(self) -> None:
         """Give sinks a short moment to deliver the last cycle's readings; whatever is left is sent after
-        the next start (the cursors are durable), so this only shortens upstream's wait."""
-        await self.store.flush()
-        deadline = self.clock() + DRAIN_GRACE
-        last = await self.store.last_seq()
-        while self.config.sinks and self.clock() < deadline:
-            cursors = [await self.store.cursor(s.name) for s in self.config.sinks
-                       if s.name in self.sink_tasks and s.type != "sioi"]
-            if not cursors:
-                return
-            if min(cursors) >= last:
-                return
-            await asyncio.sleep(0.1)
+        the next start (the cursors are durable), so this only shortens upstream's wait. A failing store
+        (disk full, I/O error) skips the drain: the shutdown must still stop the sinks and exit cleanly."""
+        try:
+            await self.store.flush()
+            deadline = self.clock() + DRAIN_GRACE
+            last = await self.store.last_seq()
+            while self.config.sinks and self.clock() < deadline:
+                cursors = [await self.store.cursor(s.name) for s in self.config.sinks
+                           if s.name in self.sink_tasks and s.type != "sioi"]
+                if not cursors:
+                    return
+                if min(cursors) >= last:
+                    return
+                await asyncio.sleep(0.1)
+        except StoreError as exc:
+            log.error("store: %s; not waiting for the sinks to drain", exc)
 
     async def _close_driver(self, drv: Driver) -> None:
         try:

@@ -18,7 +18,9 @@ What systemd hears, and when:
    by ``Store.last_seq()`` (a read on the reader connection) -- is started at every ping, unless one is still
    running, and at least one probe must have *completed* within the last watchdog period. A hung disk, a
    writer stuck in a transaction or a dead aiosqlite thread therefore stops the pings; a probe that merely
-   fails (SQLITE_BUSY, disk full) still proves the store answers, and is /health's business, not a restart's.
+   fails (SQLITE_BUSY, disk full) still proves the store answers, and is /health's business, not a restart's --
+   unless the store's writer task has ended (its connection died under it): then nothing can commit until the
+   store is reopened, so that counts as not answering.
 3. *Scheduler*: for every line with at least one meter *due* (its scheduled start has passed, so it is in a
    cycle or queued for the bus), the line must show activity within ``stall_after`` (default 10 min, at least
    two watchdog periods): an exchange started, a (re)connect, a finished poll cycle or a rescheduled meter on
@@ -26,7 +28,8 @@ What systemd hears, and when:
    line without activity for minutes is wedged. Time is measured on the monotonic clock as the notifier sees
    it, so an NTP step of the wall clock at boot cannot fake a stall. A single meter stuck while its line
    keeps working is deliberately *not* a watchdog matter: restarting would cut every other meter's session;
-   it shows as a silent meter in /health instead.
+   it shows as a silent meter in /health instead. Cloud sources (no line) are not checked here for the same
+   reason: a cycle of one blocks no other meter, and a large account's backfill may outlast ``stall_after``.
 
 systemd-python's ``daemon.notify`` is used when installed; otherwise (the common case in a venv) the datagram
 goes straight to ``$NOTIFY_SOCKET`` (a path, or ``@name`` in the abstract namespace) -- the protocol is one
@@ -175,6 +178,10 @@ class Watchdog:
             await store.flush()
             await store.last_seq()
         except PollerdError as exc:
+            if getattr(store, "writer_running", True) is False:
+                # Not an answer: with its writer task gone nothing can ever commit again; a restart reopens it.
+                log.debug("watchdog store probe: the writer is gone: %s", exc)
+                return
             # It answered, with an error: the store is alive, its health is /health's concern.
             log.debug("watchdog store probe: %s", exc)
         self.store_ok_at = self._mono()
@@ -189,6 +196,11 @@ class Watchdog:
         acc: dict[str, list[float]] = {}
         due: dict[str, bool] = {}
         for st in rt.meters.values():
+            if not st.line:
+                # A cloud source (no line) shares no bus: a long cycle of it (a large account's backfill,
+                # each request bounded by waiting_time) holds up no other meter. A silent meter for
+                # /health, not a restart, which would only start that backfill again.
+                continue
             a = acc.setdefault(st.line, [0.0, 0.0])
             a[0] += st.polls
             a[1] += st.next_run or 0.0

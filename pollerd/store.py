@@ -337,7 +337,10 @@ class Store:
         try:
             if self._writer_task is not None:
                 self._wake.set()
-                await self._writer_task
+                try:
+                    await self._writer_task
+                except Exception:  # its crash was logged and failed every write; closing must still work
+                    pass
         finally:
             self._closed = True
             for conn in (self._r, self._w):
@@ -403,6 +406,12 @@ class Store:
             if isinstance(res, BaseException) and not isinstance(res, asyncio.CancelledError):
                 raise StoreError(f"flush: a queued write failed: {res}") from res
 
+    @property
+    def writer_running(self) -> bool:
+        """False once the group-commit writer task has ended: no write can commit until the store is reopened
+        (the watchdog's probe tells this apart from a write that fails, such as a full disk)."""
+        return self._writer_task is not None and not self._writer_task.done()
+
     def _check_writable(self) -> None:
         if self._w is None:
             raise StoreError(f"store {str(self.path)!r} is open read-only")
@@ -445,6 +454,9 @@ class Store:
             raise
         except BaseException as exc:  # a bug here must not leave writers waiting forever
             self._fail_all(f"store writer crashed: {type(exc).__name__}: {exc}")
+            if isinstance(exc, Exception):
+                log.error("store writer crashed (%s: %s); no write commits until pollerd restarts",
+                          type(exc).__name__, exc)
             raise
 
     def _take_batch(self) -> list[_Pending]:
@@ -508,6 +520,11 @@ class Store:
                 if not item.fut.done():
                     item.fut.set_result(added)
         finally:
+            # An error escaping the handlers above (the ROLLBACK itself failing on a dead connection) ends the
+            # writer task; its _fail_all no longer sees this batch, whose writers would then wait for ever.
+            for item in batch:
+                if not item.fut.done():
+                    _fail(item.fut, "store writer crashed; nothing of this batch was committed", None)
             self._inflight = []
 
     async def _rollback(self) -> None:

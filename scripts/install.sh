@@ -119,7 +119,7 @@ else
     say "wrote the example config to $ETC/pollerd.toml: edit it, then check it with pollerd check"
 fi
 # The example's sioi sink names template = "sioi-template.xml" next to the config, and the config loader
-# checks that file: without it the fresh example fails `pollerd check` (and the unit's ExecStartPre).
+# checks that file: without it the fresh example fails `pollerd check` (and `pollerd run` exits 78).
 if [ ! -e "$ETC/sioi-template.xml" ]; then
     install -m 0640 "$SRC/config/sioi-template.xml" "$ETC/sioi-template.xml"
     [ "$OWNED" = 0 ] || chown root:pollerd "$ETC/sioi-template.xml"
@@ -129,7 +129,7 @@ fi
 if [ "$SYSTEMCTL" = 1 ]; then
     if [ -d /run/systemd/system ]; then
         systemctl daemon-reload
-        # Restarts only a running service (the upgrade case); the new code starts through ExecStartPre's check.
+        # Restarts only a running service (the upgrade case); `pollerd run` checks the config first.
         systemctl try-restart pollerd.service
         if ! systemctl is-enabled --quiet pollerd.service; then
             say "next: edit /etc/pollerd/pollerd.toml, then: systemctl enable --now pollerd"

@@ -52,7 +52,7 @@ def test_install_into_a_prefix_twice_keeps_the_users_config(tmp_path):
     assert (prefix / "etc/pollerd").stat().st_mode & 0o777 == 0o750
     assert (prefix / "etc/pollerd/credentials").stat().st_mode & 0o777 == 0o700
     assert os.readlink(prefix / "usr/local/bin/pollerd") == "/opt/pollerd/bin/pollerd"
-    # The installed example passes `pollerd check` as it is (ExecStartPre): the files it names are there.
+    # The installed example passes `pollerd check` as it is (and `pollerd run`'s own check): the files it names are there.
     assert (prefix / "etc/pollerd/sioi-template.xml").read_bytes() == TEMPLATE.read_bytes()
     load_config(cfg)
     assert (prefix / "opt/pollerd/share/doc/pollerd/README.md").is_file()  # the unit's Documentation=

@@ -13,7 +13,10 @@ import time
 from dataclasses import dataclass, field
 
 
+import pytest
+
 from pollerd.config import load_config
+from pollerd.errors import StoreError
 from pollerd.daemon import Daemon
 from pollerd.notify import Notifier, Watchdog, status_line, watchdog_interval
 from pollerd.state import LineState, MeterState, Runtime, SinkState
@@ -234,3 +237,54 @@ async def test_a_hung_store_stops_the_watchdog_pings_and_recovery_resumes_them(t
             daemon.request_stop()
             await asyncio.wait_for(task, 30)
         listener.close()
+
+
+def test_a_long_cloud_cycle_is_not_a_stall():
+    # A cloud source has no bus (line ""): its cycle is many HTTP requests, each bounded by waiting_time,
+    # and a large account's first backfill can run longer than stall_after. It blocks no other meter, so
+    # it is a /health matter (a silent meter), not a restart -- which would only start the backfill again.
+    d = fake_daemon()
+    d.runtime.meters["acct"] = MeterState("acct", "rstech", "", 0, 3600.0)
+    mono = [0.0]
+    wd = Watchdog(d, 1.0, stall_after=100.0, monotonic=lambda: mono[0])  # type: ignore[arg-type]
+    wd.store_ok_at = 1e9
+    d.runtime.meters["acct"].next_run = d.wall - 5      # in its cycle since then
+    d.runtime.meters["m1"].next_run = d.wall + 3600     # the bus meters sleep
+    d.runtime.meters["m2"].next_run = d.wall + 3600
+    assert wd.check().ok
+    mono[0] = 10_000.0
+    verdict = wd.check()
+    assert verdict.ok, verdict.reason
+
+
+async def test_a_dead_store_writer_stops_the_pings(tmp_path):
+    # The group-commit writer ends when its SQLite connection dies under it (aiosqlite raises a bare
+    # ValueError, which the ROLLBACK after the failed batch raises again): from then on every write and every
+    # flush fails at once with "the writer task is not running". That is a store that cannot commit -- a
+    # restart reopens it -- not a store that "answers with an error" (disk full), which stays /health's.
+    from pollerd.model import Reading
+    from pollerd.store import Store
+
+    store = await Store.open(tmp_path / "p.db", commit_interval=0.0)
+    try:
+        async def dead(*args, **kwargs):  # type: ignore[no-untyped-def]
+            raise ValueError("no active connection")
+
+        store._w.execute = dead  # type: ignore[union-attr,method-assign]
+        # The write in flight fails (it used to wait for ever: its batch was dropped with the writer).
+        with pytest.raises(StoreError):
+            await asyncio.wait_for(store.write([Reading("m1", "A+", "current", 1_700_000_000, 1.0, "Wh")]), 10)
+        await asyncio.sleep(0.05)
+        d = fake_daemon()
+        d.store = store  # type: ignore[assignment]
+        mono = [0.0]
+        wd = Watchdog(d, 1.0, monotonic=lambda: mono[0])  # type: ignore[arg-type]
+        for t in (1.0, 2.0, 3.0):
+            mono[0] = t
+            wd.start_probe()
+            await asyncio.sleep(0.05)
+        verdict = wd.check()
+        assert not verdict.ok and "store not answering" in verdict.reason, verdict
+    finally:
+        del store._w.execute  # type: ignore[union-attr]
+        await store.close()
