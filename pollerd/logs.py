@@ -19,12 +19,13 @@ a ``<N>`` syslog-priority prefix, which journald's stream reader also understand
 rendered message) through, counts the copies for ``window`` seconds (5 min), and lets the next copy after the
 window through as "... (repeated 57 times in the last 5 min)". A dead meter on a 1-minute schedule therefore
 logs once per five minutes, not 1440 times a day. Records below WARNING are not limited. The summary rides on
-the next copy: if the condition stops, the last count is not logged -- the fix's own "answering again" line
-says so.
+the next copy; copies still being counted when pollerd exits are logged then, once per message
+("... (repeated 12 more times in the last 3 min, until exit)").
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
 import errno
 import fcntl
@@ -201,6 +202,34 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+    def summaries(self) -> list[logging.LogRecord]:
+        """Records for the copies counted but not yet logged (at exit), and forget them."""
+        now, out = self._clock(), []
+        for (name, level, msg), entry in self._seen.items():
+            count = int(entry[1])
+            if count:
+                text = (f"{msg} (repeated {count} more time{'s' if count != 1 else ''} in the last "
+                        f"{_ago(now - entry[0])}, until exit)")
+                out.append(logging.LogRecord(name, level, __file__, 0, text, None, None))
+                entry[1] = 0
+        return out
+
+
+# The handler setup_logging() installed last, with its filter: flushed at exit, before logging's own exit
+# hook closes it (atexit runs last in, first out, and `logging` registered first, at its import).
+_installed: list[tuple[logging.Handler, RepeatFilter]] = []
+
+
+@atexit.register
+def _flush_repeats() -> None:
+    for handler, repeats in _installed:
+        for record in repeats.summaries():
+            try:
+                handler.emit(record)  # past the filter: it would fold the summary again
+            except Exception:  # at exit: a closed stream must not turn a clean stop into a traceback
+                pass
+
+
 def setup_logging(level: str | int = "INFO", *, environ: Mapping[str, str] | None = None,
                   stream: IO[str] | None = None, journal_socket: str = JOURNAL_SOCKET,
                   logger: logging.Logger | None = None, window: float = 300.0) -> logging.Handler:
@@ -217,7 +246,9 @@ def setup_logging(level: str | int = "INFO", *, environ: Mapping[str, str] | Non
     fallback = logging.StreamHandler(stream)
     fallback.setFormatter(_PrefixFormatter(STDERR_FORMAT) if journald else logging.Formatter(STDERR_FORMAT))
     handler: logging.Handler = JournalHandler(journal_socket, fallback=fallback) if journald else fallback
-    handler.addFilter(RepeatFilter(window))
+    repeats = RepeatFilter(window)
+    handler.addFilter(repeats)
+    _installed[:] = [(handler, repeats)]
     handler._pollerd = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(lvl)

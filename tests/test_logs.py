@@ -202,6 +202,28 @@ def test_repeated_identical_errors_are_folded_with_a_count():
     ]
 
 
+def test_copies_still_counted_at_exit_are_logged_once(tmp_path):
+    # A meter that went silent 3 minutes before a stop: its folded copies are said at exit, not lost.
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import logging, sys\n"
+        "from pollerd.logs import setup_logging\n"
+        "setup_logging('INFO', environ={}, stream=sys.stderr)\n"
+        "log = logging.getLogger('pollerd.daemon')\n"
+        "for _ in range(13):\n"
+        "    log.warning('m1: poll failed: no answer')\n"
+        "log.warning('m2: poll failed: no answer')\n")
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if "poll failed" in ln]
+    assert len(lines) == 3 and lines[0].endswith("m1: poll failed: no answer")
+    assert lines[1].endswith("m2: poll failed: no answer")
+    assert lines[2].endswith("m1: poll failed: no answer (repeated 12 more times in the last 0 s, until exit)")
+
+
 def test_repeat_filter_memory_is_bounded():
     f = RepeatFilter(300.0, max_keys=10)
     for i in range(1000):
