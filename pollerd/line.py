@@ -163,9 +163,9 @@ class Line:
             self._m_connected.set(0, line=self.name)
         now = self._clock()
         if now < self._next_connect:
-            raise TransportError(
-                f"line {self.name} is down ({self.state.last_error}); next attempt in "
-                f"{self._next_connect - now:.1f}s")
+            # No countdown in the text: it is the meter's error in logs and /health, and one stable text per
+            # outage folds into "(repeated N times)" instead of a new line every cycle.
+            raise TransportError(f"line {self.name} is down ({self.state.last_error}); reconnecting with backoff")
         try:
             await self.link.open()
         except TransportError as exc:
