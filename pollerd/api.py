@@ -459,7 +459,9 @@ def set_tokens(app: web.Application, tokens: Sequence[ApiToken]) -> None:
 async def start_api(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Serve ``app`` on ``host:port``; returns the runner (``await runner.cleanup()`` to stop) and the bound
     port, which is the real one when ``port`` is 0."""
-    runner = web.AppRunner(app, access_log=None)
+    # A request still running at shutdown gets 5 s, not aiohttp's 60: the unit's TimeoutStopSec is 30 s and
+    # the meters, the store and the sinks need their share of it.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
