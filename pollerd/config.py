@@ -1565,8 +1565,8 @@ def summary(config: Config) -> str:
         tls = "" if sk.verify_tls else ", TLS NOT verified"
         if sk.type == "sioi" and sk.options is not None:  # a document sink: no batches
             o: _Any = sk.options
-            out.append(f"  {sk.name}: sioi {_shown_url(sk.url)} (login {sk.username}, form {o.form_code}, {o.period.kind} "
-                       f"document at {o.period.at.strftime('%H:%M')} {o.period.tz}, template "
+            out.append(f"  {sk.name}: sioi {_shown_url(sk.url)} (login {sk.username}, form {o.form_code}, "
+                       f"{o.period.kind} document at {o.period.at.strftime('%H:%M')} {o.period.tz}, template "
                        f"{_os.path.basename(o.template_path)}{tls})")
             continue
         out.append(f"  {sk.name}: {sk.type} {_shown_url(sk.url)} ({auth}, batch {sk.batch_size}{extra}{tls})")

@@ -324,7 +324,7 @@ async def test_a_stream_of_priority_requests_does_not_starve_a_scheduled_one() -
         lock.release()
 
     sched = asyncio.ensure_future(user("sched", False))
-    first = asyncio.ensure_future(user("raw0", True))
+    asyncio.ensure_future(user("raw0", True))
     await asyncio.sleep(0)
     lock.release()
     await asyncio.wait_for(sched, 5)

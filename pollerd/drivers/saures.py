@@ -11,7 +11,8 @@ time when the server gives none):
 
 * meter ``{entry}:{meter sn}``: type 1 ``V.cold``, 2 ``V.hot``, 3 ``V.gas`` (m³; the server's litres, or m³
   with ``volume_unit = "m3"``), 4 ``leak``, 6 ``valve.command``, 9 ``contact``, 10 ``valve`` (unit ``state``),
-  5 ``T`` (°C), 7 ``E.heat`` and 8 ``A+`` (Wh; ``energy_unit = "kWh"`` if the server sends kWh); multi-tariff ``vals`` add ``<channel>.T1``...; the meter's ``state`` number is the readings' quality
+  5 ``T`` (°C), 7 ``E.heat`` and 8 ``A+`` (Wh; ``energy_unit = "kWh"`` if the server sends kWh);
+  multi-tariff ``vals`` add ``<channel>.T1``...; the meter's ``state`` number is the readings' quality
   (``good`` for 0, else ``state.<n>``; its text is in the device list);
 * controller ``{entry}:{controller sn}`` (``read = ["controllers"]``): ``battery`` (%), ``rssi`` (dBm),
   ``last_connection`` (unix seconds, unit ``s``).
