@@ -324,7 +324,7 @@ async def test_a_stream_of_priority_requests_does_not_starve_a_scheduled_one() -
         lock.release()
 
     sched = asyncio.ensure_future(user("sched", False))
-    asyncio.ensure_future(user("raw0", True))
+    first = asyncio.ensure_future(user("raw0", True))
     await asyncio.sleep(0)
     lock.release()
     await asyncio.wait_for(sched, 5)
@@ -334,6 +334,7 @@ async def test_a_stream_of_priority_requests_does_not_starve_a_scheduled_one() -
         if not lock.waiting and len(order) >= 50:
             break
         await asyncio.sleep(0)
+    assert first.done()
 
 
 async def test_a_tcp_link_silent_for_several_requests_is_reopened() -> None:
