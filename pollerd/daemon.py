@@ -194,6 +194,11 @@ class Daemon:
                 for mc in cfg.meters:
                     if mc.enabled:
                         self.start_meter(mc)
+                # Open every line in use now: a missing serial device or a dead converter is in /health at
+                # once, not at its meters' first cycle (hours away for daily meters). In the background: a
+                # hanging connect must not hold READY=1.
+                probes = [tg.create_task(self.lines[name].probe(), name=f"probe:{name}")
+                          for name in sorted({m.line for m in cfg.meters if m.enabled and m.line} & self.lines.keys())]
                 log.info("pollerd started: %d meters on %d lines, %d sinks", len(self.meters),
                          len(self.lines), len(cfg.sinks))
                 self.ready.set()
@@ -202,6 +207,8 @@ class Daemon:
                 housekeeping.cancel()
                 notify_task.cancel()
                 quota_task.cancel()
+                for probe in probes:
+                    probe.cancel()
         finally:
             self._tg = None
             if runner is not None:

@@ -346,6 +346,16 @@ class Line:
         await asyncio.sleep(RESYNC_QUIET)
         self.link.discard_input()
 
+    async def probe(self) -> None:
+        """Open the link now, before any meter is due (start-up), so a missing device or an unreachable
+        converter shows in /health at once rather than at the first cycle of its meters, which may be
+        hours away for daily meters. Failures are recorded in the line's state (and backed off) only."""
+        async with self.session("(start-up)"):
+            if not self.accepting:
+                return
+            with contextlib.suppress(TransportError):
+                await self._ensure_connected()
+
     async def close(self) -> None:
         await self._lock.acquire(priority=True)
         try:

@@ -115,3 +115,23 @@ async def test_shutdown_waits_for_a_running_poll_now_before_closing_the_session(
     assert (await asyncio.wait_for(poll, 10))["ok"] is True
     await until(lambda: "close" in seen, what="session closed")
     assert seen.index("poll done") < seen.index("close")
+
+
+async def test_a_missing_serial_device_shows_at_start_not_at_the_first_daily_cycle(tmp_path):
+    # The only meter polls once a day at 23:59: before, /health knew nothing of the missing adapter until then.
+    path = tmp_path / "pollerd.toml"
+    path.write_text(f'[[lines]]\nname = "usb0"\ntype = "serial"\ndevice = "{tmp_path}/ttyUSB-missing"\n\n'
+                    '[[meters]]\nname = "m1"\nprotocol = "mercury230"\nline = "usb0"\nconnection_address = 1\n'
+                    'period_type = "daily"\nat = "23:59"\n')
+    d = Daemon(load_config(path), tmp_path / "state")
+    task = asyncio.ensure_future(d.run())
+    try:
+        await until(lambda: "usb0" in d.runtime.lines and bool(d.runtime.lines["usb0"].last_error) or task.done(),
+                    what="the line's first try")
+        assert not task.done()
+        line = d.runtime.lines["usb0"]
+        assert "ttyUSB-missing" in line.last_error and not line.connected and line.down_since is not None
+        assert d.runtime.meters["m1"].polls == 0  # nobody polled: the probe is not a cycle
+    finally:
+        d.request_stop()
+        assert await asyncio.wait_for(task, 30) == 0
