@@ -12,8 +12,8 @@ from hypothesis import given, settings, strategies as st
 from pollerd.config import load_config
 from pollerd.drivers import OptionError
 from pollerd.errors import ConfigError
-from pollerd.protocols.modbus_map import (PACKAGE_TEMPLATES, ModbusOptions, parse_options, parse_registers,
-                                          plan_reads, split_block)
+from pollerd.protocols.modbus_map import (PACKAGE_TEMPLATES, ModbusOptions, f32_decimal, parse_options,
+                                          parse_registers, plan_reads, split_block)
 
 
 def one(**entry):
@@ -62,6 +62,20 @@ def test_scale_offset_and_unit_normalisation():
     assert one(address=30001, type="f32", unit="V").unit == "V"
     nan = one(address=30001, type="f32")
     assert nan.value(struct.pack(">f", float("nan")), 0) is None
+
+
+def test_float32_values_lose_the_binary_tail_the_meter_never_meant():
+    # 12.345 kWh as float32 widens to 12.345000267...; stored as 12345.000267 Wh it looked like a reading error.
+    kwh = one(address=30073, type="f32", unit="kWh")
+    assert kwh.value(struct.pack(">f", 12.345), 0) == 12345.0
+    assert one(address=30001, type="f32").value(struct.pack(">f", 0.1), 0) == 0.1
+
+
+@settings(max_examples=500)
+@given(st.floats(width=32, allow_nan=False, allow_infinity=False))
+def test_the_float32_decimal_is_the_same_float32(x):
+    d = f32_decimal(x)
+    assert struct.pack(">f", d) == struct.pack(">f", x)
 
 
 def test_references_give_function_and_pdu_address():

@@ -138,11 +138,31 @@ class RegisterSpec:
         raw = self.raw(data, offset)
         if raw is None:
             return None
+        if self.type is _F32:
+            raw = f32_decimal(raw)
         v = raw / self.divisor if self.divisor else raw * self.scale
         v += self.offset
         if isinstance(v, float) and not math.isfinite(v):
             return None
         return float(v)
+
+
+_F32 = VALUE_TYPES["f32"]
+_F32_PACK = VALUE_TYPES["f32"].struct.pack  # type: ignore[union-attr]
+
+
+def f32_decimal(x: float) -> float:
+    """The shortest decimal that is the same float32: 12.345 for the float32 nearest it, where the plain
+    widening gives 12.345000267028809 (12345.000267 Wh once scaled to Wh). Bit for bit what the meter sent;
+    only the binary tail the meter never meant is gone."""
+    bits = _F32_PACK(x) if math.isfinite(x) else None
+    if bits is None:
+        return x
+    for digits in (6, 7, 8, 9):
+        d = float(f"{x:.{digits}g}")
+        if _F32_PACK(d) == bits:
+            return d
+    return x
 
 
 @dataclass(frozen=True, slots=True)
