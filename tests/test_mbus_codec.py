@@ -227,6 +227,13 @@ def _telegram(records: bytes, ci: int = 0x72) -> m.Telegram:
     return m.decode_telegram(m.encode_long(0x08, 1, ci, head + records))
 
 
+def test_a_32_bit_real_is_its_shortest_decimal() -> None:
+    # 21.3 °C as a float32 widens to 21.299999237060547; the meter meant 21.3 (same bits).
+    import struct
+    tg = _telegram(m.storage_dib(0x5) + b"\x5B" + struct.pack("<f", 21.3))
+    assert tg.records[0].value == 21.3
+
+
 def test_data_types_scaling_dates_and_storage() -> None:
     recs = (m.storage_dib(0x4) + b"\x06" + (1234).to_bytes(4, "little")                  # 1234 kWh
             + m.storage_dib(0xC) + b"\x13" + m.encode_bcd(123456, 4)                      # 123.456 m³

@@ -12,7 +12,8 @@ from hypothesis import given, settings, strategies as st
 from pollerd.config import load_config
 from pollerd.drivers import OptionError
 from pollerd.errors import ConfigError
-from pollerd.protocols.modbus_map import (PACKAGE_TEMPLATES, ModbusOptions, f32_decimal, parse_options,
+from pollerd.protocols.floats import f32_decimal
+from pollerd.protocols.modbus_map import (PACKAGE_TEMPLATES, ModbusOptions, parse_options,
                                           parse_registers, plan_reads, split_block)
 
 

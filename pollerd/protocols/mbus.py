@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Union
 
 from pollerd.errors import CrcError, FrameError, FrameTooLong, TruncatedFrame
+from pollerd.protocols.floats import f32_decimal
 
 __all__ = [
     "ACK", "ADDRESS_BROADCAST", "ADDRESS_BROADCAST_REPLY", "ADDRESS_SELECTED", "APPLICATION_ERRORS",
@@ -982,7 +983,7 @@ def _make_record(info: RecordInfo, payload: bytes, lvar: int | None) -> Record:
     elif kind == _K_BCD:
         value, error = _bcd(payload)
     elif kind == _K_REAL:
-        value = _F32.unpack(payload)[0]
+        value = f32_decimal(_F32.unpack(payload)[0])  # 21.5, not 21.5000000001 widened to double
     elif kind == _K_NONE:
         return Record(info, None, payload)
     elif kind == _K_DATE_F:

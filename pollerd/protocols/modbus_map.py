@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 from pollerd.compat import tomllib
 from pollerd.drivers import OptionError
+from pollerd.protocols.floats import f32_decimal
 from pollerd.protocols.modbus import (FC_READ_COILS, FC_READ_DISCRETE_INPUTS, FC_READ_HOLDING, FC_READ_INPUT,
                                       MAX_READ_BITS, MAX_READ_REGISTERS, reference)
 
@@ -60,6 +61,7 @@ VALUE_TYPES: dict[str, ValueType] = {
     "bcd32": ValueType("bcd32", 2, None, bcd=True),
     "bit": ValueType("bit", 1, None, bit=True),
 }
+_F32 = VALUE_TYPES["f32"]
 _ALIASES = {"bcd": "bcd16", "uint16": "u16", "int16": "s16", "uint32": "u32", "int32": "s32", "uint64": "u64",
             "int64": "s64", "float": "f32", "float32": "f32", "float64": "f64", "double": "f64", "bool": "bit"}
 
@@ -145,24 +147,6 @@ class RegisterSpec:
         if isinstance(v, float) and not math.isfinite(v):
             return None
         return float(v)
-
-
-_F32 = VALUE_TYPES["f32"]
-_F32_PACK = VALUE_TYPES["f32"].struct.pack  # type: ignore[union-attr]
-
-
-def f32_decimal(x: float) -> float:
-    """The shortest decimal that is the same float32: 12.345 for the float32 nearest it, where the plain
-    widening gives 12.345000267028809 (12345.000267 Wh once scaled to Wh). Bit for bit what the meter sent;
-    only the binary tail the meter never meant is gone."""
-    bits = _F32_PACK(x) if math.isfinite(x) else None
-    if bits is None:
-        return x
-    for digits in (6, 7, 8, 9):
-        d = float(f"{x:.{digits}g}")
-        if _F32_PACK(d) == bits:
-            return d
-    return x
 
 
 @dataclass(frozen=True, slots=True)
