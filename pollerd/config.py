@@ -186,7 +186,7 @@ class Config:
 __all__ = [
     "ApiConfig", "Config", "GatewayConfig", "LineConfig", "MeterConfig", "Secret", "SinkConfig", "StoreConfig",
     "SINK_OPTION_PARSERS", "SINK_TYPES", "format_duration", "format_size", "load_config", "parse_duration",
-    "parse_size", "summary",
+    "parse_size", "safe_url", "summary",
 ]
 
 _Path = tuple[str | int, ...]
@@ -1511,17 +1511,22 @@ def describe_schedule(meter: MeterConfig, spread: float) -> str:
     return f"{text} (+{format_duration(round(sched.offset))} spread)"
 
 
+def safe_url(url: str) -> str:
+    """A URL as logs and `pollerd check` may show it: no user info, no query, no fragment (API keys often
+    ride in the query). "<invalid url>" when it does not parse."""
+    from yarl import URL  # lazy: aiohttp's URL type, loaded by the daemon anyway
+
+    try:
+        return str(URL(url).with_user(None).with_password(None).with_query(None).with_fragment(None))
+    except (ValueError, TypeError):
+        return "<invalid url>"
+
+
 def _shown_url(url: str | None) -> str:
-    """A URL as `pollerd check` prints it: without user info and query, where API keys often ride."""
+    """`pollerd check`'s form of a URL: safe_url(), saying so when a query was left out."""
     if not url:
         return str(url)
-    parts = _urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    hidden = " (query hidden)" if parts.query else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}{hidden}"
+    return safe_url(url) + (" (query hidden)" if _urlsplit(url).query else "")
 
 
 def summary(config: Config) -> str:

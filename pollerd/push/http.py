@@ -49,7 +49,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from pollerd.config import SinkConfig
+from pollerd.config import SinkConfig, safe_url
 from pollerd.drivers import OptionError
 from pollerd.model import Reading
 from pollerd.push import PermanentSinkError, TransientSinkError
@@ -96,15 +96,6 @@ def idempotency_key(sink_name: str, body: bytes) -> str:
     return h.hexdigest()
 
 
-def _safe_url(url: str) -> str:
-    """The URL as it may appear in logs: no user info, no query (API keys often ride there)."""
-    try:
-        u = URL(url)
-        return str(u.with_user(None).with_password(None).with_query(None).with_fragment(None))
-    except (ValueError, TypeError):
-        return "<invalid url>"
-
-
 def ssl_option(sink: SinkConfig) -> ssl.SSLContext | bool:
     """aiohttp's ``ssl=`` for an HTTPS sink: False (not verified), True (system CAs) or a context with the
     sink's ``ca_file`` added to the system CAs and its client certificate. Raises OSError/ssl.SSLError for
@@ -132,14 +123,14 @@ class HttpPushClient:
         self._sink = sink
         self._gateway = gateway
         self._session: aiohttp.ClientSession | None = None
-        self._where = f"sink {sink.name!r}: POST {_safe_url(sink.url)}"
+        self._where = f"sink {sink.name!r}: POST {safe_url(sink.url)}"
         self._headers, self._secrets = self._build_headers(sink)
         opts = sink.options if isinstance(sink.options, HttpOptions) else HttpOptions()
         self._gzip = opts.gzip
         self._accept_html = opts.accept_html
 
     def __repr__(self) -> str:
-        return f"HttpPushClient({self._sink.name!r}, {_safe_url(self._sink.url)!r})"
+        return f"HttpPushClient({self._sink.name!r}, {safe_url(self._sink.url)!r})"
 
     @staticmethod
     def _build_headers(sink: SinkConfig) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -251,7 +242,7 @@ class HttpPushClient:
         if 300 <= status < 400:
             # A redirect of a POST is a configuration problem; following it could turn the POST into a GET
             # and get the batch parked. Keep the data and retry until the URL is fixed.
-            msg += f"; redirected to {_safe_url(location)!r}, fix the sink url"
+            msg += f"; redirected to {safe_url(location)!r}, fix the sink url"
             raise TransientSinkError(self._scrub(msg), kind="redirect", status=status)
         if status in (401, 403, 407):
             # Credentials refused (a revoked or rotated token, a proxy wanting a login): that says nothing
