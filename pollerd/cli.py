@@ -29,13 +29,17 @@ def _load(path: str):  # type: ignore[no-untyped-def]
     return load_config(path)
 
 
+def utc_text(ts: float) -> str:
+    """A unix time as the commands print it: 2024-05-01 12:00:00Z."""
+    import datetime as dt
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
 def _reading_line(r, as_json: bool) -> str:  # type: ignore[no-untyped-def]
     if as_json:
         return orjson.dumps(r.as_dict()).decode()
-    import datetime as dt
-    when = dt.datetime.fromtimestamp(r.ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
     q = "" if r.quality == "good" else f" [{r.quality}]"
-    return f"{r.meter:<16} {r.channel:<12} {r.archive:<8} {when}  {r.value:>14.10g} {r.unit}{q}"
+    return f"{r.meter:<16} {r.channel:<12} {r.archive:<8} {utc_text(r.ts)}  {r.value:>14.10g} {r.unit}{q}"
 
 
 # -- commands ------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 from pathlib import Path
 
 import orjson
@@ -26,11 +25,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="JSON lines")
 
 
-def _when(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
 def run(args: argparse.Namespace) -> int:
+    from pollerd.cli import utc_text
     from pollerd.config import load_config
     from pollerd.daemon import db_path, default_state_dir
     from pollerd.store import Store
@@ -53,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                     print(orjson.dumps(b).decode())
                 else:
                     print(f"{b['id']:>5}  {b['sink']:<16} seq {b['first_seq']}..{b['last_seq']}  parked "
-                          f"{_when(b['ts'])}\n       {b['reason']}")
+                          f"{utc_text(b['ts'])}\n       {b['reason']}")
             return 0
         finally:
             await store.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import time
 from pathlib import Path
 
@@ -28,9 +27,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _when(ts: object) -> str:
-    if not isinstance(ts, (int, float)):
-        return "-"
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    from pollerd.cli import utc_text
+    return utc_text(ts) if isinstance(ts, (int, float)) else "-"
 
 
 def run(args: argparse.Namespace) -> int:
