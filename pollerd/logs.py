@@ -223,6 +223,11 @@ _installed: list[tuple[logging.Handler, RepeatFilter]] = []
 @atexit.register
 def _flush_repeats() -> None:
     for handler, repeats in _installed:
+        # A stream already closed (the process's stderr gone, a test's capture) has no reader left, and
+        # emit() would print a "--- Logging error ---" report of its own instead of the summary.
+        out = getattr(handler, "fallback", None) or handler
+        if getattr(getattr(out, "stream", None), "closed", False):
+            continue
         for record in repeats.summaries():
             try:
                 handler.emit(record)  # past the filter: it would fold the summary again
