@@ -279,12 +279,10 @@ class Line:
             delay = backoff_delay(self._failures - 1, self.cfg.reconnect_min, self.cfg.reconnect_max, self._rng)
             self._next_connect = self._clock() + delay
         self._proven = False
-        self.state.connected = False
         self.state.last_error = str(exc)
         self._mark_down()
-        self._m_connected.set(0, line=self.name)
         log.warning("line %s: %s", self.name, exc, extra={"line": self.name})
-        await self.link.close()
+        await self._close_link()
 
     async def _exchange(self, request: bytes, framer: Framer[R], waiting_time: float, pause: float, meter: str,
                         shown: str, after_write: Callable[[], Awaitable[None]] | None = None) -> R:
@@ -338,9 +336,12 @@ class Line:
         log.warning("line %s: no byte back from %d requests in a row; reconnecting (a half-open connection?)",
                     self.name, self._silent, extra={"line": self.name})
         self._silent = 0
+        await self._close_link()
+
+    async def _close_link(self) -> None:
+        await self.link.close()
         self.state.connected = False
         self._m_connected.set(0, line=self.name)
-        await self.link.close()
 
     async def _resync(self) -> None:
         await asyncio.sleep(RESYNC_QUIET)
@@ -359,8 +360,6 @@ class Line:
     async def close(self) -> None:
         await self._lock.acquire(priority=True)
         try:
-            await self.link.close()
-            self.state.connected = False
-            self._m_connected.set(0, line=self.name)
+            await self._close_link()
         finally:
             self._lock.release()
