@@ -23,10 +23,10 @@ passwords or tokens.
 from __future__ import annotations
 
 import datetime as _dt
+import hmac
 import logging
 import math
 import time
-import hmac
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any

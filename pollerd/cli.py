@@ -7,8 +7,8 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import orjson
 
@@ -47,7 +47,6 @@ def _reading_line(r, as_json: bool) -> str:  # type: ignore[no-untyped-def]
 def cmd_version(args: argparse.Namespace) -> int:
     import aiohttp
     import aiosqlite
-    import crcmod.crcmod
 
     from .protocols.crc import crc_extension_in_use
     try:
@@ -172,9 +171,9 @@ def _address_range(text: str) -> range:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    from .daemon import build_lines
     from .metrics import Registry
     from .scan import config_snippet, scan_line
-    from .daemon import build_lines
     from .state import Runtime
     cfg = _load(args.config)
     names = [ln.name for ln in cfg.lines]
@@ -221,12 +220,14 @@ def cmd_readings(args: argparse.Namespace) -> int:
 
 def cmd_sim(args: argparse.Namespace) -> int:
     import importlib
+
     from .sim import TOOLS
     return asyncio.run(importlib.import_module(TOOLS[args.sim_protocol][0]).main(args))
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
     import importlib
+
     from .decode import TOOLS
     return int(importlib.import_module(TOOLS[args.decode_protocol]).run(args))
 
@@ -291,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", "-c", required=True)
     s.add_argument("line")
     s.add_argument("--primary-only", action="store_true", help="skip the secondary-address search")
-    s.add_argument("--primary", type=_address_range, default=range(0, 251), metavar="FROM-TO",
+    s.add_argument("--primary", type=_address_range, default=range(251), metavar="FROM-TO",
                    help="primary addresses to try (default 0-250; an empty range skips them)")
     s.set_defaults(func=cmd_scan)
 

@@ -6,9 +6,10 @@ import sys
 
 if sys.version_info >= (3, 11):
     from asyncio import TaskGroup, timeout
+
     import tomllib
 else:  # pragma: no cover - exercised only on 3.10
-    from taskgroup import TaskGroup, timeout
     import tomli as tomllib
+    from taskgroup import TaskGroup, timeout
 
 __all__ = ["TaskGroup", "timeout", "tomllib"]

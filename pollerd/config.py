@@ -16,15 +16,19 @@ import re as _re
 import socket as _socket
 import time as _time
 import zoneinfo as _zoneinfo
-from collections.abc import Callable as _Callable, Iterable as _Iterable, Mapping as _Mapping
+from collections.abc import Callable as _Callable
+from collections.abc import Iterable as _Iterable
+from collections.abc import Mapping as _Mapping
 from dataclasses import dataclass, field
-from typing import Any as _Any, NoReturn as _NoReturn
+from typing import Any as _Any
+from typing import NoReturn as _NoReturn
 from urllib.parse import urlsplit as _urlsplit
 
 from pollerd.compat import tomllib as _tomllib
-from pollerd.drivers import (ADDRESS_PARSERS, CLOUD_KEYS, CLOUD_WAITING_TIME, DEFAULT_READ, READ_KINDS, OptionError,
-                             option_keys as _option_keys, parse_options as _parse_options,
-                             resolve as _resolve)
+from pollerd.drivers import ADDRESS_PARSERS, CLOUD_KEYS, CLOUD_WAITING_TIME, DEFAULT_READ, READ_KINDS, OptionError
+from pollerd.drivers import option_keys as _option_keys
+from pollerd.drivers import parse_options as _parse_options
+from pollerd.drivers import resolve as _resolve
 from pollerd.errors import ConfigError
 
 
@@ -566,9 +570,7 @@ def _int_in(allowed: tuple[int, ...]) -> _Callable[[object, _Ctx], int]:
 
 
 def _positive_number(value: object, ctx: _Ctx) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        x = float(value)
-    elif isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+    if (isinstance(value, (int, float)) and not isinstance(value, bool)) or (isinstance(value, str) and _NUMBER.fullmatch(value.strip())):
         x = float(value)
     else:
         raise _got("a number", value)

@@ -8,9 +8,9 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from .compat import TaskGroup, timeout
 from .config import Config, MeterConfig, SinkConfig, load_config
@@ -20,9 +20,9 @@ from .errors import ConfigError, MeterBusy, PollerdError, StoreError
 from .line import Line, line_priority
 from .metrics import Registry
 from .notify import Notifier, run_notifier
+from .quota import StoreQuota
 from .schedule import Schedule, next_run
 from .state import LineState, MeterState, Runtime, SinkState
-from .quota import StoreQuota
 from .store import Store
 
 log = logging.getLogger("pollerd.daemon")

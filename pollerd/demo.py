@@ -11,8 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from aiohttp import web
 import orjson
+from aiohttp import web
 
 from .config import load_config
 from .daemon import Daemon, db_path, install_signal_handlers

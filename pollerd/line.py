@@ -14,7 +14,8 @@ import contextvars
 import logging
 import random
 import time
-from typing import AsyncIterator, Awaitable, Callable, Protocol, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from .compat import timeout as _timeout
 from .config import LineConfig

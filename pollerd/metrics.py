@@ -44,7 +44,7 @@ class Metric:
     def set(self, value: float, **labels: object) -> None:
         self.values[self._key(labels)] = float(value)
 
-    def child(self, **labels: object) -> "Child":
+    def child(self, **labels: object) -> Child:
         """A handle on one label set, for hot paths: no label checking per update."""
         return Child(self, self._key(labels))
 

@@ -11,8 +11,8 @@ calls::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from .drivers.mbus import response_timeout
 from .errors import FrameError, ReplyTimeout
@@ -41,7 +41,7 @@ class Found:
                 "secondary": self.secondary, "collision": self.collision}
 
 
-async def scan_line(line: Line, *, primary: Iterable[int] = range(0, 251), secondary: bool = True,
+async def scan_line(line: Line, *, primary: Iterable[int] = range(251), secondary: bool = True,
                     waiting_time: float = 0.0, pause: float = 0.0, retries: int = 1,
                     progress: Progress | None = None) -> list[Found]:
     """Scan ``line``; returns every meter found once (a meter found both ways is merged into one entry).

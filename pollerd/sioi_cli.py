@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
                     print(orjson.dumps(rec).decode())
                     continue
                 errors = "; ".join(rec.get("errors") or [])
-                print(f"{rec.get('period'):<10} {str(rec.get('status')):<10} job {rec.get('job_id') or '-':<10} "
+                print(f"{rec.get('period'):<10} {rec.get('status')!s:<10} job {rec.get('job_id') or '-':<10} "
                       f"rows {rec.get('rows', '-')!s:<6} sha256 {str(rec.get('hash') or '-')[:12]:<12} "
                       f"updated {_when(rec.get('updated'))}"
                       + (f"\n    {rec['reason']}" if rec.get("reason") else "")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pollerd.model import Reading  # noqa: E402
-from pollerd.store import Store  # noqa: E402
+from pollerd.model import Reading
+from pollerd.store import Store
 
 CHANNELS = ("A+", "A-", "R+", "R-", "P", "Q", "S", "U.L1", "U.L2", "U.L3", "I.L1", "I.L2", "I.L3", "F")
 METERS = 50

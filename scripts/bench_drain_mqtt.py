@@ -27,15 +27,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pollerd.config import SinkConfig  # noqa: E402
-from pollerd.metrics import Registry  # noqa: E402
-from pollerd.push.forwarder import Forwarder  # noqa: E402
-from pollerd.push.mqtt import MqttPushClient  # noqa: E402
-from pollerd.push.mqtt_options import parse_options  # noqa: E402
-from pollerd.state import SinkState  # noqa: E402
-from pollerd.store import Store  # noqa: E402
+from _bench_data import fill
 
-from _bench_data import fill  # noqa: E402
+from pollerd.config import SinkConfig
+from pollerd.metrics import Registry
+from pollerd.push.forwarder import Forwarder
+from pollerd.push.mqtt import MqttPushClient
+from pollerd.push.mqtt_options import parse_options
+from pollerd.state import SinkState
+from pollerd.store import Store
 
 NODELAY = False      # --broker-nodelay: mosquitto's set_tcp_nodelay (off by default in mosquitto 2.0)
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pollerd.config import SinkConfig  # noqa: E402
-from pollerd.push.http import HttpPushClient, gzip_body  # noqa: E402
+from _bench_data import readings
 
-from _bench_data import readings  # noqa: E402
+from pollerd.config import SinkConfig
+from pollerd.push.http import HttpPushClient, gzip_body
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

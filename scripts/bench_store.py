@@ -23,12 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pollerd.config import StoreConfig  # noqa: E402
-from pollerd.metrics import Registry  # noqa: E402
-from pollerd.quota import StoreQuota  # noqa: E402
-from pollerd.store import Store  # noqa: E402
+from _bench_data import readings
 
-from _bench_data import readings  # noqa: E402
+from pollerd.config import StoreConfig
+from pollerd.metrics import Registry
+from pollerd.quota import StoreQuota
+from pollerd.store import Store
+
 
 def io_written() -> int:
     with open("/proc/self/io") as f:

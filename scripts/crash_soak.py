@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from crash_harness import crash_rounds, outage  # noqa: E402
+from crash_harness import crash_rounds, outage
 
 
 async def main(args: argparse.Namespace) -> int:

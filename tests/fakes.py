@@ -4,7 +4,7 @@ corrupted, standing where the TCP or serial link normally is."""
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 from pollerd.errors import TransportError
 

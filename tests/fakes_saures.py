@@ -9,8 +9,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from helpers import serve
 from aiohttp import web
+from helpers import serve
 
 EMAIL = "demo@example.org"
 PASSWORD = "pa55 w0rd: any text"

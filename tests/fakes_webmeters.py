@@ -7,8 +7,8 @@ import xmlrpc.client
 from dataclasses import dataclass, field
 from typing import Any
 
-from helpers import serve
 from aiohttp import web
+from helpers import serve
 
 KEY = "k" * 20 + "0123456789abcdefghij"   # 40 characters, like a real key
 PHONE = "9181234567"

@@ -8,6 +8,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from fakes import FakeLink
+from vectors import vectors_dir
 
 from pollerd.config import LineConfig, MeterConfig, Secret
 from pollerd.drivers.base import DriverContext
@@ -15,9 +17,6 @@ from pollerd.drivers.iec62056 import Iec62056Driver, parse_options
 from pollerd.line import Line
 from pollerd.metrics import Registry
 from pollerd.state import LineState, MeterState
-
-from fakes import FakeLink
-from vectors import vectors_dir
 
 Step = tuple[str, bytes]   # ("w", master bytes) or ("r", meter bytes)
 

@@ -8,8 +8,8 @@ import logging
 
 import aiohttp
 import pytest
-
 from helpers import free_port
+
 from pollerd.config import LineConfig, load_config
 from pollerd.daemon import Daemon
 from pollerd.errors import TransportError

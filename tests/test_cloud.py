@@ -13,8 +13,8 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-
 from helpers import serve
+
 from pollerd import cli, drivers
 from pollerd.config import load_config
 from pollerd.daemon import Daemon

@@ -7,18 +7,19 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import aiohttp
 import pytest
-
+from fakes_saures import EMAIL, PASSWORD, FakeSaures
+from fakes_saures import sample as saures_sample
+from fakes_webmeters import KEY, FakeWebmeters
+from fakes_webmeters import sample as webmeters_sample
 from helpers import free_port
+
 from pollerd.config import load_config
 from pollerd.daemon import Daemon
-
-from fakes_saures import EMAIL, PASSWORD, FakeSaures, sample as saures_sample
-from fakes_webmeters import KEY, FakeWebmeters, sample as webmeters_sample
 
 
 @pytest.fixture

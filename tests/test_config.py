@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from pollerd.config import (
-    Config, LineConfig, Secret, format_duration, load_config, parse_duration, summary,
+    Config,
+    LineConfig,
+    Secret,
+    format_duration,
+    load_config,
+    parse_duration,
+    summary,
 )
 from pollerd.drivers import DEFAULT_READ, Protocol
 from pollerd.errors import ConfigError, PollerdError

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pollerd import config as config_mod, drivers
+from pollerd import config as config_mod
+from pollerd import drivers
 from pollerd.config import load_config, summary
 from pollerd.drivers import OptionError
 from pollerd.errors import ConfigError

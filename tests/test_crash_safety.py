@@ -9,7 +9,6 @@ import os
 import random
 
 import pytest
-
 from crash_harness import crash_rounds, outage
 
 pytestmark = pytest.mark.slow

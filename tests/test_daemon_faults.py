@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from helpers import free_port, until
+
 from pollerd.config import load_config
 from pollerd.daemon import Daemon
 
@@ -126,7 +126,7 @@ async def test_a_missing_serial_device_shows_at_start_not_at_the_first_daily_cyc
     d = Daemon(load_config(path), tmp_path / "state")
     task = asyncio.ensure_future(d.run())
     try:
-        await until(lambda: "usb0" in d.runtime.lines and bool(d.runtime.lines["usb0"].last_error) or task.done(),
+        await until(lambda: ("usb0" in d.runtime.lines and bool(d.runtime.lines["usb0"].last_error)) or task.done(),
                     what="the line's first try")
         assert not task.done()
         line = d.runtime.lines["usb0"]

@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from vectors import hexbytes, vector_params
 
 from pollerd.decode import TOOLS
 from pollerd.decode import mercury230 as tool
 from pollerd.protocols import mercury230 as m
 from pollerd.protocols.crc import append_crc
-from vectors import hexbytes, vector_params
 
 REPO = Path(__file__).resolve().parents[1]
 

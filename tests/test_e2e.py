@@ -14,13 +14,13 @@ from pathlib import Path
 import orjson
 import pytest
 from aiohttp import web
-
 from helpers import serve
+
 from pollerd.config import load_config
 from pollerd.daemon import Daemon, build_driver, build_lines
 from pollerd.metrics import Registry
-from pollerd.state import Runtime
 from pollerd.sim.mercury230 import SimBus, SimMeter, open_pty, serve_tcp
+from pollerd.state import Runtime
 from pollerd.store import Store
 
 FROZEN = 1_790_000_000.0

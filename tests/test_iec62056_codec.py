@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from fakes import FakeLink
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from vectors import hexbytes, vector_params
 
 from pollerd.config import LineConfig
 from pollerd.drivers.iec62056 import PROFILES, decode_sets
@@ -16,9 +19,6 @@ from pollerd.metrics import Registry
 from pollerd.protocols import iec62056 as iec
 from pollerd.protocols import obis
 from pollerd.state import LineState
-
-from fakes import FakeLink
-from vectors import hexbytes, vector_params
 
 
 def alg(entry: dict) -> str:

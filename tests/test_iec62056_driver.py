@@ -4,10 +4,9 @@ checksum, a NAK, noise, partial blocks, the baud switch and parity stripping aga
 from __future__ import annotations
 
 import pytest
+from iec_helpers import IecLink, ScriptedPeer, make_driver, sessions
 
 from pollerd.protocols import iec62056 as iec
-
-from iec_helpers import IecLink, ScriptedPeer, make_driver, sessions
 
 B0_XOR = bytes.fromhex("01 42 30 03 71")
 B0_SUM7 = iec.break_command("sum7")

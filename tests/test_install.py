@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from sd_helpers import ROOT, UNIT, make_root, needs_analyze, verify
 
 from pollerd.config import load_config
-from sd_helpers import ROOT, UNIT, make_root, needs_analyze, verify
 
 SCRIPT = ROOT / "scripts" / "install.sh"
 EXAMPLE = ROOT / "config" / "pollerd.example.toml"

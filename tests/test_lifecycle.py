@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from helpers import free_port, until
+
 from pollerd.config import load_config
 from pollerd.daemon import Daemon
 from pollerd.errors import StoreError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from fakes import FakeLink, bytewise
 
 from pollerd.config import LineConfig
 from pollerd.errors import CrcError, ReplyTimeout, TransportError
@@ -13,8 +14,6 @@ from pollerd.metrics import Registry
 from pollerd.protocols import mercury230 as m
 from pollerd.protocols.crc import append_crc
 from pollerd.state import LineState
-
-from fakes import FakeLink, bytewise
 
 U1_REQ = m.read_aux(0, 0x11)
 U1_REPLY = bytes.fromhex("00 00 40 5E B0 1C")  # wb-mqtt-serial fixture: U1 = 241.28 V

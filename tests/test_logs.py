@@ -15,12 +15,11 @@ import struct
 from pathlib import Path
 
 import pytest
+from sd_helpers import write_config
 
 from pollerd.config import load_config
 from pollerd.daemon import Daemon
 from pollerd.logs import JournalHandler, RepeatFilter, encode_fields, setup_logging, under_journald
-
-from sd_helpers import write_config
 
 
 def parse_entry(data: bytes) -> dict[str, str]:

@@ -14,11 +14,12 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from vectors import vectors_dir
 
 from pollerd.errors import CrcError, FrameError, FrameTooLong, TruncatedFrame
 from pollerd.protocols import mbus as m
-from vectors import vectors_dir
 
 LIBMBUS = vectors_dir() / "mbus" / "libmbus"
 

@@ -22,7 +22,6 @@ from pollerd.sim.mbus import COLLISION, PtySim, SimBus, heat_meter, serve_tcp, w
 from pollerd.state import LineState
 from pollerd.store import Store
 
-
 # --- simulator, sans I/O --------------------------------------------------------------------------------
 
 
@@ -87,6 +86,7 @@ class _Ctx:
 
     def __init__(self, meter, line) -> None:  # type: ignore[no-untyped-def]
         import logging
+
         from pollerd.state import MeterState
         self.meter, self.line, self.metrics = meter, line, Registry()
         self.state = MeterState(meter.name, "mbus", meter.line, 0, 60.0)

@@ -37,7 +37,7 @@ class Rig:
         self.dpl = dpl
         self.zone = zone
 
-    async def __aenter__(self) -> "Rig":
+    async def __aenter__(self) -> Rig:
         self.bus = SimBus([self.meter])
         self.server = await serve_tcp(self.bus, "127.0.0.1", 0)
         port = self.server.sockets[0].getsockname()[1]

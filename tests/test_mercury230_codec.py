@@ -8,11 +8,11 @@ import datetime as dt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from vectors import hexbytes, vector_params
 
 from pollerd.errors import AddressMismatch, CrcError, FrameError, FrameTooLong, MeterError, SessionClosed
 from pollerd.protocols import crc
 from pollerd.protocols import mercury230 as m
-from vectors import hexbytes, vector_params
 
 PROTOCOL = "mercury230"
 

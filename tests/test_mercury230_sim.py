@@ -388,7 +388,7 @@ def test_faults(bus, meter):
         framer.feed(out[0])
 
     assert bus.pending_faults == 0
-    assert bus.faults_applied == {f: 1 for f in FAULTS}
+    assert bus.faults_applied == dict.fromkeys(FAULTS, 1)
     assert bus.feed(req.encode()) == [good]  # faults are one-shot
     with pytest.raises(ValueError):
         bus.inject("meteor")

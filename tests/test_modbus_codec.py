@@ -11,14 +11,14 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from vectors import hexbytes, missing_reason, vectors_dir
 
 from pollerd.decode.modbus import decode
 from pollerd.errors import AddressMismatch, CrcError, FrameError, FrameTooLong
 from pollerd.protocols import modbus as mb
 from pollerd.protocols.crc import append_crc
-
-from vectors import hexbytes, missing_reason, vectors_dir
 
 
 def _modbus_vectors() -> dict[str, list[dict]]:

@@ -7,14 +7,21 @@ import struct
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pollerd.config import load_config
 from pollerd.drivers import OptionError
 from pollerd.errors import ConfigError
 from pollerd.protocols.floats import f32_decimal
-from pollerd.protocols.modbus_map import (PACKAGE_TEMPLATES, ModbusOptions, parse_options,
-                                          parse_registers, plan_reads, split_block)
+from pollerd.protocols.modbus_map import (
+    PACKAGE_TEMPLATES,
+    ModbusOptions,
+    parse_options,
+    parse_registers,
+    plan_reads,
+    split_block,
+)
 
 
 def one(**entry):

@@ -12,16 +12,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-
 import pytest
+from sd_helpers import NotifyListener, write_config
 
 from pollerd.config import load_config
-from pollerd.errors import StoreError
 from pollerd.daemon import Daemon
+from pollerd.errors import StoreError
 from pollerd.notify import Notifier, Watchdog, status_line, watchdog_interval
 from pollerd.state import LineState, MeterState, Runtime, SinkState
-
-from sd_helpers import NotifyListener, write_config
 
 PY = sys.executable
 

@@ -10,12 +10,18 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
-from schemathesis.checks import (content_type_conformance, negative_data_rejection, not_a_server_error,
-                                 response_headers_conformance, response_schema_conformance,
-                                 status_code_conformance, unsupported_method)
-
 from helpers import free_port
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+    unsupported_method,
+)
+
 from pollerd.config import load_config
 from pollerd.daemon import Daemon
 from pollerd.openapi import document

@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 from aiohttp import web
-
 from helpers import serve
+
 from pollerd import cli
 from pollerd.model import Reading
 from pollerd.store import Store

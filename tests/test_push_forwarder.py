@@ -6,18 +6,17 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
+from test_push_http import readings, until
 
 from pollerd.api import HealthLimits, _Api
 from pollerd.config import SinkConfig
+from pollerd.errors import StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Reading
-from pollerd.errors import StoreError
 from pollerd.push import PermanentSinkError, TransientSinkError
 from pollerd.push.forwarder import Forwarder
 from pollerd.state import Runtime, SinkState
 from pollerd.store import Store
-
-from test_push_http import readings, until
 
 
 class FakeClient:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from helpers import free_port
+from test_push_http import readings, until
+
 from pollerd.config import Secret, SinkConfig
 from pollerd.metrics import Registry
 from pollerd.model import Reading
@@ -25,8 +26,6 @@ from pollerd.push.forwarder import Forwarder
 from pollerd.push.mqtt_options import parse_options
 from pollerd.state import SinkState
 from pollerd.store import Store
-
-from test_push_http import readings, until
 
 aiomqtt = pytest.importorskip("aiomqtt")
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pollerd import config as config_mod, push
+from pollerd import config as config_mod
+from pollerd import push
 from pollerd.config import load_config
 from pollerd.errors import ConfigError
 from pollerd.push import make_client

@@ -610,6 +610,7 @@ def test_secrets_are_scrubbed_also_when_echoed_url_encoded() -> None:
     # auth_format = "form" sends the password form-encoded; a service echoing its request body must not
     # leak it in that spelling either.
     from types import SimpleNamespace
+
     from pollerd.push.sioi import SioiClient
     from pollerd.push.sioi_config import SioiOptions
     pw = "S3cret pass&word$"

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from pollerd.api import make_app
-from pollerd.config import StoreConfig, SinkConfig, load_config, parse_size
+from pollerd.config import SinkConfig, StoreConfig, load_config, parse_size
 from pollerd.daemon import Daemon
 from pollerd.errors import ConfigError
 from pollerd.metrics import Registry

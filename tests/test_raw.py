@@ -7,8 +7,8 @@ import asyncio
 import aiohttp
 import orjson
 import pytest
-
 from helpers import free_port
+
 from pollerd.config import load_config
 from pollerd.daemon import Daemon, build_driver, build_lines
 from pollerd.metrics import Registry

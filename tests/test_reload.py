@@ -11,8 +11,8 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-
 from helpers import free_port, serve, until
+
 from pollerd.config import load_config
 from pollerd.daemon import Daemon, install_signal_handlers
 from pollerd.sim.mercury230 import SimBus, SimMeter, serve_tcp

@@ -10,8 +10,9 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import aiohttp
 import orjson
@@ -117,10 +118,9 @@ async def test_a_replayed_token_is_refused_and_requests_never_overlap(server: Rs
     old = dict(s._token)
     await s.get("customers", {}, "customers")
     # the token of the first reply is dead now
-    async with aiohttp.ClientSession() as http:
-        async with http.get(server.url + "/customers", headers={k: old[k] for k in
-                                                                 ("access-token", "client", "uid")}) as r:
-            assert r.status == 401
+    async with aiohttp.ClientSession() as http, http.get(server.url + "/customers", headers={k: old[k] for k in
+                                                             ("access-token", "client", "uid")}) as r:
+        assert r.status == 401
     assert server.replays == 1
     # concurrent callers on one session are serialised by the session, so all succeed
     docs = await asyncio.gather(*(s.get("stations", {"page": 1}, f"stations {i}") for i in range(8)))

@@ -6,10 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import zoneinfo
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
+from fakes_saures import EMAIL, PASSWORD, FakeSaures, sample
 
 from pollerd.config import load_config
 from pollerd.drivers import saures as sa
@@ -17,8 +18,6 @@ from pollerd.drivers.base import DriverContext
 from pollerd.errors import CloudError, ConfigError
 from pollerd.metrics import Registry
 from pollerd.state import MeterState
-
-from fakes_saures import EMAIL, PASSWORD, FakeSaures, sample
 
 TS = 1_764_500_000
 MSK = zoneinfo.ZoneInfo("Europe/Moscow")

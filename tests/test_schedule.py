@@ -9,7 +9,8 @@ import sys
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pollerd.config import MeterConfig
 from pollerd.schedule import Schedule, local_to_utc, next_run, spread_offset

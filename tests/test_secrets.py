@@ -14,8 +14,8 @@ import sys
 import aiohttp
 import pytest
 from aiohttp import web
-
 from helpers import free_port, serve
+
 from pollerd.config import load_config
 from pollerd.daemon import Daemon
 from pollerd.errors import ConfigError
@@ -131,10 +131,9 @@ async def test_no_secret_in_logs_replies_or_outputs(tmp_path, caplog):
         path.write_text(config_text(sim.sockets[0].getsockname()[1], daemon.config.api.port, sink_url,
                                     meter_pw=METER_PW + "9"))
         assert await daemon.reload() is False
-        async with aiohttp.ClientSession() as http:
-            async with http.get(base + "/health") as r:
-                text = await r.text()
-                outputs.append(("health after a failed reload", text))
+        async with aiohttp.ClientSession() as http, http.get(base + "/health") as r:
+            text = await r.text()
+            outputs.append(("health after a failed reload", text))
         assert "password must be exactly 6 digits" in text
         path.write_text(config_text(sim.sockets[0].getsockname()[1], daemon.config.api.port, sink_url))
     finally:

@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import pytest
-
 from sd_helpers import UNIT, NotifyListener, make_root, needs_analyze, settings, verify, write_config
 
 ANALYZE = shutil.which("systemd-analyze")

@@ -8,10 +8,11 @@ import datetime as dt
 import logging
 import sys
 import xmlrpc.client
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
+from fakes_webmeters import KEY, PHONE, SMS, FakeWebmeters, sample
 
 from pollerd.config import load_config
 from pollerd.drivers import webmeters as wm
@@ -19,8 +20,6 @@ from pollerd.drivers.base import DriverContext
 from pollerd.errors import CloudError
 from pollerd.metrics import Registry
 from pollerd.state import MeterState
-
-from fakes_webmeters import KEY, PHONE, SMS, FakeWebmeters, sample
 
 TS = 1_764_500_000
 
@@ -228,7 +227,7 @@ def test_decode_reply_values_faults_and_garbage() -> None:
     assert wm.decode_reply(xmlrpc.client.dumps(([1, 2],), methodresponse=True).encode()) == [1, 2]
     f = wm.decode_reply(xmlrpc.client.dumps(xmlrpc.client.Fault(3, "denied"), methodresponse=True).encode())
     assert f == wm.Fault(3, "denied") and "ERR_ACCESS_DENIED" in f.describe()
-    assert "error 9: odd" == wm.Fault(9, "odd").describe()
+    assert wm.Fault(9, "odd").describe() == "error 9: odd"
     with pytest.raises(CloudError, match="not an XML-RPC reply"):
         wm.decode_reply(b"<html><title>oops SECRET</title></html>", scrub=("SECRET",))
     try:

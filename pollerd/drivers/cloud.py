@@ -21,9 +21,10 @@ import asyncio
 import html
 import re
 import ssl
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Iterable, Mapping
+from typing import Any
 
 import aiohttp
 import orjson

@@ -17,8 +17,8 @@ the line's baud rate, 9600 for TCP) and nothing is switched. Byte layouts live i
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Mapping
 
 from ..errors import FrameError, IdentityMismatch, MeterError, PollerdError, ReplyTimeout, TransportError
 from ..line import LineStopping

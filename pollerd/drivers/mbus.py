@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as _dt
 import statistics
 import zoneinfo
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..errors import FrameError, IdentityMismatch, MeterError, PollerdError, ReplyTimeout, TransportError
 from ..line import LineStopping

@@ -11,8 +11,18 @@ import datetime as dt
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from ..errors import (AddressMismatch, FrameError, FrameTooLong, IdentityMismatch, MeterError, PollerdError,
-                      ReplyTimeout, SessionClosed, StoreError, TransportError)
+from ..errors import (
+    AddressMismatch,
+    FrameError,
+    FrameTooLong,
+    IdentityMismatch,
+    MeterError,
+    PollerdError,
+    ReplyTimeout,
+    SessionClosed,
+    StoreError,
+    TransportError,
+)
 from ..line import LineStopping
 from ..model import Event, Reading
 from ..protocols import mercury230 as m
@@ -164,7 +174,7 @@ class Mercury230Driver:
             return cy.result(answered, str(exc))
         return cy.result(True, None)
 
-    def _reading(self, cy: "_Cycle", channel: str, value: float, unit: str, archive: str = "current",
+    def _reading(self, cy: _Cycle, channel: str, value: float, unit: str, archive: str = "current",
                  ts: int | None = None, quality: str = "good") -> None:
         cy.out.append(Reading(self.ctx.meter.name, channel, archive, cy.ts if ts is None else ts,
                               value * self._ratio(channel), unit, quality))
@@ -199,7 +209,7 @@ class Mercury230Driver:
     def _state_key(self) -> str:
         return f"mercury230:{self.ctx.meter.name}"
 
-    def _save(self, cy: "_Cycle", **updates: object) -> None:
+    def _save(self, cy: _Cycle, **updates: object) -> None:
         """Queue driver state to persist after this cycle's readings are committed."""
         assert self._loaded_state is not None
         self._loaded_state.update(updates)
@@ -229,10 +239,10 @@ class Mercury230Driver:
     def _day_start(self, day: dt.date) -> int:
         return self._to_utc(dt.datetime(day.year, day.month, day.day))
 
-    async def _energy(self, cy: "_Cycle") -> None:
+    async def _energy(self, cy: _Cycle) -> None:
         await self._energy_array(cy, 0, 0, "current", cy.ts)
 
-    async def _energy_array(self, cy: "_Cycle", array: int, month: int, archive: str, ts: int) -> None:
+    async def _energy_array(self, cy: _Cycle, array: int, month: int, archive: str, ts: int) -> None:
         for tariff in range(5):
             values = m.decode_energy((await self._call(m.read_energy(self.address, array, month, tariff))).data)
             suffix = f".T{tariff}" if tariff else ""
@@ -240,7 +250,7 @@ class Mercury230Driver:
                 if value is not None:
                     self._reading(cy, channel + suffix, value, unit, archive, ts)
 
-    async def _instant(self, cy: "_Cycle") -> None:
+    async def _instant(self, cy: _Cycle) -> None:
         name = self.ctx.meter.name
         for base, unit, group, singles, suffixes in _INSTANT:
             values: tuple[float | None, ...] | None = None
@@ -279,7 +289,7 @@ class Mercury230Driver:
 
     # -- clock -----------------------------------------------------------------------------------------
 
-    async def _clock(self, cy: "_Cycle") -> None:
+    async def _clock(self, cy: _Cycle) -> None:
         mc, st = self.ctx.meter, self.ctx.state
         local, season = m.decode_time((await self._call(m.read_time(self.address))).data)
         cy.meter_date = local.date()
@@ -383,7 +393,7 @@ class Mercury230Driver:
 
     # -- fixed (frozen) values --------------------------------------------------------------------------
 
-    async def _fixed(self, cy: "_Cycle") -> None:
+    async def _fixed(self, cy: _Cycle) -> None:
         """Freeze, then read the frozen snapshot: all phases from one instant, stamped with the meter's
         time of freezing."""
         await self._call(m.freeze(self.address))
@@ -400,7 +410,7 @@ class Mercury230Driver:
 
     # -- load profile -----------------------------------------------------------------------------------
 
-    async def _profile(self, cy: "_Cycle") -> None:
+    async def _profile(self, cy: _Cycle) -> None:
         mc = self.ctx.meter
         constant = self.ctx.state.identity.get("constant")
         if not constant:
@@ -454,14 +464,14 @@ class Mercury230Driver:
 
     # -- energy archives --------------------------------------------------------------------------------
 
-    async def _meter_today(self, cy: "_Cycle") -> dt.date:
+    async def _meter_today(self, cy: _Cycle) -> dt.date:
         """The meter's own date (04 00), read once a cycle: its arrays follow its clock, not the gateway's."""
         if cy.meter_date is None:
             local, _season = m.decode_time((await self._call(m.read_time(self.address))).data)
             cy.meter_date = local.date()
         return cy.meter_date
 
-    async def _read_arrays(self, cy: "_Cycle", today: dt.date,
+    async def _read_arrays(self, cy: _Cycle, today: dt.date,
                            reads: list[tuple[int, int, str, int]]) -> bool:
         """Read energy arrays (array, month, archive, ts) and keep the readings only when the meter is still
         on ``today`` afterwards (fresh 04 00): if its day turned meanwhile, an array may be either period."""
@@ -478,7 +488,7 @@ class Mercury230Driver:
         del cy.out[mark:]
         return False
 
-    async def _daily(self, cy: "_Cycle") -> None:
+    async def _daily(self, cy: _Cycle) -> None:
         """Yesterday's energy (array 5), once a day; today's is still growing and is not stored. "Yesterday"
         is the meter's, by its clock: around midnight a fast or slow meter's array 5 is another day."""
         today = await self._meter_today(cy)
@@ -489,7 +499,7 @@ class Mercury230Driver:
         if await self._read_arrays(cy, today, [(5, 0, "daily", self._day_start(yesterday))]):
             self._save(cy, daily=yesterday.isoformat())
 
-    async def _monthly(self, cy: "_Cycle") -> None:
+    async def _monthly(self, cy: _Cycle) -> None:
         """Complete past months (array 3, month in the low nibble), each once; on first start as far back
         as data_polling_length and the meter's twelve-month array allow. Months by the meter's calendar."""
         today = await self._meter_today(cy)
@@ -512,7 +522,7 @@ class Mercury230Driver:
                 cy, today, [(3, first.month, "monthly", self._day_start(first)) for first in reversed(months)]):
             self._save(cy, monthly=months[0].isoformat())
 
-    async def _yearly(self, cy: "_Cycle") -> None:
+    async def _yearly(self, cy: _Cycle) -> None:
         """Last year's energy (array 2), once a year, by the meter's calendar."""
         today = await self._meter_today(cy)
         year = today.year - 1
@@ -524,7 +534,7 @@ class Mercury230Driver:
 
     # -- event journals ---------------------------------------------------------------------------------
 
-    async def _events(self, cy: "_Cycle") -> None:
+    async def _events(self, cy: _Cycle) -> None:
         now = self.ctx.clock()
         if self._journals_at is not None and now - self._journals_at < self.options.journal_interval:
             return

@@ -7,12 +7,12 @@ A test may put a class itself in place of a reference.
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from collections.abc import Callable
 
 from . import Protocol, resolve
 from .base import Driver, DriverContext
 
-DRIVERS: dict[Protocol, Union[str, Callable[[DriverContext], Driver]]] = {
+DRIVERS: dict[Protocol, str | Callable[[DriverContext], Driver]] = {
     Protocol.MERCURY230: "pollerd.drivers.mercury230:Mercury230Driver",
     Protocol.MODBUS: "pollerd.drivers.modbus:ModbusDriver",
     Protocol.MBUS: "pollerd.drivers.mbus:MbusDriver",

@@ -37,15 +37,15 @@ import datetime as _dt
 import math
 import re
 import zoneinfo
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import aiohttp
 
 from ..errors import CloudAuthError, CloudError, CloudUnreachable, StoreError
 from ..model import Event, Reading
-from . import OptionError
-from . import cloud
+from . import OptionError, cloud
 from .base import DriverContext, PollResult
 
 ARCHIVES = ("hourly", "daily", "monthly", "yearly")

@@ -26,8 +26,9 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import zoneinfo
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import aiohttp
 

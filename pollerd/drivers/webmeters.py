@@ -28,9 +28,10 @@ import os
 import re
 import xmlrpc.client
 import zoneinfo
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any
 from xml.parsers.expat import ExpatError
 
 import aiohttp

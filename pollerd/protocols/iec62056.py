@@ -21,8 +21,8 @@ bit as the 8th data bit: :func:`strip_parity` / :func:`add_parity` convert.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pollerd.errors import CrcError, FrameError, FrameTooLong
 

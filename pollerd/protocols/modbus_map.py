@@ -17,15 +17,23 @@ import difflib
 import math
 import os
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pollerd.compat import tomllib
 from pollerd.drivers import OptionError
 from pollerd.protocols.floats import f32_decimal
-from pollerd.protocols.modbus import (FC_READ_COILS, FC_READ_DISCRETE_INPUTS, FC_READ_HOLDING, FC_READ_INPUT,
-                                      MAX_READ_BITS, MAX_READ_REGISTERS, reference)
+from pollerd.protocols.modbus import (
+    FC_READ_COILS,
+    FC_READ_DISCRETE_INPUTS,
+    FC_READ_HOLDING,
+    FC_READ_INPUT,
+    MAX_READ_BITS,
+    MAX_READ_REGISTERS,
+    reference,
+)
 
 __all__ = [
     "Block", "MODES", "ModbusOptions", "PACKAGE_TEMPLATES", "RegisterSpec", "VALUE_TYPES", "ValueType",

@@ -42,8 +42,8 @@ import ssl
 from collections.abc import Sequence
 
 import aiomqtt
-from aiomqtt.exceptions import MqttConnectError
 import orjson
+from aiomqtt.exceptions import MqttConnectError
 from yarl import URL
 
 from pollerd.compat import timeout
@@ -132,7 +132,7 @@ class MqttPushClient:
     def _gone(client: aiomqtt.Client) -> bool:
         # aiomqtt keeps the connection's end in a private future (it has no public "is connected"); the
         # dependency is pinned below 3 for this. Reading the exception marks it retrieved for asyncio.
-        fut: asyncio.Future[None] = client._disconnected  # noqa: SLF001
+        fut: asyncio.Future[None] = client._disconnected
         if fut.done():
             if not fut.cancelled():
                 fut.exception()
@@ -170,7 +170,7 @@ class MqttPushClient:
         # aiomqtt warns once a handful of calls are pending; a pipelined batch has batch_size of them.
         client.pending_calls_threshold = max(sink.batch_size, 1) + 10
         # paho's TCP connect (run in a thread by aiomqtt) has its own 5 s default; use the sink's timeout.
-        client._client.connect_timeout = sink.timeout  # noqa: SLF001
+        client._client.connect_timeout = sink.timeout
         try:
             await self._enter(client)
         except MqttConnectError as exc:
@@ -202,7 +202,7 @@ class MqttPushClient:
         the connection, and aiomqtt would wait ``timeout`` seconds for a CONNACK that never comes."""
         loop = asyncio.get_running_loop()
         closed: asyncio.Future[None] = loop.create_future()
-        paho = client._client  # noqa: SLF001
+        paho = client._client
         on_close = paho.on_socket_close
 
         def closed_too(c: object, userdata: object, sock: object) -> None:
@@ -213,10 +213,10 @@ class MqttPushClient:
 
         paho.on_socket_close = closed_too
         enter = asyncio.ensure_future(client.__aenter__())
-        gone: asyncio.Future[None] = client._disconnected  # noqa: SLF001
+        gone: asyncio.Future[None] = client._disconnected
         try:
             await asyncio.wait((enter, gone, closed), return_when=asyncio.FIRST_COMPLETED)
-            if not enter.done() and client._connected.done():  # noqa: SLF001
+            if not enter.done() and client._connected.done():
                 # The CONNACK came before the hang-up (a broker refusing the credentials closes right after
                 # it), but aiomqtt's connect thread has not returned yet (a loaded machine): its verdict is in,
                 # let aiomqtt report it rather than a bare "closed before CONNACK".
@@ -245,7 +245,7 @@ class MqttPushClient:
     def _abort(client: aiomqtt.Client) -> None:
         # A connect that failed half way may leave paho's socket open with a reader on the loop; close it
         # (paho's own close also unregisters the reader) so a long outage of retries leaks no descriptors.
-        paho = client._client  # noqa: SLF001
+        paho = client._client
         close = getattr(paho, "_sock_close", None)
         if paho.socket() is not None and close is not None:
             try:
@@ -296,7 +296,7 @@ class MqttPushClient:
         # aiomqtt does not fail pending publishes when the connection drops (paho would re-send them on a
         # reconnect of the same session, which a clean session never has), so race the batch against the
         # connection's end.
-        gone: asyncio.Future[None] = client._disconnected  # noqa: SLF001
+        gone: asyncio.Future[None] = client._disconnected
         try:
             async with timeout(self._sink.timeout):
                 await asyncio.wait((acked, gone), return_when=asyncio.FIRST_COMPLETED)

@@ -729,7 +729,7 @@ class SioiSink:
         rec.update(status="lost", reason=reason)
         await self._save(period, rec)
         self._m_docs.inc(sink=self._name, outcome="lost")
-        return None
+        return
 
 
 class _Changed(Exception):

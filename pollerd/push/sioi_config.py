@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from decimal import Decimal as _Decimal
 import os
 import re
 import xml.etree.ElementTree as _ET
 import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Union
+from decimal import Decimal as _Decimal
 
 from pollerd.drivers import OptionError
 from pollerd.model import Reading
@@ -74,7 +73,7 @@ class Gap:
 @dataclass(frozen=True, slots=True)
 class Block:
     kind: str                                   # "document", "meter" or "reading"
-    parts: tuple[Union[str, Field, Gap, "Block"], ...]
+    parts: tuple[str | Field | Gap | Block, ...]
     line: int
 
 

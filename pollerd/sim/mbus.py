@@ -19,8 +19,8 @@ import datetime as dt
 import signal
 import sys
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from pollerd.protocols import mbus as m
 from pollerd.sim.common import FramedPtySim, host_port, serve_framed_tcp

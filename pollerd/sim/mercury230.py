@@ -478,7 +478,7 @@ class SimMeter:
             return m.encode_energy(*self.expected_energy(tariff, now))
         if array == 6 and month == 0 and tariff == 0:
             return m.encode_phase_energy(*self.expected_phase_energy(now))
-        if tariff <= 4 and (array in (1, 2, 4, 5, 9, 10, 12, 13) and month == 0 or array in (3, 11) and 1 <= month <= 12):
+        if tariff <= 4 and ((array in (1, 2, 4, 5, 9, 10, 12, 13) and month == 0) or (array in (3, 11) and 1 <= month <= 12)):
             return m.encode_energy(*self.expected_archive(array, month, tariff, now))
         return _status(m.STATUS_BAD_COMMAND)
 
@@ -728,8 +728,8 @@ class SimBus:
                 raise ValueError(f"two simulated meters share address {meter.address}")
             self.meters[meter.address] = meter
         self.requests = 0
-        self.replies: dict[int, int] = {addr: 0 for addr in self.meters}
-        self.faults_applied: dict[str, int] = {f: 0 for f in FAULTS}
+        self.replies: dict[int, int] = dict.fromkeys(self.meters, 0)
+        self.faults_applied: dict[str, int] = dict.fromkeys(FAULTS, 0)
         self._faults: deque[str] = deque()
         self._splitter = self.splitter()
 

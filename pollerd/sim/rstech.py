@@ -24,8 +24,9 @@ import collections
 import datetime as _dt
 import math
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 from aiohttp import web
