@@ -245,6 +245,8 @@ class _Api:
                                + (f": {m.last_error})" if m.last_error else ")"))
             for kind, text in m.alarms.items():
                 reasons.append(f"meter {m.name} {kind}: {text}")
+            if m.last_dropped:  # the meter answers; a value it sent was unfit to store (pollerd.quality)
+                warnings.append(f"meter {m.name} values dropped: {m.last_dropped}")
             if m.degraded:
                 msg = f"meter {m.name} degraded: {m.degraded_reason or 'no reason given'}"
                 (reasons if lim.degraded_is_failure else warnings).append(msg)

@@ -226,10 +226,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    import importlib
-
-    from .decode import TOOLS
-    return int(importlib.import_module(TOOLS[args.decode_protocol]).run(args))
+    from .decode import run_tool
+    return run_tool(args.decode_protocol, args)
 
 
 def cmd_webmeters_key(args: argparse.Namespace) -> int:

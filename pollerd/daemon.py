@@ -20,6 +20,7 @@ from .errors import ConfigError, MeterBusy, PollerdError, StoreError
 from .line import Line, line_priority
 from .metrics import Registry
 from .notify import Notifier, run_notifier
+from .quality import describe, screen
 from .quota import StoreQuota
 from .schedule import Schedule, next_run
 from .state import LineState, MeterState, Runtime, SinkState
@@ -137,6 +138,9 @@ class Daemon:
                                "Lateness of cycle starts against their schedule (recent window)", ("quantile",))
         self._m_degraded = m.gauge("pollerd_meter_degraded", "1 while a meter is degraded", ("meter",))
         self._m_store_err = m.counter("pollerd_store_write_errors_total", "Failed store writes")
+        self._m_dropped = m.counter("pollerd_values_dropped_total",
+                                    "Readings dropped before the store (not finite, not a number, implausible)",
+                                    ("meter", "reason"))
         self._m_reloads = m.counter("pollerd_reloads_total", "Config reloads by outcome (ok, failed, refused)",
                                     ("outcome",))
 
@@ -634,6 +638,7 @@ class Daemon:
             log.exception("%s: internal error in the %s driver", mc.name, mc.protocol,
                           extra={"meter": mc.name, "line": mc.line})
             result = PollResult((), (), False, f"internal error: {type(exc).__name__}: {exc}")
+        result = self._screen(mc, st, result)
         if result.readings or result.events or result.state:
             try:
                 await self.store.write(result.readings, result.events)
@@ -649,6 +654,19 @@ class Daemon:
                           extra={"meter": mc.name})
         self._record(mc, st, result, started)
         return result
+
+    def _screen(self, mc: MeterConfig, st: MeterState, result: PollResult) -> PollResult:
+        """Drop the readings unfit for the store (quality.screen), counted and logged; the rest goes on."""
+        screened = screen(result.readings)
+        st.last_dropped = describe(screened.dropped) if screened.dropped else None
+        if not screened.dropped:
+            return result
+        st.dropped += len(screened.dropped)
+        for d in screened.dropped:
+            self._m_dropped.inc(meter=mc.name, reason=d.reason)
+        log.warning("%s: dropped %d of %d value(s), not stored: %s", mc.name, len(screened.dropped),
+                    len(result.readings), st.last_dropped, extra={"meter": mc.name, "line": mc.line})
+        return replace(result, readings=screened.kept)
 
     def _record(self, mc: MeterConfig, st: MeterState, result: PollResult, started: float) -> None:
         st.polls += 1

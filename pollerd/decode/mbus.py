@@ -16,10 +16,11 @@ colons. Exit 1 with the frame error (its problem and evidence) on stderr for a f
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
 from typing import Any
 
+from pollerd.decode import dumps
 from pollerd.protocols import mbus as m
 
 __all__ = ["configure_parser", "decode", "run"]
@@ -57,6 +58,9 @@ def decode(raw: bytes) -> dict[str, Any]:
                              "unit": r.unit, "vif": r.vif_code, "known": r.known}
         if isinstance(r.value, m.DateTime) and r.value.invalid:
             d["invalid"] = True
+        if isinstance(r.value, float) and not math.isfinite(r.value):
+            # The meter sent NaN or an infinity (IEEE real): not a number JSON can carry, nor a reading.
+            d["value"], d["invalid"] = None, f"not a finite number ({r.value!r})"
         if r.error:
             d["error"] = r.error
         if r.modifiers:
@@ -79,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     except m.MbusFrameError as exc:
         print(f"mbus: {exc.problem}: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(out, ensure_ascii=False))
+    print(dumps(out))
     return 0
 
 

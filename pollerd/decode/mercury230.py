@@ -12,10 +12,10 @@ stderr for a response with a bad CRC, an incomplete or malformed response, or a 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
+from pollerd.decode import dumps
 from pollerd.errors import FrameError
 from pollerd.protocols import mercury230 as m
 from pollerd.protocols.crc import check_crc
@@ -113,5 +113,5 @@ def run(args: argparse.Namespace) -> int:
     except DecodeError as exc:
         print(f"pollerd decode mercury230: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(out, ensure_ascii=False))
+    print(dumps(out))
     return 0

@@ -1196,12 +1196,20 @@ def describe_request(frame: bytes | bytearray | memoryview) -> tuple[str, Reques
     if code == CODE_READ_PARAM and n == 3:
         bwri = body[2]
         try:
+            # A BWRI is known only when its reply has a layout AND its values a channel name (phase 0 of
+            # voltage is neither): checked here, so decoding a reply never meets an unnamed value.
             if p1 == PARAM_AUX and (bwri >> 4) in _AUX_QUANTITIES:
+                aux_channel(bwri)
                 return "read_aux", read_aux(addr, bwri)
             if p1 == PARAM_AUX_GROUP:
-                return "read_aux_group", read_aux_group(addr, bwri)
+                req = read_aux_group(addr, bwri)
+                group_channels(bwri)
+                return "read_aux_group", req
             if p1 == PARAM_FIXED:
-                return "read_fixed", read_fixed(addr, bwri)
+                req = read_fixed(addr, bwri)
+                if bwri != 0xE0:
+                    group_channels(bwri)
+                return "read_fixed", req
             if p1 == PARAM_VARIANT and bwri == 0:
                 return "read_variant", Request(addr, body, 12)
         except ValueError:
