@@ -31,8 +31,8 @@ def test_bad_input_is_one_clear_line_and_a_nonzero_exit(argv: list[str], says: s
 
 
 def test_mbus_nan_record_is_null_with_a_reason(capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["decode", "mbus", "68 1b 1b 68 08 01 72 78 56 34 12 43 04 01 07 01 00 00 00 04 13 40 e2 01 00 05 5b"
-               " 00 00 c0 7f b8 16"])
+    telegram = "68 1b 1b 68 08 01 72 78 56 34 12 43 04 01 07 01 00 00 00 04 13 40 e2 01 00 05 5b 00 00 c0 7f b8 16"
+    rc = main(["decode", "mbus", telegram])
     out, _ = capsys.readouterr()
     assert rc == 0
     records = _strict(out)["records"]  # type: ignore[index]
