@@ -149,6 +149,10 @@ def parse_options(raw: Mapping[str, object], base_dir: str) -> IecOptions:
 # ------------------------------------------------------------------------------------------------- values
 
 
+class _Refused(MeterError):
+    """Every attempt to read one address was answered with NAK."""
+
+
 @dataclass(frozen=True, slots=True)
 class Decoded:
     channel: str
@@ -405,8 +409,17 @@ class Iec62056Driver:
         try:
             if self._password is not None:
                 await self._login()
+            refused: list[str] = []
             for address, argument in self.addresses:
-                sets.extend(await self._read(address, argument, attempts))
+                try:
+                    sets.extend(await self._read(address, argument, attempts))
+                except _Refused as exc:
+                    # The meter answers the session but NAKs this one address each time: that costs its
+                    # value, not the addresses after it.
+                    refused.append(str(exc))
+                    self.ctx.log.warning("%s: %s; skipping that address this cycle", mc.name, exc)
+            if refused and len(refused) == len(self.addresses):
+                raise MeterError("; ".join(refused))
         finally:
             await self._break()
 
@@ -437,7 +450,7 @@ class Iec62056Driver:
                 last, body = exc, bytearray()
                 continue
             if msg.kind == "nak":  # the meter asks for a repeat
-                last = MeterError(f"{mc.name}: NAK to R1 {address}")
+                last = _Refused(f"{mc.name}: NAK to R1 {address}")
                 continue
             if msg.kind != "data":
                 raise MeterError(f"{mc.name}: unexpected reply to R1 {address}: [{msg.raw.hex(' ')}]")

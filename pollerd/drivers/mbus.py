@@ -137,10 +137,11 @@ class MbusDriver:
         else:
             await self._exchange(m.snd_nke(self.primary), "ack", retries)
 
-    async def read_telegrams(self) -> list[m.Telegram]:
-        """One full readout: the first telegram and every one announced by DIF 1F."""
+    async def read_telegrams(self, out: list[m.Telegram] | None = None) -> list[m.Telegram]:
+        """One full readout: the first telegram and every one announced by DIF 1F. Telegrams go into ``out``
+        as they arrive, so that a caller still holds the ones before a failure."""
         await self._start()
-        out: list[m.Telegram] = []
+        out = [] if out is None else out
         fcb = True
         previous: bytes | None = None
         for _ in range(MAX_TELEGRAMS):
@@ -163,12 +164,17 @@ class MbusDriver:
         mc = self.ctx.meter
         if self._problem:
             return PollResult((), (), False, self._problem)
+        telegrams: list[m.Telegram] = []
+        error: str | None = None
         try:
-            telegrams = await self.read_telegrams()
+            await self.read_telegrams(telegrams)
         except LineStopping as exc:
             return PollResult((), (), False, str(exc))
         except (MeterError, ReplyTimeout, FrameError, TransportError) as exc:
-            return PollResult((), (), isinstance(exc, (MeterError, m.MbusApplicationError)), str(exc))
+            if not telegrams:
+                return PollResult((), (), isinstance(exc, (MeterError, m.MbusApplicationError)), str(exc))
+            # A later telegram failed: the ones received still hold good current values.
+            error = f"readout cut after {len(telegrams)} telegram(s): {exc}"
         events: list[Event] = []
         try:
             self._check_identity(telegrams)
@@ -180,8 +186,8 @@ class MbusDriver:
             text = ", ".join(name for bit, name in _STATUS_BITS.items() if status & bit)
             events.append(Event(mc.name, "mbus_status", ts, None, f"status 0x{status:02X}: {text}"))
         self._last_status = status
-        readings = self.readings(telegrams, ts)
-        return PollResult(tuple(readings), tuple(events), True, None)
+        readings = self.readings(telegrams, ts, partial=error is not None)
+        return PollResult(tuple(readings), tuple(events), True, error)
 
     def _check_identity(self, telegrams: list[m.Telegram]) -> None:
         mc, st = self.ctx.meter, self.ctx.state
@@ -200,8 +206,10 @@ class MbusDriver:
                 f"{mc.name}: the meter at {where} on line {mc.line} reports id {header.id}, but number_meter is "
                 f"{mc.number_meter}; not polling it")
 
-    def readings(self, telegrams: Iterable[m.Telegram], ts: int) -> list[Reading]:
-        """Records of a readout -> readings (pure; the tests call it directly)."""
+    def readings(self, telegrams: Iterable[m.Telegram], ts: int, partial: bool = False) -> list[Reading]:
+        """Records of a readout -> readings (pure; the tests call it directly). Of a ``partial`` readout only
+        the current values are taken: a storage record's date may be in a telegram that never came, and
+        stored without it the value would land in another series."""
         mc = self.ctx.meter
         telegrams = list(telegrams)
         medium = next((t.header.medium for t in telegrams if t.header.medium is not None), None)
@@ -220,7 +228,7 @@ class MbusDriver:
                 continue
             if r.storage == 0 and "current" not in mc.read:
                 continue
-            if r.storage and "archive" not in mc.read:
+            if r.storage and ("archive" not in mc.read or partial):
                 continue
             channel, unit, value = _channel(r, medium)
             kind, when = Archive.CURRENT.value, ts
