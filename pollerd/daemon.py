@@ -658,15 +658,17 @@ class Daemon:
     def _screen(self, mc: MeterConfig, st: MeterState, result: PollResult) -> PollResult:
         """Drop the readings unfit for the store (quality.screen), counted and logged; the rest goes on."""
         screened = screen(result.readings)
-        st.last_dropped = describe(screened.dropped) if screened.dropped else None
-        if not screened.dropped:
+        dropped = result.dropped + screened.dropped
+        st.last_dropped = describe(dropped) if dropped else None
+        if not dropped:
             return result
-        st.dropped += len(screened.dropped)
-        for d in screened.dropped:
+        st.dropped += len(dropped)
+        for d in dropped:
             self._m_dropped.inc(meter=mc.name, reason=d.reason)
-        log.warning("%s: dropped %d of %d value(s), not stored: %s", mc.name, len(screened.dropped),
-                    len(result.readings), st.last_dropped, extra={"meter": mc.name, "line": mc.line})
-        return replace(result, readings=screened.kept)
+        log.warning("%s: dropped %d of %d value(s), not stored: %s", mc.name, len(dropped),
+                    len(result.readings) + len(result.dropped), st.last_dropped,
+                    extra={"meter": mc.name, "line": mc.line})
+        return replace(result, readings=screened.kept, dropped=())
 
     def _record(self, mc: MeterConfig, st: MeterState, result: PollResult, started: float) -> None:
         st.polls += 1

@@ -49,7 +49,7 @@ def test_iec_value_beyond_float_range_is_null_with_a_reason(capsys: pytest.Captu
     out, _ = capsys.readouterr()
     assert rc == 0
     readings = {r["channel"]: r for r in _strict(out)["readings"]}  # type: ignore[index]
-    assert readings["A+"]["value"] is None and "finite" in readings["A+"]["invalid"]
+    assert readings["A+"]["value"] == "1e308" and "beyond any float" in readings["A+"]["invalid"]
     assert readings["A-"]["value"] == 12500.0 and "invalid" not in readings["A-"]
 
 

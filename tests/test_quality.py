@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from helpers import free_port, until
+from iec_helpers import IecLink, make_driver
 
 from pollerd.config import load_config
 from pollerd.daemon import Daemon
@@ -44,21 +45,34 @@ def test_screen_drops_per_record_and_keeps_the_rest_in_order() -> None:
         ("U.L1", "bad_timestamp")]
 
 
-def test_iec_value_beyond_float_range_becomes_inf_and_is_dropped() -> None:
+def test_iec_value_beyond_float_range_is_no_inf_and_is_counted_as_dropped() -> None:
     sets = iec.parse_data_block("1.8.0(1e308*kWh)\r\n2.8.0(000123.4*kWh)\r\n")
     decoded = {d.channel: d.value for d in decode_sets(sets, PROFILES["generic"])}
-    assert decoded["A+"] == math.inf    # 1e308 kWh in Wh: what the driver would have stored
-    out = screen([Reading("m", d.channel, "current", 1, d.value, d.unit)
-                  for d in decode_sets(sets, PROFILES["generic"]) if isinstance(d.value, float)])
-    assert [x.channel for x in out.kept] == ["A-"]
-    assert out.dropped[0].reason == "non_finite"
+    assert decoded["A+"] == "1e308"     # was inf: 1e308 kWh in Wh, stored as A+ = inf
+    assert decoded["A-"] == 123400.0
+
+
+
+async def test_iec_driver_reports_the_value_beyond_float_range_as_dropped() -> None:
+    def respond(req: bytes) -> list[tuple[float, bytes]]:
+        if req.startswith(b"/?"):
+            return [(0.0005, b"/LGZ5ZMD\r\n")]
+        if req[:1] == b"\x06":
+            return [(0.0005, iec.encode_message(b"\x021.8.0(1e308*kWh)\r\n2.8.0(12.5*kWh)\r\n!\r\n\x03"))]
+        return []
+    driver, _ = make_driver(IecLink(respond))
+    result = await driver.poll(1_790_000_000)
+    assert result.ok, result.error
+    assert [(r.channel, r.value) for r in result.readings] == [("A-", 12500.0)]
+    assert [(d.reading.channel, d.reason) for d in result.dropped] == [("A+", "non_finite")]
 
 
 def _nan_meter() -> SimMeter:
     frame = m.decode_frame(NAN_TELEGRAM)
     t = m.decode_telegram(frame)
     h = t.header
-    assert math.isnan(t.records[1].value)  # type: ignore[arg-type]
+    # The codec never hands out a NaN: the record has no value and says why.
+    assert t.records[1].value is None and t.records[1].error == m.NON_FINITE
     meter = SimMeter(1, h.id, h.manufacturer, h.medium, h.version, [bytes(frame.data[12:])])
     # The simulator rebuilds the frame from these parts: the field telegram byte for byte.
     assert meter.rsp_ud(True) == NAN_TELEGRAM

@@ -14,7 +14,6 @@ bad checksum (the JSON is still printed, with ``checksum_ok: false``) or on byte
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import Any
 
@@ -23,6 +22,7 @@ from pollerd.decode.mercury230 import parse_hex
 from pollerd.drivers.iec62056 import PROFILES, decode_sets
 from pollerd.errors import FrameError
 from pollerd.protocols import iec62056 as iec
+from pollerd.protocols import obis
 from pollerd.quality import check_value
 
 __all__ = ["DecodeError", "configure_parser", "decode", "run"]
@@ -116,11 +116,13 @@ def decode(data: bytes, *, profile: str = "generic", checksum: str = "auto") -> 
     for d in decode_sets(sets, prof):
         reading: dict[str, Any] = {"channel": d.channel, "address": d.address, "value": d.value, "unit": d.unit}
         value = d.value
-        bad = check_value(d.channel, value) if isinstance(value, float) else None
-        if bad is not None:  # what pollerd would drop before the store (pollerd.quality), and why
-            reading["invalid"] = bad[1]
-            if isinstance(value, float) and not math.isfinite(value):
-                reading["value"] = None
+        # What pollerd would not store (pollerd.quality), and why.
+        if isinstance(value, float):
+            bad = check_value(d.channel, value)
+            if bad is not None:
+                reading["invalid"] = bad[1]
+        elif obis.to_float(value) is not None:  # kept as text by the codec: no float once scaled
+            reading["invalid"] = f"{value} {d.unit} is beyond any float once scaled"
         readings.append(reading)
     return {"checksum_ok": ok, "checksum": used,
             "identification": ident.as_dict() if ident else None, "readings": readings}

@@ -16,7 +16,6 @@ colons. Exit 1 with the frame error (its problem and evidence) on stderr for a f
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import Any
 
@@ -58,10 +57,10 @@ def decode(raw: bytes) -> dict[str, Any]:
                              "unit": r.unit, "vif": r.vif_code, "known": r.known}
         if isinstance(r.value, m.DateTime) and r.value.invalid:
             d["invalid"] = True
-        if isinstance(r.value, float) and not math.isfinite(r.value):
+        if r.error == m.NON_FINITE:
             # The meter sent NaN or an infinity (IEEE real): not a number JSON can carry, nor a reading.
-            d["value"], d["invalid"] = None, f"not a finite number ({r.value!r})"
-        if r.error:
+            d["invalid"] = f"{r.error} [{r.raw.hex(' ').upper()}]"
+        elif r.error:
             d["error"] = r.error
         if r.modifiers:
             d["vife_modifiers"] = [f"{c:02X}" for c in r.modifiers]

@@ -16,6 +16,7 @@ the line's baud rate, 9600 for TCP) and nothing is switched. Byte layouts live i
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from ..line import LineStopping
 from ..model import Archive, Event, Reading
 from ..protocols import iec62056 as iec
 from ..protocols import obis
+from ..quality import Dropped
 from . import OptionError
 from .base import DriverContext, PollResult
 
@@ -172,7 +174,10 @@ def _numeric(text: str, unit: str) -> tuple[float | str, str]:
     v = obis.to_float(text)
     if v is None:
         return text, unit
-    return obis.normalize(v, unit)
+    value, si = obis.normalize(v, unit)
+    if not math.isfinite(value):  # 1e308 kWh is no float in Wh: it stays text (the driver counts the drop)
+        return text, unit
+    return value, si
 
 
 def decode_sets(sets: tuple[iec.DataSet, ...], profile: Profile) -> list[Decoded]:
@@ -346,8 +351,10 @@ class Iec62056Driver:
             error = str(exc)
         except (MeterError, ReplyTimeout, FrameError, TransportError) as exc:
             error = str(exc)
-        readings = self._readings(ts, tuple(sets))
-        return PollResult(readings, tuple(events), self._answered or bool(readings), error)
+        dropped: list[Dropped] = []
+        readings = self._readings(ts, tuple(sets), dropped)
+        return PollResult(readings, tuple(events), self._answered or bool(readings) or bool(dropped), error,
+                          dropped=tuple(dropped))
 
     async def _cycle(self, sets: list[iec.DataSet]) -> None:
         mc = self.ctx.meter
@@ -498,17 +505,21 @@ class Iec62056Driver:
                 f"{mc.name}: the meter at address {self.address!r} on line {mc.line} reports serial number "
                 f"{serial}, but number_meter is {mc.number_meter}; not polling it")
 
-    def _readings(self, ts: int, sets: tuple[iec.DataSet, ...]) -> tuple[Reading, ...]:
+    def _readings(self, ts: int, sets: tuple[iec.DataSet, ...],
+                  dropped: list[Dropped] | None = None) -> tuple[Reading, ...]:
         mc = self.ctx.meter
         out: list[Reading] = []
         found = serial_of(sets, self.profile)
         serial_addr = found[0] if found else None   # an identity, not a measurement
         for d in decode_sets(sets, self.profile):
-            if not isinstance(d.value, float) or d.address == serial_addr:
+            if d.address == serial_addr or obis.kind_of(d.channel) not in mc.read:
                 continue
-            if obis.kind_of(d.channel) not in mc.read:
-                continue
-            out.append(Reading(mc.name, d.channel, Archive.CURRENT.value, ts, d.value, d.unit))
+            if isinstance(d.value, float):
+                out.append(Reading(mc.name, d.channel, Archive.CURRENT.value, ts, d.value, d.unit))
+            elif dropped is not None and obis.to_float(d.value) is not None:
+                # A finite number that stayed text: beyond float range once scaled to SI units (_numeric).
+                dropped.append(Dropped(Reading(mc.name, d.channel, Archive.CURRENT.value, ts, math.inf, d.unit),
+                                       "non_finite", f"{d.value} {d.unit} is beyond any float once scaled"))
         return tuple(out)
 
     async def probe(self) -> bool:

@@ -22,6 +22,7 @@ plain-text VIF) with the same suffixes. Units are normalised: J -> Wh, J/h -> W,
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import statistics
 import zoneinfo
 from collections.abc import Iterable
@@ -30,6 +31,7 @@ from ..errors import FrameError, IdentityMismatch, MeterError, PollerdError, Rep
 from ..line import LineStopping
 from ..model import Archive, Event, Reading
 from ..protocols import mbus as m
+from ..quality import Dropped
 from . import OptionError
 from .base import DriverContext, PollResult
 
@@ -186,8 +188,9 @@ class MbusDriver:
             text = ", ".join(name for bit, name in _STATUS_BITS.items() if status & bit)
             events.append(Event(mc.name, "mbus_status", ts, None, f"status 0x{status:02X}: {text}"))
         self._last_status = status
-        readings = self.readings(telegrams, ts, partial=error is not None)
-        return PollResult(tuple(readings), tuple(events), True, error)
+        dropped: list[Dropped] = []
+        readings = self.readings(telegrams, ts, partial=error is not None, dropped=dropped)
+        return PollResult(tuple(readings), tuple(events), True, error, dropped=tuple(dropped))
 
     def _check_identity(self, telegrams: list[m.Telegram]) -> None:
         mc, st = self.ctx.meter, self.ctx.state
@@ -206,7 +209,8 @@ class MbusDriver:
                 f"{mc.name}: the meter at {where} on line {mc.line} reports id {header.id}, but number_meter is "
                 f"{mc.number_meter}; not polling it")
 
-    def readings(self, telegrams: Iterable[m.Telegram], ts: int, partial: bool = False) -> list[Reading]:
+    def readings(self, telegrams: Iterable[m.Telegram], ts: int, partial: bool = False,
+                 dropped: list[Dropped] | None = None) -> list[Reading]:
         """Records of a readout -> readings (pure; the tests call it directly). Of a ``partial`` readout only
         the current values are taken: a storage record's date may be in a telegram that never came, and
         stored without it the value would land in another series."""
@@ -217,14 +221,15 @@ class MbusDriver:
         dates: dict[tuple[int, int], int] = {}
         for r in records:
             if r.storage and isinstance(r.value, m.DateTime):
-                when = r.value.to_datetime()
-                if when is not None:
-                    dates.setdefault((r.storage, r.subunit), int(when.replace(tzinfo=self._tz).timestamp()))
+                moment = r.value.to_datetime()
+                if moment is not None:
+                    dates.setdefault((r.storage, r.subunit), int(moment.replace(tzinfo=self._tz).timestamp()))
         archive = _archive_kind(sorted(set(dates.values())))
         out: list[Reading] = []
         seen: set[tuple[str, str, int]] = set()
         for r in records:
-            if not r.is_number:
+            non_finite = r.error == m.NON_FINITE
+            if not (r.is_number or non_finite):
                 continue
             if r.storage == 0 and "current" not in mc.read:
                 continue
@@ -238,6 +243,11 @@ class MbusDriver:
                     channel += f".S{r.storage}"
                 else:
                     kind, when = archive, at
+            if non_finite:  # no value to store; pollerd.quality counts it with the other drops
+                if dropped is not None:
+                    dropped.append(Dropped(Reading(mc.name, channel, kind, when, math.nan, unit), "non_finite",
+                                           f"the meter sent a NaN or infinite real [{r.raw.hex(' ')}]"))
+                continue
             key = (channel, kind, when)
             if key in seen:
                 continue  # a second record with the same meaning (another scaling): the first one stands
@@ -259,7 +269,7 @@ class MbusDriver:
 
 
 def _channel(r: m.Record, medium: int | None) -> tuple[str, str, float]:
-    value = float(r.value)  # type: ignore[arg-type]
+    value = float(r.value) if r.is_number else math.nan  # type: ignore[arg-type]
     unit = r.unit
     if unit in _CONVERT:
         unit, factor = _CONVERT[unit]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import functools
+import math
 import struct
 from dataclasses import dataclass
 from typing import NamedTuple, Union
@@ -61,6 +62,8 @@ MAX_L = 255          # L counts C, A, CI and up to 252 data bytes
 MAX_FRAME = MAX_L + 6
 MAX_DIFE = 10        # EN 13757-3: at most 10 DIFE and 10 VIFE per record
 MAX_VIFE = 10
+# Record.error of a 32-bit real that is NaN or an infinity: the value is None, the raw bytes stay.
+NON_FINITE = "not a finite number"
 
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -983,7 +986,11 @@ def _make_record(info: RecordInfo, payload: bytes, lvar: int | None) -> Record:
     elif kind == _K_BCD:
         value, error = _bcd(payload)
     elif kind == _K_REAL:
-        value = f32_decimal(_F32.unpack(payload)[0])  # 21.5, not 21.5000000001 widened to double
+        real = _F32.unpack(payload)[0]
+        if math.isfinite(real):
+            value = f32_decimal(real)  # 21.5, not 21.5000000001 widened to double
+        else:  # NaN or an infinity as sent: no number to give (the driver has pollerd.quality count it)
+            value, error = None, NON_FINITE
     elif kind == _K_NONE:
         return Record(info, None, payload)
     elif kind == _K_DATE_F:
