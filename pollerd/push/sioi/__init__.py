@@ -1,790 +1,98 @@
-"""АС СиОИ document sink (seed 003): turns a period's readings into an XML collection document, uploads it
-once, and follows the job until the service has loaded or failed it.
+"""АС СиОИ document sink (seed 003): builds a period's XML collection document, uploads it once and follows
+the job until the service has loaded or failed it.
 
-Not a batch push client: it runs on its own schedule (a daily or monthly document, built at ``at`` on the
-day after the period) and keeps no outbox cursor.
-
-Exactly once. A loaded document cannot be corrected by its sender (seed 003: only support can delete it), so
-a period's record lives in the store's state table under ``sioi:<sink>:<period>`` and is written *before*
-every upload ("uploading", with the document's SHA-256) and right after it ("queued", with the job id):
-
-* "uploading" found at start (we died between the two writes), or an upload whose answer is unclear (a
-  timeout after the body went out, a 5xx, a 2xx without a job id) -> "ambiguous": reported, never re-sent
-  automatically. The operator checks АС СиОИ and runs ``pollerd sioi --retry PERIOD`` or ``--accept PERIOD``.
-* "queued" -> the job is polled every ``status_poll``; "loaded" or "failed" (the service's errors kept and
-  reported); still unresolved after ``job_timeout`` (at most the 2 hours the service keeps jobs) -> "lost",
-  reported, not re-sent.
-* "failed"/"rejected" -> the document is rebuilt every hour and uploaded again only if it changed: a hash
-  once sent is never sent again (except after ``--retry``).
-
-Failures that certainly did not deliver the document (connection refused, login refused, 401/403/404/429/
-503, garbage from the login or status call) are retried with capped, jittered backoff and reported in /health
-after a few tries.
+One module per role: :mod:`.sink` (the schedule and the exactly-once state machine), :mod:`.client` (the
+HTTP exchange), :mod:`.document` (readings -> document), :mod:`.template` (the XML template engine),
+:mod:`.periods` (what one document covers), :mod:`.records` (period records in the store and the operator's
+actions) and :mod:`.options` (the sink's config keys).
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import logging
-import random
-import re
-import ssl
-import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
-
-import aiohttp
-import orjson
-
-from pollerd.config import SinkConfig
-from pollerd.drivers.cloud import scrub
-from pollerd.errors import SinkError, StoreError
-from pollerd.metrics import Registry
-from pollerd.model import Reading
-from pollerd.push import TransientSinkError
-from pollerd.push.forwarder import retry_delay
-from pollerd.push.http import ssl_option
-from pollerd.push.sioi_config import SioiOptions
-from pollerd.state import SinkState
-
-if TYPE_CHECKING:
-    from pollerd.store import Store
-
-log = logging.getLogger(__name__)
-
-RECHECK = 3600.0          # how often a failed/empty period's document is rebuilt to see whether it changed
-DATA_RECHECK = 300.0      # how often a period waiting for readings is looked at again
-MAX_SLEEP = 30.0          # longest sleep: operator changes (`pollerd sioi --retry`) and clock steps are seen
-ALARM_AFTER = 3           # consecutive failed tries before an upstream problem becomes a /health reason
-_BODY_READ = 64 * 1024    # the most of a reply read: a status with a long error list fits, a runaway does not
-_SNIPPET = 200
-_WS = re.compile(r"\s+")
-_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
-
-FINAL_OK = ("loaded", "accepted")
-HELD = ("ambiguous", "lost")
-
-
-def state_key(sink: str, period: str) -> str:
-    return f"sioi:{sink}:{period}"
-
-
-def since_key(sink: str) -> str:
-    return f"sioi:{sink}:since"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Errors
-# ---------------------------------------------------------------------------------------------------------------
-
-class Rejected(SinkError):
-    """The service refused the document on its content (upload 4xx): not accepted, errors attached."""
-
-    def __init__(self, message: str, errors: list[str]) -> None:
-        super().__init__(message)
-        self.errors = errors
-
-
-class Ambiguous(SinkError):
-    """The upload went out but its outcome is unknown: the service may hold the document."""
-
-
-class JobUnknown(SinkError):
-    """The status call says the job id is not (or no longer) known."""
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# HTTP client
-# ---------------------------------------------------------------------------------------------------------------
-
-def _field(doc: object, path: str) -> object:
-    """``doc["a"]["b"]`` for ``"a.b"``; None when any step is missing."""
-    for part in path.split("."):
-        if isinstance(doc, dict) and part in doc:
-            doc = doc[part]
-        else:
-            return None
-    return doc
-
-
-def _error_list(value: object) -> list[str]:
-    """The service's error list as lines: strings, or objects such as {"code": .., "message": ..}."""
-    if value is None:
-        return []
-    items = value if isinstance(value, list) else [value]
-    out = []
-    for item in items:
-        if isinstance(item, dict):
-            out.append("; ".join(f"{k}: {v}" for k, v in item.items()))
-        else:
-            out.append(str(item))
-    return out
-
-
-class _NotSent(Exception):
-    """The request certainly did not reach the service (no connection)."""
-
-
-class _NoAnswer(Exception):
-    """The request may have reached the service but no (complete) answer came back."""
-
-
-class SioiClient:
-    """The three calls of seed 003 over aiohttp: login, upload, job status. Secrets never reach a message."""
-
-    def __init__(self, sink: SinkConfig, opts: SioiOptions) -> None:
-        self._sink = sink
-        self._opts = opts
-        self._base = sink.url.rstrip("/")
-        self._session: aiohttp.ClientSession | None = None
-        self._token: str | None = None
-        self._logged_in = False
-        self._secrets: tuple[str, ...] = tuple(s for s in (sink.password.reveal() if sink.password else "",) if s)
-        self.requests = 0
-
-    def _scrub(self, text: str) -> str:
-        # also the URL-encoded spellings: a form login (auth_format = "form") echoed back shows those
-        return scrub(text, (*self._secrets, *((self._token,) if self._token else ())))
-
-    def _ssl(self) -> ssl.SSLContext | bool:
-        return ssl_option(self._sink)  # a sioi sink takes no client_cert: verify_tls and ca_file only
-
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            try:
-                ssl_opt = self._ssl()
-            except (OSError, ssl.SSLError) as exc:
-                raise TransientSinkError(f"cannot load ca_file {self._sink.ca_file!r}: {exc}", kind="tls") from None
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=ssl_opt, limit=2),
-                # unsafe: a session cookie from a service addressed by IP must be kept too.
-                cookie_jar=aiohttp.CookieJar(unsafe=True),
-                headers={"User-Agent": "pollerd"})
-        return self._session
-
-    async def close(self) -> None:
-        session, self._session = self._session, None
-        self._token, self._logged_in = None, False
-        if session is not None:
-            await session.close()
-
-    async def _request(self, method: str, path: str, **kw: Any) -> tuple[int, bytes, str]:
-        session = self._open()
-        headers = kw.pop("headers", {})
-        if self._token is not None:
-            headers[self._opts.token_header] = self._opts.token_prefix + self._token
-        self.requests += 1
-        # The connect phase gets half the time: a connect timeout then says "never sent", while running out
-        # of the total time means the request went out and its fate is unknown.
-        limit = aiohttp.ClientTimeout(total=self._sink.timeout, connect=self._sink.timeout / 2)
-        try:
-            async with session.request(method, self._base + path, headers=headers, allow_redirects=False,
-                                       timeout=limit, **kw) as resp:
-                chunks: list[bytes] = []
-                size = 0
-                while size < _BODY_READ:
-                    chunk = await resp.content.read(_BODY_READ - size)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    size += len(chunk)
-                return resp.status, b"".join(chunks), resp.headers.get("Content-Type", "")
-        except asyncio.CancelledError:
-            raise
-        except _CONNECT_ERRORS as exc:
-            raise _NotSent(self._scrub(f"{method} {path}: cannot connect: {exc or type(exc).__name__}")) from None
-        except (asyncio.TimeoutError, TimeoutError):
-            raise _NoAnswer(f"{method} {path}: no answer within {self._sink.timeout:g} s") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise _NoAnswer(self._scrub(f"{method} {path}: {type(exc).__name__}: {exc}")) from None
-
-    def _describe(self, status: int, body: bytes, ctype: str) -> str:
-        """What a reply said, short: the service's error text, an HTML page's title, or the start of it."""
-        doc = _json_or_none(body)
-        if isinstance(doc, dict):
-            errs = _error_list(_field(doc, self._opts.errors_field)) or _error_list(
-                doc.get("message") or doc.get("error"))
-            if errs:
-                return self._scrub("; ".join(errs))[:_SNIPPET * 2]
-        m = _TITLE.search(body)
-        if m or b"<html" in body[:512].lower():
-            title = _WS.sub(" ", m.group(1).decode("utf-8", "replace")).strip() if m else ""
-            return f"an HTML page{': ' + repr(title) if title else ''} ({ctype or 'no content type'})"
-        return repr(self._scrub(_WS.sub(" ", body.decode("utf-8", "replace")).strip())[:_SNIPPET])
-
-    def _json(self, status: int, body: bytes, ctype: str, what: str) -> dict:
-        doc = _json_or_none(body)
-        if not isinstance(doc, dict):
-            raise TransientSinkError(f"{what}: HTTP {status} but not a JSON object: "
-                                     f"{self._describe(status, body, ctype)}", kind="garbage", status=status)
-        return doc
-
-    # -- login ------------------------------------------------------------------------------------------
-
-    async def login(self) -> None:
-        o = self._opts
-        self._token, self._logged_in = None, False
-        creds = {o.login_field: self._sink.username or "",
-                 o.password_field: self._sink.password.reveal() if self._sink.password else ""}
-        kw: dict[str, Any] = {"json": creds} if o.auth_format == "json" else {"data": creds}
-        try:
-            status, body, ctype = await self._request("POST", o.auth_path, **kw)
-        except (_NotSent, _NoAnswer) as exc:
-            raise TransientSinkError(f"login: {exc}", kind="network") from None
-        if status in (401, 403):
-            raise TransientSinkError(f"login refused (HTTP {status}): {self._describe(status, body, ctype)}; "
-                                     "check username/password", kind="auth", status=status)
-        if not 200 <= status < 300:
-            raise TransientSinkError(f"login: HTTP {status}: {self._describe(status, body, ctype)}",
-                                     kind="http", status=status)
-        if o.token_field:
-            doc = self._json(status, body, ctype, "login")
-            token = _field(doc, o.token_field)
-            if not isinstance(token, (str, int)) or token == "":
-                raise TransientSinkError(f"login: HTTP {status} without {o.token_field!r} in the reply "
-                                         f"(fields: {', '.join(map(str, doc))[:200]}); check token_field",
-                                         kind="garbage", status=status)
-            self._token = str(token)
-        self._logged_in = True
-
-    async def ensure_login(self) -> None:
-        if not self._logged_in:
-            await self.login()
-
-    async def _authed(self, method: str, path: str, make_kw: Callable[[], dict[str, Any]]) -> tuple[int, bytes, str]:
-        """One call with the session; a 401 (token or session expired) logs in again and repeats it once."""
-        if not self._logged_in:
-            await self.login()
-        status, body, ctype = await self._request(method, path, **make_kw())
-        if status == 401:
-            log.info("sink %s: session expired (HTTP 401), logging in again", self._sink.name)
-            await self.login()
-            status, body, ctype = await self._request(method, path, **make_kw())
-            if status == 401:
-                raise TransientSinkError(f"{method} {path}: HTTP 401 right after a fresh login: "
-                                         f"{self._describe(status, body, ctype)}", kind="auth", status=401)
-        return status, body, ctype
-
-    # -- upload -----------------------------------------------------------------------------------------
-
-    async def upload(self, form_code: str, filename: str, document: bytes) -> str:
-        """Queue the document; return the job id. Raises TransientSinkError (not delivered), Rejected or
-        Ambiguous."""
-        o = self._opts
-
-        def form() -> dict[str, Any]:
-            data = aiohttp.FormData()
-            data.add_field(o.form_field, form_code)
-            data.add_field(o.file_field, document, filename=filename, content_type="application/xml")
-            return {"data": data}
-
-        try:
-            status, body, ctype = await self._authed("POST", o.upload_path, form)
-        except _NotSent as exc:
-            raise TransientSinkError(f"upload: {exc}", kind="network") from None
-        except _NoAnswer as exc:
-            raise Ambiguous(f"upload: {exc}") from None
-        what = self._describe(status, body, ctype)
-        if 200 <= status < 300:
-            doc = _json_or_none(body)
-            job = _field(doc, o.job_id_field) if isinstance(doc, dict) else None
-            if isinstance(job, (str, int)) and not isinstance(job, bool) and str(job):
-                return str(job)
-            raise Ambiguous(f"upload answered HTTP {status} without a job id ({o.job_id_field!r}): {what}")
-        if status in (403, 404, 405, 408, 429, 503) or 300 <= status < 400:
-            # Refused before looking at the document (access, path, rate, maintenance): nothing was queued.
-            hint = {403: "; the account needs the role «Ответственный за передаваемую информацию» and access "
-                         "to the form and object", 404: "; check upload_path", 405: "; check upload_path"}
-            raise TransientSinkError(f"upload: HTTP {status}: {what}{hint.get(status, '')}", kind="http",
-                                     status=status)
-        if 400 <= status < 500:
-            doc = _json_or_none(body)
-            errors = _error_list(_field(doc, o.errors_field)) if isinstance(doc, dict) else []
-            raise Rejected(f"upload refused: HTTP {status}: {what}", [self._scrub(e) for e in errors] or [what])
-        raise Ambiguous(f"upload: HTTP {status}: {what}")
-
-    # -- status -----------------------------------------------------------------------------------------
-
-    async def status(self, job_id: str) -> tuple[str, list[str]]:
-        o = self._opts
-        if "{job_id}" in o.status_path:
-            path, params = o.status_path.format(job_id=quote(job_id, safe="")), None
-        else:
-            path, params = o.status_path, {o.job_id_field: job_id}
-        try:
-            status, body, ctype = await self._authed("GET", path, lambda: {"params": params} if params else {})
-        except (_NotSent, _NoAnswer) as exc:
-            raise TransientSinkError(f"job status: {exc}", kind="network") from None
-        if status in (404, 410):
-            raise JobUnknown(f"job {job_id} unknown to the service (HTTP {status}): "
-                             f"{self._describe(status, body, ctype)}")
-        if not 200 <= status < 300:
-            raise TransientSinkError(f"job status: HTTP {status}: {self._describe(status, body, ctype)}",
-                                     kind="http", status=status)
-        doc = self._json(status, body, ctype, "job status")
-        value = _field(doc, o.status_field)
-        if not isinstance(value, (str, int)) or isinstance(value, bool):
-            raise TransientSinkError(f"job status: no {o.status_field!r} in the reply: "
-                                     f"{self._describe(status, body, ctype)}", kind="garbage")
-        return str(value), [self._scrub(e) for e in _error_list(_field(doc, o.errors_field))]
-
-
-def _json_or_none(body: bytes) -> object:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-
-
-# Errors that mean the request never reached the service. aiohttp < 3.10 has no ConnectionTimeoutError: there
-# a connect timeout counts as "no answer" (ambiguous), the safe side.
-_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
-    aiohttp.ClientConnectorError, ConnectionRefusedError,
-    *((aiohttp.ConnectionTimeoutError,) if hasattr(aiohttp, "ConnectionTimeoutError") else ()))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Documents
-# ---------------------------------------------------------------------------------------------------------------
-
-_PAGE = 5000
-
-
-async def collect_readings(store: Store, opts: SioiOptions, period: str) -> list[Reading]:
-    """The period's readings that go into the document, in a stable order (meter, ts, channel, archive)."""
-    start, end = opts.period.bounds(period)
-    out: dict[tuple[str, str, str, int], Reading] = {}
-    for meter in (opts.meters or (None,)):
-        page = 1
-        while True:
-            rows, total = await store.query_readings(meter=meter, ts_from=start, ts_to=end, page=page,
-                                                     per_page=_PAGE)
-            for r in rows:
-                if opts.channels and r.channel not in opts.channels:
-                    continue
-                if opts.archives and str(r.archive) not in opts.archives:
-                    continue
-                out[(r.meter, r.channel, str(r.archive), r.ts)] = r
-            if page * _PAGE >= total or not rows:
-                break
-            page += 1
-    return sorted(out.values(), key=lambda r: (r.meter, r.ts, r.channel, str(r.archive)))
-
-
-def render_document(opts: SioiOptions, *, gateway: str, sink: str, period: str,
-                    readings: list[Reading]) -> bytes:
-    header = {"gateway": gateway, "sink": sink, "form_code": opts.form_code, **opts.period.header(period),
-              "count": len(readings), "meter_count": len({r.meter for r in readings})}
-    rows = [opts.period.reading_fields(r, opts.value_scale) for r in readings]
-    return opts.template.render(header, rows).encode(opts.encoding, errors="xmlcharrefreplace")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The sink
-# ---------------------------------------------------------------------------------------------------------------
-
-class SioiSink:
-    """Run with ``await SioiSink(...).run()`` until cancelled."""
-
-    def __init__(self, store: Store, sink: SinkConfig, gateway: str, state: SinkState, metrics: Registry, *,
-                 clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-                 rng: Callable[[], float] = random.random,
-                 client: SioiClient | None = None, max_sleep: float = MAX_SLEEP) -> None:
-        if not isinstance(sink.options, SioiOptions):
-            raise SinkError(f"sink {sink.name!r}: no АС СиОИ options (type {sink.type!r})")
-        self._store = store
-        self._sink = sink
-        self._opts: SioiOptions = sink.options
-        self._gateway = gateway
-        self._state = state
-        self._clock = clock
-        self._sleep = sleep
-        self._rng = rng
-        self._max_sleep = max_sleep
-        self.client = client or SioiClient(sink, self._opts)
-        self._name = sink.name
-        self._attempt = 0
-        self._failing: str | None = None
-        self._logged: dict[str, str] = {}   # period -> the last problem logged, so each is logged once
-        self._waiting_logged: set[str] = set()
-        self._following: set[str] = set()   # periods with a job to follow, also once out of the window
-        # period -> its record as this sink last read or wrote it: every write is conditional on it, so an
-        # operator's `pollerd sioi --retry/--accept` from another process is never overwritten
-        self._seen: dict[str, Any] = {}
-        self._m_uploads = metrics.counter("pollerd_sioi_uploads_total", "Documents sent to АС СиОИ.", ("sink",))
-        self._m_docs = metrics.counter("pollerd_sioi_documents_total",
-                                       "Documents by final outcome (loaded, failed, rejected, lost, ambiguous, "
-                                       "empty).", ("sink", "outcome"))
-        self._m_fail = metrics.counter("pollerd_sink_failures_total", "Failed batch deliveries, by kind.",
-                                       ("sink", "kind"))
-        self._m_lag_s = metrics.gauge("pollerd_sink_lag_seconds", "Age of the oldest reading not yet confirmed.",
-                                      ("sink",))
-        self._m_last_ok = metrics.gauge("pollerd_sink_last_success_timestamp",
-                                        "Unix time of the last confirmed batch.", ("sink",))
-        self._m_uploads.inc(0, sink=self._name)
-        self._m_lag_s.set(0, sink=self._name)
-
-    # -- loop -------------------------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        recovered = False
-        try:
-            while True:
-                try:
-                    if not recovered:
-                        # Inside the retry: a store error here must not leave run() (the daemon's task group
-                        # would stop everything), and no upload may happen before it succeeded.
-                        await self._recover()
-                        recovered = True
-                    wake = await self.tick()
-                    if self._failing:
-                        log.info("sink %s: АС СиОИ reachable again after %d failed tries", self._name,
-                                 self._attempt)
-                    self._attempt, self._failing = 0, None
-                    self._state.alarms.pop("upstream", None)
-                except (TransientSinkError, StoreError) as exc:
-                    wake = self._clock() + self._on_failure(exc)
-                except Exception as exc:  # a bug must not stop the daemon; an "uploading" record stays ambiguous
-                    log.exception("sink %s: unexpected error", self._name)
-                    wake = self._clock() + self._on_failure(exc)
-                delay = max(0.0, min(wake - self._clock(), self._max_sleep))
-                await self._sleep(delay if delay > 0 else 0.001)
-        finally:
-            await self.client.close()
-
-    def _on_failure(self, exc: Exception) -> float:
-        text = str(exc)
-        kind = getattr(exc, "kind", "store")
-        self._state.failures += 1
-        self._state.last_error = text
-        self._m_fail.inc(kind=kind, sink=self._name)
-        delay = self.backoff(self._attempt)
-        self._attempt += 1
-        if self._failing is None:
-            log.warning("sink %s: %s; retrying with backoff", self._name, text)
-        else:
-            log.debug("sink %s: try %d failed, next in %.1f s: %s", self._name, self._attempt, delay, text)
-        self._failing = text
-        if self._attempt >= ALARM_AFTER:
-            self._state.alarms["upstream"] = f"{text} ({self._attempt} tries, retrying)"
-        return delay
-
-    def backoff(self, attempt: int) -> float:
-        return retry_delay(self._sink, attempt, self._rng)
-
-    async def _recover(self) -> None:
-        """An "uploading" record at start means we died between sending and recording the job id. A
-        "queued" one is followed to its end even when its period has left the ``catch_up`` window."""
-        await self._window(self._clock())   # records the sink's first period before anything else
-        for key, rec in (await self._store.states(f"sioi:{self._name}:")).items():
-            period = key[len(f"sioi:{self._name}:"):]
-            # ":" : a record of another sink whose name extends this one's ("a" and "a:b"); periods have none.
-            if key == since_key(self._name) or ":" in period or not isinstance(rec, dict):
-                continue
-            if rec.get("status") == "queued":
-                self._following.add(period)
-            if rec.get("status") == "uploading":
-                before = _copy(rec)
-                rec.update(status="ambiguous", updated=self._clock(),
-                           reason="pollerd stopped during the upload, before the job id was recorded")
-                if await self._store.set_state_if(state_key(self._name, period), rec, before):
-                    self._m_docs.inc(sink=self._name, outcome="ambiguous")
-
-    async def _retries(self) -> set[str]:
-        """Periods the operator handed back with `pollerd sioi --retry` (written by another process)."""
-        prefix = f"sioi:{self._name}:"
-        return {key[len(prefix):] for key, rec in (await self._store.states(prefix)).items()
-                if key != since_key(self._name) and ":" not in key[len(prefix):]
-                and isinstance(rec, dict) and rec.get("status") == "retry"}
-
-    async def _window(self, now: float) -> list[str]:
-        """Periods this sink is responsible for, oldest first: the last ``catch_up`` completed periods, but
-        none before the first period after the sink was first started (no surprise uploads of old data)."""
-        per = self._opts.period
-        last = per.prev_key(per.containing(now))
-        since = await self._store.get_state(since_key(self._name))
-        if not isinstance(since, dict) or since.get("period") != per.kind:
-            since = {"period": per.kind, "key": last}
-            await self._store.set_state(since_key(self._name), since)
-        keys = [last]
-        while len(keys) < self._opts.catch_up and keys[-1] > since["key"]:
-            keys.append(per.prev_key(keys[-1]))
-        return [k for k in reversed(keys) if k >= since["key"]]
-
-    async def tick(self) -> float:
-        """Look at every period in the window once; return when to look again."""
-        now = self._clock()
-        per = self._opts.period
-        window = await self._window(now)
-        wake = per.build_time(per.containing(now))
-        alarms: dict[str, str] = {}
-        oldest_open: float | None = None
-        # A job queued near the end of its period's turn in the window (a late `at`, a small catch_up) is still
-        # followed after the period left the window, until loaded, failed or lost; otherwise it would stay
-        # "queued" forever, never reported. Outside the window nothing is built or uploaded.
-        # An operator's `pollerd sioi --retry` is acted on whatever the period's age: they asked for it.
-        extra = sorted((self._following | await self._retries()) - set(window))
-        try:
-            for period in extra + window:
-                if period in window and per.build_time(period) > now:
-                    wake = min(wake, per.build_time(period))
-                    continue
-                key = state_key(self._name, period)
-                rec = await self._store.get_state(key)
-                self._seen[period] = _copy(rec)
-                if period not in window and (rec or {}).get("status") not in ("queued", "uploading", "retry",
-                                                                               *HELD):
-                    self._following.discard(period)
-                    continue
-                try:
-                    nxt = await self._handle(period, rec, now)
-                except _Changed:
-                    log.info("sink %s: document %s was changed by an operator meanwhile; acting on that",
-                             self._name, period)
-                    nxt = self._clock()
-                finally:
-                    rec = await self._store.get_state(key)
-                    status = (rec or {}).get("status")
-                    if status == "queued":
-                        self._following.add(period)
-                    if status not in FINAL_OK and status not in HELD and status not in ("failed", "rejected",
-                                                                                         "empty"):
-                        oldest_open = per.build_time(period) if oldest_open is None else oldest_open
-                    text = self._problem(period, rec)
-                    if text:
-                        alarms[f"document {period}"] = text
-                if nxt is not None:
-                    wake = min(wake, nxt)
-        finally:
-            upstream = self._state.alarms.get("upstream")
-            self._state.alarms = alarms
-            if upstream:
-                self._state.alarms["upstream"] = upstream
-            lag = max(0.0, now - oldest_open) if oldest_open is not None else 0.0
-            self._state.lag_seconds = lag
-            self._m_lag_s.set(lag, sink=self._name)
-        return wake
-
-    def _problem(self, period: str, rec: dict | None) -> str | None:
-        if not rec:
-            return None
-        status = rec.get("status")
-        retry = (f"check the document in АС СиОИ, then `pollerd sioi --config FILE --sink {self._name} "
-                 f"--retry {period}` (send it again) or `--accept {period}` (it is there)")
-        if status in ("failed", "rejected"):
-            errors = "; ".join(rec.get("errors") or []) or "no error text"
-            text = f"{status} by АС СиОИ: {errors[:500]}"
-            if rec.get("unchanged"):
-                text += " (document unchanged since, not re-sent)"
-        elif status == "lost":
-            text = f"lost: {rec.get('reason')}; not re-sent: {retry}"
-        elif status == "ambiguous":
-            text = f"possibly uploaded ({rec.get('reason')}); not re-sent: {retry}"
-        elif status == "empty":
-            text = "no readings for the period; nothing sent"
-        else:
-            return None
-        if self._logged.get(period) != text:
-            self._logged[period] = text
-            log.error("sink %s: document %s %s", self._name, period, text)
-        return text
-
-    # -- one period -------------------------------------------------------------------------------------
-
-    async def _save(self, period: str, rec: dict) -> None:
-        """Write the period's record unless someone else changed it since this sink read it (_Changed)."""
-        rec["updated"] = self._clock()
-        if not await self._store.set_state_if(state_key(self._name, period), rec, self._seen.get(period)):
-            raise _Changed(period)
-        self._seen[period] = _copy(rec)
-
-    async def _handle(self, period: str, rec: dict | None, now: float) -> float | None:
-        status = (rec or {}).get("status")
-        if status in FINAL_OK or status in HELD:
-            return None
-        if status == "uploading":  # another sink instance cannot exist; treat like a crash mid-upload
-            rec.update(status="ambiguous", reason="an upload was in progress with no job id recorded")  # type: ignore[union-attr]
-            await self._save(period, rec)  # type: ignore[arg-type]
-            return None
-        if status == "queued":
-            return await self._follow(period, rec, now)  # type: ignore[arg-type]
-        if status in ("failed", "rejected", "empty") and now < float(rec.get("checked", 0)) + RECHECK:  # type: ignore[union-attr]
-            return float(rec["checked"]) + RECHECK  # type: ignore[index]
-        return await self._build_and_upload(period, rec, now)
-
-    async def _build_and_upload(self, period: str, rec: dict | None, now: float) -> float | None:
-        opts = self._opts
-        readings = await collect_readings(self._store, opts, period)
-        missing = sorted(set(opts.meters) - {r.meter for r in readings})
-        deadline = opts.period.build_time(period) + opts.data_wait
-        if (not readings or missing) and now < deadline:
-            if period not in self._waiting_logged:
-                self._waiting_logged.add(period)
-                log.info("sink %s: document %s waits for readings of %s (until %s)", self._name, period,
-                         ", ".join(missing) or "any meter", time.strftime("%Y-%m-%d %H:%M", time.gmtime(deadline)))
-            return min(deadline, now + DATA_RECHECK)
-        if not readings:
-            if (rec or {}).get("status") != "empty":
-                self._m_docs.inc(sink=self._name, outcome="empty")
-            await self._save(period, {**(rec or {}), "period": period, "status": "empty", "checked": now})
-            return now + RECHECK
-        if missing:
-            log.warning("sink %s: document %s goes without readings of %s (waited %s s)", self._name, period,
-                        ", ".join(missing), f"{opts.data_wait:g}")
-        document = render_document(opts, gateway=self._gateway, sink=self._name, period=period, readings=readings)
-        digest = hashlib.sha256(document).hexdigest()
-        prev = dict(rec or {})
-        hashes = list(prev.get("hashes") or [])
-        if prev.get("status") != "retry" and digest in hashes:
-            # A hash once sent is never sent again: the document did not change since it failed.
-            await self._save(period, {**prev, "checked": now, "unchanged": True})
-            return now + RECHECK
-        filename = opts.filename.format(form_code=opts.form_code, period=period)
-        # Log in first: a refused login then costs no "uploading" record write (SD cards wear).
-        await self.client.ensure_login()
-        record = {"period": period, "status": "uploading", "hash": digest, "hashes": hashes + [digest],
-                  "rows": len(readings), "meters": len({r.meter for r in readings}), "job_id": None,
-                  "started": now, "attempts": int(prev.get("attempts", 0)) + 1, "errors": [],
-                  "history": (prev.get("history") or []) + ([_brief(prev)] if prev.get("status") else [])}
-        # Durable before the first byte goes out: a crash from here on is "ambiguous", never a second upload.
-        await self._save(period, record)
-        self._m_uploads.inc(sink=self._name)
-        log.info("sink %s: uploading document %s (%d readings, %d bytes, sha256 %s)", self._name, period,
-                 len(readings), len(document), digest[:16])
-        try:
-            job = await self.client.upload(opts.form_code, filename, document)
-        except TransientSinkError:
-            # Certainly not delivered: back to how it was, so the same document may go on the next try.
-            await self._save(period, prev or {"period": period, "status": None})
-            raise
-        except Rejected as exc:
-            record.update(status="rejected", errors=exc.errors, reason=str(exc), checked=self._clock())
-            await self._save(period, record)
-            self._m_docs.inc(sink=self._name, outcome="rejected")
-            return self._clock() + RECHECK
-        except Ambiguous as exc:
-            record.update(status="ambiguous", reason=str(exc))
-            await self._save(period, record)
-            self._m_docs.inc(sink=self._name, outcome="ambiguous")
-            return None
-        # Logged before it is saved: if the save fails, the record turns ambiguous and this line is the only
-        # place the operator finds the job id.
-        log.info("sink %s: document %s queued as job %s", self._name, period, job)
-        record.update(status="queued", job_id=job, uploaded_at=self._clock())
-        await self._save(period, record)
-        self._state.sent += 1
-        return self._clock() + opts.status_poll
-
-    async def _follow(self, period: str, rec: dict, now: float) -> float | None:
-        opts = self._opts
-        job = str(rec["job_id"])
-        age = now - float(rec.get("uploaded_at", now))
-        due = float(rec.get("polled", 0)) + opts.status_poll
-        if due > now and age < opts.job_timeout:
-            return due
-        try:
-            status, errors = await self.client.status(job)
-        except JobUnknown as exc:
-            if age < opts.job_timeout:
-                log.warning("sink %s: %s; asking again until the job is %s old", self._name, exc,
-                            f"{opts.job_timeout:g} s")
-                rec["polled"] = now
-                await self._save(period, rec)
-                return now + opts.status_poll
-            return await self._lost(period, rec, f"job {job} unknown to АС СиОИ {age:.0f} s after the upload "
-                                                  f"(finished jobs are kept at most 2 h), outcome unknown")
-        except TransientSinkError as exc:
-            if age >= opts.job_timeout:
-                return await self._lost(period, rec, f"no status for job {job} within {opts.job_timeout:g} s "
-                                                      f"(last error: {exc})")
-            raise
-        low = status.lower()
-        if low in (s.lower() for s in opts.status_loaded):
-            rec.update(status="loaded", service_status=status, loaded_at=now, errors=[])
-            await self._save(period, rec)
-            self._state.last_success = now
-            self._m_last_ok.set(now, sink=self._name)
-            self._m_docs.inc(sink=self._name, outcome="loaded")
-            log.info("sink %s: document %s loaded by АС СиОИ (job %s, status %r)", self._name, period, job, status)
-            return None
-        if low in (s.lower() for s in opts.status_failed):
-            rec.update(status="failed", service_status=status, errors=errors or [f"status {status!r}"],
-                       checked=now)
-            await self._save(period, rec)
-            self._m_docs.inc(sink=self._name, outcome="failed")
-            return now + RECHECK
-        if low not in (s.lower() for s in opts.status_pending) and rec.get("service_status") != status:
-            log.warning("sink %s: job %s reports status %r, which is in none of status_loaded, status_failed, "
-                        "status_pending; treating it as pending", self._name, job, status)
-        if age >= opts.job_timeout:
-            return await self._lost(period, rec, f"job {job} still {status!r} after {opts.job_timeout:g} s")
-        rec.update(service_status=status, polled=now)
-        await self._save(period, rec)
-        return now + opts.status_poll
-
-    async def _lost(self, period: str, rec: dict, reason: str) -> None:
-        rec.update(status="lost", reason=reason)
-        await self._save(period, rec)
-        self._m_docs.inc(sink=self._name, outcome="lost")
-        return
-
-
-class _Changed(Exception):
-    """A period's record changed in the store since this sink read it: an operator acted meanwhile."""
-
-
-def _copy(rec: Any) -> Any:
-    """A deep copy of a JSON value (records are updated in place)."""
-    return None if rec is None else orjson.loads(orjson.dumps(rec))
-
-
-def _brief(rec: dict) -> dict:
-    return {k: rec.get(k) for k in ("status", "hash", "job_id", "errors", "reason", "updated") if rec.get(k)}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Operator actions (`pollerd sioi`)
-# ---------------------------------------------------------------------------------------------------------------
-
-async def list_records(store: Store, sink: SinkConfig) -> list[dict]:
-    """Every period record of the sink, newest first."""
-    recs = await store.states(f"sioi:{sink.name}:")
-    recs.pop(since_key(sink.name), None)
-    return [r for _, r in sorted(recs.items(), reverse=True) if isinstance(r, dict)]
-
-
-async def operator_set(store: Store, sink: SinkConfig, period: str, action: str, now: float, *,
-                       force: bool = False) -> dict:
-    """``retry``: send the period's document again on the next look (even a hash sent before: the operator
-    checked АС СиОИ has none); ``accept``: mark it loaded (the operator found it there)."""
-    opts: SioiOptions = sink.options  # type: ignore[assignment]
-    try:
-        canonical = opts.period.key_of(opts.period.start_date(period))
-    except (ValueError, TypeError):
-        raise SinkError(f"{period!r} is not a {opts.period.kind} period "
-                        f"({'YYYY-MM-DD' if opts.period.kind == 'daily' else 'YYYY-MM'})") from None
-    if canonical != period:
-        raise SinkError(f"{period!r} is not a {opts.period.kind} period (did you mean {canonical!r}?)")
-    key = state_key(sink.name, period)
-    stored = await store.get_state(key)
-    rec = _copy(stored) or {"period": period}
-    if rec.get("status") == "uploading":
-        raise SinkError(f"document {period} is being uploaded right now; look again in a minute "
-                        f"(`pollerd sioi --sink {sink.name}`)")
-    if rec.get("status") in FINAL_OK and action == "retry" and not force:
-        raise SinkError(f"document {period} is {rec['status']} (job {rec.get('job_id')}); a loaded document "
-                        "cannot be corrected: ask АС СиОИ support (skts@ti-ees.ru) to delete it, then add --force")
-    history = (rec.get("history") or []) + ([_brief(rec)] if rec.get("status") else [])
-    if action == "retry":
-        rec.update(status="retry", history=history, reason="operator: send again", updated=now, checked=0)
-    elif action == "accept":
-        rec.update(status="accepted", history=history, reason="operator: the document is in АС СиОИ", updated=now)
-    else:
-        raise SinkError(f"unknown action {action!r}")
-    if not await store.set_state_if(key, rec, stored):
-        raise SinkError(f"document {period} changed while you acted (the running daemon is working on it); "
-                        f"look again with `pollerd sioi --sink {sink.name}` and repeat if still needed")
-    return rec
+from .client import (
+    Ambiguous,
+    JobUnknown,
+    Rejected,
+    SioiClient,
+)
+from .document import (
+    collect_readings,
+    render_document,
+)
+from .options import (
+    JOB_RETENTION,
+    KEYS,
+    SioiOptions,
+    parse_options,
+)
+from .periods import (
+    PERIODS,
+    Periods,
+)
+from .records import (
+    FINAL_OK,
+    HELD,
+    list_records,
+    operator_set,
+    since_key,
+    state_key,
+)
+from .sink import (
+    ALARM_AFTER,
+    DATA_RECHECK,
+    MAX_SLEEP,
+    RECHECK,
+    SioiSink,
+)
+from .template import (
+    HEADER_FIELDS,
+    METER_FIELDS,
+    READING_FIELDS,
+    SAMPLE_HEADER,
+    SAMPLE_READING,
+    Block,
+    Field,
+    Gap,
+    Template,
+    TemplateError,
+    check_well_formed,
+    format_value,
+)
+
+__all__ = [
+    "ALARM_AFTER",
+    "Ambiguous",
+    "Block",
+    "DATA_RECHECK",
+    "FINAL_OK",
+    "Field",
+    "Gap",
+    "HEADER_FIELDS",
+    "HELD",
+    "JOB_RETENTION",
+    "JobUnknown",
+    "KEYS",
+    "MAX_SLEEP",
+    "METER_FIELDS",
+    "PERIODS",
+    "Periods",
+    "READING_FIELDS",
+    "RECHECK",
+    "Rejected",
+    "SAMPLE_HEADER",
+    "SAMPLE_READING",
+    "SioiClient",
+    "SioiOptions",
+    "SioiSink",
+    "Template",
+    "TemplateError",
+    "check_well_formed",
+    "collect_readings",
+    "format_value",
+    "list_records",
+    "operator_set",
+    "parse_options",
+    "render_document",
+    "since_key",
+    "state_key",
+]
