@@ -63,6 +63,9 @@ _TEMP = struct.Struct(">h")
 _KU = struct.Struct("<H")
 
 
+# ------------------------------------------------------------------------------------------------- requests
+
+
 def read_energy(addr: int, array: int = 0, month: int = 0, tariff: int = 0) -> Request:
     """05h: array 0 from reset, 1 this year, 2 last year, 3 month (``month`` 1..12), 4 today,
     5 yesterday, 6 per-phase A+ (12-byte reply). ``tariff`` 0 = sum, 1..4."""
@@ -103,6 +106,9 @@ def read_aux_group(addr: int, bwri: int) -> Request:
     if not 0 <= bwri <= 0xFF:
         raise ValueError(f"BWRI must be one byte, got {bwri}")
     return Request(addr, bytes((CODE_READ_PARAM, PARAM_AUX_GROUP, bwri)), group_reply_len(bwri))
+
+
+# ------------------------------------------------------------------------------------------------- decoders
 
 
 def decode_energy(data: bytes) -> tuple[int | None, int | None, int | None, int | None]:
@@ -198,6 +204,9 @@ def decode_aux_group(bwri: int, data: bytes) -> tuple[float | None, ...]:
     return (_value3(a0, a1, divisor, sign),)
 
 
+# -------------------------------------------------------------------------- encoders (the simulator's side)
+
+
 def _energy_word(value: int | None) -> int:
     if value is None:
         return _ABSENT4
@@ -267,6 +276,9 @@ def encode_aux_group(bwri: int, values: tuple[float | None, ...] | list[float | 
     return b"".join(_encode_value3(bwri, v) for v in values)
 
 
+# -------------------------------------------------------------------------------------------- energy arrays
+
+
 ENERGY_ARRAYS: dict[int, tuple[str, str]] = {
     0: ("current", "counter: energy accumulated since the last reset (a meter reading)"),
     1: ("yearly", "energy accumulated during the current year so far (consumption in the period)"),
@@ -291,6 +303,9 @@ arrays, 9-13 as "На начало ..." = counter at the start of the period) an
 ``ProtocolEntities.cs`` (``DataArrays``: CurrentDay "за текущие сутки", PastDay "за прошедшие сутки").
 Arrays 9-13 come from that Mercury 234/236 tool only; a Mercury 230 may refuse them with status 1.
 """
+
+
+# ------------------------------------------------------------------ fixed values (03 08 freeze, 08 14 read)
 
 
 def freeze(addr: int) -> Request:
@@ -401,6 +416,9 @@ FIXED_READS: tuple[FixedRead, ...] = (
     FixedRead(0x51, 9, ("angle.L1-L2", "angle.L1-L3", "angle.L2-L3"), "°"),
 )
 """What to read after :func:`freeze` for one consistent snapshot, with reply data lengths and channels."""
+
+
+# ---------------------------------------------------------------------------- the one BWRI -> channel table
 
 
 _AUX_QUANTITIES = frozenset((Q_POWER, Q_VOLTAGE, Q_CURRENT, Q_PF, Q_FREQUENCY, Q_ANGLE, Q_KU, Q_TEMPERATURE,

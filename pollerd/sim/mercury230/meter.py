@@ -8,7 +8,7 @@ Assumptions where the facts are silent (no vendor document at hand): a wrong pas
 status 1; the idle session timeout defaults to 240 s; the meter answers the universal address 0 with
 address 0 in the reply (as the wb-mqtt-serial fixtures show).
 
-Archives (issue 3). Energy is one piecewise-linear function of time per tariff: the load set at
+Archives. Energy is one piecewise-linear function of time per tariff: the load set at
 construction and by :meth:`SimMeter.set_phases` accumulates into the active tariff; before the simulator
 started, the starting load is assumed to have run all along (counters clamped at 0 going back). From it
 come the counters (05 00), the period arrays (05 1x..5x: counter at the period end minus counter at its
