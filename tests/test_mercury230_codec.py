@@ -710,3 +710,18 @@ def test_an_open_channel_echo_never_puts_the_password_into_errors():
         with pytest.raises(FrameError) as err:
             m.ReplyFramer(req).feed(data)
         assert "14 15" not in str(err.value) and b"\x14\x15" not in err.value.frame
+
+
+def test_one_bwri_table_group_reads_match_their_single_reads():
+    # The driver falls back from an 08 16 group read to 08 11 singles: both must name the same channels.
+    seen = set()
+    for group in m.INSTANT_GROUPS:
+        channels, unit = m.group_channels(group)
+        singles = m.group_singles(group)
+        assert len(singles) == len(channels) == len(m.decode_aux_group(group, bytes(m.group_reply_len(group))))
+        for channel, bwri in zip(channels, singles):
+            assert m.aux_channel(bwri) == (channel, unit)
+        seen.update(channels)
+    seen.update(m.aux_channel(b)[0] for b in m.INSTANT_SINGLES)
+    assert {"P", "Q.L2", "S.L3", "PF", "U.L1", "I.L3", "angle.L2-L3", "F", "T.meter"} <= seen
+    assert len(seen) == 4 * 4 + 3 * 3 + 2
