@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from pollerd.decode.mercury230 import decode_reply  # noqa: E402
 from pollerd.drivers.iec62056 import PROFILES, decode_sets  # noqa: E402
 from pollerd.errors import PollerdError  # noqa: E402
 from pollerd.protocols import iec62056 as iec  # noqa: E402
@@ -136,8 +137,7 @@ def _mercury_run(req: Any, frame: bytes, rng: random.Random) -> object:
     reply = _feed(merc.ReplyFramer(req, max_len=max(64, (req.reply_len or 0) + 3)), frame, rng)
     if reply is None:
         return None
-    return merc.decode_reply(req, reply, constant=rng.choice((None, 500, 1000, 5000)),
-                             tz=rng.choice((None, UTC)))
+    return decode_reply(req, reply, constant=rng.choice((None, 500, 1000, 5000)), tz=rng.choice((None, UTC)))
 
 
 # Modbus --------------------------------------------------------------------------------------------------
