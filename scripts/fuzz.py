@@ -453,17 +453,9 @@ class Stats:
             mine = self.findings.setdefault(k, {"count": 0, "sample": f["sample"], "detail": f["detail"]})
             mine["count"] += f["count"]
 
-    @property
-    def undeclared(self) -> int:
-        return sum(f["count"] for k, f in self.findings.items() if k.startswith("exception"))
-
-    @property
-    def non_finite(self) -> int:
-        return sum(f["count"] for k, f in self.findings.items() if k.startswith("non-finite"))
-
-    @property
-    def hangs(self) -> int:
-        return sum(f["count"] for k, f in self.findings.items() if k.startswith("hang"))
+    def count(self, kind: str) -> int:
+        """Findings of one kind: "exception" (undeclared), "non-finite", "hang", "slow"."""
+        return sum(f["count"] for k, f in self.findings.items() if k.startswith(kind))
 
 
 def _where(exc: BaseException) -> str:
@@ -567,12 +559,12 @@ def campaign(decoders: tuple[str, ...], inputs: int, seed: int, workers: int, ca
 
 def report(results: list[Stats]) -> str:
     head = (f"{'decoder':<11} {'inputs':>9} {'seconds':>8} {'inputs/s':>9} {'decoded':>8} {'declared errors':>15} "
-            f"{'undeclared':>10} {'non-finite':>10} {'hangs':>5} {'slowest ms':>10}")
+            f"{'undeclared':>10} {'non-finite':>10} {'hang/slow':>9} {'slowest ms':>10}")
     lines = [head]
     for s in results:
         lines.append(f"{s.decoder:<11} {s.inputs:>9} {s.seconds:>8.1f} {s.inputs / max(s.seconds, 1e-9):>9.0f} "
-                     f"{s.accepted:>8} {sum(s.declared.values()):>15} {s.undeclared:>10} {s.non_finite:>10} "
-                     f"{s.hangs:>5} {s.slowest_ms:>10.1f}")
+                     f"{s.accepted:>8} {sum(s.declared.values()):>15} {s.count('exception'):>10} "
+                     f"{s.count('non-finite'):>10} {s.count('hang') + s.count('slow'):>9} {s.slowest_ms:>10.1f}")
     for s in results:
         top = sorted(s.declared.items(), key=lambda kv: -kv[1])[:6]
         lines.append(f"  {s.decoder} declared errors: " + ", ".join(f"{k} {v}" for k, v in top))
