@@ -153,7 +153,8 @@ class Mercury230Driver(ClockMixin):
         for long in (self._variant_long, not self._variant_long):
             req = m.read_variant(self.address, long)
             try:
-                constant = m.decode_variant((await self._ask(req)).data)
+                # _call: from the profile step the session may have timed out since (status 5: reopen).
+                constant = m.decode_variant((await self._call(req)).data)
             except SessionClosed:
                 raise
             except (MeterError, FrameError) as exc:
@@ -318,7 +319,7 @@ class Mercury230Driver(ClockMixin):
         time of freezing."""
         if _NO_FREEZE in self._fixed_unsupported:
             return
-        if not await self._fixed_step(self._call(m.freeze(self.address)), _NO_FREEZE, "03 08 (freeze)"):
+        if await self._fixed_step(self._call(m.freeze(self.address)), _NO_FREEZE, "03 08 (freeze)") is None:
             return  # without a fresh snapshot the 08 14 values are an old one's: read none
         # Without the meter's time of freezing (08 14 E0 refused) the values are stamped with the cycle's ts:
         # the freeze was sent moments ago in this same cycle.
