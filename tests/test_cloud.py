@@ -15,7 +15,8 @@ import pytest
 from aiohttp import web
 from helpers import serve
 
-from pollerd import cli, drivers
+from pollerd import drivers
+from pollerd.commands import cli
 from pollerd.config import load_config
 from pollerd.daemon import Daemon
 from pollerd.drivers import cloud, registry
