@@ -95,7 +95,7 @@ class Daemon:
                                                                   commit_interval=cfg.store.commit_interval)
         self.lines = build_lines(cfg, self.runtime, self.metrics)
         self._serving_api = (cfg.api.enabled, cfg.api.host, cfg.api.port)
-        runner = None
+        api_runner = None
         try:
             if cfg.api.enabled:
                 from ..api import make_app, start_api
@@ -103,7 +103,7 @@ class Daemon:
                                            clock=self.clock, tokens=cfg.api.tokens, raw=self._raw,
                                            poll=self.poll_now)
                 try:
-                    runner, self.api_port = await start_api(app, cfg.api.host, cfg.api.port)
+                    api_runner, self.api_port = await start_api(app, cfg.api.host, cfg.api.port)
                 except OSError as exc:  # the port is taken (another service, a second pollerd), no such address
                     raise PollerdError(f"api: cannot listen on {cfg.api.host}:{cfg.api.port} ([api] listen): "
                                        f"{exc.strerror or exc}") from exc
@@ -144,8 +144,8 @@ class Daemon:
         finally:
             self._tg = None
             self.notifier = None
-            if runner is not None:
-                await runner.cleanup()
+            if api_runner is not None:
+                await api_runner.cleanup()
             for ln in self.lines.values():
                 await ln.link.close()
             await store.close()
