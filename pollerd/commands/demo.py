@@ -92,6 +92,7 @@ class Receiver:
         self.batches = 0
 
     async def ingest(self, request: web.Request) -> web.Response:
+        from aiohttp import web
         body = orjson.loads(await request.read())
         self.readings.extend(body["readings"])
         self.batches += 1
