@@ -17,8 +17,8 @@ from sd_helpers import NotifyListener, write_config
 
 from pollerd.config import load_config
 from pollerd.daemon import Daemon
-from pollerd.errors import StoreError
 from pollerd.daemon.notify import Notifier, Watchdog, status_line, watchdog_interval
+from pollerd.errors import StoreError
 from pollerd.state import LineState, MeterState, Runtime, SinkState
 
 PY = sys.executable
