@@ -19,9 +19,9 @@ from ..drivers.base import Driver
 from ..errors import ConfigError, MeterBusy, PollerdError, StoreError
 from ..line import Line, line_priority
 from ..metrics import Registry
-from ..quota import StoreQuota
 from ..state import LineState, MeterState, Runtime, SinkState
 from ..store import Store
+from ..store.quota import StoreQuota
 from .notify import Notifier, run_notifier, status_line
 from .reload import ReloadRefused, plan_reload
 from .runner import MeterRun, MeterRunner
