@@ -17,7 +17,6 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ..drivers.mbus import response_timeout
 from ..errors import ConfigError, FrameError, ReplyTimeout
 from ..line import Line
 from ..protocols import mbus as m
@@ -50,6 +49,9 @@ async def scan_line(line: Line, *, primary: Iterable[int] = range(251), secondar
                     progress: Progress | None = None) -> list[Found]:
     """Scan ``line``; returns every meter found once (a meter found both ways is merged into one entry).
     ``waiting_time`` below the EN 13757-2 floor (330 bit times + 50 ms) is raised to it."""
+    # Imported here: the parser imports this module for every command, `pollerd run` included, and the
+    # M-Bus driver is otherwise loaded only for a config with M-Bus meters.
+    from ..drivers.mbus import response_timeout
     timeout = response_timeout(line.cfg.baudrate or 2400, waiting_time)
     say = progress or (lambda _msg: None)
 
