@@ -28,6 +28,16 @@ class ConfigError(PollerdError):
         super().__init__(where + message)
 
 
+class OptionError(PollerdError, ValueError):
+    """A protocol- or sink-specific key is invalid. ``key`` is the path below the meter or sink table (e.g.
+    ``("registers", 3, "type")``) so the config loader can name the line. A ValueError too, as it always was."""
+
+    def __init__(self, message: str, key: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.key = key
+
+
 class FrameError(PollerdError):
     """A frame on the wire could not be accepted. ``frame`` holds the offending bytes."""
 
@@ -115,7 +125,7 @@ class MeterBusy(PollerdError):
 
 
 class CloudError(PollerdError):
-    """A cloud source (a vendor server holding many meters, drivers.CLOUD_KEYS) failed, refused a request or
+    """A cloud source (a vendor server holding many meters, catalog: ProtocolSpec.cloud_keys) failed, refused a request or
     sent something pollerd cannot use. ``status`` is the HTTP status when there was one. Messages never carry
     the account's password, api key, session id or tokens (they are scrubbed before the error is built)."""
 

@@ -27,6 +27,7 @@ from ..line import LineStopping
 from ..model import Event, Reading
 from ..protocols import mercury230 as m
 from ..protocols.crc import append_crc, check_crc
+from ..text import parse_hex
 from .base import DriverContext, PollResult
 from .mercury230_options import MercuryOptions
 
@@ -564,7 +565,7 @@ class Mercury230Driver:
         """Send one HEX command (CRC appended when missing) through the line ahead of scheduled polls and
         return the reply as HEX, with its decoding when the request is one pollerd knows."""
         try:
-            frame = bytes.fromhex(command.replace(":", " "))
+            frame = parse_hex(command)
         except ValueError:
             raise ValueError(f"not a HEX frame: {command[:80]!r}") from None
         if len(frame) < 2:

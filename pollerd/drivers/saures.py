@@ -32,9 +32,9 @@ from typing import Any
 
 import aiohttp
 
-from ..errors import CloudAuthError, CloudError, CloudUnreachable
+from ..errors import CloudAuthError, CloudError, CloudUnreachable, OptionError
 from ..model import Archive, Reading
-from . import OptionError, cloud
+from . import cloud
 from .base import DriverContext, PollResult
 
 DEFAULT_URL = "https://lk.saures.ru"
@@ -74,7 +74,7 @@ class SauresOptions(cloud.CloudOptions):
 
 
 def parse_options(raw: Mapping[str, object], base_dir: str) -> SauresOptions:
-    """drivers.OPTION_PARSERS entry: the TLS keys and the units the server sends values in."""
+    """The catalog's option parser for saures: the TLS keys and the units the server sends values in."""
     kw: dict[str, Any] = cloud.parse_tls_options(raw, base_dir)
     for key, allowed in (("volume_unit", VOLUME_UNITS), ("energy_unit", ENERGY_UNITS)):
         if key in raw:

@@ -386,7 +386,7 @@ PHONE = re.compile(r"\d{10}")
 async def request_key(url: str, phone: str, ask_code: Callable[[], Awaitable[str]], *,
                       waiting_time: float = 30.0) -> str:
     """apiSendKeyRequest(phone) -> request id; ask the user for the SMS code; apiGetKey -> the api key."""
-    from ..config import MeterConfig
+    from ..config.model import MeterConfig
     if not PHONE.fullmatch(phone):
         raise CloudError("the phone number must be 10 digits without the country code, e.g. 9181234567")
     mc = MeterConfig(name="webmeters-key", protocol="webmeters", line="", connection_address=0, url=url,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pollerd.compat import tomllib
-from pollerd.drivers import OptionError
+from pollerd.errors import OptionError
 from pollerd.protocols.floats import f32_decimal
 from pollerd.protocols.modbus import (
     FC_READ_COILS,
@@ -387,7 +387,7 @@ OPTION_KEYS = frozenset(("modbus_mode", "template", "registers", "word_order", "
 
 
 def parse_options(raw: Mapping[str, object], base_dir: str) -> ModbusOptions:
-    """drivers.OPTION_PARSERS hook for protocol ``modbus``."""
+    """The catalog's option parser for protocol ``modbus``."""
     mode = raw.get("modbus_mode", "rtu")
     if mode not in MODES:
         raise OptionError(f"modbus_mode must be one of {', '.join(MODES)}, got {mode!r}"

@@ -38,8 +38,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from pollerd.config import SinkConfig
-from pollerd.drivers.cloud import scrub
+from pollerd.config.model import SinkConfig
 from pollerd.errors import SinkError, StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Reading
@@ -48,6 +47,7 @@ from pollerd.push.forwarder import retry_delay
 from pollerd.push.http import ssl_option
 from pollerd.push.sioi_config import SioiOptions
 from pollerd.state import SinkState
+from pollerd.text import scrub
 
 if TYPE_CHECKING:
     from pollerd.store import Store
