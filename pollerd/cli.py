@@ -30,8 +30,6 @@ def _load(path: str):  # type: ignore[no-untyped-def]
     return load_config(path)
 
 
-
-
 def _reading_line(r, as_json: bool) -> str:  # type: ignore[no-untyped-def]
     if as_json:
         return orjson.dumps(r.as_dict()).decode()

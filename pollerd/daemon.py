@@ -195,8 +195,8 @@ class Daemon:
                 housekeeping = tg.create_task(self._housekeeping(), name="housekeeping")
                 # Always running (idle without limits), so a reload can switch max_size/max_age on. Document
                 # sinks (sioi) keep no outbox cursor, so evictions are not losses counted against them.
-                self._quota = StoreQuota(store, cfg.store, _cursor_sinks(cfg, self.sinks), self.metrics, self.runtime,
-                                         clock=self.clock)
+                self._quota = StoreQuota(store, cfg.store, _cursor_sinks(cfg, self.sinks), self.metrics,
+                                         self.runtime, clock=self.clock)
                 quota_task = tg.create_task(self._quota.run(), name="store-quota")
                 # READY=1 / STATUS= / WATCHDOG=1 / STOPPING=1 to systemd (a no-op without $NOTIFY_SOCKET).
                 notify_task = tg.create_task(run_notifier(self), name="notify")
@@ -353,7 +353,7 @@ class Daemon:
         try:
             if path is None:
                 raise ConfigError("the daemon was not started from a file; nothing to re-read")
-            new = await asyncio.to_thread(lambda: load_config(path, sinks=self.sinks))
+            new = await asyncio.to_thread(load_config, path, sinks=self.sinks)
             summary = await self.apply(new)
         except ReloadRefused as exc:
             return self._reload_failed("refused", str(exc))

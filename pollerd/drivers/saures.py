@@ -34,6 +34,7 @@ import aiohttp
 
 from ..errors import CloudAuthError, CloudError, CloudUnreachable, OptionError
 from ..model import Archive, Reading
+from ..text import scrub as scrub_text
 from . import cloud
 from .base import DriverContext, PollResult
 
@@ -113,7 +114,7 @@ def envelope(doc: Any, what: str, secrets: tuple[str, ...] = ()) -> dict[str, An
         elif e is not None:
             names.append(str(e))
             texts.append(str(e))
-    text = cloud.scrub("; ".join(texts) or "no error text", secrets)[:300]
+    text = scrub_text("; ".join(texts) or "no error text", secrets)[:300]
     if status == "bad" and any("wrongsid" in n.lower() for n in names):
         raise SessionExpired(f"{what}: session expired ({text})")
     raise CloudError(f"{what}: status {status!r}: {text}")

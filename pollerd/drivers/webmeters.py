@@ -38,6 +38,7 @@ import aiohttp
 
 from ..errors import CloudAuthError, CloudError, CloudUnreachable
 from ..model import Archive, Reading
+from ..text import scrub as scrub_text
 from . import cloud
 from .base import DriverContext, PollResult
 
@@ -104,7 +105,7 @@ def decode_reply(body: bytes, *, what: str = "reply", scrub: Iterable[str] = ())
         params, _ = xmlrpc.client.loads(body, use_builtin_types=True)
     except xmlrpc.client.Fault as f:
         code = f.faultCode if isinstance(f.faultCode, int) and not isinstance(f.faultCode, bool) else -1
-        return Fault(code, cloud.scrub(str(f.faultString), scrub))
+        return Fault(code, scrub_text(str(f.faultString), scrub))
     except (ExpatError, xmlrpc.client.ResponseError, ValueError, TypeError, KeyError, IndexError) as exc:
         why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise CloudError(f"{what}: not an XML-RPC reply ({why}): {cloud.snippet(body, scrub)}") from None
