@@ -58,6 +58,18 @@ class FrameTooLong(FrameError):
     kind = "too_long"
 
 
+class GarbageError(FrameError):
+    """Bytes that start no message arrived where a reply should begin."""
+
+    kind = "garbage"
+
+
+class ParityError(FrameError):
+    """A byte's 8th bit is not its even parity (parity-strip mode): line noise."""
+
+    kind = "parity"
+
+
 class AddressMismatch(FrameError):
     kind = "address"
 
@@ -80,6 +92,19 @@ class MeterError(PollerdError):
     def __init__(self, message: str, status: int | None = None) -> None:
         self.status = status
         super().__init__(message)
+
+
+class ModbusException(MeterError):
+    """The device answered with an exception code (``status``). ``function`` and ``address`` say what
+    was asked, so a caller can split a merged read on ``status == 2``."""
+
+    kind = "modbus_exception"
+
+    def __init__(self, message: str, status: int, function: int, address: int, count: int) -> None:
+        super().__init__(message, status)
+        self.function = function
+        self.address = address
+        self.count = count
 
 
 class SessionClosed(MeterError):
@@ -112,12 +137,40 @@ class ReplyTimeout(PollerdError):
         super().__init__(message)
 
 
+class LineStopping(PollerdError):
+    """The daemon is shutting down; no new exchange starts."""
+
+
 class StoreError(PollerdError):
     """The local store cannot be opened, migrated or written."""
 
 
 class SinkError(PollerdError):
     """An upstream sink refused or failed a batch."""
+
+
+class TransientSinkError(SinkError):
+    """The batch did not get through but may on a later try: keep it and retry after a backoff.
+
+    ``kind`` labels the failure counter: ``timeout``, ``network``, ``http`` (a retryable status),
+    ``redirect``, ``tls``, ``auth`` (credentials refused), ``refused`` (the broker refused the connection)
+    or ``error``.
+    """
+
+    def __init__(self, message: str, *, kind: str = "error", status: int | None = None) -> None:
+        self.kind = kind
+        self.status = status
+        super().__init__(message)
+
+
+class PermanentSinkError(SinkError):
+    """The receiver refused the batch for good (a 4xx other than 401/403/407/408/429): park it, move on."""
+
+    kind = "rejected"
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 class MeterBusy(PollerdError):
@@ -148,3 +201,7 @@ class CloudAuthError(CloudError):
     cycle; shown as a /health reason while it lasts."""
 
     kind = "auth"
+
+
+class SessionExpired(CloudError):
+    """The sid is no longer valid: sign in again and repeat the request."""

@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 
 from .compat import timeout as _timeout
 from .config.model import LineConfig
-from .errors import FrameError, PollerdError, ReplyTimeout, TransportError
+from .errors import FrameError, LineStopping, ReplyTimeout, TransportError
 from .metrics import Registry
 from .state import LineState
 from .transport import Link, reconnect_delay
@@ -106,10 +106,6 @@ class BusLock:
     @property
     def waiting(self) -> int:
         return len(self._high) + len(self._low)
-
-
-class LineStopping(PollerdError):
-    """The daemon is shutting down; no new exchange starts."""
 
 
 class Line:

@@ -26,8 +26,16 @@ import statistics
 import zoneinfo
 from collections.abc import Iterable
 
-from ..errors import FrameError, IdentityMismatch, MeterError, OptionError, PollerdError, ReplyTimeout, TransportError
-from ..line import LineStopping
+from ..errors import (
+    FrameError,
+    IdentityMismatch,
+    LineStopping,
+    MeterError,
+    OptionError,
+    PollerdError,
+    ReplyTimeout,
+    TransportError,
+)
 from ..model import Archive, Event, Reading
 from ..protocols import mbus as m
 from .base import DriverContext, PollResult

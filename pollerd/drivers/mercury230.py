@@ -16,6 +16,7 @@ from ..errors import (
     FrameError,
     FrameTooLong,
     IdentityMismatch,
+    LineStopping,
     MeterError,
     PollerdError,
     ReplyTimeout,
@@ -23,7 +24,6 @@ from ..errors import (
     StoreError,
     TransportError,
 )
-from ..line import LineStopping
 from ..model import Event, Reading
 from ..protocols import mercury230 as m
 from ..protocols.crc import append_crc, check_crc

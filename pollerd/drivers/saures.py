@@ -32,7 +32,7 @@ from typing import Any
 
 import aiohttp
 
-from ..errors import CloudAuthError, CloudError, CloudUnreachable, OptionError
+from ..errors import CloudAuthError, CloudError, CloudUnreachable, OptionError, SessionExpired
 from ..model import Archive, Reading
 from ..text import scrub as scrub_text
 from . import cloud
@@ -87,10 +87,6 @@ def parse_options(raw: Mapping[str, object], base_dir: str) -> SauresOptions:
 
 
 _TIME_FORMATS = ("%d.%m.%Y %H:%M", "%d.%m.%Y %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
-
-
-class SessionExpired(CloudError):
-    """The sid is no longer valid: sign in again and repeat the request."""
 
 
 # -- parsing (sans-I/O) --------------------------------------------------------------------------------

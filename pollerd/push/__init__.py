@@ -39,37 +39,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from pollerd.errors import SinkError
+from pollerd.errors import PermanentSinkError, SinkError, TransientSinkError
 from pollerd.push.plugins import load_entry_points
 from pollerd.push.registry import PLUGIN_COMMON_KEYS, SinkRegistry, builtin_sinks
 
 if TYPE_CHECKING:
     from pollerd.config.model import SinkConfig
     from pollerd.model import Reading
-
-
-class TransientSinkError(SinkError):
-    """The batch did not get through but may on a later try: keep it and retry after a backoff.
-
-    ``kind`` labels the failure counter: ``timeout``, ``network``, ``http`` (a retryable status),
-    ``redirect``, ``tls``, ``auth`` (credentials refused), ``refused`` (the broker refused the connection)
-    or ``error``.
-    """
-
-    def __init__(self, message: str, *, kind: str = "error", status: int | None = None) -> None:
-        self.kind = kind
-        self.status = status
-        super().__init__(message)
-
-
-class PermanentSinkError(SinkError):
-    """The receiver refused the batch for good (a 4xx other than 401/403/407/408/429): park it, move on."""
-
-    kind = "rejected"
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        self.status = status
-        super().__init__(message)
 
 
 class PushClient(Protocol):
