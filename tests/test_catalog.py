@@ -11,7 +11,7 @@ import pytest
 from pollerd.catalog import CATALOG, Protocol, ProtocolSpec
 from pollerd.config import known_keys
 from pollerd.config.load import _API, _GATEWAY, _LINE, _METER, _STORE
-from pollerd.push.registry import BUILTIN, SinkSpec, builtin_sinks
+from pollerd.push.registry import BUILTIN, Ref, SinkSpec, builtin_sinks
 
 
 def test_every_protocol_has_exactly_one_spec_under_its_own_key() -> None:
@@ -58,6 +58,9 @@ def test_sink_registry_has_one_spec_per_type_and_kinds() -> None:
         spec = sinks[t]
         assert (spec.factory is None) == (spec.kind == "document") == (spec.runner is not None)
         assert not spec.option_keys & spec.keys      # own keys never shadow common ones
+        for ref in (spec.factory, spec.options, spec.runner):
+            if ref is not None:                      # every built-in reference names something that imports
+                assert isinstance(ref, Ref) and callable(ref.resolve()), ref
 
 
 def test_a_spec_added_to_one_registry_is_invisible_to_others() -> None:

@@ -21,21 +21,28 @@ if TYPE_CHECKING:
     from pollerd.config.model import SinkConfig
     from pollerd.push import PushClient
 
-__all__ = ["BUILTIN", "PLUGIN_COMMON_KEYS", "SinkKind", "SinkRegistry", "SinkSpec", "builtin_sinks"]
+__all__ = ["BUILTIN", "PLUGIN_COMMON_KEYS", "Ref", "SinkKind", "SinkRegistry", "SinkSpec", "builtin_sinks"]
 
 SinkKind = Literal["batch", "document"]
 OptionParser = Callable[[Mapping[str, object], str], object]
 ClientFactory = Callable[["SinkConfig", str], "PushClient"]
 
 
-def _ref(target: str) -> Callable[..., Any]:
-    """"module:name" -> a callable that imports the module on its first call and forwards to ``name``."""
-    module, _, name = target.partition(":")
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A "module:name" callable, imported on its first call (see the module docstring for why)."""
 
-    def call(*args: Any) -> Any:
-        return getattr(importlib.import_module(module), name)(*args)
-    call.__qualname__ = target
-    return call
+    target: str
+
+    def resolve(self) -> Callable[..., Any]:
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]  # a module attribute
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*args, **kwargs)
+
+
+_ref = Ref
 
 
 @dataclass(frozen=True, slots=True)
