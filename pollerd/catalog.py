@@ -129,7 +129,7 @@ CATALOG: Catalog = {   # keys are Protocol members (str enum), typed as str for 
         default_read=("registers",),
         driver=Ref("pollerd.drivers.modbus", "ModbusDriver"),
         option_keys=frozenset({"modbus_mode", "template", "registers", "word_order", "byte_order", "max_gap"}),
-        options=Ref("pollerd.protocols.modbus_map", "parse_options"),
+        options=Ref("pollerd.drivers.modbus_options", "parse_options"),
         address_range=(1, 255),
         decoder=Tool("pollerd.decode.modbus"),
     ),

@@ -22,10 +22,10 @@ from .metrics import Registry
 from .notify import Notifier, run_notifier
 from .push.plugins import load_entry_points
 from .push.registry import SinkRegistry, SinkSpec, builtin_sinks
-from .quota import StoreQuota
 from .schedule import Schedule, next_run
 from .state import LineState, MeterState, Runtime, SinkState
 from .store import Store
+from .store.quota import StoreQuota
 
 log = logging.getLogger("pollerd.daemon")
 

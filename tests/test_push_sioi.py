@@ -17,10 +17,10 @@ from pollerd.config import load_config
 from pollerd.errors import ConfigError, SinkError, StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Reading
-from pollerd.push import sioi_config
 from pollerd.push.registry import builtin_sinks
 from pollerd.push.sioi import RECHECK, SioiSink, operator_set, state_key
-from pollerd.push.sioi_config import Template, TemplateError, check_well_formed
+from pollerd.push.sioi import options as sioi_options
+from pollerd.push.sioi.template import Template, TemplateError, check_well_formed
 from pollerd.state import SinkState
 from pollerd.store import Store
 from tests.sioi_server import FakeSioi, start
@@ -436,7 +436,7 @@ def config_error(tmp_path: Path, **kw: str) -> ConfigError:
 
 
 def test_option_keys_match(tmp_path: Path) -> None:
-    assert builtin_sinks()["sioi"].option_keys == sioi_config.KEYS
+    assert builtin_sinks()["sioi"].option_keys == sioi_options.KEYS
     cfg = load_config(write_config(tmp_path, "https://sioi.example/"), environ={})
     o = cfg.sinks[0].options
     assert o.form_code == "F-DAILY" and o.period.kind == "daily" and o.job_timeout == 7200
@@ -613,7 +613,7 @@ def test_secrets_are_scrubbed_also_when_echoed_url_encoded() -> None:
     from types import SimpleNamespace
 
     from pollerd.push.sioi import SioiClient
-    from pollerd.push.sioi_config import SioiOptions
+    from pollerd.push.sioi.options import SioiOptions
     pw = "S3cret pass&word$"
     sink = SimpleNamespace(url="http://127.0.0.1:1", password=SimpleNamespace(reveal=lambda: pw), name="s")
     opts = SioiOptions(form_code="F", template=(), template_path="t.xml", period="daily")  # type: ignore[arg-type]

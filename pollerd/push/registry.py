@@ -112,7 +112,7 @@ BUILTIN: tuple[SinkSpec, ...] = (
             "password_field", "token_field", "form_field", "file_field", "job_id_field", "status_field",
             "errors_field", "status_loaded", "status_failed", "status_pending",
         }),
-        options=_ref("pollerd.push.sioi_config:parse_options"),
+        options=_ref("pollerd.push.sioi.options:parse_options"),
         required=(("username",), ("password", "password_file", "password_credential")),
         kind="document",
         runner=_ref("pollerd.push.sioi:SioiSink"),

@@ -30,14 +30,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .config.model import StoreConfig
-from .errors import StoreError
-from .metrics import Registry
-from .state import Runtime
-from .units import format_duration, format_size
+from ..config.model import StoreConfig
+from ..errors import StoreError
+from ..metrics import Registry
+from ..state import Runtime
+from ..units import format_duration, format_size
 
 if TYPE_CHECKING:
-    from .store import Store
+    from .core import Store
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,10 @@ class Eviction:
 
     @classmethod
     def from_json(cls, raw: object) -> Eviction | None:
+        if not isinstance(raw, (list, tuple)) or len(raw) != 4:
+            return None
         try:
-            ts, reason, rows, lost = raw  # type: ignore[misc]
+            ts, reason, rows, lost = raw
             return cls(float(ts), str(reason), int(rows),
                        tuple((str(k), int(v)) for k, v in dict(lost).items()))
         except (TypeError, ValueError):
