@@ -17,7 +17,7 @@ def configure_check(p: argparse.ArgumentParser) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from ..config import summary
+    from .summary import summary
     cfg = load(args.config)
     print(summary(cfg))
     enabled = [m for m in cfg.meters if m.enabled]

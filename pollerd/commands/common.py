@@ -1,14 +1,15 @@
-"""What several commands share: loading the config file, the state directory, and how a reading and a
-unix time are printed."""
+"""What several commands share: loading the config file, the state directory, and how a reading is
+printed."""
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
+
+from ..text import utc_text
 
 if TYPE_CHECKING:  # pragma: no cover - typing only: importing the config at parse time slows `--help`
     from ..config import Config
@@ -25,11 +26,6 @@ def state_dir(args: argparse.Namespace) -> Path:
     """--state-dir, else $STATE_DIRECTORY or /var/lib/pollerd (what systemd gives the service)."""
     from ..daemon import default_state_dir
     return Path(args.state_dir) if args.state_dir else default_state_dir()
-
-
-def utc_text(ts: float) -> str:
-    """A unix time as the commands print it: 2024-05-01 12:00:00Z."""
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def reading_line(r: Reading, as_json: bool) -> str:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 import orjson
 
 from ..errors import ConfigError, SinkError
-from .common import load, state_dir, utc_text
+from ..text import utc_text
+from .common import load, state_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Config

@@ -10,7 +10,8 @@ import time
 import orjson
 
 from ..errors import ConfigError
-from .common import load, state_dir, utc_text
+from ..text import utc_text
+from .common import load, state_dir
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:

@@ -14,6 +14,8 @@ from ..drivers.base import Driver, DriverContext
 from ..drivers.registry import make_driver
 from ..line import Line
 from ..metrics import Registry
+from ..push.plugins import load_entry_points
+from ..push.registry import SinkRegistry, SinkSpec
 from ..state import LineState, MeterState, Runtime
 from ..store import Store
 
@@ -26,9 +28,15 @@ def db_path(config: Config, state_dir: Path) -> Path:
     return Path(config.store.path) if config.store.path else state_dir / "pollerd.db"
 
 
-def cursor_sinks(config: Config) -> list[str]:
-    """Sinks that deliver through an outbox cursor (a document sink such as sioi keeps none)."""
-    return [s.name for s in config.sinks if s.type != "sioi"]
+def sink_spec(sinks: SinkRegistry, sink_type: str) -> SinkSpec:
+    if sink_type not in sinks:
+        load_entry_points(sinks)   # a plugin type the config was loaded with elsewhere (a test, `pollerd run`)
+    return sinks[sink_type]
+
+
+def cursor_sinks(config: Config, sinks: SinkRegistry) -> list[str]:
+    """Sinks that deliver through an outbox cursor (a document sink keeps none)."""
+    return [s.name for s in config.sinks if sink_spec(sinks, s.type).kind == "batch"]
 
 
 def build_lines(config: Config, runtime: Runtime, metrics: Registry) -> dict[str, Line]:
