@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pollerd.cli import main
+from pollerd.commands.cli import main
 
 
 def _strict(text: str) -> object:
