@@ -264,9 +264,11 @@ def test_every_api_path_is_in_the_api_table() -> None:
 
 def _anchors(path: Path) -> set[str]:
     """GitHub's heading ids: lower case, punctuation dropped except - and _, spaces to -."""
-    out = set()
+    out, in_block = set(), False
     for line in path.read_text(encoding="utf-8").split("\n"):
-        if line.startswith("#") and not line.startswith("#!"):
+        if line.startswith("```"):
+            in_block = not in_block
+        elif line.startswith("#") and not in_block:
             title = line.lstrip("#").strip().lower()
             out.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
     return out
