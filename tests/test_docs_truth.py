@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pollerd import config as config_module
+from pollerd.config import known_keys
 from pollerd.openapi import document
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,22 +36,7 @@ def _rel(path: Path) -> str:
 # --- config keys -------------------------------------------------------------------------------------------------
 
 def _known_keys() -> dict[str, frozenset[str]]:
-    known = getattr(config_module, "known_keys", None)
-    if known is None:  # TEMPORARY until pollerd.config.known_keys() lands on main
-        return _known_keys_today()
-    return {section: frozenset(keys) for section, keys in known().items()}
-
-
-def _known_keys_today() -> dict[str, frozenset[str]]:
-    from pollerd.drivers import OPTION_PARSERS
-    c = config_module
-    out = {"gateway": frozenset(c._GATEWAY), "store": frozenset(c._STORE), "api": frozenset(c._API),
-           "api.tokens": frozenset(c._API_TOKEN), "lines": frozenset(c._LINE), "meters": frozenset(c._METER)}
-    for proto, (keys, _) in OPTION_PARSERS.items():
-        out[f"meters.{proto}"] = keys
-    for kind, keys in c.SINK_TYPES.items():
-        out[f"sinks.{kind}"] = keys | c.SINK_OPTION_PARSERS[kind][0] | {"name", "type"}
-    return out
+    return {section: frozenset(keys) for section, keys in known_keys().items()}
 
 
 def _key_tables(text: str) -> Iterator[tuple[int, tuple[str, ...], list[tuple[int, list[str]]]]]:
