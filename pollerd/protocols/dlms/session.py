@@ -8,7 +8,7 @@ The caller (the driver) owns the loop: send, receive one unit, ``on_unit``, unti
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pollerd.errors import FrameError
 
@@ -24,11 +24,11 @@ Unit = Frame | WrapperFrame
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
     framing: str = "hdlc"                 # "hdlc" | "wrapper"
-    server: ServerAddress = ServerAddress(1, 17, 4)
+    server: ServerAddress = field(default_factory=lambda: ServerAddress(1, 17, 4))
     client_sap: int = 16
     password: bytes | None = None         # LLS when set
     max_pdu: int = 0xFFFF
-    link: LinkParams = LinkParams(128, 128, 1, 1)
+    link: LinkParams = field(default_factory=LinkParams)
     conformance: int = acse.CONFORMANCE_DEFAULT
 
 
