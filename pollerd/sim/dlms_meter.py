@@ -224,6 +224,8 @@ class SimSpodesMeter:
             selector, params = access
             p = axdr.decode(params)
             if selector == 1:
+                if p[0][1] != sp.CLOCK.obis:
+                    return 250                                 # a range over anything but the clock column
                 lo = CosemDateTime.parse(p[1]).to_unix(self.timezone)
                 hi = CosemDateTime.parse(p[2]).to_unix(self.timezone)
                 if lo is None or hi is None:
