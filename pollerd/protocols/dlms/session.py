@@ -75,7 +75,7 @@ class WrapperFramer:
 
 
 class ClientSession:
-    __slots__ = ("_hdlc", "_invoke", "associated", "cfg", "negotiated_pdu")
+    __slots__ = ("_hdlc", "_invoke", "associated", "cfg", "conformance", "negotiated_pdu")
 
     def __init__(self, cfg: SessionConfig) -> None:
         if cfg.framing not in ("hdlc", "wrapper"):
@@ -85,6 +85,7 @@ class ClientSession:
         self._invoke = 0
         self.associated = False
         self.negotiated_pdu = 0
+        self.conformance = 0
 
     @property
     def connected(self) -> bool:
@@ -150,6 +151,7 @@ class ClientSession:
         aare = acse.parse_aare(apdu)          # raises AssociationRejected with the reason
         self.associated = True
         self.negotiated_pdu = min(aare.max_pdu or 0xFFFF, self.cfg.max_pdu)
+        self.conformance = aare.conformance
         return aare
 
     def next_invoke(self) -> int:
