@@ -371,8 +371,7 @@ class DlmsDriver:
                     cy.dropped += 1
                     continue
                 cap = row[clock_col.index]
-                when = axdr.CosemDateTime.parse(cap).to_unix(self.tz) if isinstance(cap, bytes) and len(cap) == 12 \
-                    else None
+                when = axdr.CosemDateTime.unix_of(cap, self.tz) if isinstance(cap, bytes) else None
                 if when is None:
                     cy.dropped += 1
                     continue
@@ -418,8 +417,7 @@ class DlmsDriver:
                 if not isinstance(row, tuple) or len(row) != len(plan):
                     continue
                 cap = row[clock_col.index]
-                when = axdr.CosemDateTime.parse(cap).to_unix(self.tz) if isinstance(cap, bytes) and len(cap) == 12 \
-                    else None
+                when = axdr.CosemDateTime.unix_of(cap, self.tz) if isinstance(cap, bytes) else None
                 if when is None:
                     continue
                 code = row[code_col.index] if code_col else None

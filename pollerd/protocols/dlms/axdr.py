@@ -166,6 +166,20 @@ class CosemDateTime:
         return cls(dt.year, dt.month, dt.day, dt.isoweekday(), dt.hour, dt.minute, dt.second,
                    dt.microsecond // 10000, deviation, status)
 
+    @staticmethod
+    def unix_of(raw: bytes, tz: tzinfo) -> int | None:
+        """UTC unix seconds of a 12-byte date-time read in ``tz``, without building the dataclass (profile
+        rows carry one each); None when not a 12-byte date-time with a full date and time."""
+        if len(raw) != 12:
+            return None
+        y, mo, d, _, h, mi, s, _, _, _ = _DT.unpack(raw)
+        if y == 0xFFFF or 0xFF in (mo, d, h, mi):
+            return None
+        try:
+            return int(datetime(y, mo, d, h, mi, 0 if s == 0xFF else s, tzinfo=tz).timestamp())
+        except ValueError:
+            return None
+
     def wall(self) -> datetime | None:
         """The naive wall-clock time, or None when a field it needs is unspecified (a wildcard)."""
         if None in (self.year, self.month, self.day, self.hour, self.minute):
@@ -222,7 +236,8 @@ def encode_length(n: int) -> bytes:
 
 def decode(data: bytes | bytearray | memoryview) -> Any:
     """One Data value that must fill ``data`` exactly."""
-    mv = memoryview(data)
+    # Indexing bytes is cheaper than indexing a memoryview, and one copy of an APDU costs less than that.
+    mv = data if isinstance(data, bytes) else bytes(data)
     value, end = decode_at(mv, 0)
     if end != len(mv):
         raise DataError(f"{len(mv) - end} bytes after the data value", mv)
@@ -251,9 +266,25 @@ def _decode(mv: memoryview | bytes, i: int, depth: int) -> tuple[Any, int]:
             raise DataError(f"{TAG_NAMES[tag]} of {n} elements in {len(mv) - i} bytes", bytes(mv))
         items: list[Any] = []
         append = items.append
+        ints = _INTS
+        size = len(mv)
         for _ in range(n):
-            v, i = _decode(mv, i, depth + 1)
-            append(v)
+            # Profile rows are structures of integers and short octet strings: decode those here, without
+            # a call per value (the decode of a 48-entry profile is mostly this loop).
+            t = mv[i]
+            st = ints.get(t)
+            if st is not None:
+                append(st.unpack_from(mv, i + 1)[0])
+                i += 1 + st.size
+            elif t == OCTET_STRING and mv[i + 1] < 0x80:
+                end = i + 2 + mv[i + 1]
+                if end > size:
+                    raise DataError(f"octet-string of {mv[i + 1]} bytes, {size - i - 2} left", bytes(mv))
+                append(bytes(mv[i + 2:end]))
+                i = end
+            else:
+                v, i = _decode(mv, i, depth + 1)
+                append(v)
         return (tuple(items) if tag == STRUCTURE else items), i
     if tag in (OCTET_STRING, VISIBLE_STRING, UTF8_STRING):
         n, i = read_length(mv, i)

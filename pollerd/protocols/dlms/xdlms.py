@@ -166,7 +166,7 @@ def _exception(apdu: bytes) -> DataAccessError:
     return DataAccessError(f"meter answered with a confirmed service error [{apdu.hex(' ')}]", None, why)
 
 
-def _result(mv: memoryview, i: int) -> tuple[Any, int]:
+def _result(mv: bytes, i: int) -> tuple[Any, int]:
     choice = mv[i]
     if choice == 0:
         return axdr.decode_at(mv, i + 1)
@@ -183,7 +183,7 @@ def parse_get_response(apdu: bytes, invoke: int | None = None) -> GetResponse:
     kind, iid = apdu[1], apdu[2] & 0x0F
     if invoke is not None and iid != invoke & 0x0F:
         raise ApduError(f"GET-Response for invoke id {iid}, request had {invoke & 0x0F}", apdu)
-    mv = memoryview(apdu)
+    mv = bytes(apdu)
     try:
         if kind == NORMAL:
             value, end = _result(mv, 3)
