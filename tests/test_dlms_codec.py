@@ -488,3 +488,51 @@ def test_fuzz_corrupted_frames_are_caught(info: bytes, pos: int, xor: int) -> No
         return
     # A corruption that still parses must not pass the checks silently.
     assert all(f.info != info for f in frames) or not frames
+
+
+# ------------------------------------------------------------------------------------- public real traces
+
+# Frames captured from meters and published in public sources, kept here as test data with their source:
+# [TI] ti-cortex-m4/tm4c1294ncpdt, ek-tm4c1294xl/project1/self/sensors/sensor39/dlms_aare.c (comment with a
+#      capture "right password" / "wrong password"; no licence file in the repository);
+# [KPZ] a СПОДЭС session log (meter KPZ101000017410) in the test folder of the PyPI package
+#      DLMS_Firmware_updater 0.2.0, as published in a public package diff; no licence stated.
+TI_AARQ_RIGHT = ("7ea04700 02129d0310cf5ee6e6006036a109060760857405080101 8a0207808b0760857405080201ac0a8008"
+                 "7852775062457846be10040e01000000065f1f0400007e1f0100afdf7e")
+TI_AARE_OK = ("7ea03a0300 02129d30fc5ce6e7006129a109060760857405080101a203020100a305a103020100be10040e0800065f1f"
+              "040000181d01800007a1dc7e")
+TI_AARE_BAD_PASSWORD = ("7ea03a030002129d30fc5ce6e7006129a109060760857405080101a203020101a305a10302010dbe10040e08"
+                        "00065f1f040000181d01800007b2657e")
+KPZ = {
+    "ua": "818007 0501ef 06020400",
+    "aare": "e6e7006129a109060760857405080101a203020100a305a103020100be10040e0800065f1f04000010100400 0007",
+    "ldn": "e6e700c401c10009 0f4b505a313031303030303137343130",
+    "type": "e6e700c401c10009054d324d5f31",
+    "firmware": "e6e700c401c1000906312e362e3134",
+}
+
+
+def _h(text: str) -> bytes:
+    return bytes.fromhex(text.replace(" ", ""))
+
+
+def test_real_capture_right_and_wrong_password() -> None:
+    d = Deframer()
+    aarq, ok, bad = (d.feed(_h(x))[0] for x in (TI_AARQ_RIGHT, TI_AARE_OK, TI_AARE_BAD_PASSWORD))
+    assert ServerAddress.decode(aarq.dest) == ServerAddress(1, (0x12 >> 1) << 7 | (0x9D >> 1), 4)
+    assert aarq.src == b"\x03" and aarq.kind == "I"
+    q = acse.parse_aarq(aarq.info[3:])
+    assert q.mechanism == acse.MECH_LLS and q.password == b"xRwPbExF" and q.max_pdu == 0x0100
+    assert acse.parse_aare(ok.info[3:]).max_pdu == 0x0180
+    with pytest.raises(AssociationRejected, match="authentication-failure"):
+        acse.parse_aare(bad.info[3:])
+
+
+def test_real_spodes_session_fields() -> None:
+    assert LinkParams.decode(_h(KPZ["ua"])) == LinkParams(239, 1024, 1, 1)
+    aare = acse.parse_aare(_h(KPZ["aare"])[3:])
+    assert aare.max_pdu == 1024 and acse.conformance_names(aare.conformance) == ["block-transfer-with-get-or-read",
+                                                                                   "get"]
+    assert xdlms.parse_get_response(_h(KPZ["ldn"])[3:]).results == [b"KPZ101000017410"]
+    assert xdlms.parse_get_response(_h(KPZ["type"])[3:]).results == [b"M2M_1"]       # 0.0.96.1.1.255
+    assert xdlms.parse_get_response(_h(KPZ["firmware"])[3:]).results == [b"1.6.14"]   # 0.0.0.2.1.255
