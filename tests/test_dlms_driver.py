@@ -177,3 +177,14 @@ def test_options_refuse_hls_and_ciphering() -> None:
     with pytest.raises(OptionError):
         parse_address(20000)
     assert dataclasses.is_dataclass(DlmsOptions)
+
+
+async def test_raw_apdu_through_the_association(sim) -> None:
+    meter, line, _ = sim
+    driver = DlmsDriver(_ctx(_meter(("energy",)), line))
+    out = await driver.raw("C0 01 C1 00 03 01 00 01 08 00 FF 02 00")
+    assert out["decoded"]["results"] == [meter.cumulative("A+", NOW)]  # type: ignore[index]
+    with pytest.raises(ValueError, match="not an HDLC frame"):
+        await driver.raw("7E A0 08 02 23 21 93 BD 64 7E")
+    with pytest.raises(ValueError, match="AARQ"):
+        await driver.raw("60 1D A1 09")

@@ -19,6 +19,7 @@ from ..line import LineStopping
 from ..model import Event, Reading
 from ..protocols.dlms import axdr
 from ..protocols.dlms import spodes as sp
+from ..protocols.dlms.describe import decode_apdu
 from ..protocols.dlms.errors import AssociationRejected, DataAccessError, HdlcError, LinkRefused
 from ..protocols.dlms.hdlc import LinkParams, ServerAddress
 from ..protocols.dlms.session import ClientSession, SessionConfig
@@ -173,6 +174,37 @@ class DlmsDriver:
         if cy.dropped:
             self.ctx.log.info("%s: %d values dropped (not finite or not numeric)", mc.name, cy.dropped)
         return PollResult(tuple(cy.out), tuple(cy.events), answered or bool(cy.out), error, cy.state)
+
+    async def raw(self, command: str) -> dict[str, object]:
+        """One xDLMS APDU in HEX (e.g. a GET-Request ``C0 01 C1 00 03 01 00 01 08 00 FF 02 00``), sent on
+        the meter's association ahead of scheduled polls; the reply APDU comes back as HEX and decoded.
+        Not an HDLC frame: N(S)/N(R) and segmentation belong to the session, so pollerd frames it."""
+        try:
+            apdu = bytes.fromhex(command.replace(":", " "))
+        except ValueError:
+            raise ValueError(f"not a HEX APDU: {command[:80]!r}") from None
+        if not apdu:
+            raise ValueError("an empty APDU")
+        if apdu[0] == 0x7E or apdu[:2] == b"\x00\x01":
+            raise ValueError("give an xDLMS APDU (C0 ... GET, C1 ... SET), not an HDLC frame or wrapper PDU: "
+                             "pollerd frames it with the session's sequence numbers")
+        if apdu[0] in (0x60, 0x62):
+            raise ValueError("association requests (AARQ/RLRQ) are pollerd's to send, not raw commands")
+        mc = self.ctx.meter
+        async with self.line.session(mc.name, priority=True):
+            await self._open()
+            try:
+                reply = await self.client.transact(apdu)
+            except (FrameError, ReplyTimeout):
+                self.session.drop()
+                raise
+        out: dict[str, object] = {"meter": mc.name, "command": apdu.hex(" ").upper(),
+                                  "response": reply.hex(" ").upper()}
+        try:
+            out["decoded"] = decode_apdu(reply)
+        except FrameError as exc:
+            out["decode_error"] = str(exc)
+        return out
 
     async def probe(self) -> bool:
         try:
