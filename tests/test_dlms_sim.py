@@ -175,3 +175,23 @@ async def test_hdlc_over_a_pty() -> None:
             loop.remove_reader(fd)
             os.close(fd)
     assert isinstance(SocketExchange, type)
+
+
+async def test_sim_command_line_prints_where_it_listens() -> None:
+    import sys
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pollerd.sim.dlms", "--tcp", "127.0.0.1:0", "--serials", "012345678,000000099",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        assert line.startswith("dlms sim listening on tcp 127.0.0.1:") and "5694=012345678 115=000000099" in line
+        port = int(line.split()[5].rsplit(":", 1)[1])
+        client, ex = await connect(port, physical=115)
+        await client.open()
+        assert await client.get(sp.SERIAL) == b"000000099"
+        ex.close()
+    finally:
+        proc.terminate()
+        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    assert b"dlms sim stopped" in out
