@@ -188,3 +188,27 @@ async def test_raw_apdu_through_the_association(sim) -> None:
         await driver.raw("7E A0 08 02 23 21 93 BD 64 7E")
     with pytest.raises(ValueError, match="AARQ"):
         await driver.raw("60 1D A1 09")
+
+
+async def test_idle_association_is_reopened_not_tried(sim) -> None:
+    meter, line, _ = sim
+    t = [float(NOW)]
+    ctx = _ctx(_meter(("energy",)), line)
+    ctx.clock = lambda: t[0]
+    driver = DlmsDriver(ctx)
+    assert (await driver.poll(NOW)).ok
+    before = meter.requests
+    t[0] += 60
+    assert (await driver.poll(NOW)).ok and meter.requests - before == 1          # kept: just the GET
+    before = meter.requests
+    t[0] += 300
+    assert (await driver.poll(NOW)).ok and meter.requests - before == 2          # idle: AARQ again, then GET
+
+
+async def test_clock_of_the_wrong_type_is_a_declared_error(sim) -> None:
+    meter, line, _ = sim
+    original = meter.read
+    meter.read = lambda attr, access, client: (b"\x06\x00\x00\x00\x01" if attr.class_id == 8  # type: ignore[method-assign]
+                                               else original(attr, access, client))
+    r = await DlmsDriver(_ctx(_meter(("clock",)), line)).poll(NOW)
+    assert not r.ok and "12-byte date-time octet string expected" in (r.error or "")

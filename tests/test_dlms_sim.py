@@ -195,3 +195,36 @@ async def test_sim_command_line_prints_where_it_listens() -> None:
         proc.terminate()
         out, _ = await asyncio.wait_for(proc.communicate(), 20)
     assert b"dlms sim stopped" in out
+
+
+async def test_every_frame_of_a_session_refed_one_byte_at_a_time() -> None:
+    """All frames of a session with segmentation and block transfer, both ways, through a fresh deframer one
+    byte at a time: the same frames come out as from whole writes."""
+    from pollerd.protocols.dlms.hdlc import Deframer
+
+    seen: list[bytes] = []
+
+    class Recording(HdlcBus):
+        def handle_frame(self, raw: bytes) -> bytes | None:
+            reply = super().handle_frame(raw)
+            seen.append(raw)
+            if reply:
+                seen.append(reply)
+            return reply
+
+    meter = _meter()
+    server = await serve_hdlc_tcp(Recording([(meter, 5694)]), "127.0.0.1", 0)
+    try:
+        client, ex = await connect(server.sockets[0].getsockname()[1], physical=5694, client_sap=32,
+                                   password=b"12345678", max_info=32)
+        await client.open()
+        await client.get(xdlms.Attr.of(7, sp.LOAD_PROFILES[0], 2), xdlms.entry_access(1, 10))
+        await client.close()
+        ex.close()
+    finally:
+        server.close()
+    assert len(seen) > 30 and any(Deframer().feed(f)[0].segmented for f in seen)
+    stream = b"".join(seen)
+    d = Deframer()
+    one_by_one = [f for b in stream for f in d.feed(bytes((b,)))]
+    assert one_by_one == [Deframer().feed(f)[0] for f in seen]

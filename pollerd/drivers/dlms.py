@@ -20,7 +20,7 @@ from ..model import Event, Reading
 from ..protocols.dlms import axdr
 from ..protocols.dlms import spodes as sp
 from ..protocols.dlms.describe import decode_apdu
-from ..protocols.dlms.errors import AssociationRejected, DataAccessError, HdlcError, LinkRefused
+from ..protocols.dlms.errors import AssociationRejected, DataAccessError, DataError, LinkRefused
 from ..protocols.dlms.hdlc import LinkParams, ServerAddress
 from ..protocols.dlms.session import ClientSession, SessionConfig
 from ..protocols.dlms.xdlms import Attr, DataAccessFailure, obis_bytes, obis_text, range_access
@@ -34,6 +34,10 @@ READ_KINDS = ("energy", "instant", "profile", "daily", "monthly", "events", "clo
 # Items per GET-with-list: the reply must fit the negotiated PDU without block transfer (which a list reply
 # cannot use here); a scaler/unit result is 7 bytes, a double-long 6, so PDU/16 leaves room to spare.
 LIST_MIN, LIST_MAX = 4, 32
+# A kept association older than this (idle) is opened afresh rather than tried: СПОДЭС meters drop the link
+# after their inactivity timeout (commonly 120 s, FACTS.md of the shared vectors), and some then stay
+# silent instead of answering DM, which would cost a whole waiting_time before the reopen.
+IDLE_REOPEN = 100.0
 _MULTIPLE_REFERENCES = 1 << (23 - 14)
 
 
@@ -81,6 +85,7 @@ class DlmsDriver:
         self._plans: dict[str, tuple[list[sp.Column], int]] = {}
         self._absent: set[str] = set()           # objects the meter does not have (object-undefined)
         self._stored: dict[str, object] | None = None
+        self._used: float | None = None          # when the association was last used (ctx.clock)
 
     async def _exchange(self, data: bytes, framer: Any, shown: str | None) -> Any:
         mc = self.ctx.meter
@@ -90,8 +95,12 @@ class DlmsDriver:
     # ------------------------------------------------------------------------------------------- session
 
     async def _open(self) -> None:
-        if self.session.associated:
+        now = self.ctx.clock()
+        idle = now - self._used if self._used is not None else 0.0
+        self._used = now
+        if self.session.associated and idle <= IDLE_REOPEN:
             return
+        self.session.drop()
         try:
             await self.client.open()
         except LinkRefused:
@@ -326,7 +335,8 @@ class DlmsDriver:
         raw = await self.client.get(sp.CLOCK)
         asked = self.ctx.clock()
         if not isinstance(raw, bytes):
-            raise HdlcError(f"{mc.name}: clock value is not a date-time octet string: {raw!r}")
+            raise DataError(f"{mc.name}: the clock's value is {type(raw).__name__}, a 12-byte date-time octet "
+                            f"string expected ({raw!r})")
         meter_ts = axdr.CosemDateTime.parse(raw).to_unix(self.tz)
         if meter_ts is None:
             raise MeterError(f"{mc.name}: the meter's clock is unspecified [{raw.hex(' ')}]")
