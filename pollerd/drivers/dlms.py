@@ -48,7 +48,11 @@ def session_config(meter: Any, opts: DlmsOptions) -> SessionConfig:
         if not meter.number_meter:
             raise MeterError(f"{meter.name}: connection_address = \"serial\" needs number_meter")
         address = physical_from_serial(meter.number_meter)
-    password = meter.password.reveal().encode() if meter.password is not None else None
+    password = None
+    if meter.password is not None:
+        secret = meter.password.reveal()
+        # The LLS password is an octet string: ASCII as printed on the meter, or hex for binary ones.
+        password = bytes.fromhex(secret) if meter.password_encoding == "hex" else secret.encode("latin-1")
     client_sap = opts.client_sap or (32 if password else 16)
     if opts.framing == "wrapper":
         server = ServerAddress(opts.server_logical, 0, 4)
