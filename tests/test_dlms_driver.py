@@ -13,10 +13,10 @@ import logging
 import pytest
 
 from pollerd.config import LineConfig, MeterConfig, Secret
-from pollerd.drivers import OptionError
 from pollerd.drivers.base import DriverContext
 from pollerd.drivers.dlms import DlmsDriver
 from pollerd.drivers.dlms_options import DlmsOptions, parse_address, parse_options, physical_from_serial
+from pollerd.errors import OptionError
 from pollerd.line import Line
 from pollerd.metrics import Registry
 from pollerd.sim.dlms import HdlcBus, serve_hdlc_tcp, serve_wrapper_tcp

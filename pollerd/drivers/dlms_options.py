@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from . import OptionError
+from ..errors import OptionError
 
 KEYS = frozenset({"dlms_framing", "server_logical", "server_address_size", "client_sap", "authentication",
                   "max_info_length", "max_pdu", "clock_set", "keep_association", "load_profiles", "journals",
