@@ -385,7 +385,7 @@ def test_aare_accepted_and_rejections_name_the_reason() -> None:
     with pytest.raises(AssociationRejected, match="no-common-acse-version"):
         acse.parse_aare(acse.encode_aare(2, 2, provider=True))
     with pytest.raises(AssociationRejected, match="pdu-size-too-short"):
-        acse.parse_aare(acse.encode_aare(1, 1, initiate_error=3)[:-0] if False else acse.encode_aare(0, 0, initiate_error=3))
+        acse.parse_aare(acse.encode_aare(0, 0, initiate_error=3))
     with pytest.raises(ApduError):
         acse.parse_aare(b"\x62\x00")
     with pytest.raises(TruncatedFrame):
@@ -536,3 +536,21 @@ def test_real_spodes_session_fields() -> None:
     assert xdlms.parse_get_response(_h(KPZ["ldn"])[3:]).results == [b"KPZ101000017410"]
     assert xdlms.parse_get_response(_h(KPZ["type"])[3:]).results == [b"M2M_1"]       # 0.0.96.1.1.255
     assert xdlms.parse_get_response(_h(KPZ["firmware"])[3:]).results == [b"1.6.14"]   # 0.0.0.2.1.255
+
+
+def test_reassembly_and_block_caps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A meter that keeps sending segments or blocks hits a hard cap, never unbounded memory."""
+    monkeypatch.setattr(hdlc, "MAX_MESSAGE", 100)
+    client, _ = _pair(max_info=32)
+    client.request(b"\xc0\x01")
+    ns = 0
+    with pytest.raises(SegmentError, match="longer than 100 bytes"):
+        for _ in range(10):
+            frame = hdlc.Frame(client._local, client._peer, (1 << 5) | 0x10 | (ns << 1), bytes(32), True)
+            client.on_frame(frame)
+            ns = (ns + 1) & 7
+    monkeypatch.setattr(xdlms, "MAX_BLOCK_DATA", 1000)
+    col = xdlms.BlockCollector(1)
+    with pytest.raises(SegmentError, match="longer than 1000 bytes"):
+        for n in range(1, 20):
+            col.add(xdlms.parse_get_response(xdlms.encode_get_response_block(0xC1, False, n, bytes(100))))
