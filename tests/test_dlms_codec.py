@@ -361,7 +361,9 @@ def _native(v: object) -> object:
 def test_axdr_round_trip(value: object) -> None:
     raw = axdr.encode(value)
     assert axdr.decode(raw) == _native(value)
-    assert axdr.encode(axdr.decode(raw)) == raw if "Int" not in repr(value) else True
+    if "Int(" not in repr(value):
+        # Without integers (whose A-XDR width a plain int does not carry) the decoded form re-encodes exactly.
+        assert axdr.encode(axdr.decode(raw)) == raw
 
 
 # ------------------------------------------------------------------------------------------------------ ACSE
