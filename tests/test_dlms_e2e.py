@@ -18,7 +18,7 @@ from pollerd.sim.dlms_meter import SimSpodesMeter
 
 def _config(path: Path, port: int, wport: int, pty: str) -> Path:
     meter = ('[[meters]]\nname = "{name}"\nprotocol = "dlms"\n{where}\nnumber_meter = "{serial}"\n'
-             'password = "12345678"\ntimezone = "Europe/Moscow"\ninterval_time = "1s"\nwaiting_time = "1s"\n'
+             'password = "12345678"\npassword_encoding = "ascii"\ntimezone = "Europe/Moscow"\ninterval_time = "1s"\nwaiting_time = "1s"\n'
              'retries = 1\nread = ["clock", "energy", "instant", "profile", "daily"]\ndata_polling_length = "1d"\n'
              'package_size = 48\n{extra}\n')
     path.write_text(
@@ -39,6 +39,8 @@ def _stored(db: Path) -> dict[str, dict[tuple[str, str], float]]:
     con = sqlite3.connect(db)
     try:
         rows = con.execute("SELECT meter, channel, archive, value FROM readings").fetchall()
+    except sqlite3.OperationalError:     # the daemon has created the file but not its schema yet
+        return {}
     finally:
         con.close()
     out: dict[str, dict[tuple[str, str], float]] = {}
@@ -82,3 +84,70 @@ async def test_daemon_polls_spodes_meters(tmp_path: Path) -> None:
         assert m.cumulative("A+", now - 120) <= a_plus <= m.cumulative("A+", now), name
         assert got[name][("U.L1", "current")] == 230.12 and got[name][("F", "current")] == 50.02
         assert ("A+", "daily") in got[name] and ("R-", "profile") in got[name]
+
+
+class _MixedSplitter:
+    """One RS-485 bus with a Mercury 230 and a СПОДЭС meter: an HDLC frame starts with its flag, anything
+    else is a Mercury request (the line sends one request at a time, so a request never starts mid-frame)."""
+
+    def __init__(self, mercury: object) -> None:
+        from pollerd.sim.dlms import HdlcSplitter
+        self.hdlc = HdlcSplitter()
+        self.mercury = mercury
+        self.in_hdlc = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if not self.in_hdlc and data[:1] == b"\x7e":
+            self.in_hdlc = True
+        if self.in_hdlc:
+            frames = self.hdlc.feed(data)
+            if frames:
+                self.in_hdlc = False
+            return frames
+        return self.mercury.feed(data)  # type: ignore[attr-defined, no-any-return]
+
+
+class _MixedBus:
+    def __init__(self, dlms: HdlcBus, mercury: object) -> None:
+        self.dlms = dlms
+        self.mercury = mercury
+
+    def handle_frame(self, raw: bytes) -> bytes | None:
+        if raw[:1] == b"\x7e":
+            return self.dlms.handle_frame(raw)
+        return self.mercury.handle_frame(raw)  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_one_bus_with_a_mercury_and_a_spodes_meter(tmp_path: Path) -> None:
+    from pollerd.sim.common import serve_framed_tcp
+    from pollerd.sim.mercury230 import SimBus, SimMeter
+
+    spodes = SimSpodesMeter(serial="012345678")
+    mercury = SimBus([SimMeter(address=5, serial="41000005")])
+    bus = _MixedBus(HdlcBus([(spodes, 5694)]), mercury)
+    server = await serve_framed_tcp(bus, lambda: _MixedSplitter(mercury.splitter()), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cfg_path = tmp_path / "p.toml"
+    cfg_path.write_text(
+        '[gateway]\nname = "gw"\nspread = "1s"\n\n[store]\ncommit_interval = "100ms"\n\n[api]\nenabled = false\n\n'
+        f'[[lines]]\nname = "bus"\ntype = "tcp"\nhost = "127.0.0.1"\nport = {port}\n\n'
+        '[[meters]]\nname = "spodes"\nprotocol = "dlms"\nline = "bus"\nconnection_address = 5694\n'
+        'password = "12345678"\npassword_encoding = "ascii"\ntimezone = "Europe/Moscow"\ninterval_time = "1s"\nwaiting_time = "1s"\n'
+        'read = ["energy", "instant"]\n\n'
+        '[[meters]]\nname = "merc"\nprotocol = "mercury230"\nline = "bus"\nconnection_address = 5\n'
+        'password = "111111"\ninterval_time = "1s"\nwaiting_time = "500ms"\nread = ["energy", "instant"]\n')
+    daemon = Daemon(load_config(cfg_path), tmp_path)
+    task = asyncio.ensure_future(daemon.run())
+    try:
+        for _ in range(300):
+            await asyncio.sleep(0.05)
+            got = _stored(tmp_path / "pollerd.db") if (tmp_path / "pollerd.db").exists() else {}
+            if ("A+", "current") in got.get("spodes", {}) and ("A+", "current") in got.get("merc", {}):
+                break
+        else:
+            pytest.fail(f"both meters did not answer on the shared bus: {sorted(got)}")
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 20) == 0
+        server.close()
+    assert got["spodes"][("U.L1", "current")] == 230.12

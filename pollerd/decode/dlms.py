@@ -18,23 +18,16 @@ import argparse
 import json
 import sys
 
+from pollerd.decode import hex_argument
 from pollerd.errors import FrameError
 from pollerd.protocols.dlms.describe import decode
 
 __all__ = ["configure_parser", "run"]
 
 
-def _hex(text: str) -> bytes:
-    cleaned = "".join(text.replace(":", " ").split())
-    try:
-        return bytes.fromhex(cleaned)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not hex bytes: {text!r}") from None
-
-
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.description = "Decode one DLMS/COSEM HDLC frame or wrapper PDU (hex) into JSON."
-    p.add_argument("frame", type=_hex, nargs="+", metavar="HEX", help="the frame (several words are joined)")
+    p.add_argument("frame", type=hex_argument, nargs="+", metavar="HEX", help="the frame (several words are joined)")
 
 
 def run(args: argparse.Namespace) -> int:

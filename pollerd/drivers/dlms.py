@@ -14,8 +14,7 @@ import math
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ..errors import FrameError, IdentityMismatch, MeterError, ReplyTimeout, StoreError, TransportError
-from ..line import LineStopping
+from ..errors import FrameError, IdentityMismatch, LineStopping, MeterError, ReplyTimeout, StoreError, TransportError
 from ..model import Event, Reading
 from ..protocols.dlms import axdr
 from ..protocols.dlms import spodes as sp

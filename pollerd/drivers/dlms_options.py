@@ -13,9 +13,6 @@ from dataclasses import dataclass
 
 from ..errors import OptionError
 
-KEYS = frozenset({"dlms_framing", "server_logical", "server_address_size", "client_sap", "authentication",
-                  "max_info_length", "max_pdu", "clock_set", "keep_association", "load_profiles", "journals",
-                  "security", "security_suite", "block_cipher_key", "authentication_key", "system_title"})
 _CIPHER_KEYS = ("security", "security_suite", "block_cipher_key", "authentication_key", "system_title")
 _HLS = ("high", "hls", "md5", "sha1", "sha256", "gmac", "ecdsa")
 
