@@ -151,3 +151,41 @@ async def test_one_bus_with_a_mercury_and_a_spodes_meter(tmp_path: Path) -> None
         assert await asyncio.wait_for(task, 20) == 0
         server.close()
     assert got["spodes"][("U.L1", "current")] == 230.12
+
+
+async def test_commands_poll_raw_decode_and_sim(tmp_path: Path) -> None:
+    """`pollerd sim dlms`, then `pollerd poll` and `pollerd raw` for a dlms meter of a config, and
+    `pollerd decode dlms` on a frame: the commands an integrator commissions a meter with."""
+    import json
+    import sys
+
+    async def run(*args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "pollerd", *args,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode or 0, out.decode(), err.decode()
+
+    sim = await asyncio.create_subprocess_exec(sys.executable, "-m", "pollerd", "sim", "dlms", "--tcp",
+                                               "127.0.0.1:0", stdout=asyncio.subprocess.PIPE)
+    try:
+        assert sim.stdout is not None
+        first = (await asyncio.wait_for(sim.stdout.readline(), 30)).decode()
+        assert first.startswith("dlms sim listening on tcp"), first
+        port = int(first.split()[5].rsplit(":", 1)[1])
+        cfg = tmp_path / "p.toml"
+        cfg.write_text(f'[[lines]]\nname = "conv"\ntype = "tcp"\nhost = "127.0.0.1"\nport = {port}\n\n'
+                       '[[meters]]\nname = "flat"\nprotocol = "dlms"\nline = "conv"\nconnection_address = "serial"\n'
+                       'number_meter = "012345678"\npassword = "12345678"\npassword_encoding = "ascii"\n'
+                       'timezone = "Europe/Moscow"\nread = ["clock", "energy", "instant"]\n')
+        rc, out, err = await run("poll", "--config", str(cfg), "flat", "--json")
+        assert rc == 0, err
+        lines = [json.loads(x) for x in out.splitlines()]
+        assert {r["channel"] for r in lines} >= {"A+", "U.L1", "clock.drift"} and "12345678" not in out + err
+        rc, out, err = await run("raw", "--config", str(cfg), "flat", "C0 01 C1 00 03 01 00 20 07 00 FF 02 00")
+        assert rc == 0, err
+        assert json.loads(out)["decoded"]["results"] == [23012]
+    finally:
+        sim.terminate()
+        await sim.wait()
+    rc, out, _ = await run("decode", "dlms", "7E A0 08 02 23 21 93 BD 64 7E")
+    assert rc == 0 and json.loads(out)["frame"]["kind"] == "SNRM"
