@@ -212,3 +212,13 @@ async def test_clock_of_the_wrong_type_is_a_declared_error(sim) -> None:
                                                else original(attr, access, client))
     r = await DlmsDriver(_ctx(_meter(("clock",)), line)).poll(NOW)
     assert not r.ok and "12-byte date-time octet string expected" in (r.error or "")
+
+
+def test_every_dlms_key_is_in_the_protocol_docs() -> None:
+    from pathlib import Path
+
+    from pollerd.config import known_keys
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "protocols" / "dlms.md").read_text(encoding="utf-8")
+    for key in known_keys()["meters.dlms"]:
+        assert f"`{key}`" in text or f"{key} =" in text, key
