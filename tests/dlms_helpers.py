@@ -20,9 +20,11 @@ class SocketExchange:
         self.sent = 0
         self.received = 0
         self.requests: list[bytes] = []
+        self.shown: list[str] = []
 
     async def __call__(self, data: bytes, framer: Any, shown: str | None) -> Any:
         self.requests.append(data)
+        self.shown.append(shown if shown is not None else data.hex(" "))
         self.writer.write(data)
         self.sent += len(data)
         while True:

@@ -228,3 +228,15 @@ async def test_every_frame_of_a_session_refed_one_byte_at_a_time() -> None:
     d = Deframer()
     one_by_one = [f for b in stream for f in d.feed(bytes((b,)))]
     assert one_by_one == [Deframer().feed(f)[0] for f in seen]
+
+
+async def test_password_never_shown_even_in_a_segmented_aarq(hdlc_port) -> None:
+    """With 32-byte frames the AARQ's password falls in its second segment: what the line would show in
+    logs and errors for every exchange of the association must not hold it."""
+    port, _, _ = hdlc_port
+    client, ex = await connect(port, physical=5694, client_sap=32, password=b"12345678", max_info=32)
+    await client.open()
+    aarq_frames = [r for r in ex.requests if b"12345678" in r]
+    assert aarq_frames, "the password travels in some frame (this test needs a segmented AARQ)"
+    assert not any("31 32 33 34 35 36 37 38" in s for s in ex.shown), ex.shown
+    ex.close()

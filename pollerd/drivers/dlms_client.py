@@ -36,8 +36,9 @@ class DlmsClient:
         framer = self.session.framer()
         out: bytes | None = self.session.send(apdu)
         while out is not None:
+            # A redacted form (the AARQ without its password) stands for every segment of the request: a
+            # later segment may carry the password, and the line shows `shown` in errors and logs.
             unit = await self._unit(out, framer, shown)
-            shown = None
             out, reply = self.session.on_unit(unit)
             if reply is not None:
                 return reply
