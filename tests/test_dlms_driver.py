@@ -222,3 +222,13 @@ def test_every_dlms_key_is_in_the_protocol_docs() -> None:
     text = (Path(__file__).resolve().parents[1] / "docs" / "protocols" / "dlms.md").read_text(encoding="utf-8")
     for key in known_keys()["meters.dlms"]:
         assert f"`{key}`" in text or f"{key} =" in text, key
+
+
+async def test_a_register_without_scaler_is_dropped_not_guessed(sim) -> None:
+    meter, line, _ = sim
+    original = meter.read
+    meter.read = lambda attr, access, client: (3 if attr.attr == 3 and attr.obis[2] == 32  # type: ignore[method-assign]
+                                               else original(attr, access, client))
+    r = await DlmsDriver(_ctx(_meter(("instant",)), line)).poll(NOW)
+    got = {x.channel for x in r.readings}
+    assert r.ok and "U.L1" not in got and "U.L2" in got and "I.L1" in got

@@ -70,6 +70,7 @@ class _Cycle:
         self.events: list[Event] = []
         self.state: tuple[tuple[str, object], ...] = ()
         self.dropped = 0
+        self.unscaled = 0
 
 
 class DlmsDriver:
@@ -183,8 +184,9 @@ class DlmsDriver:
             # The link state (N(S)/N(R), a half-done block transfer) is unknown now: start clean next time.
             self.session.drop()
             error = str(exc)
-        if cy.dropped:
-            self.ctx.log.info("%s: %d values dropped (not finite or not numeric)", mc.name, cy.dropped)
+        if cy.dropped or cy.unscaled:
+            self.ctx.log.info("%s: values dropped: %d not finite or not numeric, %d without a scaler/unit "
+                              "(attribute 3 refused)", mc.name, cy.dropped, cy.unscaled)
         return PollResult(tuple(cy.out), tuple(cy.events), answered or bool(cy.out), error, cy.state)
 
     async def raw(self, command: str) -> dict[str, object]:
@@ -265,7 +267,12 @@ class DlmsDriver:
 
     def _reading(self, cy: _Cycle, channel: str, raw: Any, scaler_unit: tuple[int, int] | None, archive: str,
                  ts: int) -> None:
-        scaler, unit = scaler_unit if scaler_unit else (0, None)
+        if scaler_unit is None:
+            # Without attribute 3 the raw number's scale is unknown (23012 may be 230.12 V): a wrong number is
+            # worse than none.
+            cy.unscaled += 1
+            return
+        scaler, unit = scaler_unit
         value = sp.scale(raw, scaler)
         if value is None or not math.isfinite(value):
             cy.dropped += 1
@@ -372,11 +379,16 @@ class DlmsDriver:
             if not any(c.clock for c in plan):
                 raise MeterError(f"{self.ctx.meter.name}: profile {ln} has no clock column")
             period = await self.client.get(Attr(sp.CLASS_PROFILE, obis_bytes(ln), 4))
-            self._plans[ln] = (plan, int(period) if isinstance(period, int) else 0)
             need = [c.attr.obis for c in plan if c.channel and c.attr.obis not in self._scalers]
             for obis_ln, su in zip(need, await self._get_many([Attr(sp.CLASS_REGISTER, x, 3) for x in need])):
                 if isinstance(su, tuple) and len(su) == 2:
                     self._scalers[obis_ln] = (su[0], su[1])
+            missing = [obis_text(c.attr.obis) for c in plan if c.channel and c.attr.obis not in self._scalers]
+            if missing:
+                # Reading on would store unscaled numbers or, dropping them, move the position past them for
+                # good: the profile waits until the meter gives every column's scaler.
+                raise MeterError(f"{self.ctx.meter.name}: profile {ln}: no scaler/unit for {', '.join(missing)}")
+            self._plans[ln] = (plan, int(period) if isinstance(period, int) else 0)
         return self._plans[ln]
 
     def _start(self, key: str, cy: _Cycle) -> int:
