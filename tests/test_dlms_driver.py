@@ -232,3 +232,18 @@ async def test_a_register_without_scaler_is_dropped_not_guessed(sim) -> None:
     r = await DlmsDriver(_ctx(_meter(("instant",)), line)).poll(NOW)
     got = {x.channel for x in r.readings}
     assert r.ok and "U.L1" not in got and "U.L2" in got and "I.L1" in got
+
+
+async def test_reassociates_when_the_meter_refuses_the_service(sim) -> None:
+    """The link is up but the meter forgot the association (it answers with an exception response,
+    service-not-allowed): pollerd sends AARQ again and retries the step once."""
+    meter, line, bus = sim
+    driver = DlmsDriver(_ctx(_meter(("energy",)), line))
+    assert (await driver.poll(NOW)).ok
+    assoc = bus.meters[0].assoc
+    assert assoc is not None
+    assoc.accepted = False
+    before = meter.requests
+    r = await driver.poll(NOW)
+    assert r.ok, r.error
+    assert meter.requests - before == 3                  # refused GET, AARQ, GET again
