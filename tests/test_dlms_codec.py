@@ -556,3 +556,38 @@ def test_reassembly_and_block_caps(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SegmentError, match="longer than 1000 bytes"):
         for n in range(1, 20):
             col.add(xdlms.parse_get_response(xdlms.encode_get_response_block(0xC1, False, n, bytes(100))))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.datetimes(min_value=dt.datetime(1995, 1, 1), max_value=dt.datetime(2037, 12, 31)),
+       st.sampled_from(["Europe/Moscow", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "UTC"]))
+def test_unix_of_matches_the_datetime_reading(when: dt.datetime, zone: str) -> None:
+    """The per-hour cache of CosemDateTime.unix_of gives what datetime gives, DST changes included."""
+    from zoneinfo import ZoneInfo
+    tz = ZoneInfo(zone)
+    when = when.replace(microsecond=0)
+    raw = axdr.CosemDateTime.from_datetime(when).encode_body()
+    assert axdr.CosemDateTime.unix_of(raw, tz) == int(when.replace(tzinfo=tz).timestamp())
+    assert axdr.CosemDateTime.parse(raw).to_unix(tz) == int(when.replace(tzinfo=tz).timestamp())
+
+
+_cell = st.one_of(*[st.integers(lo, hi).map(f) for f, lo, hi in _INT_TYPES[:8]], st.binary(min_size=12, max_size=12))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_cell, min_size=2, max_size=6), st.integers(4, 60), st.data())
+def test_uniform_profile_rows_decode_like_the_generic_path(layout: list, n: int, data: st.DataObject) -> None:
+    """Profile buffers (arrays of same-shaped structures) take a one-unpack-per-row path; it must give what
+    the generic decoder gives, also when one row breaks the pattern, and fail the same way when cut short."""
+    def like(cell: object) -> object:
+        if isinstance(cell, axdr.Int):
+            lo, hi = next((lo, hi) for f, lo, hi in _INT_TYPES if f(0).tag == cell.tag)
+            return axdr.Int(cell.tag, data.draw(st.integers(lo, hi)))
+        return data.draw(st.binary(min_size=12, max_size=12))
+    rows = [tuple(like(c) for c in layout) for _ in range(n)]
+    if data.draw(st.booleans()):
+        rows[data.draw(st.integers(0, n - 1))] = (axdr.u8(1), "odd one")
+    raw = axdr.encode(rows)
+    assert axdr.decode(raw) == _native(rows)
+    with pytest.raises(DataError):
+        axdr.decode(raw[:data.draw(st.integers(1, len(raw) - 1))])

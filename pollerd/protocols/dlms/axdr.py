@@ -15,6 +15,8 @@ Encoding takes the same natives, except that an integer must say its type: ``Int
 
 from __future__ import annotations
 
+import functools
+import operator
 import struct
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -50,6 +52,7 @@ _INTS: dict[int, struct.Struct] = {
     LONG_UNSIGNED: struct.Struct(">H"), LONG64: struct.Struct(">q"), LONG64_UNSIGNED: struct.Struct(">Q"),
     ENUM: struct.Struct(">B"),
 }
+INT_STRUCTS = _INTS          # for decoders that inline the common case (xdlms' GET-with-list results)
 _F32 = struct.Struct(">f")
 _F64 = struct.Struct(">d")
 _DT = struct.Struct(">HBBBBBBBhB")
@@ -173,12 +176,12 @@ class CosemDateTime:
         if len(raw) != 12:
             return None
         y, mo, d, _, h, mi, s, _, _, _ = _DT.unpack(raw)
-        if y == 0xFFFF or 0xFF in (mo, d, h, mi):
+        if s == 0xFF:
+            s = 0
+        if mi > 59 or s > 59:
             return None
-        try:
-            return int(datetime(y, mo, d, h, mi, 0 if s == 0xFF else s, tzinfo=tz).timestamp())
-        except ValueError:
-            return None
+        base = _hour_start(y, mo, d, h, tz)
+        return None if base is None else base + mi * 60 + s
 
     def wall(self) -> datetime | None:
         """The naive wall-clock time, or None when a field it needs is unspecified (a wildcard)."""
@@ -205,6 +208,16 @@ class CosemDateTime:
         dev = "unspecified" if self.deviation is None else str(self.deviation)
         st = "unspecified" if self.status is None else f"0x{self.status:02X}"
         return f"{text} deviation={dev} status={st}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _hour_start(y: int, mo: int, d: int, h: int, tz: tzinfo) -> int | None:
+    """Unix seconds of local hour ``h`` of a day in ``tz``: profile rows share their hours, and an offset
+    changes only on an hour (tzdb transitions since the 1970s all are), so minutes and seconds add on."""
+    try:
+        return int(datetime(y, mo, d, h, tzinfo=tz).timestamp())
+    except (ValueError, OverflowError):      # a wildcard (0xFF/0xFFFF) or an impossible date
+        return None
 
 
 # ------------------------------------------------------------------------------------------------- lengths
@@ -264,6 +277,10 @@ def _decode(mv: memoryview | bytes, i: int, depth: int) -> tuple[Any, int]:
         n, i = read_length(mv, i)
         if n > len(mv) - i:
             raise DataError(f"{TAG_NAMES[tag]} of {n} elements in {len(mv) - i} bytes", bytes(mv))
+        if tag == ARRAY and n >= 4 and mv[i] == STRUCTURE:
+            rows = _uniform_rows(mv, i, n)
+            if rows is not None:
+                return rows
         items: list[Any] = []
         append = items.append
         ints = _INTS
@@ -327,6 +344,64 @@ def _decode(mv: memoryview | bytes, i: int, depth: int) -> tuple[Any, int]:
         return None, i
     name = TAG_NAMES.get(tag, "unknown")
     raise DataError(f"A-XDR tag {tag} ({name}) not supported", bytes(mv[i - 1:i + 16]))
+
+
+def _row_layout(mv: memoryview | bytes, i: int) -> tuple[struct.Struct, Any, Any, tuple[int, ...]] | None:
+    """The fixed layout of the structure at ``i`` when it holds only integers and short octet strings:
+    (one Struct for the whole row, a getter of its tag/length fields, a getter of its values, the tag/length
+    values every row must repeat). None for anything else (nested data, floats, long strings)."""
+    k = mv[i + 1]
+    if k >= 0x80 or k < 2:                  # (one value: itemgetter would give it bare, not as a 1-tuple)
+        return None
+    fmt = ">BB"
+    checks = [0, 1]
+    expect = [STRUCTURE, k]
+    values = []
+    j = i + 2
+    pos = 2
+    for _ in range(k):
+        t = mv[j]
+        st = _INTS.get(t)
+        if st is not None:
+            fmt += "B" + st.format[1:]
+            checks.append(pos)
+            expect.append(t)
+            values.append(pos + 1)
+            pos += 2
+            j += 1 + st.size
+        elif t == OCTET_STRING and mv[j + 1] < 0x80:
+            ln = mv[j + 1]
+            fmt += f"BB{ln}s"
+            checks += [pos, pos + 1]
+            expect += [t, ln]
+            values.append(pos + 2)
+            pos += 3
+            j += 2 + ln
+        else:
+            return None
+    return (struct.Struct(fmt), operator.itemgetter(*checks), operator.itemgetter(*values), tuple(expect))
+
+
+def _uniform_rows(mv: memoryview | bytes, i: int, n: int) -> tuple[list[Any], int] | None:
+    """An array of ``n`` structures that all share the first one's layout (a profile buffer), one
+    Struct.unpack_from per row: (rows, index after). None (decode the generic way) as soon as a row differs."""
+    layout = _row_layout(mv, i)
+    if layout is None:
+        return None
+    row, checks, values, expect = layout
+    size = row.size
+    if i + n * size > len(mv):
+        return None                          # the generic path names where it is truncated
+    out: list[Any] = []
+    append = out.append
+    unpack = row.unpack_from
+    for _ in range(n):
+        fields = unpack(mv, i)
+        if checks(fields) != expect:
+            return None
+        append(values(fields))
+        i += size
+    return out, i
 
 
 def _ff(v: int) -> int | None:

@@ -68,6 +68,8 @@ _INTERVAL_ENERGY = {1: "A+", 2: "A-", 3: "R+", 4: "R-"}
 
 def scale(value: Any, scaler: int) -> float | int | None:
     """``value * 10**scaler`` without binary noise: 23012 with -2 is 230.12, not 230.12000000000001."""
+    if scaler == 0 and type(value) is int:     # the common profile column (Wh with scaler 0), first
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     if isinstance(value, int):

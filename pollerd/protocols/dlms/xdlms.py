@@ -192,10 +192,18 @@ def parse_get_response(apdu: bytes, invoke: int | None = None) -> GetResponse:
             return GetResponse(NORMAL, iid, [value])
         if kind == WITH_LIST:
             n, i = axdr.read_length(mv, 3)
-            results = []
+            results: list[Any] = []
+            append = results.append
+            ints = axdr.INT_STRUCTS
             for _ in range(n):
+                # A register list is mostly "00 <integer>": decoded here without two calls per item.
+                st = ints.get(mv[i + 1]) if mv[i] == 0 else None
+                if st is not None:
+                    append(st.unpack_from(mv, i + 2)[0])
+                    i += 2 + st.size
+                    continue
                 value, i = _result(mv, i)
-                results.append(value)
+                append(value)
             if i != len(apdu):
                 raise ApduError(f"{len(apdu) - i} bytes after the GET-Response-With-List", apdu)
             return GetResponse(WITH_LIST, iid, results)
