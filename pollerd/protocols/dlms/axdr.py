@@ -212,8 +212,10 @@ class CosemDateTime:
 
 @functools.lru_cache(maxsize=4096)
 def _hour_start(y: int, mo: int, d: int, h: int, tz: tzinfo) -> int | None:
-    """Unix seconds of local hour ``h`` of a day in ``tz``: profile rows share their hours, and an offset
-    changes only on an hour (tzdb transitions since the 1970s all are), so minutes and seconds add on."""
+    """Unix seconds of local hour ``h`` of a day in ``tz``: profile rows share their hours, and minutes and
+    seconds add on as long as the zone's offset does not change inside an hour. DST changes happen on the hour
+    (tested across them in five zones, Lord Howe's 30-minute shift included); a historic mid-hour change of
+    some zone would be off within that one hour."""
     try:
         return int(datetime(y, mo, d, h, tzinfo=tz).timestamp())
     except (ValueError, OverflowError):      # a wildcard (0xFF/0xFFFF) or an impossible date
