@@ -32,7 +32,7 @@ def fuzz() -> ModuleType:
     return _fuzz_module()
 
 
-@pytest.mark.parametrize("decoder", ["mercury230", "iec62056", "modbus", "mbus"])
+@pytest.mark.parametrize("decoder", ["mercury230", "iec62056", "modbus", "mbus", "dlms"])
 def test_mutated_real_frames_give_only_declared_errors(fuzz: ModuleType, decoder: str,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(VECTORS_ENV, str(vectors_dir()))
