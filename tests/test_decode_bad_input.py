@@ -62,3 +62,20 @@ def test_a_decoder_fault_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyP
     rc = main(["decode", "modbus", "--request", "11 03 00 6B 00 03 76 87", "--response", "11 03 00"])
     _, err = capsys.readouterr()
     assert rc == 70 and len(err.strip().splitlines()) == 1 and "KeyError" in err
+
+
+@pytest.mark.parametrize("apdu", ["0f 40 00 00 00 09", "0f 40 00 00 00 09 0c 07 e4", "0f 40 00 00 00 0c 07"])
+def test_a_cut_dlms_data_notification_is_a_declared_error(apdu: str) -> None:
+    # Found by scripts/fuzz.py (56 in 1 M inputs): the optional date-time of a data-notification read past
+    # the end of a damaged APDU, an IndexError out of the decode tool.
+    from pollerd.errors import PollerdError
+    from pollerd.protocols.dlms import describe
+    with pytest.raises(PollerdError):
+        describe.decode_apdu(bytes.fromhex(apdu))
+
+
+def test_the_fuzz_finding_frame_is_one_line_from_the_decode_tool(capsys: pytest.CaptureFixture[str]) -> None:
+    frame = "7e a0 13 01 02 01 10 9b 7e e6 e7 00 0f 40 00 00 00 09 c1 9b 7e"
+    rc = main(["decode", "dlms", frame])
+    _, err = capsys.readouterr()
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
