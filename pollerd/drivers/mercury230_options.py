@@ -1,11 +1,12 @@
-"""Mercury 230 meter keys beyond the common ones (registered in drivers.OPTION_PARSERS)."""
+"""Mercury 230 meter keys beyond the common ones (its ProtocolSpec.options in pollerd/catalog.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from . import OptionError
+from ..errors import OptionError
+from ..units import parse_duration
 
 KEYS = frozenset({"clock_correction", "max_clock_correction", "use_meter_ratios", "journal_interval",
                   "profile_records_per_cycle"})
@@ -15,7 +16,7 @@ KEYS = frozenset({"clock_correction", "max_clock_correction", "use_meter_ratios"
 class MercuryOptions:
     # Correct the meter clock (03 0D, once a day) when it drifts beyond time_difference. Off by default:
     # changing a billing meter's clock is an operator's decision, and the command layout comes from a
-    # public concentrator firmware, not from the vendor document (README, "Clock").
+    # public concentrator firmware, not from the vendor document (docs/protocols/mercury230.md, "clock").
     clock_correction: bool = False
     # The largest drift pollerd corrects on its own; beyond it the drift is an event and a /health reason.
     # 230 s keeps inside the meter's daily limit ("within 4 minutes", protocols.mercury230.CORRECTION_LIMIT),
@@ -32,7 +33,6 @@ class MercuryOptions:
 
 
 def parse_options(raw: Mapping[str, object], base_dir: str) -> MercuryOptions:
-    from ..config import parse_duration  # lazy: config imports drivers/__init__
     kw: dict[str, object] = {}
     for key, value in raw.items():
         if key in ("clock_correction", "use_meter_ratios"):
