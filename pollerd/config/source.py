@@ -62,9 +62,10 @@ def read_config_text(source: str) -> str:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"not UTF-8 (byte 0x{raw[exc.start]:02x})", path=source, line=line) from None
-    line = too_deep(text)
-    if line is not None:
-        raise ConfigError(f"arrays or inline tables nested more than {MAX_NESTING} deep", path=source, line=line)
+    deep_at = too_deep(text)
+    if deep_at is not None:
+        raise ConfigError(f"arrays or inline tables nested more than {MAX_NESTING} deep", path=source,
+                          line=deep_at)
     return text
 
 
