@@ -78,3 +78,52 @@ async def test_the_mark_survives_a_restart(tmp_path):
         await s.close()
     with sqlite3.connect(path) as c:
         assert c.execute("SELECT count(*) FROM readings").fetchone()[0] == 0
+
+
+async def test_the_daemon_does_not_store_an_m_bus_monthly_value_again_after_it_was_pruned(tmp_path, monkeypatch):
+    # The field report: an M-Bus meter's monthly archive value older than keep, pruned after delivery, came back
+    # on the next cycle and was stored and delivered again.
+    import asyncio
+    import time
+
+    from pollerd.config import load_config
+    from pollerd.daemon import Daemon, supervisor
+    from pollerd.sim.mbus import SimBus, serve_tcp, water_meter
+
+    monkeypatch.setattr(supervisor, "HOUSEKEEPING_EVERY", 3600.0)  # the test prunes when it wants to
+    bus = SimBus([water_meter(2, "87654321")])  # V.cold monthly at 2024-12-31: far older than keep
+    server = await serve_tcp(bus, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cfg = tmp_path / "pollerd.toml"
+    cfg.write_text(f'[gateway]\nname = "gw"\n[store]\nkeep = "7d"\ncommit_interval = "50ms"\n[api]\nenabled = false\n'
+                   f'[[lines]]\nname = "conv"\ntype = "tcp"\nhost = "127.0.0.1"\nport = {port}\n'
+                   f'[[meters]]\nname = "water"\nprotocol = "mbus"\nline = "conv"\nconnection_address = 2\n'
+                   f'number_meter = "87654321"\ninterval_time = "1s"\nwaiting_time = "200ms"\ntimezone = "UTC"\n')
+    d = Daemon(load_config(cfg, environ={}), tmp_path / "state")
+    task = asyncio.ensure_future(d.run())
+
+    async def monthly_rows() -> int:
+        await d.store.flush()
+        return (await d.store.query_readings(meter="water", archive="monthly", per_page=10))[1]
+
+    async def polls_after(n: int) -> None:
+        for _ in range(200):
+            st = d.runtime.meters.get("water")
+            if st is not None and st.polls >= n and st.last_ok:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no poll cycle: {d.runtime.meters}")
+
+    try:
+        await polls_after(1)
+        assert await monthly_rows() == 1
+        assert await d.store.prune(keep=d.config.store.keep, sinks=[], now=time.time()) >= 1
+        assert await monthly_rows() == 0
+        polls = d.runtime.meters["water"].polls
+        await polls_after(polls + 2)  # two more cycles read the archive again
+        assert await monthly_rows() == 0
+        assert d.runtime.meters["water"].last_error is None
+    finally:
+        d.request_stop()
+        assert await asyncio.wait_for(task, 30) == 0
+        server.close()
