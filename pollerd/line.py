@@ -86,7 +86,7 @@ def quiet_window(waiting_time: float, baudrate: int) -> float:
 
 
 def _shape(framer: object) -> Hashable | None:
-    return getattr(framer, "shape", None)  # type: ignore[no-any-return]
+    return getattr(framer, "shape", None)
 
 
 class BusLock:

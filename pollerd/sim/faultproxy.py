@@ -25,7 +25,7 @@ import random
 import socket
 import struct
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 
 from pollerd.protocols.crc import append_crc
@@ -33,7 +33,7 @@ from pollerd.protocols.crc import append_crc
 __all__ = ["REFRAMERS", "Fault", "FaultProxy", "Reframer"]
 
 
-class Fault(enum.StrEnum):
+class Fault(str, enum.Enum):
     DELAY = "delay"            # the reply arrives `delay` seconds late (beyond waiting_time)
     LATE = "late"              # held back, delivered right after the next request went out
     BITFLIP = "bitflip"        # one bit of the reply inverted
@@ -73,7 +73,7 @@ def _mercury_garbage(reply: bytes, rng: random.Random) -> bytes | None:
     return append_crc(bytes((reply[0],)) + rng.randbytes(n - 3))
 
 
-def _mbus_checksum(body: bytes) -> int:
+def _mbus_checksum(body: bytes | bytearray) -> int:
     return sum(body) & 0xFF
 
 
@@ -188,8 +188,8 @@ class FaultProxy:
 
     # -- plumbing ----------------------------------------------------------------------------------
 
-    def _spawn(self, coro: object, name: str) -> None:
-        t = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
+        t = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 
