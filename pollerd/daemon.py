@@ -584,6 +584,8 @@ class Daemon:
         st = run.state or self.runtime.meters[mc.name]
         t = next_run(sched, self.clock())
         skip = 0  # cycles still to skip while degraded
+        line = self.lines.get(mc.line)
+        recoveries = line.recoveries if line is not None else 0
         while True:
             st.next_run = t
             due = await self._sleep_until_run(sched, t, run.stop, st)
@@ -591,6 +593,14 @@ class Daemon:
                 return
             t = due
             self.lateness.append(self.clock() - t)
+            line = self.lines.get(mc.line)  # looked up each time: a reload may have replaced it
+            if st.degraded and skip > 0 and line is not None and (line.dark or line.recoveries != recoveries):
+                # Recovery is measured in time, not in skipped cycles (issue 14): while nothing on the line
+                # answers, probes are what find it healthy again and cost no other meter anything; once the
+                # line carries replies again after an outage, every degraded meter on it tries at once.
+                skip = 0
+            if line is not None:
+                recoveries = line.recoveries
             if st.degraded and skip > 0:
                 skip -= 1
             else:

@@ -125,7 +125,9 @@ class MbusDriver:
             try:
                 return await self.ctx.line.exchange(request, m.ReplyFramer(expect), waiting_time=self.timeout,
                                                     pause=mc.pause_time, meter=mc.name)
-            except _RETRYABLE as exc:
+            except (*_RETRYABLE, TransportError) as exc:
+                # A dropped link is asked again too: SND_NKE, selection and REQ_UD2 are safe to repeat (a
+                # REQ_UD2 whose reply was lost keeps its FCB, so the meter repeats that telegram).
                 last = exc
         assert last is not None
         raise last
