@@ -95,10 +95,10 @@ async def start_rig(protocol: str, *, interval: str = "1s", waiting: str = "200m
         names = ("b1", "b2", "b3")
         toml = "".join(meter_toml(n, protocol, m.primary, serial=m.ident, interval=interval, waiting=waiting,
                                   retries=retries) for n, m in zip(names, mb))
-        truth = {}
+        truth = {n: {} for n in names}
         for n, m in zip(names, mb):
-            truth[n] = {}
-            truth[n].update(m.expected())
+            for key, value in m.expected().items():
+                truth[n][key] = value
         for n, m in zip(names, mb):  # the fabrication number record (VIF 78) the simulator does not list
             truth[n][("mbus.78", "current", None)] = float(m.ident)
     elif protocol == "iec62056":
