@@ -371,13 +371,20 @@ class Line:
             try:
                 await self._transact(f_request, f_framer, waiting_time, pause, meter,
                                      "fence " + f_request.hex(" "), None)
-            except (ReplyTimeout, FrameError) as exc:
+            except ReplyTimeout as exc:
+                last = exc
+                if not exc.partial:
+                    break  # not a byte back: the meter is not answering; a second fence would only cost time
+                continue
+            except FrameError as exc:
                 last = exc
                 continue
             if shape not in self._doubt:
                 return
+        if isinstance(last, FrameError):
+            raise last  # already counted and logged; it says what is wrong on the bus better than we could
         raise ReplyTimeout(f"{meter}: not sending [{shown}]: a late reply to an earlier request of its shape "
-                           f"may still come and no fence got a valid reply ({last})")
+                           f"may still come and the fence got no reply ({last})")
 
     async def _transact(self, request: bytes, framer: Framer[R], waiting_time: float, pause: float, meter: str,
                         shown: str, after_write: Callable[[], Awaitable[None]] | None) -> R:

@@ -442,3 +442,40 @@ async def test_a_reply_held_back_until_the_next_request_is_never_taken_for_its_r
     assert reply.data == second[1:-2]
     assert [w[1] for w in writes] == [0x08, 0x00, 0x00, 0x08]
     assert reg.counter("pollerd_line_fences_total", "", ("line",)).get(line="bus") == 2
+
+
+async def test_modbus_rtu_reads_of_one_length_are_fenced_after_a_timeout() -> None:
+    # Modbus RTU read replies carry no start address: the held-back reply to a read of 2 registers at 0
+    # must not become the reply to the next read of 2 registers at 10.
+    from pollerd.protocols import modbus as mb
+    a, b = mb.Request(1, 3, 0, 2), mb.Request(1, 3, 10, 2)
+    a_reply = append_crc(bytes.fromhex("01 03 04 00 00 00 07"))
+    b_reply = append_crc(bytes.fromhex("01 03 04 00 00 00 2a"))
+    held: list[bytes] = []
+    writes: list[bytes] = []
+
+    def plan(req: bytes) -> list[tuple[float, bytes]]:
+        writes.append(req)
+        out = [(0.0, h) for h in held]
+        held.clear()
+        if req == mb.encode_rtu(a):
+            held.append(a_reply)
+            return []
+        if req == mb.encode_rtu(b):
+            return out + [(0.01, b_reply)]
+        return out + [(0.01, append_crc(bytes.fromhex("01 03 02 00 01")))]   # the fence: 1 register
+
+    link = FakeLink(plan)
+    line, reg = make_line(link)
+
+    async def read(req: mb.Request) -> mb.Reply:
+        frame = mb.encode_rtu(req)
+        return await line.exchange(frame, mb.RtuReplyFramer(req, frame), waiting_time=0.05, pause=0.0,
+                                   meter="m1")
+
+    with pytest.raises(ReplyTimeout):
+        await read(a)
+    reply = await read(b)
+    assert reply.data == b_reply[3:-2]
+    assert writes[-1] == mb.encode_rtu(b) and len(writes) >= 3   # at least one fence in between
+    assert reg.counter("pollerd_line_fences_total", "", ("line",)).get(line="bus") >= 1
