@@ -479,3 +479,25 @@ async def test_modbus_rtu_reads_of_one_length_are_fenced_after_a_timeout() -> No
     assert reply.data == b_reply[3:-2]
     assert writes[-1] == mb.encode_rtu(b) and len(writes) >= 3   # at least one fence in between
     assert reg.counter("pollerd_line_fences_total", "", ("line",)).get(line="bus") >= 1
+
+
+def test_the_quiet_window_follows_the_line_speed_and_waiting_time() -> None:
+    from pollerd.line import quiet_window
+    assert quiet_window(1.0, 9600) == pytest.approx(0.25)          # a quarter of waiting_time dominates
+    assert quiet_window(0.01, 1200) == pytest.approx(12 * 11 / 1200)  # slow bus: 12 characters dominate
+    assert quiet_window(0.0, 0) > 0                                   # a nonsense speed still waits
+
+
+async def test_a_late_tail_after_a_timeout_is_dropped_once_and_logged_with_hex(caplog) -> None:
+    # The reply comes 20 ms after a 200 ms waiting_time: inside the 50 ms quiet window that follows the
+    # timeout, so it is dropped there (counted, logged once with its bytes), not left for the next request.
+    plans = [[(0.22, U1_REPLY)], [(0.0, U1_REPLY)]]
+    link = FakeLink(fenced(lambda req: plans.pop(0)))
+    line, reg = make_line(link)
+    with caplog.at_level("INFO", logger="pollerd.line"), pytest.raises(ReplyTimeout):
+        await ask(line, waiting_time=0.2, pause=0.0)
+    drops = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(drops) == 1 and U1_REPLY.hex(" ") in drops[0].getMessage()
+    assert reg.counter("pollerd_line_discards_total", "", ("line",)).get(line="bus") == 1
+    assert reg.counter("pollerd_line_stale_bytes_total", "", ("line",)).get(line="bus") == len(U1_REPLY)
+    assert (await ask(line)).data == U1_REPLY[1:-2]
