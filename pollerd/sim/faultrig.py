@@ -55,7 +55,9 @@ def mercury_truth(meter: merc_sim.SimMeter) -> dict[object, float]:
         for name, v in zip(("A+", "A-", "R+", "R-"), meter.expected_energy(tariff)):
             if v is not None:
                 exp[name + (f".T{tariff}" if tariff else "")] = v
-    exp.update(meter.expected_instant())
+    for channel, value in meter.expected_instant().items():
+        if value is not None:   # a value the simulated meter does not support is not read at all
+            exp[channel] = value
     return exp
 
 
