@@ -247,12 +247,8 @@ class FaultProxy:
         except (ConnectionError, OSError):
             pass
         finally:
-            if not c.dead:
-                self._drop(c)
-            else:  # a half-open peer never says goodbye: keep the socket until the client gives up
-                with contextlib.suppress(Exception):
-                    await reader.read()
-                self._drop(c)
+            # The client hung up (a dead, half-open connection is kept until then: it never says goodbye).
+            self._drop(c)
 
     async def _replies(self, reader: asyncio.StreamReader, c: _Conn) -> None:
         try:
