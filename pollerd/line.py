@@ -28,7 +28,7 @@ from typing import Protocol, TypeVar
 
 from .compat import timeout as _timeout
 from .config.model import LineConfig
-from .errors import FrameError, LineStopping, ReplyTimeout, TransportError
+from .errors import FrameError, LineStopping, PollerdError, ReplyTimeout, TransportError
 from .metrics import Registry
 from .state import LineState
 from .transport import Link, reconnect_delay
