@@ -710,21 +710,46 @@ class Store:
 
     async def query_events(self, *, meter: str | None = None, ts_from: int | None = None,
                            ts_to: int | None = None, page: int = 1, per_page: int = 100,
+                           code: str | None = None, newest_first: bool = False,
                            ) -> tuple[list[Event], int]:
         """One page of events ordered by ts_start, meter, code (``ts_from`` inclusive, ``ts_to``
-        exclusive, on ts_start); and the total matching count."""
+        exclusive, on ts_start; the status page lists the newest first); and the total matching count."""
         offset = _page_args(page, per_page)
-        where, args = _where([("meter = ?", meter), ("ts_start >= ?", ts_from),
+        where, args = _where([("meter = ?", meter), ("code = ?", code), ("ts_start >= ?", ts_from),
                               ("ts_start < ?", ts_to)])
+        order = "ts_start DESC, meter, code" if newest_first else "ts_start, meter, code"
         with _errors("query events"):
             async with self._rc.execute(f"SELECT count(*) FROM events{where}", args) as cur:
                 total = int((await cur.fetchone())[0])  # type: ignore[index]
             async with self._rc.execute(
                     f"SELECT meter, code, ts_start, ts_end, text FROM events{where} "
-                    f"ORDER BY ts_start, meter, code LIMIT ? OFFSET ?",
+                    f"ORDER BY {order} LIMIT ? OFFSET ?",
                     [*args, per_page, offset]) as cur:
                 rows = await cur.fetchall()
         return [Event(*r) for r in rows], total
+
+    async def latest_readings(self, meter: str, archive: str, *, since: int, limit: int = 2000) -> list[Reading]:
+        """The newest readings of one meter and archive with ``ts >= since``, newest first, at most ``limit``
+        (the status page keeps the first of each channel). Walks the ts-led key backwards from now, so it
+        reads only what was stored after the meter's last poll, not its whole history."""
+        with _errors("query latest readings"):
+            async with self._rc.execute(
+                    f"SELECT {_READING_COLS} FROM readings WHERE ts >= ? AND meter = ? AND archive = ? "
+                    f"ORDER BY ts DESC LIMIT ?", (int(since), meter, str(archive), max(1, limit))) as cur:
+                rows = await cur.fetchall()
+        return [Reading(*r) for r in rows]
+
+    async def first_reading(self, meter: str, channel: str, archive: str, *, ts_from: int,
+                            ts_to: int) -> Reading | None:
+        """The earliest reading of one series with ``ts_from <= ts < ts_to`` (a counter near a period
+        boundary, for reports where no archive was read)."""
+        with _errors("query first reading"):
+            async with self._rc.execute(
+                    f"SELECT {_READING_COLS} FROM readings WHERE ts >= ? AND ts < ? AND meter = ? "
+                    f"AND channel = ? AND archive = ? ORDER BY ts LIMIT 1",
+                    (int(ts_from), int(ts_to), meter, channel, str(archive))) as cur:
+                row = await cur.fetchone()
+        return None if row is None else Reading(*row)
 
     # ------------------------------------------------------------------ driver state
 

@@ -1,0 +1,154 @@
+"""The overview page ``/``: health in words, lines, meters with filters, sinks.
+
+Rendered in one pass over the runtime state, without a store query per meter (the readings of the last
+hour come from :mod:`pollerd.web.activity`): at 1,000 meters the page must render within 50 ms on the
+gateway (scripts/bench_web.py). The meter table is paged so the page stays under 150 KB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pollerd import __version__
+from pollerd.state import Runtime
+
+from .html import age, duration, e, meter_url, url
+from .i18n import t
+
+PER_PAGE = 250
+STATES = ("failing", "degraded", "pending", "ok")
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    state: str = ""
+    line: str = ""
+    protocol: str = ""
+    page: int = 1
+
+    @classmethod
+    def parse(cls, q: Mapping[str, str]) -> Filters:
+        state = q.get("state", "")
+        raw_page = q.get("page", "1")
+        page = int(raw_page) if raw_page.isascii() and raw_page.isdigit() and 0 < len(raw_page) < 7 else 1
+        return cls(state if state in STATES else "", q.get("line", "")[:200], q.get("protocol", "")[:200],
+                   max(1, page))
+
+    def query(self, **override: object) -> dict[str, object]:
+        d: dict[str, object] = {"state": self.state, "line": self.line, "protocol": self.protocol}
+        d.update(override)
+        return d
+
+
+def _select(name: str, current: str, options: list[str], lang: str, labels: Mapping[str, str] | None = None) -> str:
+    opts = [f'<option value="">{e(t(lang, "all"))}</option>']
+    for o in options:
+        sel = " selected" if o == current else ""
+        opts.append(f'<option value="{e(o)}"{sel}>{e((labels or {}).get(o, o))}</option>')
+    return f'<select name="{name}" data-autosubmit>{"".join(opts)}</select>'
+
+
+def render_live(rt: Runtime, now: float, lang: str, f: Filters, reasons: list[str], warnings: list[str],
+                last_hour: Mapping[str, int], covered: float) -> str:
+    """The part of the overview that the page refreshes in place every few seconds."""
+    tr = {k: t(lang, k) for k in ("up", "down", "not_open", "never", "none")}
+    st_label = {s: t(lang, "st_" + s) for s in STATES}
+    out: list[str] = [(f'<section class="gw"><h1>{e(rt.gateway)}</h1><p>{e(t(lang, "version"))} '
+                      f'{e(__version__)} · {e(t(lang, "uptime"))} <span data-uptime>'
+                      f'{e(duration(now - rt.started, lang))}</span></p></section>')]
+    ok = not reasons
+    out.append(f'<section class="health {"ok" if ok else "fail"}" data-health="{"ok" if ok else "fail"}">'
+               f'<h2>{e(t(lang, "health"))}: {e(t(lang, "health_ok" if ok else "health_fail"))}</h2>')
+    for key, items in (("reasons", reasons), ("warnings", warnings)):
+        if items:
+            out.append(f'<h3>{e(t(lang, key))}</h3><ul class="{key}">')
+            out.extend(f"<li>{e(x)}</li>" for x in items)
+            out.append("</ul>")
+    out.append("</section>")
+
+    up = max(now - rt.started, 1e-9)
+    out.append(f'<section><h2>{e(t(lang, "lines"))}</h2><div class="scroll"><table class="lines"><thead><tr>'
+               f'<th>{e(t(lang, "line"))}</th><th>{e(t(lang, "type"))}</th><th>{e(t(lang, "state"))}</th>'
+               f'<th>{e(t(lang, "bus_share"))}</th><th>{e(t(lang, "exchanges"))}</th>'
+               f'<th>{e(t(lang, "reconnects"))}</th><th>{e(t(lang, "last_error"))}</th></tr></thead><tbody>')
+    for ln in rt.lines.values():
+        if ln.connected:
+            state, cls = tr["up"], "ok"
+        elif ln.last_error:
+            state, cls = tr["down"], "failing"
+        else:
+            state, cls = tr["not_open"], "pending"
+        out.append(f'<tr data-line="{e(ln.name)}"><td>{e(ln.name)}</td><td>{e(ln.type)}</td>'
+                   f'<td class="st {cls}">{e(state)}</td><td>{100 * ln.bus_time / up:.1f} %</td>'
+                   f'<td>{ln.exchanges}</td><td>{ln.reconnects}</td><td>{e(ln.last_error or "")}</td></tr>')
+    out.append("</tbody></table></div></section>")
+
+    meters = list(rt.meters.values())
+    counts = dict.fromkeys(STATES, 0)
+    for ms in meters:
+        counts[ms.status] = counts.get(ms.status, 0) + 1
+    shown = [ms for ms in meters if (not f.state or ms.status == f.state) and (not f.line or ms.line == f.line)
+             and (not f.protocol or ms.protocol == f.protocol)]
+    pages = max(1, -(-len(shown) // PER_PAGE))
+    page = min(f.page, pages)
+    chunk = shown[(page - 1) * PER_PAGE: page * PER_PAGE]
+    summary = " ".join(
+        f'<a class="st {s}" href="{e(url("/", **f.query(state=s)))}" data-count="{s}">'
+        f'{e(st_label[s])}: {counts.get(s, 0)}</a>' for s in STATES)
+    hour_label = t(lang, "readings_hour")
+    if covered < 3590:
+        hour_label = t(lang, "readings_since", max(1, round(covered / 60)))
+    out.append(f'<section><h2>{e(t(lang, "meters"))}</h2><p class="summary">{summary}</p>{_filter_form(rt, lang, f)}'
+               f'<p>{e(t(lang, "shown_of", len(shown), len(meters)))}</p>'
+               f'<div class="scroll"><table class="meters"><thead><tr><th>{e(t(lang, "meter"))}</th>'
+               f'<th>{e(t(lang, "state"))}</th><th>{e(t(lang, "protocol"))}</th><th>{e(t(lang, "line"))}</th>'
+               f'<th>{e(t(lang, "last_ok"))}</th><th>{e(hour_label)}</th><th>{e(t(lang, "last_error"))}</th>'
+               f'</tr></thead><tbody>')
+    for ms in chunk:
+        s = ms.status
+        out.append(f'<tr data-meter="{e(ms.name)}" data-state="{s}"><td><a href="{e(meter_url(ms.name))}">'
+                   f'{e(ms.name)}</a></td><td class="st {s}">{e(st_label[s])}</td><td>{e(ms.protocol)}</td>'
+                   f'<td>{e(ms.line)}</td><td>{age(ms.last_ok, now, lang)}</td><td>{last_hour.get(ms.name, 0)}</td>'
+                   f'<td>{e(ms.last_error or "")}</td></tr>')
+    out.append("</tbody></table></div>")
+    if pages > 1:
+        prev = (f'<a href="{e(url("/", **f.query(page=page - 1)))}">{e(t(lang, "prev"))}</a>' if page > 1 else "")
+        nxt = (f'<a href="{e(url("/", **f.query(page=page + 1)))}">{e(t(lang, "next"))}</a>'
+               if page < pages else "")
+        out.append(f'<p class="pager">{prev} {e(t(lang, "page"))} {page} / {pages} {nxt}</p>')
+    out.append("</section>")
+
+    if rt.sinks:
+        out.append(f'<section><h2>{e(t(lang, "sinks"))}</h2><div class="scroll"><table class="sinks"><thead><tr>'
+                   f'<th>{e(t(lang, "sink"))}</th><th>{e(t(lang, "type"))}</th><th>{e(t(lang, "lag"))}</th>'
+                   f'<th>{e(t(lang, "state"))}</th><th>{e(t(lang, "parked"))}</th>'
+                   f'<th>{e(t(lang, "last_error"))}</th></tr></thead><tbody>')
+        for sk in rt.sinks.values():
+            if sk.failing_since is not None:
+                state, cls = t(lang, "failing_for", duration(now - sk.failing_since, lang)), "failing"
+            else:
+                state, cls = t(lang, "delivering"), "ok"
+            out.append(f'<tr data-sink="{e(sk.name)}"><td>{e(sk.name)}</td><td>{e(sk.type)}</td>'
+                       f'<td>{duration(sk.lag_seconds, lang)} ({sk.lag_rows} {e(t(lang, "rows"))})</td>'
+                       f'<td class="st {cls}">{e(state)}</td><td>{sk.parked}</td>'
+                       f'<td>{e(sk.last_error or "")}</td></tr>')
+        out.append("</tbody></table></div></section>")
+    return "".join(out)
+
+
+def _filter_form(rt: Runtime, lang: str, f: Filters) -> str:
+    lines = sorted({ms.line for ms in rt.meters.values()})
+    protocols = sorted({ms.protocol for ms in rt.meters.values()})
+    states = {s: t(lang, "st_" + s) for s in STATES}
+    return (f'<form class="filters" method="get" action="/">'
+            f'<label>{e(t(lang, "state"))} {_select("state", f.state, list(STATES), lang, states)}</label>'
+            f'<label>{e(t(lang, "line"))} {_select("line", f.line, lines, lang)}</label>'
+            f'<label>{e(t(lang, "protocol"))} {_select("protocol", f.protocol, protocols, lang)}</label>'
+            f'<button>{e(t(lang, "filter"))}</button></form>')
+
+
+def render_page_body(f: Filters, live: str) -> str:
+    """The live part in the element the page's script refreshes in place."""
+    part = url("/", **f.query(page=f.page if f.page > 1 else None, part=1))
+    return f'<div id="live" data-refresh="{e(part)}" aria-live="polite">{live}</div>'
