@@ -30,7 +30,7 @@ from pollerd.state import Runtime
 from . import meter_page, overview, report_page, reports
 from .access import OPEN, Access, TokenRoles, safe_next, same_origin
 from .activity import Activity
-from .html import e, page, url
+from .html import e, meter_url, page, url
 from .i18n import LANG_COOKIE, LANGS, choose, t
 from .svg import interval_of
 
@@ -105,8 +105,10 @@ class WebPages:
         return choose(request.cookies.get(LANG_COOKIE), request.headers.get("Accept-Language"))
 
     def html(self, request: web.Request, lang: str, title: str, body: str, role: str | None,
-             status: int = 200) -> web.Response:
-        text = page(lang=lang, title=title, body=body, path=request.path_qs, gateway=self.runtime.gateway,
+             status: int = 200, back: str = "/") -> web.Response:
+        # The language switch returns to this page; after a POST, to ``back`` (a GET of the POST's URL is 405).
+        here = request.path_qs if request.method in ("GET", "HEAD") else back
+        text = page(lang=lang, title=title, body=body, path=here, gateway=self.runtime.gateway,
                     role=role, csrf=self.access.csrf(request) if role is not None else None,
                     login_enabled=self.access.login_enabled)
         resp = web.Response(text=text, status=status, content_type="text/html", headers=_HEADERS)
@@ -157,9 +159,10 @@ class WebPages:
         now = self.clock()
         rng = request.query.get("range", "24h")
         rng = rng if rng in meter_page.RANGES else "24h"
-        # Two days back covers a meter polled daily; a slower one shows what its last two days hold.
+        # Two days back covers a meter polled daily; a slower one shows what its last two days hold. 600 rows
+        # hold more than a full Mercury cycle (44 channels) of every archive-less channel many times over.
         latest = meter_page.latest_by_channel(
-            await self.store.latest_readings(name, "current", since=int(now) - 2 * 86400))
+            await self.store.latest_readings(name, "current", since=int(now) - 2 * 86400, limit=600))
         span = meter_page.RANGES[rng]
         profile: dict[str, dict[int, float]] = {"A+": {}, "A-": {}}
         page_no, ts_from = 1, int(now) - span - 3600
@@ -181,7 +184,7 @@ class WebPages:
         body = meter_page.render(ms=ms, cfg=self.meter_config(name), tz=tz, latest=latest, profile=profile,
                                  period=period, rng=rng, now=now, events=events, events_total=ev_total, ef=ef,
                                  role=role, csrf=self.access.csrf(request), lang=lang, result=result)
-        return self.html(request, lang, name, body, role, status)
+        return self.html(request, lang, name, body, role, status, back=meter_url(name))
 
     async def _admin_action(self, request: web.Request) -> tuple[str, str, web.Response | None]:
         """(meter, language, refusal): the role and the form's CSRF token are checked before anything."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from html import escape
 from urllib.parse import quote, urlencode
 
@@ -55,8 +56,12 @@ def age(ts: float | None, now: float, lang: str) -> str:
     """``<time>`` with the absolute UTC time as its tooltip and the age as text."""
     if ts is None:
         return e(t(lang, "never"))
-    return (f'<time datetime="{e(utc_text(ts).replace(" UTC", "Z").replace(" ", "T"))}" '
-            f'title="{e(utc_text(ts))}">{e(t(lang, "ago", duration(now - ts, lang)))}</time>')
+    # One gmtime per call, no strftime: the overview renders one of these per meter row.
+    g = time.gmtime(ts)
+    day = f"{g.tm_year:04d}-{g.tm_mon:02d}-{g.tm_mday:02d}"
+    clock = f"{g.tm_hour:02d}:{g.tm_min:02d}:{g.tm_sec:02d}"
+    return (f'<time datetime="{day}T{clock}Z" title="{day} {clock} UTC">'
+            f'{e(t(lang, "ago", duration(now - ts, lang)))}</time>')
 
 
 def number(value: float, digits: int | None = None) -> str:

@@ -18,12 +18,14 @@ from pollerd.state import MeterState
 
 from .html import age, e, meter_url, number, url
 from .i18n import t
+from .overview import page_state
 from .svg import phasors, profile_chart, vector_diagram
 
 if TYPE_CHECKING:
     from pollerd.config import MeterConfig
 
 RANGES = {"24h": 86400, "7d": 7 * 86400}
+_ENERGY_BASES = ("A+", "A-", "R+", "R-")
 EVENTS_SHOWN = 100
 
 
@@ -96,7 +98,7 @@ def render(*, ms: MeterState, cfg: MeterConfig | None, tz: ZoneInfo, latest: Map
            profile: Mapping[str, Mapping[int, float]], period: int, rng: str, now: float,
            events: Sequence[Event], events_total: int, ef: EventFilter, role: str, csrf: str, lang: str,
            result: Mapping[str, Any] | None = None) -> str:
-    s = ms.status
+    s = page_state(ms)
     out = [(f'<section class="gw"><h1>{e(ms.name)}</h1><p class="st {s}" data-state="{s}">'
            f'{e(t(lang, "st_" + s))}'
            f'{" · " + e(ms.last_error) if ms.last_error else ""} · {e(t(lang, "last_ok"))}: '
@@ -119,14 +121,21 @@ def render(*, ms: MeterState, cfg: MeterConfig | None, tz: ZoneInfo, latest: Map
 
     out.append(f'<section><h2>{e(t(lang, "latest"))}</h2>')
     if latest:
-        out.append(f'<div class="scroll"><table class="values"><thead><tr><th>{e(t(lang, "channel"))}</th>'
-                   f'<th>{e(t(lang, "value"))}</th><th>{e(t(lang, "age"))}</th></tr></thead><tbody>')
-        for ch in sorted(latest, key=_channel_key):
-            r = latest[ch]
-            q = "" if r.quality == "good" else f" ({e(r.quality)})"
-            out.append(f'<tr data-channel="{e(ch)}"><td>{e(ch)}</td><td class="num">{e(number(r.value))} '
-                       f'{e(r.unit)}{q}</td><td>{age(r.ts, now, lang)}</td></tr>')
-        out.append("</tbody></table></div>")
+        # Energy counters beside the instantaneous values: two short tables read better than one long one.
+        channels = sorted(latest, key=_channel_key)
+        groups = [[c for c in channels if c.split(".")[0] in _ENERGY_BASES],
+                  [c for c in channels if c.split(".")[0] not in _ENERGY_BASES]]
+        out.append('<div class="cols">')
+        for group in (g for g in groups if g):
+            out.append(f'<div class="scroll"><table class="values"><thead><tr><th>{e(t(lang, "channel"))}</th>'
+                       f'<th>{e(t(lang, "value"))}</th><th>{e(t(lang, "age"))}</th></tr></thead><tbody>')
+            for ch in group:
+                r = latest[ch]
+                q = "" if r.quality == "good" else f" ({e(r.quality)})"
+                out.append(f'<tr data-channel="{e(ch)}"><td>{e(ch)}</td><td class="num">{e(number(r.value))} '
+                           f'{e(r.unit)}{q}</td><td>{age(r.ts, now, lang)}</td></tr>')
+            out.append("</tbody></table></div>")
+        out.append("</div>")
     else:
         out.append(f'<p class="note">{e(t(lang, "no_values"))}</p>')
     out.append("</section>")

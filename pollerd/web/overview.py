@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pollerd import __version__
-from pollerd.state import Runtime
+from pollerd.state import MeterState, Runtime
 
 from .html import age, duration, e, meter_url, url
 from .i18n import t
@@ -41,6 +41,15 @@ class Filters:
         return d
 
 
+def page_state(ms: MeterState) -> str:
+    """The state a person should see. Unlike the API's ``state``, a meter that is not answering is
+    ``failing`` even after the daemon marked it degraded (it then probes with backoff): for someone at the
+    gateway, "no answer" is the news, and degraded is kept for meters that answer with a problem."""
+    if ms.consecutive_failures and ms.last_poll is not None:
+        return "failing"
+    return ms.status
+
+
 def _select(name: str, current: str, options: list[str], lang: str, labels: Mapping[str, str] | None = None) -> str:
     opts = [f'<option value="">{e(t(lang, "all"))}</option>']
     for o in options:
@@ -53,7 +62,7 @@ def render_live(rt: Runtime, now: float, lang: str, f: Filters, reasons: list[st
                 last_hour: Mapping[str, int], covered: float) -> str:
     """The part of the overview that the page refreshes in place every few seconds."""
     tr = {k: t(lang, k) for k in ("up", "down", "not_open", "never", "none")}
-    st_label = {s: t(lang, "st_" + s) for s in STATES}
+    st_label = {s: e(t(lang, "st_" + s)) for s in STATES}  # escaped once, used per row
     out: list[str] = [(f'<section class="gw"><h1>{e(rt.gateway)}</h1><p>{e(t(lang, "version"))} '
                       f'{e(__version__)} · {e(t(lang, "uptime"))} <span data-uptime>'
                       f'{e(duration(now - rt.started, lang))}</span></p></section>')]
@@ -86,16 +95,17 @@ def render_live(rt: Runtime, now: float, lang: str, f: Filters, reasons: list[st
 
     meters = list(rt.meters.values())
     counts = dict.fromkeys(STATES, 0)
-    for ms in meters:
-        counts[ms.status] = counts.get(ms.status, 0) + 1
-    shown = [ms for ms in meters if (not f.state or ms.status == f.state) and (not f.line or ms.line == f.line)
+    states = {ms.name: page_state(ms) for ms in meters}
+    for s in states.values():
+        counts[s] += 1
+    shown = [ms for ms in meters if (not f.state or states[ms.name] == f.state) and (not f.line or ms.line == f.line)
              and (not f.protocol or ms.protocol == f.protocol)]
     pages = max(1, -(-len(shown) // PER_PAGE))
     page = min(f.page, pages)
     chunk = shown[(page - 1) * PER_PAGE: page * PER_PAGE]
     summary = " ".join(
         f'<a class="st {s}" href="{e(url("/", **f.query(state=s)))}" data-count="{s}">'
-        f'{e(st_label[s])}: {counts.get(s, 0)}</a>' for s in STATES)
+        f'{st_label[s]}: {counts.get(s, 0)}</a>' for s in STATES)
     hour_label = t(lang, "readings_hour")
     if covered < 3590:
         hour_label = t(lang, "readings_since", max(1, round(covered / 60)))
@@ -106,9 +116,9 @@ def render_live(rt: Runtime, now: float, lang: str, f: Filters, reasons: list[st
                f'<th>{e(t(lang, "last_ok"))}</th><th>{e(hour_label)}</th><th>{e(t(lang, "last_error"))}</th>'
                f'</tr></thead><tbody>')
     for ms in chunk:
-        s = ms.status
+        s = states[ms.name]
         out.append(f'<tr data-meter="{e(ms.name)}" data-state="{s}"><td><a href="{e(meter_url(ms.name))}">'
-                   f'{e(ms.name)}</a></td><td class="st {s}">{e(st_label[s])}</td><td>{e(ms.protocol)}</td>'
+                   f'{e(ms.name)}</a></td><td class="st {s}">{st_label[s]}</td><td>{e(ms.protocol)}</td>'
                    f'<td>{e(ms.line)}</td><td>{age(ms.last_ok, now, lang)}</td><td>{last_hour.get(ms.name, 0)}</td>'
                    f'<td>{e(ms.last_error or "")}</td></tr>')
     out.append("</tbody></table></div>")

@@ -165,7 +165,7 @@ def profile_chart(series: Mapping[str, Mapping[int, float]], start: int, end: in
              f'data-period="{period}">')]
     # Axis labels: the maximum and zero on both sides, Wh per interval.
     for v, y in ((pos_max, top), (0.0, base), *(((-neg_max, top + plot_h),) if neg_max else ())):
-        if v == 0.0 and min(base - top, top + plot_h - base) < 14:
+        if v == 0.0 and neg_max and min(base - top, top + plot_h - base) < 14:
             continue  # the zero label would overlap the other side's
         parts.append(f'<line class="grid" x1="{left}" x2="{w - 8}" y1="{y:.1f}" y2="{y:.1f}"/>'
                      f'<text class="ax" x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{number(v)}</text>')
