@@ -110,6 +110,18 @@ def test_profile_chart_draws_gaps_as_gaps_and_zero_as_a_value():
     assert 'data-v="5"' in re.findall(r'<g class="am"[^>]*>(.*?)</g>', svg)[0]
 
 
+def test_profile_chart_sums_short_intervals_into_buckets_and_marks_short_ones():
+    start = 1_790_000_000 // 3600 * 3600
+    ap = {start + 60 * k: 1.0 for k in range(7 * 1440) if k != 5}  # 7 days of 1-minute intervals, one missing
+    svg = profile_chart({"A+": ap}, start, start + 7 * 86400, 60, UTC, "en")
+    assert len(svg) < 100_000 and 'data-bucket="1560"' in svg  # 26-minute buckets: at most 400 bars
+    bars = re.findall(r'<rect x="[^"]+" y="[^"]+" width="[^"]+" height="[^"]+" data-t="(\d+)" data-v="([^"]+)"'
+                      r'( class="part" data-n="(\d+)")?', svg)
+    assert len(bars) == 388 and bars[0] == (str(start), "25", ' class="part" data-n="25"', "25")
+    assert bars[1][1] == "26" and bars[1][2] == ""
+    assert sum(float(v) for _, v, _, _ in bars) == len(ap)
+
+
 def test_interval_of_profile():
     assert interval_of([0, 1800, 3600, 9000]) == 1800
     assert interval_of([0, 900, 1800]) == 900

@@ -63,15 +63,15 @@ def _identity(ms: MeterState, cfg: MeterConfig | None, tz: ZoneInfo, lang: str) 
         rows.append((t(lang, "manufactured"), str(ident["manufactured"])))
     ratios = []
     if ident.get("ku") is not None or ident.get("ki") is not None:
-        ratios.append(f"Ku {ident.get('ku', '?')} · Ki {ident.get('ki', '?')} (meter)")
+        ratios.append(f"Ku {ident.get('ku', '?')} · Ki {ident.get('ki', '?')} ({t(lang, 'by_meter')})")
     if cfg is not None and (cfg.tn1 or cfg.tt):
         tn = f"TN {number(cfg.tn1)}/{number(cfg.tn2 or 0)}" if cfg.tn1 else ""
         tt = f"TT {number(cfg.tt)}" if cfg.tt else ""
-        ratios.append(" · ".join(x for x in (tn, tt) if x) + " (config)")
+        ratios.append(" · ".join(x for x in (tn, tt) if x) + f" ({t(lang, 'by_config')})")
     if ratios:
         rows.append((t(lang, "ratios"), "; ".join(ratios)))
     if ident.get("constant") is not None:
-        rows.append((t(lang, "constant"), f"{ident['constant']} imp/kWh"))
+        rows.append((t(lang, "constant"), f"{ident['constant']} {t(lang, 'imp_kwh')}"))
     rows.append((t(lang, "timezone"), str(tz)))
     rows.append((t(lang, "polls"), f"{ms.polls} / {ms.failures}"))
     for key, value in ident.items():

@@ -44,8 +44,8 @@ def render(*, meters: Sequence[str], query: ReportQuery | None, chosen: Sequence
     out.append('<form class="filters" method="get" action="/reports.csv">'
                + "".join(f'<input type="hidden" name="meter" value="{e(m)}">' for m in chosen)
                + "".join(f'<input type="hidden" name="{k}" value="{e(v)}">' for k, v in params.items() if k != "meter")
-               + f'<label><input type="checkbox" name="bom" value="1"{" checked" if lang == "ru" else ""}> '
-               f'{e(t(lang, "csv_bom"))}</label><label><input type="checkbox" name="semicolon" value="1"'
+               + f'<label class="check"><input type="checkbox" name="bom" value="1"{" checked" if lang == "ru" else ""}> '
+               f'{e(t(lang, "csv_bom"))}</label><label class="check"><input type="checkbox" name="semicolon" value="1"'
                f'{" checked" if lang == "ru" else ""}> {e(t(lang, "csv_semicolon"))}</label>'
                f'<button>{e(t(lang, "csv"))}</button> <a href="{e(url("/api/reports", **params))}">JSON</a></form>')
     unit = "k" + ENERGIES[query.energy] if query.energy.startswith("R") else t(lang, "kwh")

@@ -146,44 +146,67 @@ def interval_of(ts: list[int], default: int = 1800) -> int:
     return step if 60 <= step <= 3600 else default
 
 
+MAX_BARS = 400   # per channel: a 7-day range of 1-minute intervals would otherwise weigh a megabyte
+
+
+def _buckets(data: Mapping[int, float], start: int, end: int, width: int) -> dict[int, tuple[float, int]]:
+    """Bucket index -> (energy sum, intervals present)."""
+    out: dict[int, tuple[float, int]] = {}
+    for ts, v in data.items():
+        if start <= ts < end:
+            k = (ts - start) // width
+            total, n = out.get(k, (0.0, 0))
+            out[k] = (total + v, n + 1)
+    return out
+
+
 def profile_chart(series: Mapping[str, Mapping[int, float]], start: int, end: int, period: int,
                   tz: ZoneInfo, lang: str) -> str:
     """Bars of A+ (up) and A- (down) per interval from ``start`` to ``end``. An interval with no reading
-    of either is a grey gap, never a zero bar: zero is a value the meter can report."""
+    of either is a grey gap, never a zero bar: zero is a value the meter can report.
+
+    More than :data:`MAX_BARS` intervals (short intervals over 7 days) are summed into buckets of several
+    intervals; a bucket missing some of them is drawn pale (class ``part``, ``data-n`` = intervals present),
+    since its sum is short by what was not read."""
+    per = max(1, -(-(end - start) // period // MAX_BARS))
+    width = period * per
+    slots = max(1, -(-(end - start) // width))
+    ap = _buckets(series.get("A+", {}), start, end, width)
+    am = _buckets(series.get("A-", {}), start, end, width)
     w, h, left, top, bottom = 960.0, 260.0, 56.0, 8.0, 22.0
     plot_w, plot_h = w - left - 8.0, h - top - bottom
-    ap, am = series.get("A+", {}), series.get("A-", {})
-    pos_max, neg_max = _nice(max(ap.values(), default=0.0)), max(am.values(), default=0.0)
+    pos_max = _nice(max((v for v, _ in ap.values()), default=0.0))
+    neg_max = max((v for v, _ in am.values()), default=0.0)
     neg_max = _nice(neg_max) if neg_max > 0 else 0.0
     pos_h = plot_h * pos_max / (pos_max + neg_max)
     base = top + pos_h
     scale = pos_h / pos_max
-    slots = max(1, (end - start) // period)
     sw = plot_w / slots
+    unit = f"Wh / {width // 60} min"
     parts = [(f'<svg class="profile" viewBox="0 0 {w:.0f} {h:.0f}" role="img" '
-             f'aria-label="{e(t(lang, "profile"))}" data-start="{start}" data-end="{end}" '
-             f'data-period="{period}">')]
-    # Axis labels: the maximum and zero on both sides, Wh per interval.
+              f'aria-label="{e(t(lang, "profile"))}" data-start="{start}" data-end="{end}" '
+              f'data-period="{period}" data-bucket="{width}">')]
+    # Axis labels: the maximum and zero on both sides, energy per bar.
     for v, y in ((pos_max, top), (0.0, base), *(((-neg_max, top + plot_h),) if neg_max else ())):
         if v == 0.0 and neg_max and min(base - top, top + plot_h - base) < 14:
             continue  # the zero label would overlap the other side's
         parts.append(f'<line class="grid" x1="{left}" x2="{w - 8}" y1="{y:.1f}" y2="{y:.1f}"/>'
                      f'<text class="ax" x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{number(v)}</text>')
+    parts.append(f'<text class="ax" x="{left + 4}" y="{top + 12}">{e(unit)}</text>')
     step_h = 3 if end - start <= 2 * 86400 else 24
-    first = dt.datetime.fromtimestamp(start, tz).replace(minute=0, second=0, microsecond=0)
-    tick = first
+    tick = dt.datetime.fromtimestamp(start, tz).replace(minute=0, second=0, microsecond=0)
     while tick.timestamp() < end:
         ts = tick.timestamp()
         if ts >= start and (tick.hour % step_h == 0):
-            x = left + (ts - start) / period * sw
+            x = left + (ts - start) / width * sw
             text = tick.strftime("%H:%M") if step_h < 24 else tick.strftime("%d.%m")
             parts.append(f'<line class="tick" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}"/>'
                          f'<text class="ax" x="{x:.1f}" y="{h - 6}" text-anchor="middle">{text}</text>')
         tick = (tick + dt.timedelta(hours=1)).astimezone(tz)
-    gaps, run = [], None
+    gaps: list[tuple[int, int]] = []
+    run: int | None = None
     for k in range(slots):
-        ts = start + k * period
-        if ts not in ap and ts not in am:
+        if k not in ap and k not in am:
             run = k if run is None else run
         elif run is not None:
             gaps.append((run, k))
@@ -194,18 +217,16 @@ def profile_chart(series: Mapping[str, Mapping[int, float]], start: int, end: in
     parts.append('<g class="gap">')
     for a, b in gaps:
         parts.append(f'<rect x="{left + a * sw:.1f}" y="{top}" width="{(b - a) * sw:.1f}" height="{plot_h:.1f}" '
-                     f'data-t="{start + a * period}" data-n="{b - a}"><title>{gap_text}</title></rect>')
+                     f'data-t="{start + a * width}" data-n="{b - a}"><title>{gap_text}</title></rect>')
     parts.append("</g>")
     for cls, data, sign in (("ap", ap, -1), ("am", am, 1)):
         parts.append(f'<g class="{cls}" data-channel="{"A+" if cls == "ap" else "A-"}">')
-        for ts, v in sorted(data.items()):
-            if not start <= ts < end:
-                continue
-            x = left + (ts - start) / period * sw
+        for k, (v, n) in sorted(data.items()):
             bar = abs(v) * scale
             y = base - bar if sign < 0 else base
-            parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(sw - 0.4, 0.6):.1f}" height="{bar:.1f}" '
-                         f'data-t="{ts}" data-v="{number(v)}"/>')
+            part = f' class="part" data-n="{n}"' if n < per else ""
+            parts.append(f'<rect x="{left + k * sw:.1f}" y="{y:.1f}" width="{max(sw - 0.4, 0.6):.1f}" '
+                         f'height="{bar:.1f}" data-t="{start + k * width}" data-v="{number(v)}"{part}/>')
         parts.append("</g>")
     parts.append("</svg>")
     return "".join(parts)
