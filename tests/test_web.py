@@ -22,6 +22,7 @@ from pollerd.model import Event, Reading
 from pollerd.state import LineState, MeterState, Runtime, SinkState
 from pollerd.store import Store
 from pollerd.web import reports
+from pollerd.web.access import safe_next
 from pollerd.web.i18n import TEXT, choose
 from pollerd.web.svg import interval_of, phasors, profile_chart
 
@@ -48,6 +49,14 @@ def test_every_text_has_both_languages_and_the_same_placeholders():
 ])
 def test_language_choice(cookie, header, want):
     assert choose(cookie, header) == want
+
+
+@pytest.mark.parametrize(("target", "want"), [
+    ("/meters/m1?range=7d", "/meters/m1?range=7d"), ("//evil.example/x", "/"), ("http://evil.example", "/"),
+    ("/\\evil.example", "/"), ("/x\r\nSet-Cookie: a=b", "/"), ("", "/"), (None, "/"),
+])
+def test_redirects_stay_on_this_site(target, want):
+    assert safe_next(target) == want
 
 
 # ---- vector diagram -----------------------------------------------------------------------------------------
@@ -327,6 +336,9 @@ async def test_without_tokens_the_pages_are_open_and_have_no_admin(env):
             assert 'data-code="power_off"' in await r.text()
         async with http.get(f"{env.base}/meters/m1?code=other") as r:
             assert 'data-code="power_off"' not in await r.text()
+        async with http.get(f"{env.base}/meters/m%3C2%3E") as r:  # no phase channels: no diagram to miss
+            page = await r.text()
+        assert r.status == 200 and "svg" not in page and "vector" not in page.lower()
 
 
 @pytest.mark.parametrize("env", ["open"], indirect=True)

@@ -101,4 +101,6 @@ def safe_next(target: str | None) -> str:
     """A redirect target on this site only (``/path?query``), never ``//host`` or ``http://...``."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
+    if any(c < " " or c == "\x7f" for c in target):  # a CR/LF would end up in the Location header
+        return "/"
     return target

@@ -165,16 +165,16 @@ class WebPages:
             await self.store.latest_readings(name, "current", since=int(now) - 2 * 86400, limit=600))
         span = meter_page.RANGES[rng]
         profile: dict[str, dict[int, float]] = {"A+": {}, "A-": {}}
-        page_no, ts_from = 1, int(now) - span - 3600
-        while True:
-            rows, total = await self.store.query_readings(meter=name, archive="profile", ts_from=ts_from,
-                                                          page=page_no, per_page=1000)
-            for r in rows:
-                if r.channel in profile:
-                    profile[r.channel][r.ts] = r.value
-            if page_no * 1000 >= total or page_no >= 20:  # 7 days of 1-minute intervals is 11 pages of 4 series
-                break
-            page_no += 1
+        for channel, points in profile.items():
+            page_no = 1
+            while True:  # at most 11 pages: 7 days of 1-minute intervals
+                rows, total = await self.store.query_readings(meter=name, channel=channel, archive="profile",
+                                                              ts_from=int(now) - span - 3600, page=page_no,
+                                                              per_page=1000)
+                points.update((r.ts, r.value) for r in rows)
+                if page_no * 1000 >= total or page_no >= 12:
+                    break
+                page_no += 1
         period = interval_of(sorted(set(profile["A+"]) | set(profile["A-"])))
         ef = meter_page.EventFilter.parse(request.query)
         ev_from, ev_to = ef.bounds(tz)

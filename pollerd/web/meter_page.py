@@ -108,14 +108,16 @@ def render(*, ms: MeterState, cfg: MeterConfig | None, tz: ZoneInfo, latest: Map
 
     values = {ch: r.value for ch, r in latest.items()}
     ps, missing = phasors(values)
-    out.append(f'<section class="vec"><h2>{e(t(lang, "vector"))}</h2>')
+    # Only for meters that measure phases at all: a water meter's page has no diagram to miss.
+    electric = any(ch.startswith(("U.", "I.", "angle.")) for ch in values)
+    out.append(f'<section class="vec"><h2>{e(t(lang, "vector"))}</h2>' if electric else "<section>")
     if ps:
         out.append(vector_diagram(ps, lang))
         for p in ps:
             if p.phi is not None and abs(p.phi) > 90:
                 out.append(f'<p class="warn" data-reversed="{e(p.name)}">'
                            f'{e(t(lang, "vector_reversed", p.name.split(".")[1]))}</p>')
-    if missing:
+    if missing and electric:
         out.append(f'<p class="note">{e(t(lang, "vector_missing", ", ".join(missing)))}</p>')
     out.append("</section></div>")
 

@@ -148,7 +148,7 @@ def render_live(rt: Runtime, now: float, lang: str, f: Filters, reasons: list[st
 
 
 def _filter_form(rt: Runtime, lang: str, f: Filters) -> str:
-    lines = sorted({ms.line for ms in rt.meters.values()})
+    lines = sorted({ms.line for ms in rt.meters.values() if ms.line})  # cloud sources have no line
     protocols = sorted({ms.protocol for ms in rt.meters.values()})
     states = {s: t(lang, "st_" + s) for s in STATES}
     return (f'<form class="filters" method="get" action="/">'
