@@ -137,6 +137,26 @@ def test_interval_of_profile():
     assert interval_of([]) == 1800
 
 
+# ---- the store queries the pages add ------------------------------------------------------------------------
+
+async def test_store_latest_first_reading_and_event_filters(store):
+    rows = [Reading(m, ch, "current", 1000 + 60 * k, float(k), "V") for k in range(10) for m in ("a", "b")
+            for ch in ("U.L1", "U.L2")]
+    rows.append(Reading("a", "U.L1", "profile", 5000, 1.0, "V"))
+    await store.write(rows, [Event("a", "power_off", 100), Event("a", "cover_open", 200), Event("b", "power_off", 300)])
+    got = await store.latest_readings("a", "current", since=1000 + 60 * 7)
+    assert [(r.ts, r.channel) for r in got] == [(1540, "U.L2"), (1540, "U.L1"), (1480, "U.L2"), (1480, "U.L1"),
+                                                 (1420, "U.L2"), (1420, "U.L1")]
+    assert len(await store.latest_readings("a", "current", since=0, limit=3)) == 3
+    r = await store.first_reading("b", "U.L2", "current", ts_from=1001, ts_to=2000)
+    assert r is not None and (r.meter, r.ts, r.value) == ("b", 1060, 1.0)
+    assert await store.first_reading("b", "U.L2", "current", ts_from=1001, ts_to=1060) is None
+    events, total = await store.query_events(meter="a", code="power_off")
+    assert total == 1 and events[0].ts_start == 100
+    events, total = await store.query_events(newest_first=True, per_page=2)
+    assert total == 3 and [e.ts_start for e in events] == [300, 200]
+
+
 # ---- reports ------------------------------------------------------------------------------------------------
 
 DAY = 86400
