@@ -463,7 +463,7 @@ def make_app(*, runtime: Runtime, store: Store, metrics: Registry, clock: Callab
         return _json(document())
 
     app.router.add_get("/api/openapi.json", openapi)
-    mount_pages(app, WebPages(runtime=runtime, store=store, clock=clock, health=api.health_report, roles=auth,
+    mount_pages(app, WebPages(runtime=runtime, store=store, metrics=metrics, clock=clock, health=api.health_report, roles=auth,
                               poll=poll, raw=raw, meter_config=meter_config))
     return app
 

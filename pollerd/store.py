@@ -739,17 +739,21 @@ class Store:
                 rows = await cur.fetchall()
         return [Reading(*r) for r in rows]
 
-    async def first_reading(self, meter: str, channel: str, archive: str, *, ts_from: int,
-                            ts_to: int) -> Reading | None:
-        """The earliest reading of one series with ``ts_from <= ts < ts_to`` (a counter near a period
-        boundary, for reports where no archive was read)."""
-        with _errors("query first reading"):
+    async def readings_between(self, *, meters: Sequence[str], archive: str, channels: Sequence[str],
+                               ts_from: int, ts_to: int, limit: int = 100_000) -> list[Reading]:
+        """Readings of some meters' channels in one archive with ``ts_from <= ts < ts_to``, ordered by ts, at
+        most ``limit``: one pass over the ts-led key for all of them (a status-page chart or report), where
+        paging per meter and channel would walk the same range again for each, and count it too."""
+        if not meters or not channels:
+            return []
+        marks_m, marks_c = ",".join("?" * len(meters)), ",".join("?" * len(channels))
+        with _errors("query readings"):
             async with self._rc.execute(
-                    f"SELECT {_READING_COLS} FROM readings WHERE ts >= ? AND ts < ? AND meter = ? "
-                    f"AND channel = ? AND archive = ? ORDER BY ts LIMIT 1",
-                    (int(ts_from), int(ts_to), meter, channel, str(archive))) as cur:
-                row = await cur.fetchone()
-        return None if row is None else Reading(*row)
+                    f"SELECT {_READING_COLS} FROM readings WHERE ts >= ? AND ts < ? AND meter IN ({marks_m}) "
+                    f"AND channel IN ({marks_c}) AND archive = ? ORDER BY ts LIMIT ?",
+                    (int(ts_from), int(ts_to), *meters, *channels, str(archive), max(1, limit))) as cur:
+                rows = await cur.fetchall()
+        return [Reading(*r) for r in rows]
 
     # ------------------------------------------------------------------ driver state
 

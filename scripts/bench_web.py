@@ -6,7 +6,7 @@ every page <= 150 KB with its CSS and script).
 
 Serves the real app (pollerd.api.make_app) on 127.0.0.1 with a runtime of ``--meters`` meters in mixed
 states on ``--lines`` lines and two sinks, and a store holding one meter's day of current values (every
-channel of a Mercury 230 each minute) and 7 days of 30-minute load profile. The server time is measured by a
+channel of a Mercury 230 each minute) and 7 days of 30-minute load profile (``--fill-day``: and a day of every meter's cycles). The server time is measured by a
 middleware around the handler (what the gateway's CPU spends; the client's share is left out); p50/p95 over
 ``--requests`` requests of the overview and of its live part (what the page re-fetches every 5 s), and of
 one meter's page.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import os
 import statistics
 import sys
 import tempfile
@@ -58,6 +59,27 @@ def runtime(n: int, lines: int, now: float) -> Runtime:
     return rt
 
 
+async def fill_day(store: Store, rt: Runtime, now: int, period: int = 900) -> int:
+    """A day of every meter's cycles (all channels every ``period``), its 30-minute profile and yesterday's
+    daily archive: what a gateway's store holds, so the per-meter pages walk a realistic ts-led index."""
+    names = list(rt.meters)
+    n = 0
+    for k in range(86400 // period, 0, -1):
+        ts = now - k * period
+        rows = [Reading(m, ch, "current", ts + i % period, 1000.0 + k, "W") for i, m in enumerate(names)
+                for ch in CHANNELS]
+        if k % (1800 // period) == 0:
+            rows += [Reading(m, ch, "profile", ts // 1800 * 1800, 400.0, "Wh") for m in names
+                     for ch in ("A+", "A-", "R+", "R-")]
+        await store.write(rows)
+        n += len(rows)
+    day = (now // 86400 - 1) * 86400
+    rows = [Reading(m, ch, "daily", day, 9600.0, "Wh") for m in names
+            for ch in ("A+", "A+.T1", "A+.T2", "A+.T3", "A+.T4")]
+    await store.write(rows)
+    return n + len(rows)
+
+
 async def fill(store: Store, meter: str, now: int) -> None:
     rows = [Reading(meter, ch, "current", now - 60 * k, 1000.0 + k, "W") for k in range(1440) for ch in CHANNELS]
     start = now // 1800 * 1800 - 7 * 86400
@@ -87,13 +109,25 @@ async def main() -> None:
     p.add_argument("--meters", type=int, default=1000)
     p.add_argument("--lines", type=int, default=20)
     p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--fill-day", action="store_true",
+                   help="also store a day of 15-minute cycles of every meter (4.2 M rows at 1,000 meters)")
     args = p.parse_args()
     now = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         store = await Store.open(Path(tmp) / "bench.db")
-        await fill(store, "meter-0001", int(now))
         rt = runtime(args.meters, args.lines, now)
-        app = make_app(runtime=rt, store=store, metrics=Registry())
+        if args.fill_day:
+            t = time.perf_counter()
+            rows = await fill_day(store, rt, int(now))
+            print(f"stored {rows} readings of a day in {time.perf_counter() - t:.0f} s")
+        await fill(store, "meter-0001", int(now))
+        metrics = Registry()  # the counters the overview sums per line, one series per meter as in the daemon
+        timeouts = metrics.counter("pollerd_reply_timeouts_total", "", ("meter",))
+        frames = metrics.counter("pollerd_frame_errors_total", "", ("meter", "kind"))
+        for i, name in enumerate(rt.meters):
+            timeouts.inc(i % 5, meter=name)
+            frames.inc(i % 3, meter=name, kind="crc")
+        app = make_app(runtime=rt, store=store, metrics=metrics)
         times: list[float] = []
 
         @web.middleware
@@ -111,7 +145,7 @@ async def main() -> None:
         await site.start()
         base = f"http://127.0.0.1:{runner.addresses[0][1]}"
         print(f"{args.meters} meters on {args.lines} lines; {args.requests} requests each "
-              f"(python {sys.version.split()[0]})")
+              f"(python {sys.version.split()[0]}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
         async with aiohttp.ClientSession() as http:
             static = 0
             for name in ("app.css", "app.js"):

@@ -137,9 +137,28 @@ def test_interval_of_profile():
     assert interval_of([]) == 1800
 
 
+def test_line_errors_add_up_the_line_meters_counters():
+    from pollerd.web.overview import LineErrors, line_errors
+    rt = Runtime("gw")
+    rt.lines["a"], rt.lines["b"] = LineState("a", "tcp"), LineState("b", "serial")
+    rt.meters["m1"] = MeterState("m1", "mercury230", "a", 1, 60)
+    rt.meters["m2"] = MeterState("m2", "mercury230", "a", 2, 60)
+    rt.meters["m3"] = MeterState("m3", "mercury230", "b", 3, 60)
+    reg = Registry()
+    assert line_errors(reg, rt) == {"a": LineErrors(), "b": LineErrors()}  # nothing registered yet
+    assert reg.find("pollerd_reply_timeouts_total") is None  # and reading did not register anything
+    reg.counter("pollerd_reply_timeouts_total", "", ("meter",)).inc(3, meter="m1")
+    reg.counter("pollerd_reply_timeouts_total", "", ("meter",)).inc(2, meter="m2")
+    reg.counter("pollerd_reply_timeouts_total", "", ("meter",)).inc(1, meter="gone")  # removed by a reload
+    reg.counter("pollerd_frame_errors_total", "", ("meter", "kind")).inc(4, meter="m3", kind="crc")
+    reg.counter("pollerd_frame_errors_total", "", ("meter", "kind")).inc(1, meter="m3", kind="length")
+    reg.counter("pollerd_line_connect_failures_total", "", ("line",)).inc(7, line="a")
+    assert line_errors(reg, rt) == {"a": LineErrors(5, 0, 7), "b": LineErrors(0, 5, 0)}
+
+
 # ---- the store queries the pages add ------------------------------------------------------------------------
 
-async def test_store_latest_first_reading_and_event_filters(store):
+async def test_store_latest_readings_between_and_event_filters(store):
     rows = [Reading(m, ch, "current", 1000 + 60 * k, float(k), "V") for k in range(10) for m in ("a", "b")
             for ch in ("U.L1", "U.L2")]
     rows.append(Reading("a", "U.L1", "profile", 5000, 1.0, "V"))
@@ -148,9 +167,16 @@ async def test_store_latest_first_reading_and_event_filters(store):
     assert [(r.ts, r.channel) for r in got] == [(1540, "U.L2"), (1540, "U.L1"), (1480, "U.L2"), (1480, "U.L1"),
                                                  (1420, "U.L2"), (1420, "U.L1")]
     assert len(await store.latest_readings("a", "current", since=0, limit=3)) == 3
-    r = await store.first_reading("b", "U.L2", "current", ts_from=1001, ts_to=2000)
-    assert r is not None and (r.meter, r.ts, r.value) == ("b", 1060, 1.0)
-    assert await store.first_reading("b", "U.L2", "current", ts_from=1001, ts_to=1060) is None
+    got = await store.readings_between(meters=["b"], archive="current", channels=["U.L2"], ts_from=1001,
+                                       ts_to=1180)
+    assert [(r.meter, r.channel, r.ts, r.value) for r in got] == [("b", "U.L2", 1060, 1.0), ("b", "U.L2", 1120, 2.0)]
+    assert await store.readings_between(meters=["b"], archive="current", channels=["U.L2"], ts_from=1001,
+                                        ts_to=1060) == []
+    got = await store.readings_between(meters=["a", "b"], archive="current", channels=["U.L1", "U.L2"],
+                                       ts_from=0, ts_to=10_000, limit=5)
+    assert len(got) == 5 and all(r.ts == 1000 for r in got[:4])
+    assert await store.readings_between(meters=["a"], archive="profile", channels=["U.L1"], ts_from=0,
+                                        ts_to=10_000) == [rows[-1]]
     events, total = await store.query_events(meter="a", code="power_off")
     assert total == 1 and events[0].ts_start == 100
     events, total = await store.query_events(newest_first=True, per_page=2)

@@ -25,6 +25,7 @@ import orjson
 from aiohttp import web
 
 from pollerd.errors import ConfigError, MeterBusy, PollerdError
+from pollerd.metrics import Registry
 from pollerd.state import Runtime
 
 from . import meter_page, overview, report_page, reports
@@ -77,11 +78,13 @@ def _redirect(location: str) -> web.Response:
 
 
 class WebPages:
-    def __init__(self, *, runtime: Runtime, store: Store, clock: Callable[[], float], health: HealthReport,
+    def __init__(self, *, runtime: Runtime, store: Store, metrics: Registry, clock: Callable[[], float],
+                 health: HealthReport,
                  roles: TokenRoles, poll: PollHandler | None, raw: RawHandler | None,
                  meter_config: MeterConfigs | None) -> None:
         self.runtime = runtime
         self.store = store
+        self.metrics = metrics
         self.clock = clock
         self.health = health
         self.access = Access(roles)
@@ -134,7 +137,8 @@ class WebPages:
         reasons, warnings = await self.health()
         now = self.clock()
         counts, covered = self.activity.last_hour(now)
-        live = overview.render_live(self.runtime, now, lang, f, reasons, warnings, counts, covered)
+        errors = overview.line_errors(self.metrics, self.runtime)
+        live = overview.render_live(self.runtime, now, lang, f, reasons, warnings, counts, covered, errors)
         if request.query.get("part"):
             resp = web.Response(text=live, content_type="text/html", headers=_HEADERS)
             resp.enable_compression()
@@ -159,22 +163,22 @@ class WebPages:
         now = self.clock()
         rng = request.query.get("range", "24h")
         rng = rng if rng in meter_page.RANGES else "24h"
-        # Two days back covers a meter polled daily; a slower one shows what its last two days hold. 600 rows
-        # hold more than a full Mercury cycle (44 channels) of every archive-less channel many times over.
+        # From two periods before the last good cycle: the walk back over the ts-led key then stops at what
+        # was stored since (all meters' rows of that time), not at two days of the whole gateway's history.
+        # Never more than two days back (a meter polled daily); 600 rows hold a Mercury cycle (44 channels)
+        # many times over.
+        since = int(now) - 2 * 86400
+        if ms.last_ok is not None:
+            since = max(since, int(ms.last_ok - 2 * ms.interval) - 60)
         latest = meter_page.latest_by_channel(
-            await self.store.latest_readings(name, "current", since=int(now) - 2 * 86400, limit=600))
+            await self.store.latest_readings(name, "current", since=since, limit=600))
         span = meter_page.RANGES[rng]
         profile: dict[str, dict[int, float]] = {"A+": {}, "A-": {}}
-        for channel, points in profile.items():
-            page_no = 1
-            while True:  # at most 11 pages: 7 days of 1-minute intervals
-                rows, total = await self.store.query_readings(meter=name, channel=channel, archive="profile",
-                                                              ts_from=int(now) - span - 3600, page=page_no,
-                                                              per_page=1000)
-                points.update((r.ts, r.value) for r in rows)
-                if page_no * 1000 >= total or page_no >= 12:
-                    break
-                page_no += 1
+        # 7 days of 1-minute intervals are 20,160 rows; the limit only guards against a broken clock.
+        for r in await self.store.readings_between(meters=[name], archive="profile", channels=list(profile),
+                                                   ts_from=int(now) - span - 3600, ts_to=int(now) + 3600,
+                                                   limit=25_000):
+            profile[r.channel][r.ts] = r.value
         period = interval_of(sorted(set(profile["A+"]) | set(profile["A-"])))
         ef = meter_page.EventFilter.parse(request.query)
         ev_from, ev_to = ef.bounds(tz)

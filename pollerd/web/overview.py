@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pollerd import __version__
+from pollerd.metrics import Registry
 from pollerd.state import MeterState, Runtime
 
 from .html import age, duration, e, meter_url, url
@@ -58,8 +59,34 @@ def _select(name: str, current: str, options: list[str], lang: str, labels: Mapp
     return f'<select name="{name}" data-autosubmit>{"".join(opts)}</select>'
 
 
+@dataclass(frozen=True, slots=True)
+class LineErrors:
+    timeouts: int = 0          # requests of the line's meters without a complete reply
+    frames: int = 0            # bad frames (CRC, length, address) from the line's meters
+    connects: int = 0          # failed connection attempts of the line
+
+
+def line_errors(metrics: Registry, rt: Runtime) -> dict[str, LineErrors]:
+    """Errors per line since start, from the counters /metrics exports (timeouts and bad frames are counted
+    per meter there; a meter belongs to its line)."""
+    line_of = {ms.name: ms.line for ms in rt.meters.values()}
+    acc: dict[str, list[int]] = {name: [0, 0, 0] for name in rt.lines}
+    for metric, index, label in (("pollerd_reply_timeouts_total", 0, "meter"),
+                                 ("pollerd_frame_errors_total", 1, "meter"),
+                                 ("pollerd_line_connect_failures_total", 2, "line")):
+        m = metrics.find(metric)
+        if m is None or label not in m.labels:
+            continue
+        pos = m.labels.index(label)
+        for key, value in m.values.items():
+            line = key[pos] if label == "line" else line_of.get(key[pos])
+            if line in acc:
+                acc[line][index] += int(value)
+    return {name: LineErrors(*v) for name, v in acc.items()}
+
+
 def render_live(rt: Runtime, now: float, lang: str, f: Filters, reasons: list[str], warnings: list[str],
-                last_hour: Mapping[str, int], covered: float) -> str:
+                last_hour: Mapping[str, int], covered: float, errors: Mapping[str, LineErrors]) -> str:
     """The part of the overview that the page refreshes in place every few seconds."""
     tr = {k: t(lang, k) for k in ("up", "down", "not_open", "never", "none")}
     st_label = {s: e(t(lang, "st_" + s)) for s in STATES}  # escaped once, used per row
@@ -80,8 +107,11 @@ def render_live(rt: Runtime, now: float, lang: str, f: Filters, reasons: list[st
     out.append(f'<section><h2>{e(t(lang, "lines"))}</h2><div class="scroll"><table class="lines"><thead><tr>'
                f'<th>{e(t(lang, "line"))}</th><th>{e(t(lang, "type"))}</th><th>{e(t(lang, "state"))}</th>'
                f'<th>{e(t(lang, "bus_share"))}</th><th>{e(t(lang, "exchanges"))}</th>'
-               f'<th>{e(t(lang, "reconnects"))}</th><th>{e(t(lang, "last_error"))}</th></tr></thead><tbody>')
+               f'<th>{e(t(lang, "reconnects"))}</th><th>{e(t(lang, "errors"))}</th>'
+               f'<th>{e(t(lang, "last_error"))}</th></tr></thead><tbody>')
+    err_text = t(lang, "line_errors")
     for ln in rt.lines.values():
+        er = errors.get(ln.name, LineErrors())
         if ln.connected:
             state, cls = tr["up"], "ok"
         elif ln.last_error:
@@ -90,7 +120,10 @@ def render_live(rt: Runtime, now: float, lang: str, f: Filters, reasons: list[st
             state, cls = tr["not_open"], "pending"
         out.append(f'<tr data-line="{e(ln.name)}"><td>{e(ln.name)}</td><td>{e(ln.type)}</td>'
                    f'<td class="st {cls}">{e(state)}</td><td>{100 * ln.bus_time / up:.1f} %</td>'
-                   f'<td>{ln.exchanges}</td><td>{ln.reconnects}</td><td>{e(ln.last_error or "")}</td></tr>')
+                   f'<td>{ln.exchanges}</td><td>{ln.reconnects}</td>'
+                   f'<td data-errors="{er.timeouts + er.frames + er.connects}">'
+                   f'{e(err_text.format(er.timeouts, er.frames, er.connects))}</td>'
+                   f'<td>{e(ln.last_error or "")}</td></tr>')
     out.append("</tbody></table></div></section>")
 
     meters = list(rt.meters.values())

@@ -133,15 +133,10 @@ def _midnight(d: dt.date, tz: ZoneInfo) -> int:
 
 async def _archive(store: Store, meter: str, archive: str, ts_from: int, ts_to: int,
                    channels: set[str]) -> list[tuple[int, str, float]]:
-    out: list[tuple[int, str, float]] = []
-    page = 1
-    while True:
-        rows, total = await store.query_readings(meter=meter, archive=archive, ts_from=ts_from, ts_to=ts_to,
-                                                 page=page, per_page=1000)
-        out.extend((r.ts, r.channel, r.value) for r in rows if r.channel in channels)
-        if page * 1000 >= total:
-            return out
-        page += 1
+    # MAX_ROWS periods x 5 channels at most, one row each
+    rows = await store.readings_between(meters=[meter], archive=archive, channels=sorted(channels),
+                                        ts_from=ts_from, ts_to=ts_to, limit=MAX_ROWS * 10)
+    return [(r.ts, r.channel, r.value) for r in rows]
 
 
 def _bucket(values: list[tuple[int, str, float]], starts: list[int]) -> list[dict[str, float]]:
@@ -205,12 +200,12 @@ async def _from_counters(store: Store, meter: str, names: list[str], starts: lis
                          ) -> tuple[dict[str, float], tuple[int, int] | None]:
     async def at(j: int) -> dict[str, tuple[int, float]]:
         if j not in cache:
+            # One pass for all five counters: the window holds every meter's rows, a pass per counter would
+            # walk it five times. In ts order, so the first of each channel is the one nearest the boundary.
             found: dict[str, tuple[int, float]] = {}
-            for ch in names:
-                r = await store.first_reading(meter, ch, "current", ts_from=starts[j],
-                                              ts_to=starts[j] + tolerance)
-                if r is not None:
-                    found[ch] = (r.ts, r.value)
+            for r in await store.readings_between(meters=[meter], archive="current", channels=names,
+                                                  ts_from=starts[j], ts_to=starts[j] + tolerance):
+                found.setdefault(r.channel, (r.ts, r.value))
             cache[j] = found
         return cache[j]
 
