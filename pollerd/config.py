@@ -1038,7 +1038,7 @@ SINK_OPTION_PARSERS: dict[str, tuple[frozenset[str], str | _Callable[..., object
         "job_timeout", "status_poll", "auth_path", "upload_path", "status_path", "login_field", "password_field",
         "token_field", "form_field", "file_field", "job_id_field", "status_field", "errors_field",
         "status_loaded", "status_failed", "status_pending",
-    }), "pollerd.push.sioi_config:parse_options"),
+    }), "pollerd.push.sioi.options:parse_options"),
 }
 
 # Sink types that cannot work without credentials: type -> groups of keys, one key of each group required.

@@ -20,10 +20,10 @@ from .errors import ConfigError, MeterBusy, PollerdError, StoreError
 from .line import Line, line_priority
 from .metrics import Registry
 from .notify import Notifier, run_notifier
-from .quota import StoreQuota
 from .schedule import Schedule, next_run
 from .state import LineState, MeterState, Runtime, SinkState
 from .store import Store
+from .store.quota import StoreQuota
 
 log = logging.getLogger("pollerd.daemon")
 

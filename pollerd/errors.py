@@ -28,6 +28,17 @@ class ConfigError(PollerdError):
         super().__init__(where + message)
 
 
+class OptionError(PollerdError, ValueError):
+    """A protocol-specific meter key is invalid. ``key`` is the path below the meter table (e.g.
+    ``("registers", 3, "type")``) so the config loader can name the line and turn it into a ConfigError.
+    Also a ValueError, as it was when it lived in pollerd.drivers."""
+
+    def __init__(self, message: str, key: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.key = key
+
+
 class FrameError(PollerdError):
     """A frame on the wire could not be accepted. ``frame`` holds the offending bytes."""
 

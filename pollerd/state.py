@@ -133,7 +133,7 @@ class Runtime:
     started: float = 0.0
     store_ok: bool = True
     store_error: str | None = None
-    # /health lines about the store's quota and age limit (pollerd.quota keeps them current).
+    # /health lines about the store's quota and age limit (pollerd.store.quota keeps them current).
     store_reasons: list[str] = field(default_factory=list)
     store_warnings: list[str] = field(default_factory=list)
     last_stored: float | None = None  # last time a cycle's readings were written to the store

@@ -23,9 +23,10 @@ import time
 from pymodbus.framer.rtu import FramerRTU
 from pymodbus.pdu.decoders import DecodePDU
 
+from pollerd.drivers.modbus_options import parse_options
 from pollerd.protocols import modbus as mb
 from pollerd.protocols.crc import append_crc, crc_extension_in_use
-from pollerd.protocols.modbus_map import parse_options, plan_reads
+from pollerd.protocols.modbus_map import plan_reads
 
 
 def frames(unit: int, count: int) -> tuple[mb.Request, bytes]:

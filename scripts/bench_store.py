@@ -27,8 +27,8 @@ from _bench_data import readings
 
 from pollerd.config import StoreConfig
 from pollerd.metrics import Registry
-from pollerd.quota import StoreQuota
 from pollerd.store import Store
+from pollerd.store.quota import StoreQuota
 
 
 def io_written() -> int:

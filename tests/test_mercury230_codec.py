@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from vectors import hexbytes, vector_params
 
+from pollerd.decode import mercury230 as dm
 from pollerd.errors import AddressMismatch, CrcError, FrameError, FrameTooLong, MeterError, SessionClosed
 from pollerd.protocols import crc
 from pollerd.protocols import mercury230 as m
@@ -565,12 +566,12 @@ def test_correct_time_layout_and_decoding():
     req = m.correct_time(0x80, dt.datetime(2026, 11, 30, 12, 30, 45))
     assert req.body == hexbytes("03 0D 45 30 12") and req.reply_len is None
     assert req.encode()[:-2] == hexbytes("80 03 0D 45 30 12") and crc.check_crc(req.encode())
-    out = m.decode_reply(req, m.Reply(0x80, b"\x00"))
+    out = dm.decode_reply(req, m.Reply(0x80, b"\x00"))
     assert out["fields"] == {"time": "12:30:45", "status": 0, "status_text": "ok"}
-    out = m.decode_reply(req, m.Reply(0x80, b"\x04"))
+    out = dm.decode_reply(req, m.Reply(0x80, b"\x04"))
     assert out["fields"]["status"] == 4 and "once a day" in out["fields"]["status_text"]
     with pytest.raises(FrameError, match="not valid"):
-        m.decode_reply(m.raw_request(1, hexbytes("03 0D 00 60 12")), m.Reply(1, b"\x00"))
+        dm.decode_reply(m.raw_request(1, hexbytes("03 0D 00 60 12")), m.Reply(1, b"\x00"))
     with pytest.raises(FrameError, match="BCD"):
         m.decode_time_of_day(hexbytes("1A 00 00"))
     with pytest.raises(FrameError, match="expected 3 bytes"):
@@ -621,15 +622,15 @@ def test_decode_reply_profile_with_and_without_timezone():
 
     req = m.read_profile(0x88, 0x0010)
     reply = m.Reply(0x88, hexbytes("02 13 30 28 12 22 1E 2A 00 FF FF 0A 00 00 00"))
-    local = m.decode_reply(req, reply, constant=500, tz=None)
+    local = dm.decode_reply(req, reply, constant=500, tz=None)
     assert local["fields"]["impulses"] == {"A+": 42, "A-": None, "R+": 10, "R-": 0}
     assert [(r["channel"], r["value"], r["ts"], r["archive"]) for r in local["readings"]] == [
         ("A+", 42.0, "2022-12-28T13:30:00", "profile"), ("R+", 10.0, "2022-12-28T13:30:00", "profile"),
         ("R-", 0.0, "2022-12-28T13:30:00", "profile")]
     assert all(r["quality"] == "incomplete" for r in local["readings"])
-    utc = m.decode_reply(req, reply, constant=500, tz=ZoneInfo("Europe/Moscow"))
+    utc = dm.decode_reply(req, reply, constant=500, tz=ZoneInfo("Europe/Moscow"))
     assert utc["readings"][0]["ts"] == int(dt.datetime(2022, 12, 28, 10, 30, tzinfo=dt.timezone.utc).timestamp())
-    assert m.decode_reply(req, reply)["readings"] == []  # no constant: impulses only
+    assert dm.decode_reply(req, reply)["readings"] == []  # no constant: impulses only
 
 
 def test_profile_quality():
@@ -640,24 +641,24 @@ def test_profile_quality():
     assert m.profile_quality(dataclasses.replace(rec, start=rec.start.replace(minute=37))) == "partial"
     assert m.profile_quality(dataclasses.replace(rec, start=rec.start.replace(minute=37), period=1)) is None
     reply = m.Reply(0x88, hexbytes("00 13 37 28 12 22 1E 2A 00 FF FF 0A 00 00 00"))
-    out = m.decode_reply(m.read_profile(0x88, 0x0010), reply, constant=500)
+    out = dm.decode_reply(m.read_profile(0x88, 0x0010), reply, constant=500)
     assert {r["quality"] for r in out["readings"]} == {"partial"}
 
 
 def test_decode_reply_never_echoes_a_password_and_reports_status():
     req = m.open_channel(1, 1, m.password_bytes("123456"))
-    out = m.decode_reply(req, m.Reply(1, b"\x00"))
+    out = dm.decode_reply(req, m.Reply(1, b"\x00"))
     assert out["fields"] == {"access_level": 1, "password": "***", "status": 0, "status_text": "ok"}
     assert "123456" not in repr(out) and "01 02 03" not in repr(out)
-    out = m.decode_reply(m.read_energy(1), m.Reply(1, b"\x05"))
+    out = dm.decode_reply(m.read_energy(1), m.Reply(1, b"\x05"))
     assert out["fields"]["status"] == 5 and out["readings"] == []
 
 
 def test_decode_reply_journal_and_fixed_time():
-    out = m.decode_reply(m.read_journal(1, 1, 0), m.Reply(1, hexbytes("05 04 03 02 01 24 00 00 00 00 00 00")))
+    out = dm.decode_reply(m.read_journal(1, 1, 0), m.Reply(1, hexbytes("05 04 03 02 01 24 00 00 00 00 00 00")))
     assert out["fields"] == {"journal": 1, "record": 0, "code": "power_off", "text": m.JOURNALS[1][1],
                              "start": "2024-01-02T03:04:05", "end": None}
-    out = m.decode_reply(m.read_fixed(1, 0xE0), m.Reply(1, m.encode_time(dt.datetime(2024, 5, 6, 7, 8, 9), 0)))
+    out = dm.decode_reply(m.read_fixed(1, 0xE0), m.Reply(1, m.encode_time(dt.datetime(2024, 5, 6, 7, 8, 9), 0)))
     assert out["fields"] == {"frozen_at": "2024-05-06T07:08:09", "season": 0}
 
 
@@ -669,7 +670,7 @@ _REQUESTS_FOR_FUZZ = [r for _, r in _BUILT if r.reply_len is not None]
        st.one_of(st.none(), st.sampled_from([500, 1000, 5000])))
 def test_decode_reply_random_bytes_raise_only_frame_errors(req, data, constant):
     try:
-        m.decode_reply(req, m.Reply(req.address, data), constant=constant, tz=dt.timezone.utc)
+        dm.decode_reply(req, m.Reply(req.address, data), constant=constant, tz=dt.timezone.utc)
     except (FrameError, MeterError):
         pass
 
@@ -709,3 +710,18 @@ def test_an_open_channel_echo_never_puts_the_password_into_errors():
         with pytest.raises(FrameError) as err:
             m.ReplyFramer(req).feed(data)
         assert "14 15" not in str(err.value) and b"\x14\x15" not in err.value.frame
+
+
+def test_one_bwri_table_group_reads_match_their_single_reads():
+    # The driver falls back from an 08 16 group read to 08 11 singles: both must name the same channels.
+    seen = set()
+    for group in m.INSTANT_GROUPS:
+        channels, unit = m.group_channels(group)
+        singles = m.group_singles(group)
+        assert len(singles) == len(channels) == len(m.decode_aux_group(group, bytes(m.group_reply_len(group))))
+        for channel, bwri in zip(channels, singles):
+            assert m.aux_channel(bwri) == (channel, unit)
+        seen.update(channels)
+    seen.update(m.aux_channel(b)[0] for b in m.INSTANT_SINGLES)
+    assert {"P", "Q.L2", "S.L3", "PF", "U.L1", "I.L3", "angle.L2-L3", "F", "T.meter"} <= seen
+    assert len(seen) == 4 * 4 + 3 * 3 + 2

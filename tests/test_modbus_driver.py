@@ -20,10 +20,10 @@ from pollerd.config import LineConfig, MeterConfig, load_config
 from pollerd.daemon import Daemon
 from pollerd.drivers.base import DriverContext
 from pollerd.drivers.modbus import ModbusDriver
+from pollerd.drivers.modbus_options import parse_options
 from pollerd.line import Line
 from pollerd.metrics import Registry
 from pollerd.protocols.crc import append_crc
-from pollerd.protocols.modbus_map import parse_options
 from pollerd.state import LineState, MeterState
 from pollerd.store import Store
 

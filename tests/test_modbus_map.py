@@ -11,13 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pollerd.config import load_config
-from pollerd.drivers import OptionError
-from pollerd.errors import ConfigError
+from pollerd.drivers.modbus_options import PACKAGE_TEMPLATES, parse_options
+from pollerd.errors import ConfigError, OptionError
 from pollerd.protocols.floats import f32_decimal
 from pollerd.protocols.modbus_map import (
-    PACKAGE_TEMPLATES,
     ModbusOptions,
-    parse_options,
     parse_registers,
     plan_reads,
     split_block,

@@ -17,9 +17,9 @@ from pollerd.config import SINK_OPTION_PARSERS, load_config
 from pollerd.errors import ConfigError, SinkError, StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Reading
-from pollerd.push import sioi_config
 from pollerd.push.sioi import RECHECK, SioiSink, operator_set, state_key
-from pollerd.push.sioi_config import Template, TemplateError, check_well_formed
+from pollerd.push.sioi import options as sioi_options
+from pollerd.push.sioi.template import Template, TemplateError, check_well_formed
 from pollerd.state import SinkState
 from pollerd.store import Store
 from tests.sioi_server import FakeSioi, start
@@ -435,7 +435,7 @@ def config_error(tmp_path: Path, **kw: str) -> ConfigError:
 
 
 def test_option_keys_match(tmp_path: Path) -> None:
-    assert SINK_OPTION_PARSERS["sioi"][0] == sioi_config.KEYS
+    assert SINK_OPTION_PARSERS["sioi"][0] == sioi_options.KEYS
     cfg = load_config(write_config(tmp_path, "https://sioi.example/"), environ={})
     o = cfg.sinks[0].options
     assert o.form_code == "F-DAILY" and o.period.kind == "daily" and o.job_timeout == 7200
@@ -612,7 +612,7 @@ def test_secrets_are_scrubbed_also_when_echoed_url_encoded() -> None:
     from types import SimpleNamespace
 
     from pollerd.push.sioi import SioiClient
-    from pollerd.push.sioi_config import SioiOptions
+    from pollerd.push.sioi.options import SioiOptions
     pw = "S3cret pass&word$"
     sink = SimpleNamespace(url="http://127.0.0.1:1", password=SimpleNamespace(reveal=lambda: pw), name="s")
     opts = SioiOptions(form_code="F", template=(), template_path="t.xml", period="daily")  # type: ignore[arg-type]

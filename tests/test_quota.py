@@ -20,9 +20,9 @@ from pollerd.model import Reading
 from pollerd.push import TransientSinkError
 from pollerd.push import forwarder as fwd_mod
 from pollerd.push.forwarder import Forwarder
-from pollerd.quota import ALERT_WINDOW, StoreQuota
 from pollerd.state import Runtime, SinkState
 from pollerd.store import Store
+from pollerd.store.quota import ALERT_WINDOW, StoreQuota
 
 MiB = 1024 * 1024
 T0 = 1_700_000_000
@@ -330,7 +330,7 @@ async def test_daemon_enforces_the_quota_and_reports_it(tmp_path):
 async def test_migration_to_the_ts_led_key_keeps_seqs_cursors_and_the_high_water_mark(tmp_path, monkeypatch):
     import sqlite3
 
-    from pollerd import store as store_mod
+    from pollerd.store import schema as store_mod
     path = tmp_path / "v1.db"
     full = list(store_mod.MIGRATIONS)
     monkeypatch.setattr(store_mod, "MIGRATIONS", full[:1])

@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 
 import pollerd
-from pollerd import store as store_mod
 from pollerd.compat import timeout
 from pollerd.errors import StoreError
 from pollerd.model import Archive, Event, Reading
 from pollerd.store import SCHEMA_VERSION, Store
+from pollerd.store import retention as store_retention
+from pollerd.store import schema as store_schema
+from pollerd.store import writer as store_writer
 
 REPO_ROOT = Path(pollerd.__file__).resolve().parent.parent
 
@@ -156,7 +158,7 @@ async def test_a_value_sqlite_cannot_bind_fails_its_writer_not_the_store(store, 
 
     # Should anything else get past the checks and make sqlite3 raise a non-sqlite exception, that fails
     # its batch only; the writer goes on.
-    monkeypatch.setattr(store_mod, "_reading_rows",
+    monkeypatch.setattr(store_writer, "_reading_rows",
                         lambda rs, received: [(r.meter, r.channel, "current", r.ts, r.value, r.unit, "good",
                                                received) for r in rs])
     with pytest.raises(StoreError, match="OverflowError"):
@@ -324,7 +326,7 @@ async def test_state_round_trip_survives_reopen(tmp_path):
 # ----------------------------------------------------------------------------- retention
 
 async def test_prune_deletes_only_old_rows_every_sink_confirmed(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_mod, "_PRUNE_BATCH", 7)  # force several delete transactions
+    monkeypatch.setattr(store_retention, "_PRUNE_BATCH", 7)  # force several delete transactions
     s = await Store.open(tmp_path / "p.db", commit_interval=0.01)
     try:
         await s.write([rd(ts) for ts in range(100)])  # seq = ts + 1
@@ -404,9 +406,9 @@ async def test_later_migration_step_applies_and_a_failing_one_rolls_back(tmp_pat
     await s.write([rd(1, 4.0)])
     await s.close()
 
-    bad = [*store_mod.MIGRATIONS, ("CREATE TABLE half_done (x)", "THIS IS NOT SQL")]
-    monkeypatch.setattr(store_mod, "MIGRATIONS", bad)
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", len(bad))
+    bad = [*store_schema.MIGRATIONS, ("CREATE TABLE half_done (x)", "THIS IS NOT SQL")]
+    monkeypatch.setattr(store_schema, "MIGRATIONS", bad)
+    monkeypatch.setattr(store_schema, "SCHEMA_VERSION", len(bad))
     with pytest.raises(StoreError, match=f"migration {len(bad) - 1} -> {len(bad)} failed"):
         await Store.open(path)
     with raw(path) as c:
@@ -414,8 +416,8 @@ async def test_later_migration_step_applies_and_a_failing_one_rolls_back(tmp_pat
         assert c.execute("SELECT count(*) FROM sqlite_master WHERE name='half_done'"
                          ).fetchone()[0] == 0
 
-    good = [*store_mod.MIGRATIONS[:-1], ("ALTER TABLE readings ADD COLUMN note TEXT",)]
-    monkeypatch.setattr(store_mod, "MIGRATIONS", good)
+    good = [*store_schema.MIGRATIONS[:-1], ("ALTER TABLE readings ADD COLUMN note TEXT",)]
+    monkeypatch.setattr(store_schema, "MIGRATIONS", good)
     s = await Store.open(path)
     try:
         rows, total = await s.query_readings()

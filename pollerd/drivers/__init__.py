@@ -10,6 +10,9 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+# Re-exported: the option parsers and the config loader import it from here.
+from ..errors import OptionError as OptionError
+
 
 class Protocol(str, enum.Enum):
     MERCURY230 = "mercury230"
@@ -52,16 +55,6 @@ DEFAULT_READ: dict[Protocol, tuple[str, ...]] = {
 }
 
 
-class OptionError(ValueError):
-    """A protocol-specific meter key is invalid. ``key`` is the path below the meter table (e.g.
-    ``("registers", 3, "type")``) so the config loader can name the line."""
-
-    def __init__(self, message: str, key: tuple[str | int, ...] = ()) -> None:
-        super().__init__(message)
-        self.message = message
-        self.key = key
-
-
 # Cloud sources: protocols that reach a vendor server at the meter's `url` instead of a meter on a line. They
 # take no line, ip_address, port or bus address; the value lists the credential keys each requires ("password"
 # and "api_key" may also come as *_file / *_credential). Their drivers get DriverContext.line = None and name
@@ -91,7 +84,7 @@ OPTION_PARSERS: dict[Protocol, tuple[frozenset[str], str]] = {
                                      "journal_interval", "profile_records_per_cycle"}),
                           "pollerd.drivers.mercury230_options:parse_options"),
     Protocol.MODBUS: (frozenset({"modbus_mode", "template", "registers", "word_order", "byte_order", "max_gap"}),
-                      "pollerd.protocols.modbus_map:parse_options"),
+                      "pollerd.drivers.modbus_options:parse_options"),
     Protocol.IEC62056: (frozenset({"iec_profile", "iec_mode", "iec_baud_switch", "iec_addresses",
                                    "iec_parity_bit", "iec_baud"}), "pollerd.drivers.iec62056:parse_options"),
     Protocol.RSTECH: (frozenset({"verify_tls", "ca_file", "per_page", "archive_overlap", "stations"}),

@@ -11,10 +11,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
+from ..decode.mercury230 import decode_reply
 from ..errors import (
-    AddressMismatch,
     FrameError,
-    FrameTooLong,
     IdentityMismatch,
     MeterError,
     PollerdError,
@@ -23,40 +22,28 @@ from ..errors import (
     StoreError,
     TransportError,
 )
-from ..line import LineStopping
+from ..line import Line, LineStopping
 from ..model import Event, Reading
 from ..protocols import mercury230 as m
 from ..protocols.crc import append_crc, check_crc
 from .base import DriverContext, PollResult
+from .mercury230_clock import ClockMixin
 from .mercury230_options import MercuryOptions
 
 # A session left idle this long is assumed to have timed out in the meter; reopening up front costs one
 # exchange, while finding out by status 5 costs two.
 SESSION_IDLE = 120.0
 
-_PHASES = ("L1", "L2", "L3")
-_ANGLES = ("L1-L2", "L1-L3", "L2-L3")
-
-# (channel base, unit, group BWRI for 08 16, per-value BWRIs for 08 11, channel suffixes)
-_INSTANT: tuple[tuple[str, str, int, tuple[int, ...], tuple[str, ...]], ...] = (
-    ("P", "W", 0x00, (0x00, 0x01, 0x02, 0x03), ("", ".L1", ".L2", ".L3")),
-    ("Q", "var", 0x04, (0x04, 0x05, 0x06, 0x07), ("", ".L1", ".L2", ".L3")),
-    ("S", "VA", 0x08, (0x08, 0x09, 0x0A, 0x0B), ("", ".L1", ".L2", ".L3")),
-    ("PF", "", 0x30, (0x30, 0x31, 0x32, 0x33), ("", ".L1", ".L2", ".L3")),
-    ("U", "V", 0x11, (0x11, 0x12, 0x13), tuple("." + p for p in _PHASES)),
-    ("I", "A", 0x21, (0x21, 0x22, 0x23), tuple("." + p for p in _PHASES)),
-    ("angle", "°", 0x51, (0x51, 0x52, 0x53), tuple("." + a for a in _ANGLES)),
-)
 _ENERGY = (("A+", "Wh"), ("A-", "Wh"), ("R+", "varh"), ("R-", "varh"))
 
 _RETRYABLE = (ReplyTimeout, FrameError)
 
 
-class Mercury230Driver:
+class Mercury230Driver(ClockMixin):
     def __init__(self, ctx: DriverContext) -> None:
         self.ctx = ctx
         mc = ctx.meter
-        self.address = mc.connection_address
+        self.address = int(mc.connection_address)  # ADDRESS_PARSERS gives a Mercury meter an int
         self._password = m.password_bytes(mc.password.reveal() if mc.password else
                                           ("111111" if mc.access_level == 1 else "222222"),
                                           mc.password_encoding)
@@ -72,6 +59,14 @@ class Mercury230Driver:
         self._m_echo = ctx.metrics.counter(
             "pollerd_echoes_total", "Requests echoed back by a half-duplex adapter and skipped", ("meter",))
 
+    @property
+    def _line(self) -> Line:
+        # A bus driver is always built with its line; DriverContext types it optional for the cloud drivers.
+        line = self.ctx.line
+        if line is None:
+            raise PollerdError(f"{self.ctx.meter.name}: a Mercury 230 meter needs a line")
+        return line
+
     # -- exchanges -------------------------------------------------------------------------------------
 
     async def _ask(self, req: m.Request, *, retries: int | None = None) -> m.Reply:
@@ -82,8 +77,8 @@ class Mercury230Driver:
         for _ in range(attempts):
             framer = m.ReplyFramer(req)
             try:
-                reply = await self.ctx.line.exchange(req.encode(), framer, waiting_time=mc.waiting_time,
-                                                     pause=mc.pause_time, meter=mc.name, shown=shown(req))
+                reply = await self._line.exchange(req.encode(), framer, waiting_time=mc.waiting_time,
+                                                     pause=mc.pause_time, meter=mc.name, shown=m.redacted(req))
             except _RETRYABLE as exc:
                 last = exc
                 continue
@@ -252,7 +247,7 @@ class Mercury230Driver:
 
     async def _instant(self, cy: _Cycle) -> None:
         name = self.ctx.meter.name
-        for base, unit, group, singles, suffixes in _INSTANT:
+        for group in m.INSTANT_GROUPS:
             values: tuple[float | None, ...] | None = None
             if self._group_reads:
                 try:
@@ -265,13 +260,15 @@ class Mercury230Driver:
                     self.ctx.log.info("%s: group reads (08 16) refused, using 08 11 per value", name)
                     self._group_reads = False
             if values is None:
-                values = tuple([await self._single(bwri) for bwri in singles])
-            for suffix, value in zip(suffixes, values):
+                values = tuple([await self._single(bwri) for bwri in m.group_singles(group)])
+            channels, unit = m.group_channels(group)
+            for channel, value in zip(channels, values):
                 if value is not None:
-                    self._reading(cy, base + suffix, value, unit)
-        for bwri, channel, unit in ((0x40, "F", "Hz"), (0x70, "T.meter", "°C")):
+                    self._reading(cy, channel, value, unit)
+        for bwri in m.INSTANT_SINGLES:
             value = await self._single(bwri)
             if value is not None:
+                channel, unit = m.aux_channel(bwri)
                 self._reading(cy, channel, value, unit)
 
     async def _single(self, bwri: int) -> float | None:
@@ -286,110 +283,6 @@ class Mercury230Driver:
             self.ctx.log.info("%s: 08 11 %02X not supported by this meter; skipping it", self.ctx.meter.name,
                               bwri)
             return None
-
-    # -- clock -----------------------------------------------------------------------------------------
-
-    async def _clock(self, cy: _Cycle) -> None:
-        mc, st = self.ctx.meter, self.ctx.state
-        local, season = m.decode_time((await self._call(m.read_time(self.address))).data)
-        cy.meter_date = local.date()
-        now = self.ctx.clock()
-        drift = self._to_utc(local, season) - round(now)
-        self._reading(cy, "clock.drift", float(drift), "s")
-        if abs(drift) <= mc.time_difference:
-            st.alarms.pop("clock", None)
-            return
-        today = self._local_today().isoformat()
-        day_ts = self._day_start(self._local_today())
-        if not self.options.clock_correction:
-            st.alarms["clock"] = (f"meter clock is {drift:+d} s off (allowed {mc.time_difference:g} s); "
-                                  f"clock_correction is off")
-            cy.events.append(Event(mc.name, "clock_drift", day_ts, None,
-                                   f"meter clock {drift:+d} s off, beyond time_difference "
-                                   f"{mc.time_difference:g} s"))
-            return
-        if abs(drift) > self.options.max_clock_correction:
-            # Never a blind time set: a clock this far off needs a person to look at the meter.
-            st.alarms["clock"] = (f"meter clock is {drift:+d} s off, more than pollerd corrects "
-                                  f"({self.options.max_clock_correction:g} s); set it by hand")
-            cy.events.append(Event(mc.name, "clock_drift_too_large", day_ts, None,
-                                   f"meter clock {drift:+d} s off; not corrected automatically"))
-            return
-        assert self._loaded_state is not None
-        if self._loaded_state.get("clock_corrected_on") == today:
-            # One correction a day (status 4 for a second one): wait for tomorrow, never retry in a loop.
-            st.alarms["clock"] = (f"meter clock is {drift:+d} s off; one correction a day was spent today, "
-                                  f"the next is tomorrow")
-            return
-        target = dt.datetime.fromtimestamp(round(now), self.tz).replace(tzinfo=None)
-        waits = await self._correction_waits(local, target, drift)
-        if waits:
-            st.alarms["clock"] = f"meter clock is {drift:+d} s off; correction waits: {waits}"
-            return
-        try:
-            # Never repeated on a lost reply: a correction that took would be refused the second time
-            # (status 4) and look like a failure. Whether it took shows in the next cycle's clock read.
-            await self._call(m.correct_time(self.address, target), retries=0)
-        except (ReplyTimeout, FrameError) as exc:
-            st.alarms["clock"] = (f"meter clock is {drift:+d} s off; no clear answer to the correction ({exc}); "
-                                  f"the next cycle's clock read shows whether it took")
-            self._session_at = None
-            return
-        except MeterError as exc:
-            if exc.status is None:
-                raise
-            # Refused (4: already corrected today, by someone; 3: access level; 1: the meter will not take
-            # it): not again today, so a refusal costs one request a day, not one a cycle.
-            self._save(cy, clock_corrected_on=today)
-            st.alarms["clock"] = f"meter clock is {drift:+d} s off; the meter refused the correction: {exc}"
-            cy.events.append(Event(mc.name, "clock_correction_refused", day_ts, None,
-                                   f"meter clock {drift:+d} s off; correction refused: {exc}"))
-            return
-        self._save(cy, clock_corrected_on=today)
-        # Read the clock back: the meter said OK, the clock says whether it took.
-        local, season = m.decode_time((await self._call(m.read_time(self.address))).data)
-        left = self._to_utc(local, season) - round(self.ctx.clock())
-        text = f"meter clock corrected by {-drift:+d} s; now {left:+d} s off"
-        cy.events.append(Event(mc.name, "clock_corrected", cy.ts, None, text))
-        if abs(left) <= mc.time_difference:
-            st.alarms.pop("clock", None)
-            self.ctx.log.info("%s: %s", mc.name, text)
-        else:
-            st.alarms["clock"] = f"{text} after the correction (allowed {mc.time_difference:g} s)"
-            self.ctx.log.warning("%s: %s, beyond time_difference", mc.name, text)
-
-    async def _correction_waits(self, meter_local: dt.datetime, target: dt.datetime, drift: int) -> str | None:
-        """Why a correction must wait for a later cycle, or None when it can go now.
-
-        The command carries only the time of day, so meter and gateway must be on the same date. A fast
-        meter that already started a new load-profile interval is not set back into the closed one (what
-        the meter would do to that record is not documented); a few minutes later both are in the same
-        interval. A slow meter moved forward over a boundary just closes its interval early, as it would
-        at the boundary itself. Around a DST change the meter may read winter time while the gateway is on
-        summer time (or the other way): the time of day then differs from the meter's by the drift plus an
-        hour, and the correction would move the clock by that much."""
-        if meter_local.date() != target.date():
-            return "meter and gateway are on different dates (the correction carries no date)"
-        shift = round((target - meter_local).total_seconds())
-        if shift != -drift:
-            return (f"meter and gateway are on different sides of a DST change: the correction would move "
-                    f"the meter clock by {shift:+d} s, not {-drift:+d} s")
-        if meter_local > target:
-            if self._profile_period is None:
-                try:
-                    last = m.decode_last_profile((await self._call(m.read_last_profile(self.address))).data)
-                    self._profile_period = last.period if 0 < last.period <= 60 else 30
-                except MeterError as exc:
-                    if exc.status is None:
-                        raise
-                    self._profile_period = 30  # no load profile on this meter: the usual half hour
-            step = self._profile_period * 60
-            midnight = meter_local.replace(hour=0, minute=0, second=0)
-            if ((meter_local - midnight).total_seconds() // step
-                    != (target - midnight).total_seconds() // step):
-                return (f"the meter is fast and already in a new {self._profile_period}-minute profile "
-                        f"interval; it is not set back into the closed one")
-        return None
 
     # -- fixed (frozen) values --------------------------------------------------------------------------
 
@@ -413,7 +306,7 @@ class Mercury230Driver:
     async def _profile(self, cy: _Cycle) -> None:
         mc = self.ctx.meter
         constant = self.ctx.state.identity.get("constant")
-        if not constant:
+        if not isinstance(constant, int) or not constant:  # stored by _identity from 08 12: an int
             raise MeterError(f"{mc.name}: the meter constant (08 12) is unknown, so profile impulses cannot be "
                              f"converted to energy")
         last = m.decode_last_profile((await self._call(m.read_last_profile(self.address))).data)
@@ -440,7 +333,7 @@ class Mercury230Driver:
         address = first
         prev_ts = self._loaded_state.get("profile_ts")
         prev_ts = prev_ts if isinstance(prev_ts, int) else None
-        for i in range(min(pending, self.options.profile_records_per_cycle)):
+        for _i in range(min(pending, self.options.profile_records_per_cycle)):
             rec = m.decode_profile_record(
                 (await self._call(m.read_profile(self.address, address))).data)
             newest = address == last.address
@@ -455,7 +348,7 @@ class Mercury230Driver:
                                          ("R+", "varh", rec.r_plus), ("R-", "varh", rec.r_minus)):
                     if n is not None:
                         # FACTS: energy of an interval = N / (2 * A) kWh, A = meter constant (imp/kWh)
-                        self._reading(cy, channel, m.profile_energy_wh(n, int(constant)), unit, "profile",
+                        self._reading(cy, channel, m.profile_energy_wh(n, constant), unit, "profile",
                                       ts, quality)
             self._save(cy, profile_address=address, profile_ts=prev_ts)
             if newest:
@@ -505,7 +398,7 @@ class Mercury230Driver:
         today = await self._meter_today(cy)
         assert self._loaded_state is not None
         done = self._loaded_state.get("monthly")
-        months = []
+        months: list[dt.date] = []
         window_start = self.ctx.clock() - self.ctx.meter.data_polling_length
         end = today.replace(day=1)  # the first day after the month looked at
         for _ in range(11):
@@ -581,18 +474,19 @@ class Mercury230Driver:
         if req.body[:1] not in (bytes((m.CODE_OPEN,)), bytes((m.CODE_TEST,))):
             await self._ensure_session()
         mc = self.ctx.meter
-        framer: object = m.ReplyFramer(req) if name != "unknown" else _AnyReply(frame[0])
-        reply = await self.ctx.line.exchange(frame, framer, waiting_time=mc.waiting_time,  # type: ignore[arg-type]
-                                             pause=mc.pause_time, meter=mc.name, shown=shown(req),
+        framer: m.ReplyFramer | m.AnyReplyFramer = (m.ReplyFramer(req) if name != "unknown"
+                                                    else m.AnyReplyFramer(frame[0]))
+        reply = await self._line.exchange(frame, framer, waiting_time=mc.waiting_time,
+                                             pause=mc.pause_time, meter=mc.name, shown=m.redacted(req),
                                              priority=True)
         wire = append_crc(bytes((reply.address,)) + reply.data)
-        out: dict[str, object] = {"meter": mc.name, "request": name, "command": shown(req),
+        out: dict[str, object] = {"meter": mc.name, "request": name, "command": m.redacted(req),
                                   "response": wire.hex(" ").upper(), "status": reply.status}
-        decode = getattr(m, "decode_reply", None)
-        if decode is not None and name != "unknown" and reply.status is None:
+        if name != "unknown" and reply.status is None:
             try:
-                out["decoded"] = decode(req, reply, constant=self.ctx.state.identity.get("constant"),
-                                        tz=self.tz)
+                constant = self.ctx.state.identity.get("constant")
+                out["decoded"] = decode_reply(req, reply, constant=constant if isinstance(constant, int) else None,
+                                              tz=self.tz)
             except FrameError as exc:
                 out["decode_error"] = str(exc)
         return out
@@ -629,31 +523,6 @@ class _Cycle:
         return PollResult(tuple(self.out), tuple(self.events), answered or bool(self.out), error, self.state)
 
 
-class _AnyReply:
-    """Framer for a raw request pollerd does not know: the first CRC-valid frame from the right address.
-    (A longer reply whose prefix happens to pass the CRC would be cut short; 1 in 65536 per position.)"""
-
-    def __init__(self, address: int) -> None:
-        self.address = address
-        self._buf = bytearray()
-        self.echoed = False
-
-    @property
-    def pending(self) -> bytes:
-        return bytes(self._buf)
-
-    def feed(self, data: bytes) -> m.Reply | None:
-        self._buf += data
-        if self._buf and self._buf[0] != self.address:
-            raise AddressMismatch(f"reply from address {self._buf[0]}, expected {self.address}", self._buf)
-        for end in range(4, len(self._buf) + 1):
-            if check_crc(self._buf[:end]):
-                return m.Reply(self.address, bytes(self._buf[1:end - 2]))
-        if len(self._buf) > 256:
-            raise FrameTooLong("no valid frame in 256 bytes", self._buf)
-        return None
-
-
 # Distinct load-profile addresses: 16-bit, records 0x10 apart.
 _PROFILE_SLOTS = 0x10000 // m.PROFILE_STEP
 
@@ -661,16 +530,6 @@ _PROFILE_SLOTS = 0x10000 // m.PROFILE_STEP
 def _records_between(saved: int, last: int) -> int:
     """Profile records after ``saved`` up to and including ``last`` (addresses 0x10 apart, wrapping)."""
     return ((last - saved) & 0xFFFF) // m.PROFILE_STEP
-
-
-def shown(req: m.Request) -> str:
-    """The request as hex for logs and errors, with an open-channel password masked."""
-    frame = req.encode().hex(" ")
-    if req.body[:1] == bytes((m.CODE_OPEN,)):
-        parts = frame.split(" ")
-        parts[3:9] = ["**"] * 6   # addr 01 level | six password bytes | CRC (the CRC stays: it is not the secret)
-        return " ".join(parts)
-    return frame
 
 
 def _digits(s: str) -> str:

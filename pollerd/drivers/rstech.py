@@ -27,7 +27,7 @@ at all, a refused sign-in or several stations failing in a row end the cycle ear
 and each further request would cost the same); what the stations before gave is kept with its positions, and
 a station that got no reply is read last in the next cycle. Sign-out on shutdown.
 
-Parsing is sans-I/O (``parse_*`` functions below), the session I/O is :class:`RstechSession`.
+Parsing is sans-I/O (``parse_*`` in :mod:`pollerd.drivers.rstech_api`), the session I/O is :class:`RstechSession`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import math
-import re
 import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -47,6 +46,14 @@ from ..errors import CloudAuthError, CloudError, CloudUnreachable, StoreError
 from ..model import Event, Reading
 from . import OptionError, cloud
 from .base import DriverContext, PollResult
+from .rstech_api import Page as Page
+from .rstech_api import Record as Record
+from .rstech_api import Station as Station
+from .rstech_api import as_int, as_text
+from .rstech_api import normalise_unit as normalise_unit
+from .rstech_api import parse_page as parse_page
+from .rstech_api import parse_record as parse_record
+from .rstech_api import parse_station as parse_station
 
 ARCHIVES = ("hourly", "daily", "monthly", "yearly")
 MAX_PER_PAGE = 1000
@@ -92,126 +99,6 @@ def parse_options(raw: Mapping[str, object], base_dir: str) -> RstechOptions:
                 raise OptionError(f"expected a station id (an integer), got {sid!r}", ("stations", i))
         kw["stations"] = frozenset(v)
     return RstechOptions(**kw)
-
-
-# -- sans-I/O parsing ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    items: tuple[Any, ...]
-    next_page: int | None
-    total_pages: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Station:
-    id: int
-    equipment_id: int
-    equipment_type_id: int | None
-    name: str
-    brand: str
-    customer_id: int | None
-    last_session: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    event_time: int
-    values: tuple[tuple[str, float | None], ...]
-
-
-def _int(v: object, what: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        if isinstance(v, str) and v.strip().isdigit():  # ids sometimes come as strings
-            return int(v)
-        raise CloudError(f"{what}: expected an integer, got {v!r:.60}")
-    return v
-
-
-def _opt_int(v: object, what: str) -> int | None:
-    return None if v is None else _int(v, what)
-
-
-def _str(v: object) -> str:
-    return "" if v is None else str(v)
-
-
-def parse_page(doc: object, what: str, page: int) -> Page:
-    """One page of a listing: ``{"data": [...], "total_pages", "current_page", "next_page"}``. A page that
-    does not move forward (current_page not the one asked for, next_page not after it) is an error, so a
-    server repeating itself cannot keep pollerd looping."""
-    if not isinstance(doc, dict):
-        raise CloudError(f"{what}: expected a JSON object, got {type(doc).__name__}")
-    if "data" not in doc:
-        raise CloudError(f"{what}: no 'data' in the reply (keys: {', '.join(sorted(map(str, doc)))[:80]})")
-    data = doc["data"]
-    if not isinstance(data, list):
-        raise CloudError(f"{what}: 'data' is {type(data).__name__}, expected a list")
-    nxt = _opt_int(doc.get("next_page"), f"{what}: next_page")
-    total = _opt_int(doc.get("total_pages"), f"{what}: total_pages")
-    current = _opt_int(doc.get("current_page"), f"{what}: current_page")
-    if current is not None and current != page:
-        raise CloudError(f"{what}: asked for page {page}, the server sent page {current} (a page that repeats)")
-    if nxt is not None and nxt <= page:
-        raise CloudError(f"{what}: page {page} says the next page is {nxt} (a page that repeats)")
-    if nxt is None and total is not None and page < total and doc.get("next_page", 0) is not None:
-        # next_page absent (not null) but more pages announced: follow total_pages
-        nxt = page + 1
-    return Page(tuple(data), nxt, total)
-
-
-def parse_station(item: object, what: str) -> Station:
-    if not isinstance(item, dict):
-        raise CloudError(f"{what}: a station is {type(item).__name__}, expected an object")
-    for key in ("id", "equipment_id"):
-        if key not in item:
-            raise CloudError(f"{what}: a station without '{key}': {str(item)[:80]}")
-    return Station(_int(item["id"], f"{what}: station id"), _int(item["equipment_id"], f"{what}: equipment_id"),
-                   _opt_int(item.get("equipment_type_id"), f"{what}: equipment_type_id"), _str(item.get("name")),
-                   _str(item.get("equipment_brand_name")), _opt_int(item.get("customer_id"), f"{what}: customer_id"),
-                   _opt_int(item.get("seances_event_time"), f"{what}: seances_event_time"))
-
-
-def parse_record(item: object, what: str) -> Record:
-    """``{"event_time": 1612292400, "channel_data": [{"T": 25.19}, {"P": 0.99}]}``; a null value is kept as
-    None (no reading), anything but a number is an error (a server sending "twenty" for T is broken)."""
-    if not isinstance(item, dict):
-        raise CloudError(f"{what}: a record is {type(item).__name__}, expected an object")
-    if "event_time" not in item:
-        raise CloudError(f"{what}: a record without 'event_time': {str(item)[:80]}")
-    t = _int(item["event_time"], f"{what}: event_time")
-    cd = item.get("channel_data")
-    if not isinstance(cd, list):
-        raise CloudError(f"{what}: record at {t}: 'channel_data' is {type(cd).__name__}, expected a list")
-    values: list[tuple[str, float | None]] = []
-    for entry in cd:
-        if not isinstance(entry, dict):
-            raise CloudError(f"{what}: record at {t}: channel entry {entry!r:.60} is not an object")
-        for code, v in entry.items():
-            if v is None:
-                values.append((str(code), None))
-            elif isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise CloudError(f"{what}: record at {t}: channel {code!r} is {v!r:.40}, expected a number")
-            elif not math.isfinite(v):
-                raise CloudError(f"{what}: record at {t}: channel {code!r} is {v}")
-            else:
-                values.append((str(code), float(v)))
-    return Record(t, tuple(values))
-
-
-_UNIT_TAG = re.compile(r"</?su[pb]>", re.I)
-_UNITS = {"м3": "m³", "м^3": "m³", "m3": "m³", "м³": "m³", "м3/ч": "m³/h", "м³/ч": "m³/h", "°с": "°C", "°c": "°C",
-          "градс": "°C", "кпа": "kPa", "мпа": "MPa", "па": "Pa", "бар": "bar", "кгс/см2": "kgf/cm²",
-          "кгс/см²": "kgf/cm²", "гкал": "Gcal", "гкал/ч": "Gcal/h", "квт*ч": "kWh", "квт·ч": "kWh", "квтч": "kWh",
-          "квт": "kW", "вт": "W", "ч": "h", "мин": "min", "т": "t", "т/ч": "t/h", "%": "%"}
-
-
-def normalise_unit(name: object) -> str:
-    """The dictionary's unit (Russian, with HTML markup) as pollerd writes units."""
-    if name is None:
-        return ""
-    text = _UNIT_TAG.sub("", str(name)).strip()
-    return _UNITS.get(text.lower().replace(" ", ""), text)
 
 
 # -- the session: strictly sequential requests with rotating tokens ---------------------------------------
@@ -543,17 +430,17 @@ class RstechDriver:
         d = _Dictionaries(at=now)
         for item in await self.session.pages("customers", {}, "customers"):
             if isinstance(item, dict) and "id" in item:
-                d.customers[_int(item["id"], "customers: id")] = item
+                d.customers[as_int(item["id"], "customers: id")] = item
         for item in await self.session.pages("equipment_types", {}, "equipment types"):
             if isinstance(item, dict) and "id" in item:
-                d.types[_int(item["id"], "equipment types: id")] = item
+                d.types[as_int(item["id"], "equipment types: id")] = item
         for tid in sorted(set(types) | set(d.types)):
             what = f"channels of equipment type {tid}"
             for item in await self.session.pages("channel_archive_types", {"equipment_type_id": tid}, what):
                 if not isinstance(item, dict) or "channel_varname" not in item:
                     raise CloudError(f"{what}: an entry without 'channel_varname': {str(item)[:80]}")
-                key = (tid, _str(item.get("archive_type_varname")), _str(item["channel_varname"]))
-                d.channels[key] = (normalise_unit(item.get("unit_name")), _str(item.get("channel_name")))
+                key = (tid, as_text(item.get("archive_type_varname")), as_text(item["channel_varname"]))
+                d.channels[key] = (normalise_unit(item.get("unit_name")), as_text(item.get("channel_name")))
             d.types.setdefault(tid, {})
         self._dicts = d
 
@@ -561,7 +448,9 @@ class RstechDriver:
         m = self.ctx.meter
         start = now - m.data_polling_length if last is None else max(last - self.opts.archive_overlap,
                                                                      now - m.data_polling_length)
-        day = lambda t: _dt.datetime.fromtimestamp(t, self.tz).date()  # noqa: E731
+        def day(t: float) -> _dt.date:
+            return _dt.datetime.fromtimestamp(t, self.tz).date()
+
         # fp_end is a date: tomorrow covers today whether the server reads it as inclusive or exclusive
         return day(start).isoformat(), (day(now) + _dt.timedelta(days=1)).isoformat()
 
@@ -613,5 +502,5 @@ class RstechDriver:
                 raise CloudError(f"{what}: an entry without 'channel_name': {str(item)[:80]}")
             unit = normalise_unit(item.get("unit_name"))
             value = item.get("channel_data_value")
-            settings[_str(item["channel_name"])] = f"{_str(value)} {unit}".strip() if unit else value
+            settings[as_text(item["channel_name"])] = f"{as_text(value)} {unit}".strip() if unit else value
         self._devices.setdefault(str(st.id), {})["settings"] = settings

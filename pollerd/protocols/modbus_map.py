@@ -3,7 +3,8 @@
 A register map says which registers hold which value: address (a data-sheet reference like ``30001``, or a
 0-based PDU ``register`` with a ``function``), value type, word and byte order, scale, offset, unit and the
 channel name. Maps come inline in the meter (``registers = [...]``) and/or from a template file
-(``template = "eastron-sdm630"``).
+(``template = "eastron-sdm630"``). This module gets parsed data only: finding and reading template files is
+:mod:`pollerd.drivers.modbus_options`' job.
 
 The planner merges registers of one function into reads of at most ``package_size`` registers, bridging
 holes of at most ``max_gap`` registers: one exchange costs ~8 request bytes, ~5 reply bytes of framing and a
@@ -15,15 +16,12 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from pollerd.compat import tomllib
-from pollerd.drivers import OptionError
+from pollerd.errors import OptionError
 from pollerd.protocols.floats import f32_decimal
 from pollerd.protocols.modbus import (
     FC_READ_COILS,
@@ -36,15 +34,13 @@ from pollerd.protocols.modbus import (
 )
 
 __all__ = [
-    "Block", "MODES", "ModbusOptions", "PACKAGE_TEMPLATES", "RegisterSpec", "VALUE_TYPES", "ValueType",
-    "find_template", "load_template", "parse_options", "parse_registers", "plan_reads", "split_block",
+    "DEFAULT_MAX_GAP", "Block", "MODES", "ModbusOptions", "RegisterSpec", "VALUE_TYPES", "ValueType",
+    "close_match", "order", "parse_registers", "parse_template", "plan_reads", "split_block",
 ]
 
 MODES = ("rtu", "tcp", "rtu_over_tcp")
 ORDERS = ("big", "little")
 DEFAULT_MAX_GAP = 8
-
-PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +229,8 @@ def split_block(block: Block) -> tuple[Block, Block] | None:
 # ------------------------------------------------------------------------------------------------ parsing
 
 
-def _close(word: str, choices: Any) -> str:
+def close_match(word: str, choices: Any) -> str:
+    """`` (did you mean 'x'?)`` for a near miss among ``choices``, else empty."""
     m = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean {m[0]!r}?)" if m else ""
 
@@ -243,7 +240,8 @@ def _type_name(v: object) -> str:
             dict: "table"}.get(type(v), type(v).__name__)
 
 
-def _order(value: object, key: tuple[str | int, ...]) -> str:
+def order(value: object, key: tuple[str | int, ...]) -> str:
+    """A word or byte order value: "big" or "little"."""
     if value not in ORDERS:
         raise OptionError(f"expected \"big\" or \"little\", got {value!r}", key)
     return str(value)
@@ -262,7 +260,7 @@ def _parse_register(entry: object, key: tuple[str | int, ...], word_order: str,
                           f"got {_type_name(entry)}", key)
     for k in entry:
         if k not in _REGISTER_KEYS:
-            raise OptionError(f"unknown key {k!r}{_close(k, _REGISTER_KEYS)}; known: "
+            raise OptionError(f"unknown key {k!r}{close_match(k, _REGISTER_KEYS)}; known: "
                               f"{', '.join(_REGISTER_KEYS)}", key + (k,))
     channel = entry.get("channel")
     if not isinstance(channel, str) or not channel.strip():
@@ -278,7 +276,7 @@ def _parse_register(entry: object, key: tuple[str | int, ...], word_order: str,
         ref = entry["address"]
         if isinstance(ref, bool) or not isinstance(ref, int):
             raise OptionError(f"expected an integer reference, got {_type_name(ref)} {ref!r}", key + ("address",))
-        for lo, hi, fc in _TABLE_OF_REFERENCE:
+        for lo, hi, fc in _TABLE_OF_REFERENCE:  # noqa: B007  # lo and fc of the range found serve after the loop
             if lo <= ref <= hi:
                 break
         else:
@@ -300,7 +298,7 @@ def _parse_register(entry: object, key: tuple[str | int, ...], word_order: str,
     bits = function in (FC_READ_COILS, FC_READ_DISCRETE_INPUTS)
     tname = entry.get("type", "bit" if bits else "u16")
     if not isinstance(tname, str) or _ALIASES.get(tname.lower(), tname.lower()) not in VALUE_TYPES:
-        raise OptionError(f"unknown type {tname!r}{_close(str(tname), VALUE_TYPES)}; known: "
+        raise OptionError(f"unknown type {tname!r}{close_match(str(tname), VALUE_TYPES)}; known: "
                           f"{', '.join(VALUE_TYPES)}", key + ("type",))
     vt = VALUE_TYPES[_ALIASES.get(tname.lower(), tname.lower())]
     if vt.bit != bits:
@@ -323,8 +321,8 @@ def _parse_register(entry: object, key: tuple[str | int, ...], word_order: str,
         divisor = round(1 / scale)
     return RegisterSpec(
         channel=channel.strip(), function=function, address=address, type=vt, unit=stored_unit, scale=scale,
-        offset=offset, word_order=_order(entry.get("word_order", word_order), key + ("word_order",)),
-        byte_order=_order(entry.get("byte_order", byte_order), key + ("byte_order",)), divisor=divisor)
+        offset=offset, word_order=order(entry.get("word_order", word_order), key + ("word_order",)),
+        byte_order=order(entry.get("byte_order", byte_order), key + ("byte_order",)), divisor=divisor)
 
 
 def parse_registers(entries: object, key: tuple[str | int, ...] = ("registers",), *, word_order: str = "big",
@@ -343,75 +341,15 @@ def parse_registers(entries: object, key: tuple[str | int, ...] = ("registers",)
     return out
 
 
-def find_template(name: str, base_dir: str) -> Path:
-    """A template file: a path (relative to the config's directory), or a name looked up in
-    ``<config dir>/templates/`` and then in the templates shipped with pollerd."""
-    if os.sep in name or "/" in name or name.endswith(".toml"):
-        path = Path(base_dir, name)
-        if path.is_file():
-            return path
-        raise OptionError(f"template file {str(path)!r} not found", ("template",))
-    tried = []
-    for folder in (Path(base_dir, "templates"), PACKAGE_TEMPLATES):
-        path = folder / f"{name}.toml"
-        if path.is_file():
-            return path
-        tried.append(str(folder))
-    known = sorted({p.stem for folder in (Path(base_dir, "templates"), PACKAGE_TEMPLATES) if folder.is_dir()
-                    for p in folder.glob("*.toml")})
-    raise OptionError(f"template {name!r} not found in {' or '.join(tried)}{_close(name, known)}; "
-                      f"known: {', '.join(known) or 'none'}", ("template",))
-
-
-def load_template(path: Path, *, word_order: str | None = None,
-                  byte_order: str | None = None) -> list[RegisterSpec]:
-    """Registers of a template file. ``word_order``/``byte_order`` given by the meter override the
-    template's defaults (a firmware quirk of one installation), not a register's own keys."""
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise OptionError(f"template {str(path)!r}: {exc}", ("template",)) from None
+def parse_template(doc: Mapping[str, object], *, word_order: str | None = None,
+                   byte_order: str | None = None) -> list[RegisterSpec]:
+    """Registers of a parsed template document (``[template]`` defaults and ``[[registers]]``).
+    ``word_order``/``byte_order`` given by the meter override the template's defaults (a firmware quirk of
+    one installation), not a register's own keys. Raises OptionError keyed within the template."""
     head = doc.get("template", {})
-    try:
-        if not isinstance(head, dict):
-            raise OptionError("[template] must be a table", ("template",))
-        wo = word_order or _order(head.get("word_order", "big"), ("template", "word_order"))
-        bo = byte_order or _order(head.get("byte_order", "big"), ("template", "byte_order"))
-        return parse_registers(doc.get("registers", []), ("registers",), word_order=wo, byte_order=bo)
-    except OptionError as exc:
-        where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in exc.key).lstrip(".")
-        raise OptionError(f"template {str(path)!r}: {where}: {exc.message}", ("template",)) from None
+    if not isinstance(head, dict):
+        raise OptionError("[template] must be a table", ("template",))
+    wo = word_order or order(head.get("word_order", "big"), ("template", "word_order"))
+    bo = byte_order or order(head.get("byte_order", "big"), ("template", "byte_order"))
+    return parse_registers(doc.get("registers", []), ("registers",), word_order=wo, byte_order=bo)
 
-
-OPTION_KEYS = frozenset(("modbus_mode", "template", "registers", "word_order", "byte_order", "max_gap"))
-
-
-def parse_options(raw: Mapping[str, object], base_dir: str) -> ModbusOptions:
-    """drivers.OPTION_PARSERS hook for protocol ``modbus``."""
-    mode = raw.get("modbus_mode", "rtu")
-    if mode not in MODES:
-        raise OptionError(f"modbus_mode must be one of {', '.join(MODES)}, got {mode!r}"
-                          f"{_close(str(mode), MODES)}", ("modbus_mode",))
-    wo = _order(raw["word_order"], ("word_order",)) if "word_order" in raw else None
-    bo = _order(raw["byte_order"], ("byte_order",)) if "byte_order" in raw else None
-    gap = raw.get("max_gap", DEFAULT_MAX_GAP)
-    if isinstance(gap, bool) or not isinstance(gap, int) or not 0 <= gap <= MAX_READ_REGISTERS:
-        raise OptionError(f"max_gap must be an integer 0..{MAX_READ_REGISTERS}, got {gap!r}", ("max_gap",))
-    specs: list[RegisterSpec] = []
-    template_path = None
-    if "template" in raw:
-        name = raw["template"]
-        if not isinstance(name, str) or not name:
-            raise OptionError(f"expected a template name, got {name!r}", ("template",))
-        template_path = find_template(name, base_dir)
-        specs = load_template(template_path, word_order=wo, byte_order=bo)
-    if "registers" in raw:
-        own = parse_registers(raw["registers"], ("registers",), word_order=wo or "big", byte_order=bo or "big")
-        mine = {s.channel for s in own}
-        # A meter's own entry replaces the template's entry of the same channel.
-        specs = [s for s in specs if s.channel not in mine] + own
-    if not specs:
-        raise OptionError("a modbus meter needs registers = [{ address = ..., type = ..., channel = ... }] "
-                          "and/or template = \"...\"", ())
-    return ModbusOptions(mode=str(mode), registers=tuple(specs), max_gap=gap,
-                         template=str(template_path) if template_path else None)

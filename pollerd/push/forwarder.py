@@ -311,7 +311,7 @@ class Forwarder:
         while len(seen) > 1 and seen[0][0] <= cursor:
             seen.popleft()
         # The batch in hand plus what is stored after it, counted from the first row still stored: the
-        # quota (pollerd.quota) evicts the oldest rows, delivered or not, and those will never be sent.
+        # quota (pollerd.store.quota) evicts the oldest rows, delivered or not, and those will never be sent.
         rows = len(batch) + max(0, last_seq - max(batch[-1][0], first_seq - 1)) if batch else 0
         lag_s = 0.0
         if batch:

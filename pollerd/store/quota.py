@@ -30,13 +30,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .config import StoreConfig, format_duration, format_size
-from .errors import StoreError
-from .metrics import Registry
-from .state import Runtime
+from ..config import StoreConfig, format_duration, format_size
+from ..errors import StoreError
+from ..metrics import Registry
+from ..state import Runtime
 
 if TYPE_CHECKING:
-    from .store import Store
+    from .core import Store
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,10 @@ class Eviction:
 
     @classmethod
     def from_json(cls, raw: object) -> Eviction | None:
+        if not isinstance(raw, (list, tuple)) or len(raw) != 4:
+            return None
         try:
-            ts, reason, rows, lost = raw  # type: ignore[misc]
+            ts, reason, rows, lost = raw
             return cls(float(ts), str(reason), int(rows),
                        tuple((str(k), int(v)) for k, v in dict(lost).items()))
         except (TypeError, ValueError):

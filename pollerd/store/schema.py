@@ -1,0 +1,188 @@
+"""The store's schema: migrations (append only), connection pragmas, opening a reader connection and
+checking a file's schema version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+
+from ..errors import StoreError
+
+log = logging.getLogger("pollerd.store")
+
+
+# Each step runs in its own transaction together with the bump of PRAGMA user_version, so a crash
+# mid-migration leaves the file at the previous version, never half-migrated. Append only: never
+# edit a step that has shipped.
+MIGRATIONS: list[tuple[str, ...]] = [
+    (  # 1: initial schema
+        # AUTOINCREMENT so a seq is never reused after pruning: sink cursors compare against it.
+        """CREATE TABLE readings (
+            seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+            meter    TEXT    NOT NULL,
+            channel  TEXT    NOT NULL,
+            archive  TEXT    NOT NULL,
+            ts       INTEGER NOT NULL,
+            value    REAL    NOT NULL,
+            unit     TEXT    NOT NULL,
+            quality  TEXT    NOT NULL DEFAULT 'good',
+            received INTEGER NOT NULL,
+            UNIQUE (meter, channel, archive, ts)
+        )""",
+        "CREATE INDEX readings_meter_ts ON readings (meter, ts)",
+        "CREATE INDEX readings_ts ON readings (ts)",
+        """CREATE TABLE events (
+            id       INTEGER PRIMARY KEY,
+            meter    TEXT    NOT NULL,
+            code     TEXT    NOT NULL,
+            ts_start INTEGER NOT NULL,
+            ts_end   INTEGER,
+            text     TEXT    NOT NULL DEFAULT '',
+            received INTEGER NOT NULL,
+            UNIQUE (meter, code, ts_start)
+        )""",
+        "CREATE INDEX events_ts ON events (ts_start)",
+        """CREATE TABLE sink_cursors (
+            sink    TEXT    PRIMARY KEY,
+            seq     INTEGER NOT NULL,
+            updated INTEGER NOT NULL
+        )""",
+        """CREATE TABLE state (
+            key     TEXT    PRIMARY KEY,
+            value   TEXT    NOT NULL,
+            updated INTEGER NOT NULL
+        )""",
+        """CREATE TABLE parked (
+            id        INTEGER PRIMARY KEY,
+            sink      TEXT    NOT NULL,
+            first_seq INTEGER NOT NULL,
+            last_seq  INTEGER NOT NULL,
+            reason    TEXT    NOT NULL,
+            ts        INTEGER NOT NULL
+        )""",
+        "CREATE INDEX parked_sink ON parked (sink)",
+    ),
+    (  # 2: the unique key led by ts. Keyed (meter, channel, ...) every commit touched one index leaf page per
+        # series (a 1000-reading batch of 700 series wrote ~5.8 KB per reading to the SD card); led by ts,
+        # new readings append at the right edge of the index: ~0.9 KB per reading and twice the ingest rate
+        # (scripts/bench_store.py). The ts-led key also serves the ts range queries, so readings_ts goes.
+        # SQLite cannot change a table's UNIQUE constraint in place: the table is rebuilt, seqs kept, and
+        # the AUTOINCREMENT high-water mark carried over so a seq is never reused (sink cursors).
+        "CREATE TABLE readings_seq_keep AS SELECT seq FROM sqlite_sequence WHERE name = 'readings'",
+        """CREATE TABLE readings_v2 (
+            seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+            meter    TEXT    NOT NULL,
+            channel  TEXT    NOT NULL,
+            archive  TEXT    NOT NULL,
+            ts       INTEGER NOT NULL,
+            value    REAL    NOT NULL,
+            unit     TEXT    NOT NULL,
+            quality  TEXT    NOT NULL DEFAULT 'good',
+            received INTEGER NOT NULL,
+            UNIQUE (ts, meter, channel, archive)
+        )""",
+        ("INSERT INTO readings_v2 (seq, meter, channel, archive, ts, value, unit, quality, received) "
+        "SELECT seq, meter, channel, archive, ts, value, unit, quality, received FROM readings ORDER BY seq"),
+        "DROP TABLE readings",
+        "ALTER TABLE readings_v2 RENAME TO readings",
+        "CREATE INDEX readings_meter_ts ON readings (meter, ts)",
+        "DELETE FROM sqlite_sequence WHERE name IN ('readings', 'readings_v2')",
+        ("INSERT INTO sqlite_sequence (name, seq) SELECT 'readings', max(coalesce((SELECT max(seq) FROM "
+        "readings_seq_keep), 0), coalesce((SELECT max(seq) FROM readings), 0))"),
+        "DROP TABLE readings_seq_keep",
+    ),
+    # 3: no (meter, ts) index. Every meter's readings land at that meter's own place in such an index, so each
+    # poll cycle of each meter dirtied an index page of its own: measured in the 1000-meter daemon bench,
+    # 586 bytes written to the disk per stored reading with it, 222 without (SD-card wear). Queries by meter
+    # (local API, `pollerd readings`) walk the ts-led unique key instead: 2 -> 47 ms for one meter's page out
+    # of 1 M readings on the dev machine, and as fast as before with a time range.
+    ("DROP INDEX readings_meter_ts",),
+]
+
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# A gateway has 256 MB-1 GB RAM and an SD card: 2 MiB of page cache per connection is plenty for the
+# hot index pages; the WAL is trimmed back after checkpoints so it does not squat on the card.
+_CACHE_KIB = 2048
+
+
+_BUSY_TIMEOUT_MS = 5000
+
+
+_JOURNAL_SIZE_LIMIT = 32 * 1024 * 1024
+
+
+async def _connect_reader(target: str, *, uri: bool) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(target, uri=uri, isolation_level=None,
+                                   timeout=_BUSY_TIMEOUT_MS / 1000)
+    try:
+        # query_only: this connection exists to read; a stray write through it is a bug.
+        for pragma in ("query_only = ON", f"busy_timeout = {_BUSY_TIMEOUT_MS}",
+                       f"cache_size = -{_CACHE_KIB}"):
+            await conn.execute(f"PRAGMA {pragma}")
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+async def _user_version(conn: aiosqlite.Connection) -> int:
+    async with conn.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
+    version = await _user_version(conn)
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"store {str(path)!r} has schema version {version}, newer than the "
+                         f"version {SCHEMA_VERSION} this pollerd knows; refusing to touch it")
+    if version == 0:
+        # Only settable before the first table exists; lets a later quota pass give pages
+        # back to the SD card with PRAGMA incremental_vacuum instead of a full VACUUM.
+        await conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    async with conn.execute("PRAGMA journal_mode = WAL") as cur:
+        mode = (await cur.fetchone() or ("?",))[0]
+    if str(mode).lower() != "wal":
+        raise StoreError(f"store {str(path)!r}: expected journal_mode wal, got {mode!r}")
+    await conn.execute("PRAGMA synchronous = FULL")
+    while True:
+        # IMMEDIATE takes the write lock first, so two processes opening a fresh file at once
+        # cannot both apply the same step; the version is re-read under the lock.
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = await _user_version(conn)
+            if version >= SCHEMA_VERSION:
+                await conn.execute("COMMIT")
+                return
+            target = version + 1
+            try:
+                for stmt in MIGRATIONS[version]:
+                    await conn.execute(stmt)
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {str(path)!r}: migration {version} -> {target} failed: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+            await conn.execute(f"PRAGMA user_version = {target}")
+            await conn.execute("COMMIT")
+            log.info("store %s migrated to schema version %d", path, target)
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                await conn.execute("ROLLBACK")
+            raise
+
+
+async def check_readonly_version(conn: aiosqlite.Connection, path: Path) -> None:
+    """Refuse a file at another schema version than this code's: a read-only open never migrates."""
+    version = await _user_version(conn)
+    if version != SCHEMA_VERSION:
+        hint = ("it is newer than this pollerd; upgrade pollerd" if version > SCHEMA_VERSION
+                else "start the daemon once to migrate it")
+        raise StoreError(f"store {str(path)!r} has schema version {version}, this pollerd "
+                         f"reads version {SCHEMA_VERSION}: {hint}")

@@ -1,0 +1,280 @@
+"""Group-committed writes (DESIGN.md §4): :meth:`write` queues its rows and returns only after the
+transaction holding them committed with ``synchronous=FULL``, so whatever a caller was told is stored survives
+a power cut or a ``kill -9``. One writer task per store batches the queued writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..compat import timeout
+from ..errors import StoreError
+from ..model import Event, Reading
+from .base import StoreBase, sql_errors
+
+log = logging.getLogger("pollerd.store")
+
+
+# INSERT OR IGNORE alone would still burn an AUTOINCREMENT value for every ignored duplicate (SQLite
+# allocates the rowid before the UNIQUE check), leaving gaps that inflate sink lag; the NOT EXISTS
+# guard skips duplicates before a rowid is allocated, OR IGNORE stays as the safety net.
+_INSERT_READING = (
+    "INSERT OR IGNORE INTO readings (meter, channel, archive, ts, value, unit, quality, received) "
+    "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE NOT EXISTS ("
+    "SELECT 1 FROM readings WHERE meter = ?1 AND channel = ?2 AND archive = ?3 AND ts = ?4)"
+)
+
+
+# An event is often first seen open (no end yet) and later closed: the re-read fills in the end and
+# text instead of being dropped as a duplicate.
+_UPSERT_EVENT = (
+    "INSERT INTO events (meter, code, ts_start, ts_end, text, received) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (meter, code, ts_start) DO UPDATE SET "
+    "ts_end = COALESCE(excluded.ts_end, events.ts_end), "
+    "text = CASE WHEN excluded.text != '' THEN excluded.text ELSE events.text END"
+)
+
+
+_ReadingRow = tuple[str, str, str, int, float, str, str, int]
+
+
+# SQLite's INTEGER is 64-bit; sqlite3 refuses a larger Python int with OverflowError at bind time.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+_EventRow = tuple[str, str, int, "int | None", str, int]
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    rows: list[_ReadingRow]
+    events: list[_EventRow]
+    fut: asyncio.Future[int]
+    t0: float
+    size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.size = len(self.rows) + len(self.events)
+
+
+def _reading_rows(readings: Sequence[Reading], received: int) -> list[_ReadingRow]:
+    # Validated here, in the caller's task, so one bad reading fails only its own write and not
+    # the whole group-commit batch it would have shared with other writers.
+    rows: list[_ReadingRow] = []
+    append = rows.append
+    for r in readings:
+        try:
+            ts = int(r.ts)
+            value = float(r.value)
+            bad = ts != r.ts or not _INT64_MIN <= ts <= _INT64_MAX or not math.isfinite(value)
+        except (TypeError, ValueError, OverflowError):
+            bad = True
+        if bad:
+            # SQLite would store NaN as NULL, silently truncate a fractional ts and refuse a ts beyond 64
+            # bits; an infinite value would go upstream as JSON null.
+            raise StoreError(f"cannot store reading: expected a 64-bit integer ts and a finite numeric "
+                             f"value, got ts={r.ts!r} value={r.value!r} in {r!r}")
+        append((r.meter, r.channel, str(r.archive), ts, value, r.unit, str(r.quality), received))
+    return rows
+
+
+def _event_rows(events: Sequence[Event], received: int) -> list[_EventRow]:
+    rows: list[_EventRow] = []
+    for e in events:
+        try:
+            ts_start = int(e.ts_start)
+            ts_end = None if e.ts_end is None else int(e.ts_end)
+            bad = (ts_start != e.ts_start or (ts_end is not None and ts_end != e.ts_end)
+                   or not all(_INT64_MIN <= t <= _INT64_MAX for t in (ts_start, ts_end) if t is not None))
+        except (TypeError, ValueError, OverflowError):
+            bad = True
+        if bad:
+            raise StoreError(f"cannot store event: expected 64-bit integer timestamps, got "
+                             f"ts_start={e.ts_start!r} ts_end={e.ts_end!r} in {e!r}")
+        rows.append((e.meter, e.code, ts_start, ts_end, e.text, received))
+    return rows
+
+
+def _fail(fut: asyncio.Future[int], message: str, cause: BaseException | None) -> None:
+    if fut.done():
+        return
+    err = StoreError(message)  # one instance per waiter: tracebacks are per raise
+    err.__cause__ = cause
+    fut.set_exception(err)
+
+
+class GroupCommitWriter(StoreBase):
+    """The store's write path: queued rows, the writer task and its batches."""
+
+    _pending: list[_Pending]
+    _inflight: list[_Pending]
+    _wake: asyncio.Event
+    _flush_wanted: bool
+
+    async def write(self, readings: Sequence[Reading], events: Sequence[Event] = ()) -> int:
+        """Store readings and events; return once they are committed.
+
+        Returns the number of new reading rows: a reading whose natural key
+        ``(meter, channel, archive, ts)`` is already stored is ignored and keeps its original seq.
+        An event with an existing ``(meter, code, ts_start)`` updates ``ts_end``/``text`` if given.
+        Raises StoreError if the transaction holding these rows failed (nothing was stored then).
+        """
+        self._check_writable()
+        if not readings and not events:
+            return 0
+        received = int(time.time())
+        rows = _reading_rows(readings, received)
+        ev_rows = _event_rows(events, received)
+        loop = asyncio.get_running_loop()
+        item = _Pending(rows, ev_rows, loop.create_future(), loop.time())
+        was_idle = not self._pending
+        self._pending.append(item)
+        self._pending_rows += item.size
+        if was_idle or self._pending_rows >= self._max_rows:
+            self._wake.set()
+        # Not shielded: if the caller is cancelled its rows may still commit, which is harmless
+        # (the poll is repeated and the natural key drops the duplicate).
+        return await item.fut
+
+    @property
+    def commit_interval(self) -> float:
+        return self._interval
+
+    @commit_interval.setter
+    def commit_interval(self, seconds: float) -> None:
+        """Applied from the next batch on (a reload changing ``[store] commit_interval``)."""
+        if not seconds >= 0:
+            raise StoreError(f"commit_interval must be >= 0 seconds, got {seconds!r}")
+        self._interval = seconds
+
+    async def flush(self) -> None:
+        """Commit everything queued so far now, without waiting for ``commit_interval``."""
+        self._check_writable()
+        futs = [p.fut for p in self._inflight] + [p.fut for p in self._pending]
+        if not futs:
+            return
+        if self._pending:
+            self._flush_wanted = True
+            self._wake.set()
+        results = await asyncio.gather(*(asyncio.shield(f) for f in futs), return_exceptions=True)
+        for res in results:
+            if isinstance(res, BaseException) and not isinstance(res, asyncio.CancelledError):
+                raise StoreError(f"flush: a queued write failed: {res}") from res
+
+    @property
+    def writer_running(self) -> bool:
+        """False once the group-commit writer task has ended: no write can commit until the store is reopened
+        (the watchdog's probe tells this apart from a write that fails, such as a full disk)."""
+        return self._writer_task is not None and not self._writer_task.done()
+
+    async def _run_writer(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                if not self._pending:
+                    self._flush_wanted = False
+                    if self._closing:
+                        return
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                urgent = self._closing or self._flush_wanted or self._pending_rows >= self._max_rows
+                if not urgent:
+                    remaining = self._pending[0].t0 + self._interval - loop.time()
+                    if remaining > 0:
+                        self._wake.clear()
+                        # Both names: on 3.10 asyncio.TimeoutError is not the builtin one.
+                        with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                            async with timeout(remaining):
+                                await self._wake.wait()
+                        continue
+                await self._commit(self._take_batch())
+        except asyncio.CancelledError:
+            self._fail_all("store writer stopped before these rows were committed")
+            raise
+        except BaseException as exc:  # a bug here must not leave writers waiting forever
+            self._fail_all(f"store writer crashed: {type(exc).__name__}: {exc}")
+            if isinstance(exc, Exception):
+                log.error("store writer crashed (%s: %s); no write commits until pollerd restarts",
+                          type(exc).__name__, exc)
+            raise
+
+    def _take_batch(self) -> list[_Pending]:
+        # Whole writes only, so each writer's rows commit or fail together.
+        n, rows = 0, 0
+        for item in self._pending:
+            if n and rows + item.size > self._max_rows:
+                break
+            n += 1
+            rows += item.size
+        batch, self._pending = self._pending[:n], self._pending[n:]
+        self._pending_rows -= rows
+        return batch
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        assert self._w is not None
+        w = self._w
+        self._inflight = batch
+        try:
+            async with self._wlock:
+                try:
+                    counts: list[int] = []
+                    with sql_errors(f"write batch of {sum(p.size for p in batch)} rows "
+                                 f"to {str(self.path)!r}"):
+                        await w.execute("BEGIN IMMEDIATE")
+                        for item in batch:
+                            added = 0
+                            if item.rows:
+                                async with w.executemany(_INSERT_READING, item.rows) as cur:
+                                    added = cur.rowcount
+                            if item.events:
+                                await (await w.executemany(_UPSERT_EVENT, item.events)).close()
+                            counts.append(added)
+                        await w.execute("COMMIT")
+                except StoreError as exc:
+                    await self._rollback()
+                    log.error("%s", exc)
+                    for item in batch:
+                        _fail(item.fut, str(exc), exc.__cause__)
+                    return
+                except Exception as exc:
+                    # sqlite3 raises some binding failures as plain Python errors (OverflowError for an int
+                    # beyond 64 bits). Fail this batch like an sqlite error: letting it out would end the
+                    # writer task, and with it every later write of every meter until a restart.
+                    await self._rollback()
+                    log.exception("write batch of %d rows failed", sum(p.size for p in batch))
+                    for item in batch:
+                        _fail(item.fut, f"write batch failed ({type(exc).__name__}: {exc}); nothing of it "
+                                        f"was committed", exc)
+                    return
+                except BaseException as exc:
+                    await self._rollback()
+                    for item in batch:
+                        _fail(item.fut, f"write batch interrupted ({type(exc).__name__}); "
+                                        f"nothing of it was committed", None)
+                    raise
+            self.commits += 1
+            if any(counts):
+                self.new_data.set()
+            for item, added in zip(batch, counts):
+                if not item.fut.done():
+                    item.fut.set_result(added)
+        finally:
+            # An error escaping the handlers above (the ROLLBACK itself failing on a dead connection) ends the
+            # writer task; its _fail_all no longer sees this batch, whose writers would then wait for ever.
+            for item in batch:
+                if not item.fut.done():
+                    _fail(item.fut, "store writer crashed; nothing of this batch was committed", None)
+            self._inflight = []
+
+    def _fail_all(self, message: str) -> None:
+        for item in self._inflight + self._pending:
+            _fail(item.fut, message, None)
+        self._pending.clear()
+        self._pending_rows = 0
