@@ -177,6 +177,9 @@ async def test_store_latest_readings_between_and_event_filters(store):
     assert len(got) == 5 and all(r.ts == 1000 for r in got[:4])
     assert await store.readings_between(meters=["a"], archive="profile", channels=["U.L1"], ts_from=0,
                                         ts_to=10_000) == [rows[-1]]
+    got = await store.first_readings(meters=["a", "b"], archive="current", channels=["U.L2", "X"],
+                                     ts_from=1061, ts_to=10_000)
+    assert [(r.meter, r.channel, r.ts, r.value) for r in got] == [("a", "U.L2", 1120, 2.0), ("b", "U.L2", 1120, 2.0)]
     events, total = await store.query_events(meter="a", code="power_off")
     assert total == 1 and events[0].ts_start == 100
     events, total = await store.query_events(newest_first=True, per_page=2)
@@ -247,6 +250,18 @@ async def test_report_by_month_from_monthly_archive_or_every_day_of_the_month(st
                                                             ("2026-11", "daily", 330.0)]
     assert got[2].tariffs == (300.0, 30.0, 0.0, 0.0)
     assert got[0].start == _ts(dt.date(2026, 9, 1), tz) and got[0].end == _ts(dt.date(2026, 10, 1), tz)
+
+
+async def test_report_keeps_the_meters_order_across_time_zones(store):
+    zones = {"a": UTC, "b": ZoneInfo("Asia/Tashkent"), "c": UTC}
+    rows: list[Reading] = []
+    for m, tz in zones.items():
+        rows += _daily(m, D0, 100.0 * (1 + "abc".index(m)), 0.0, tz)
+    await store.write(rows)
+    q = reports.parse_query({"from": "2026-11-01", "to": "2026-11-01"}, ["c", "b", "a"], ["a", "b", "c"], D0)
+    got = await reports.build(store, q, zones.__getitem__)
+    assert [(r.meter, r.source, r.total, r.start) for r in got] == [
+        ("c", "daily", 300.0, _ts(D0)), ("b", "daily", 200.0, _ts(D0, zones["b"])), ("a", "daily", 100.0, _ts(D0))]
 
 
 @pytest.mark.parametrize(("q", "needle"), [

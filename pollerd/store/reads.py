@@ -126,6 +126,23 @@ class Reads(StoreBase):
                 rows = await cur.fetchall()
         return [Reading(*r) for r in rows]
 
+    async def first_readings(self, *, meters: Sequence[str], archive: str, channels: Sequence[str],
+                             ts_from: int, ts_to: int) -> list[Reading]:
+        """The earliest reading of each (meter, channel) with ``ts_from <= ts < ts_to``: a counter near a
+        period boundary, for reports where no archive was read. One pass; SQLite takes a bare column's value
+        from the row that gave min(), so only one row per series leaves the database."""
+        if not meters or not channels:
+            return []
+        marks_m, marks_c = ",".join("?" * len(meters)), ",".join("?" * len(channels))
+        with sql_errors("query first readings"):
+            async with self._rc.execute(
+                    f"SELECT meter, channel, archive, min(ts), value, unit, quality FROM readings "
+                    f"WHERE ts >= ? AND ts < ? AND meter IN ({marks_m}) AND channel IN ({marks_c}) AND archive = ? "
+                    f"GROUP BY meter, channel ORDER BY meter, channel",
+                    (int(ts_from), int(ts_to), *meters, *channels, str(archive))) as cur:
+                rows = await cur.fetchall()
+        return [Reading(*r) for r in rows]
+
     async def query_events(self, *, meter: str | None = None, ts_from: int | None = None,
                            ts_to: int | None = None, page: int = 1, per_page: int = 100,
                            code: str | None = None, newest_first: bool = False,

@@ -131,12 +131,15 @@ def _midnight(d: dt.date, tz: ZoneInfo) -> int:
     return int(dt.datetime(d.year, d.month, d.day, tzinfo=tz).timestamp())
 
 
-async def _archive(store: Store, meter: str, archive: str, ts_from: int, ts_to: int,
-                   channels: set[str]) -> list[tuple[int, str, float]]:
-    # MAX_ROWS periods x 5 channels at most, one row each
-    rows = await store.readings_between(meters=[meter], archive=archive, channels=sorted(channels),
-                                        ts_from=ts_from, ts_to=ts_to, limit=MAX_ROWS * 10)
-    return [(r.ts, r.channel, r.value) for r in rows]
+async def _archive(store: Store, meters: list[str], archive: str, ts_from: int, ts_to: int,
+                   channels: set[str]) -> dict[str, list[tuple[int, str, float]]]:
+    """Archive values of several meters in one pass (the range's rows of every meter are walked once)."""
+    out: dict[str, list[tuple[int, str, float]]] = {m: [] for m in meters}
+    # MAX_ROWS meter-periods x 5 channels, one row each
+    for r in await store.readings_between(meters=meters, archive=archive, channels=sorted(channels),
+                                          ts_from=ts_from, ts_to=ts_to, limit=MAX_ROWS * 10):
+        out[r.meter].append((r.ts, r.channel, r.value))
+    return out
 
 
 def _bucket(values: list[tuple[int, str, float]], starts: list[int]) -> list[dict[str, float]]:
@@ -150,41 +153,56 @@ def _bucket(values: list[tuple[int, str, float]], starts: list[int]) -> list[dic
 
 
 async def build(store: Store, query: ReportQuery, tz_of: Callable[[str], ZoneInfo]) -> list[ReportRow]:
+    """The report's rows, meter by meter in the query's order. Meters sharing a time zone share their
+    periods, so each archive range and each counter window is read once for all of them."""
+    groups: dict[str, tuple[ZoneInfo, list[str]]] = {}
+    for meter in query.meters:
+        tz = tz_of(meter)
+        groups.setdefault(str(tz), (tz, []))[1].append(meter)
+    by_meter: dict[str, list[ReportRow]] = {}
+    for tz, members in groups.values():
+        by_meter.update(await _build_zone(store, query, tz, members))
+    return [row for meter in query.meters for row in by_meter[meter]]
+
+
+async def _build_zone(store: Store, query: ReportQuery, tz: ZoneInfo, meters: list[str]) -> dict[str, list[ReportRow]]:
     energy, unit = query.energy, ENERGIES[query.energy]
     names = [energy] + [f"{energy}.T{n}" for n in TARIFFS]
     channels = set(names)
     days = _periods(query.first, query.last, query.period)
     bound_dates = days + [days[-1] + dt.timedelta(days=1) if query.period == "day" else _add_months(days[-1], 1)]
-    rows: list[ReportRow] = []
-    for meter in query.meters:
-        tz = tz_of(meter)
-        starts = [_midnight(d, tz) for d in bound_dates]
-        own = _bucket(await _archive(store, meter, "daily" if query.period == "day" else "monthly",
-                                     starts[0], starts[-1], channels), starts)
-        by_day: list[dict[str, float]] | None = None
-        if query.period == "month" and any(not b for b in own):
-            # Months without a monthly archive: the sum of their daily archives, when every day has one.
-            first_day, end_day = bound_dates[0], bound_dates[-1]
-            day_dates = _periods(first_day, end_day - dt.timedelta(days=1), "day") + [end_day]
-            day_starts = [_midnight(d, tz) for d in day_dates]
-            daily = _bucket(await _archive(store, meter, "daily", starts[0], starts[-1], channels), day_starts)
-            by_day = []
+    starts = [_midnight(d, tz) for d in bound_dates]
+    own_all = await _archive(store, meters, "daily" if query.period == "day" else "monthly", starts[0],
+                             starts[-1], channels)
+    own = {m: _bucket(own_all[m], starts) for m in meters}
+    by_day: dict[str, list[dict[str, float]]] = {}
+    lacking = [m for m in meters if any(not b for b in own[m])]
+    if query.period == "month" and lacking:
+        # Months without a monthly archive: the sum of their daily archives, when every day has one.
+        day_dates = _periods(bound_dates[0], bound_dates[-1] - dt.timedelta(days=1), "day") + [bound_dates[-1]]
+        day_starts = [_midnight(d, tz) for d in day_dates]
+        daily_all = await _archive(store, lacking, "daily", starts[0], starts[-1], channels)
+        for m in lacking:
+            daily = _bucket(daily_all[m], day_starts)
+            by_day[m] = []
             for k in range(len(days)):
                 inside = [daily[j] for j in range(len(daily)) if starts[k] <= day_starts[j] < starts[k + 1]]
                 summed: dict[str, float] = {}
                 for ch in names:
                     if inside and all(ch in d for d in inside):
                         summed[ch] = sum(d[ch] for d in inside)
-                by_day.append(summed)
-        counters: dict[int, dict[str, tuple[int, float]]] = {}
+                by_day[m].append(summed)
+    counters = _Counters(store, meters, names, starts, TOLERANCE[query.period])
+    out: dict[str, list[ReportRow]] = {}
+    for meter in meters:
+        rows = out[meter] = []
         for k, d in enumerate(days):
             label = d.isoformat() if query.period == "day" else d.strftime("%Y-%m")
-            values, source, span = own[k], ("daily" if query.period == "day" else "monthly"), None
-            if not values and by_day is not None and by_day[k]:
-                values, source = by_day[k], "daily"
+            values, source, span = own[meter][k], ("daily" if query.period == "day" else "monthly"), None
+            if not values and meter in by_day and by_day[meter][k]:
+                values, source = by_day[meter][k], "daily"
             if not values:
-                values, span = await _from_counters(store, meter, names, starts, k, counters,
-                                                    TOLERANCE[query.period])
+                values, span = await counters.difference(meter, k)
                 source = "counters" if values else "missing"
             tariffs = tuple(values.get(f"{energy}.T{n}") for n in TARIFFS)
             total = values.get(energy)
@@ -192,31 +210,40 @@ async def build(store: Store, query: ReportQuery, tz_of: Callable[[str], ZoneInf
                 total = sum(v for v in tariffs if v is not None)
             rows.append(ReportRow(meter, label, starts[k], starts[k + 1], tariffs,  # type: ignore[arg-type]
                                   total, unit, source, span))
-    return rows
+    return out
 
 
-async def _from_counters(store: Store, meter: str, names: list[str], starts: list[int], k: int,
-                         cache: dict[int, dict[str, tuple[int, float]]], tolerance: int,
-                         ) -> tuple[dict[str, float], tuple[int, int] | None]:
-    async def at(j: int) -> dict[str, tuple[int, float]]:
-        if j not in cache:
-            # One pass for all five counters: the window holds every meter's rows, a pass per counter would
-            # walk it five times. In ts order, so the first of each channel is the one nearest the boundary.
-            found: dict[str, tuple[int, float]] = {}
-            for r in await store.readings_between(meters=[meter], archive="current", channels=names,
-                                                  ts_from=starts[j], ts_to=starts[j] + tolerance):
-                found.setdefault(r.channel, (r.ts, r.value))
-            cache[j] = found
-        return cache[j]
+class _Counters:
+    """The ``current`` counters polled first after each period boundary, read per boundary for every meter
+    of the report at once: a window holds the whole gateway's rows, so reading it per meter (or per
+    counter) would walk it again and again."""
 
-    a, b = await at(k), await at(k + 1)
-    out: dict[str, float] = {}
-    span: tuple[int, int] | None = None
-    for ch in names:
-        if ch in a and ch in b and b[ch][1] >= a[ch][1]:  # a counter that went back was replaced or reset
-            out[ch] = b[ch][1] - a[ch][1]
-            span = (min(span[0], a[ch][0]) if span else a[ch][0], max(span[1], b[ch][0]) if span else b[ch][0])
-    return out, span
+    def __init__(self, store: Store, meters: list[str], names: list[str], starts: list[int],
+                 tolerance: int) -> None:
+        self._store, self._meters, self._names = store, meters, names
+        self._starts, self._tolerance = starts, tolerance
+        self._cache: dict[int, dict[str, dict[str, tuple[int, float]]]] = {}
+
+    async def _at(self, j: int) -> dict[str, dict[str, tuple[int, float]]]:
+        if j not in self._cache:
+            found: dict[str, dict[str, tuple[int, float]]] = {m: {} for m in self._meters}
+            for r in await self._store.first_readings(
+                    meters=self._meters, archive="current", channels=self._names, ts_from=self._starts[j],
+                    ts_to=self._starts[j] + self._tolerance):
+                found[r.meter][r.channel] = (r.ts, r.value)
+            self._cache[j] = found
+        return self._cache[j]
+
+    async def difference(self, meter: str, k: int) -> tuple[dict[str, float], tuple[int, int] | None]:
+        a, b = (await self._at(k))[meter], (await self._at(k + 1))[meter]
+        out: dict[str, float] = {}
+        span: tuple[int, int] | None = None
+        for ch in self._names:
+            if ch in a and ch in b and b[ch][1] >= a[ch][1]:  # a counter that went back was replaced or reset
+                out[ch] = b[ch][1] - a[ch][1]
+                span = (min(span[0], a[ch][0]) if span else a[ch][0],
+                        max(span[1], b[ch][0]) if span else b[ch][0])
+        return out, span
 
 
 def kwh(v: float | None, comma: bool = False) -> str:
