@@ -311,9 +311,14 @@ async def env(store, request):
         polls.append(name)
         return {"meter": name, "ok": True}
 
+    async def raw(name: str, command: str) -> dict[str, object]:
+        if command.startswith("zz"):
+            raise ValueError(f"not a HEX frame: {command!r}")
+        return {"meter": name, "request": "open", "command": "01 01 01 ** ** ** ** ** **", "response": "01 00"}
+
     tokens = [] if getattr(request, "param", "tokens") == "open" else [
         ApiToken(Secret(ADMIN), "admin"), ApiToken(Secret(READER), "read")]
-    app = make_app(runtime=rt, store=store, metrics=Registry(), tokens=tokens, poll=poll)
+    app = make_app(runtime=rt, store=store, metrics=Registry(), tokens=tokens, poll=poll, raw=raw)
     runner, base = await serve(app)
     yield Env(rt, store, base, polls)
     await runner.cleanup()
@@ -370,6 +375,13 @@ async def test_admin_actions_refuse_read_tokens_and_forged_forms(env):
         async with http.post(f"{env.base}/meters/m1/poll", data={"csrf": csrf}, headers={"Origin": env.base}) as r:
             assert r.status == 200 and "data-result" in await r.text()
         assert env.polls == ["m1"]
+        async with http.post(f"{env.base}/meters/m1/raw", data={"csrf": csrf, "command": "01 01 01 31 31 31 31 31 31"},
+                             headers={"Origin": env.base}) as r:
+            page = await r.text()
+        assert r.status == 200 and "01 01 01 ** ** ** ** ** **" in page and "31 31 31" not in page
+        async with http.post(f"{env.base}/meters/m1/raw", data={"csrf": csrf, "command": "zz"},
+                             headers={"Origin": env.base}) as r:
+            assert r.status == 400 and "not a HEX frame" in await r.text()
         async with http.post(f"{env.base}/logout", data={"csrf": csrf}, headers={"Origin": env.base},
                              allow_redirects=False) as r:
             assert r.status == 303 and "Max-Age=0" in r.headers["Set-Cookie"]

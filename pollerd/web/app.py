@@ -244,7 +244,6 @@ class WebPages:
             except (ValueError, PollerdError) as exc:
                 status = 400 if isinstance(exc, (ValueError, ConfigError)) else 502
                 result = {"error": str(exc)}
-        result = {**result, "command_sent": command[:200]}
         return await self.meter(request, result, status)
 
     # ---- reports ------------------------------------------------------------------------------------------

@@ -195,11 +195,12 @@ def _admin(name: str, csrf: str, lang: str, result: Mapping[str, Any] | None) ->
            f'<form method="post" action="{e(base)}/poll" class="inline">{hidden}'
            f'<button data-action="poll">{e(t(lang, "poll_now"))}</button></form>'
            f'<form method="post" action="{e(base)}/raw">{hidden}<label>{e(t(lang, "raw"))} '
-           f'<input name="command" class="hex" autocomplete="off" spellcheck="false" '
-           f'value="{e((result or {}).get("command_sent", ""))}"></label>'
+           # Not refilled with what was sent: an open-session frame carries the meter's password, and the
+           # result shows the command as the driver masked it.
+           f'<input name="command" class="hex" autocomplete="off" spellcheck="false"></label>'
            f'<button data-action="raw">{e(t(lang, "send"))}</button></form>')]
     if result is not None:
-        shown = {k: v for k, v in result.items() if k != "command_sent"}
+        shown = dict(result)
         out.append(f'<h3>{e(t(lang, "result"))}</h3><pre class="result" data-result>'
                    f'{e(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())}</pre>')
     out.append("</section>")
