@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from pollerd.config import ApiToken, MeterConfig
+from pollerd.config.model import ApiToken, MeterConfig
 from pollerd.errors import ConfigError, MeterBusy, PollerdError, StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Archive

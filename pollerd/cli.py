@@ -14,6 +14,7 @@ import orjson
 
 from . import __version__
 from .errors import ConfigError, PollerdError
+from .text import utc_text
 
 EX_CONFIG = 78  # sysexits.h EX_CONFIG: systemd's RestartPreventExitStatus can name it
 
@@ -27,12 +28,6 @@ def _setup_logging(level: str) -> None:
 def _load(path: str):  # type: ignore[no-untyped-def]
     from .config import load_config
     return load_config(path)
-
-
-def utc_text(ts: float) -> str:
-    """A unix time as the commands print it: 2024-05-01 12:00:00Z."""
-    import datetime as dt
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _reading_line(r, as_json: bool) -> str:  # type: ignore[no-untyped-def]
@@ -63,7 +58,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .config import summary
+    from .commands.summary import summary
     cfg = _load(args.config)
     print(summary(cfg))
     enabled = [m for m in cfg.meters if m.enabled]
@@ -221,15 +216,19 @@ def cmd_readings(args: argparse.Namespace) -> int:
 def cmd_sim(args: argparse.Namespace) -> int:
     import importlib
 
-    from .sim import TOOLS
-    return asyncio.run(importlib.import_module(TOOLS[args.sim_protocol][0]).main(args))
+    from .catalog import CATALOG
+    tool = CATALOG[args.sim_protocol].simulator
+    assert tool is not None  # argparse offered only protocols with a simulator
+    return asyncio.run(importlib.import_module(tool.module).main(args))
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
     import importlib
 
-    from .decode import TOOLS
-    return int(importlib.import_module(TOOLS[args.decode_protocol]).run(args))
+    from .catalog import CATALOG
+    tool = CATALOG[args.decode_protocol].decoder
+    assert tool is not None  # argparse offered only protocols with a decode tool
+    return int(importlib.import_module(tool.module).run(args))
 
 
 def cmd_webmeters_key(args: argparse.Namespace) -> int:
@@ -307,19 +306,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     import importlib
 
-    from .decode import TOOLS as DECODE_TOOLS
-    from .sim import TOOLS as SIM_TOOLS
+    from .catalog import CATALOG
     s = sub.add_parser("sim", help="run meter simulators")
     simsub = s.add_subparsers(dest="sim_protocol", required=True)
-    for proto, (module, text) in SIM_TOOLS.items():
-        importlib.import_module(module).configure_parser(simsub.add_parser(proto, help=text))
+    for proto, spec in CATALOG.items():
+        if spec.simulator is not None:
+            importlib.import_module(spec.simulator.module).configure_parser(
+                simsub.add_parser(str(proto), help=spec.simulator.help))
     s.set_defaults(func=cmd_sim)
 
-    if DECODE_TOOLS:
+    decoders = {str(p): spec.decoder for p, spec in CATALOG.items() if spec.decoder is not None}
+    if decoders:
         s = sub.add_parser("decode", help="decode captured frames (hex) and print JSON")
         decsub = s.add_subparsers(dest="decode_protocol", required=True)
-        for proto, module in DECODE_TOOLS.items():
-            importlib.import_module(module).configure_parser(decsub.add_parser(proto))
+        for proto, tool in decoders.items():
+            importlib.import_module(tool.module).configure_parser(decsub.add_parser(proto))
         s.set_defaults(func=cmd_decode)
 
     from . import sioi_cli

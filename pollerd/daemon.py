@@ -20,6 +20,8 @@ from .errors import ConfigError, MeterBusy, PollerdError, StoreError
 from .line import Line, line_priority
 from .metrics import Registry
 from .notify import Notifier, run_notifier
+from .push.plugins import load_entry_points
+from .push.registry import SinkRegistry, SinkSpec, builtin_sinks
 from .schedule import Schedule, next_run
 from .state import LineState, MeterState, Runtime, SinkState
 from .store import Store
@@ -40,9 +42,15 @@ HOUSEKEEPING_EVERY = 10.0
 CLOCK_RECHECK = 60.0
 
 
-def _cursor_sinks(config: Config) -> list[str]:
-    """Sinks that deliver through an outbox cursor (a document sink such as sioi keeps none)."""
-    return [s.name for s in config.sinks if s.type != "sioi"]
+def _sink_spec(sinks: SinkRegistry, sink_type: str) -> SinkSpec:
+    if sink_type not in sinks:
+        load_entry_points(sinks)   # a plugin type the config was loaded with elsewhere (a test, `pollerd run`)
+    return sinks[sink_type]
+
+
+def _cursor_sinks(config: Config, sinks: SinkRegistry) -> list[str]:
+    """Sinks that deliver through an outbox cursor (a document sink keeps none)."""
+    return [s.name for s in config.sinks if _sink_spec(sinks, s.type).kind == "batch"]
 
 
 def default_state_dir() -> Path:
@@ -106,6 +114,7 @@ class Daemon:
     metrics: Registry = field(default_factory=Registry)
     lateness: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=8192))
     config_path: Path | None = None   # what a reload re-reads; default: the file the config came from
+    sinks: SinkRegistry = field(default_factory=builtin_sinks)   # sink types, plugins included, by kind
 
     def __post_init__(self) -> None:
         self.runtime = Runtime(self.config.gateway.name, started=self.clock())
@@ -186,8 +195,8 @@ class Daemon:
                 housekeeping = tg.create_task(self._housekeeping(), name="housekeeping")
                 # Always running (idle without limits), so a reload can switch max_size/max_age on. Document
                 # sinks (sioi) keep no outbox cursor, so evictions are not losses counted against them.
-                self._quota = StoreQuota(store, cfg.store, _cursor_sinks(cfg), self.metrics, self.runtime,
-                                         clock=self.clock)
+                self._quota = StoreQuota(store, cfg.store, _cursor_sinks(cfg, self.sinks), self.metrics,
+                                         self.runtime, clock=self.clock)
                 quota_task = tg.create_task(self._quota.run(), name="store-quota")
                 # READY=1 / STATUS= / WATCHDOG=1 / STOPPING=1 to systemd (a no-op without $NOTIFY_SOCKET).
                 notify_task = tg.create_task(run_notifier(self), name="notify")
@@ -344,7 +353,7 @@ class Daemon:
         try:
             if path is None:
                 raise ConfigError("the daemon was not started from a file; nothing to re-read")
-            new = await asyncio.to_thread(load_config, path)
+            new = await asyncio.to_thread(load_config, path, sinks=self.sinks)
             summary = await self.apply(new)
         except ReloadRefused as exc:
             return self._reload_failed("refused", str(exc))
@@ -411,7 +420,7 @@ class Daemon:
         self.config = new
         self.store.commit_interval = new.store.commit_interval
         if self._quota is not None:
-            self._quota.reconfigure(new.store, _cursor_sinks(new))
+            self._quota.reconfigure(new.store, _cursor_sinks(new, self.sinks))
         self.runtime.gateway = new.gateway.name
         not_started: set[str] = set()
         for n in sorted(added | restarted):
@@ -530,7 +539,7 @@ class Daemon:
             last = await self.store.last_seq()
             while self.config.sinks and self.clock() < deadline:
                 cursors = [await self.store.cursor(s.name) for s in self.config.sinks
-                           if s.name in self.sink_tasks and s.type != "sioi"]
+                           if s.name in self.sink_tasks and _sink_spec(self.sinks, s.type).kind == "batch"]
                 if not cursors:
                     return
                 if min(cursors) >= last:
@@ -693,12 +702,13 @@ class Daemon:
         from .push import make_client
         from .push.forwarder import Forwarder
         st = self.runtime.sinks[sink_cfg.name] = SinkState(sink_cfg.name, sink_cfg.type)
-        if sink_cfg.type == "sioi":  # a scheduled document sink, not a batch client: no outbox cursor
-            from .push.sioi import SioiSink
-            await SioiSink(self.store, sink_cfg, self.config.gateway.name, st, self.metrics,
-                           clock=self.clock).run()
+        spec = _sink_spec(self.sinks, sink_cfg.type)
+        if spec.kind == "document":  # a scheduled document sink, not a batch client: no outbox cursor
+            assert spec.runner is not None
+            await spec.runner(self.store, sink_cfg, self.config.gateway.name, st, self.metrics,
+                              clock=self.clock).run()
             return
-        client = make_client(sink_cfg, self.config.gateway.name)
+        client = make_client(sink_cfg, self.config.gateway.name, self.sinks)
         try:  # the forwarder connects (with retries); close even if it never did
             await Forwarder(self.store, client, sink_cfg, st, self.metrics, clock=self.clock).run()
         finally:
@@ -715,9 +725,9 @@ class Daemon:
             if self.clock() - last_prune >= PRUNE_EVERY:
                 last_prune = self.clock()
                 try:
+                    # A document sink has no cursor: for its readings, keep alone decides.
                     n = await self.store.prune(keep=self.config.store.keep,
-                                               sinks=[s.name for s in self.config.sinks
-                                                      if s.type != "sioi"],  # no cursor: keep decides
+                                               sinks=_cursor_sinks(self.config, self.sinks),
                                                now=self.clock())
                     if n:
                         log.info("store: pruned %d readings older than the retention", n)

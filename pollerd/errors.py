@@ -29,9 +29,8 @@ class ConfigError(PollerdError):
 
 
 class OptionError(PollerdError, ValueError):
-    """A protocol-specific meter key is invalid. ``key`` is the path below the meter table (e.g.
-    ``("registers", 3, "type")``) so the config loader can name the line and turn it into a ConfigError.
-    Also a ValueError, as it was when it lived in pollerd.drivers."""
+    """A protocol- or sink-specific key is invalid. ``key`` is the path below the meter or sink table (e.g.
+    ``("registers", 3, "type")``) so the config loader can name the line. A ValueError too, as it always was."""
 
     def __init__(self, message: str, key: tuple[str | int, ...] = ()) -> None:
         super().__init__(message)
@@ -59,6 +58,18 @@ class FrameTooLong(FrameError):
     kind = "too_long"
 
 
+class GarbageError(FrameError):
+    """Bytes that start no message arrived where a reply should begin."""
+
+    kind = "garbage"
+
+
+class ParityError(FrameError):
+    """A byte's 8th bit is not its even parity (parity-strip mode): line noise."""
+
+    kind = "parity"
+
+
 class AddressMismatch(FrameError):
     kind = "address"
 
@@ -81,6 +92,19 @@ class MeterError(PollerdError):
     def __init__(self, message: str, status: int | None = None) -> None:
         self.status = status
         super().__init__(message)
+
+
+class ModbusException(MeterError):
+    """The device answered with an exception code (``status``). ``function`` and ``address`` say what
+    was asked, so a caller can split a merged read on ``status == 2``."""
+
+    kind = "modbus_exception"
+
+    def __init__(self, message: str, status: int, function: int, address: int, count: int) -> None:
+        super().__init__(message, status)
+        self.function = function
+        self.address = address
+        self.count = count
 
 
 class SessionClosed(MeterError):
@@ -113,6 +137,10 @@ class ReplyTimeout(PollerdError):
         super().__init__(message)
 
 
+class LineStopping(PollerdError):
+    """The daemon is shutting down; no new exchange starts."""
+
+
 class StoreError(PollerdError):
     """The local store cannot be opened, migrated or written."""
 
@@ -121,12 +149,36 @@ class SinkError(PollerdError):
     """An upstream sink refused or failed a batch."""
 
 
+class TransientSinkError(SinkError):
+    """The batch did not get through but may on a later try: keep it and retry after a backoff.
+
+    ``kind`` labels the failure counter: ``timeout``, ``network``, ``http`` (a retryable status),
+    ``redirect``, ``tls``, ``auth`` (credentials refused), ``refused`` (the broker refused the connection)
+    or ``error``.
+    """
+
+    def __init__(self, message: str, *, kind: str = "error", status: int | None = None) -> None:
+        self.kind = kind
+        self.status = status
+        super().__init__(message)
+
+
+class PermanentSinkError(SinkError):
+    """The receiver refused the batch for good (a 4xx other than 401/403/407/408/429): park it, move on."""
+
+    kind = "rejected"
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
 class MeterBusy(PollerdError):
     """A cycle of this meter is already running (or it is stopping); a poll-now request may retry."""
 
 
 class CloudError(PollerdError):
-    """A cloud source (a vendor server holding many meters, drivers.CLOUD_KEYS) failed, refused a request or
+    """A cloud source (a vendor server holding many meters, catalog: ProtocolSpec.cloud_keys) failed, refused a request or
     sent something pollerd cannot use. ``status`` is the HTTP status when there was one. Messages never carry
     the account's password, api key, session id or tokens (they are scrubbed before the error is built)."""
 
@@ -149,3 +201,7 @@ class CloudAuthError(CloudError):
     cycle; shown as a /health reason while it lasts."""
 
     kind = "auth"
+
+
+class SessionExpired(CloudError):
+    """The sid is no longer valid: sign in again and repeat the request."""

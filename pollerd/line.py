@@ -18,11 +18,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from .compat import timeout as _timeout
-from .config import LineConfig
-from .errors import FrameError, PollerdError, ReplyTimeout, TransportError
+from .config.model import LineConfig
+from .errors import FrameError, LineStopping, ReplyTimeout, TransportError
 from .metrics import Registry
 from .state import LineState
-from .transport import Link, backoff_delay
+from .transport import Link, reconnect_delay
 
 log = logging.getLogger("pollerd.line")
 
@@ -108,10 +108,6 @@ class BusLock:
         return len(self._high) + len(self._low)
 
 
-class LineStopping(PollerdError):
-    """The daemon is shutting down; no new exchange starts."""
-
-
 class Line:
     def __init__(self, cfg: LineConfig, state: LineState, metrics: Registry, *,
                  clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None) -> None:
@@ -172,7 +168,7 @@ class Line:
         except TransportError as exc:
             self._failures += 1
             self._m_connect_fail.inc(line=self.name)
-            delay = backoff_delay(self._failures - 1, self.cfg.reconnect_min, self.cfg.reconnect_max, self._rng)
+            delay = reconnect_delay(self._failures - 1, self.cfg.reconnect_min, self.cfg.reconnect_max, self._rng)
             self._next_connect = self._clock() + delay
             if self.state.last_error != str(exc):
                 log.warning("line %s: %s (retrying with backoff)", self.name, exc, extra={"line": self.name})
@@ -277,7 +273,7 @@ class Line:
             # already taken by another client): a failed connect in all but name, so the backoff grows
             # instead of every request reconnecting at once. A proven link that drops reconnects at once.
             self._failures += 1
-            delay = backoff_delay(self._failures - 1, self.cfg.reconnect_min, self.cfg.reconnect_max, self._rng)
+            delay = reconnect_delay(self._failures - 1, self.cfg.reconnect_min, self.cfg.reconnect_max, self._rng)
             self._next_connect = self._clock() + delay
         self._proven = False
         self.state.last_error = str(exc)

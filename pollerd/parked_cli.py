@@ -26,10 +26,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pollerd.cli import utc_text
     from pollerd.config import load_config
     from pollerd.daemon import db_path, default_state_dir
     from pollerd.store import Store
+    from pollerd.text import utc_text
 
     cfg = load_config(args.config)
     db = db_path(cfg, Path(args.state_dir) if args.state_dir else default_state_dir())

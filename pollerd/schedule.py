@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
-    from pollerd.config import MeterConfig
+    from pollerd.config.model import MeterConfig
 
 __all__ = ["PERIOD_TYPES", "Schedule", "next_run", "spread_offset", "local_to_utc"]
 

@@ -27,7 +27,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _when(ts: object) -> str:
-    from pollerd.cli import utc_text
+    from pollerd.text import utc_text
     return utc_text(ts) if isinstance(ts, (int, float)) else "-"
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import random
 
+from .backoff import backoff_delay
 from .compat import timeout
-from .config import LineConfig
+from .config.model import LineConfig
 from .errors import TransportError
 
 # A reply never legitimately exceeds a few hundred bytes; a buffer growing past this means a babbling
@@ -214,12 +215,6 @@ class Link:
             await asyncio.sleep(0)  # let the transport finish closing its fd
 
 
-def backoff_delay(attempt: int, lo: float, hi: float, rng: random.Random | None = None) -> float:
-    """Capped exponential backoff with jitter: uniform in [d/2, d] where d = min(hi, lo * 2**attempt).
-
-    Half-jitter keeps a floor (so a dead converter is not hammered) while still de-synchronising
-    several lines that failed at the same moment.
-    """
-    d = min(hi, lo * (2 ** min(attempt, 30)))
-    r = (rng or random).random()
-    return d / 2 + r * d / 2
+def reconnect_delay(attempt: int, lo: float, hi: float, rng: random.Random | None = None) -> float:
+    """A line's delay before reconnect try ``attempt + 1``: pollerd.backoff with half jitter."""
+    return backoff_delay(attempt, lo, hi, (rng or random).random())

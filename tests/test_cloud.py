@@ -15,10 +15,11 @@ import pytest
 from aiohttp import web
 from helpers import serve
 
-from pollerd import cli, drivers
+from pollerd import cli
+from pollerd.catalog import CATALOG, CLOUD_WAITING_TIME, Protocol, ProtocolSpec, Ref
 from pollerd.config import load_config
 from pollerd.daemon import Daemon
-from pollerd.drivers import cloud, registry
+from pollerd.drivers import cloud
 from pollerd.drivers.base import DriverContext, PollResult
 from pollerd.errors import CloudAuthError, CloudError, CloudUnreachable
 from pollerd.model import Reading
@@ -216,10 +217,11 @@ class _TestCloudDriver:
 
 @pytest.fixture
 def testcloud(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(drivers.CLOUD_KEYS, "testcloud", ("email", "password"))
-    monkeypatch.setitem(drivers.READ_KINDS, "testcloud", ("hourly",))
-    monkeypatch.setitem(drivers.DEFAULT_READ, "testcloud", ("hourly",))
-    monkeypatch.setitem(registry.DRIVERS, "testcloud", _TestCloudDriver)  # type: ignore[arg-type]
+    # The `pollerd poll` command below reads the process-wide catalog: this test adds its protocol there.
+    spec = ProtocolSpec(Protocol.SAURES, read_kinds=("hourly",), default_read=("hourly",),
+                        driver=Ref(__name__, "_TestCloudDriver"), cloud_keys=("email", "password"),
+                        waiting_time=CLOUD_WAITING_TIME)
+    monkeypatch.setitem(CATALOG, "testcloud", spec)  # type: ignore[index]
 
 
 def _config(tmp_path: Path, *, accounts: dict[str, str], api: bool = False) -> Path:
@@ -235,7 +237,7 @@ def _config(tmp_path: Path, *, accounts: dict[str, str], api: bool = False) -> P
 
 def test_cloud_entry_defaults_to_a_longer_waiting_time(tmp_path: Path, testcloud: None) -> None:
     cfg = load_config(_config(tmp_path, accounts={"a": "pw"}), environ={})
-    assert cfg.meters[0].waiting_time == drivers.CLOUD_WAITING_TIME
+    assert cfg.meters[0].waiting_time == CLOUD_WAITING_TIME
     p = tmp_path / "pollerd.toml"
     p.write_text(p.read_text() + 'waiting_time = "5s"\n')
     assert load_config(p, environ={}).meters[0].waiting_time == 5.0

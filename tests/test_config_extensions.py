@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pollerd import config as config_mod
-from pollerd import drivers
-from pollerd.config import load_config, summary
-from pollerd.drivers import OptionError
-from pollerd.errors import ConfigError
+from pollerd.catalog import CATALOG, ProtocolSpec, Ref
+from pollerd.commands.summary import summary
+from pollerd.config import load_config
+from pollerd.errors import ConfigError, OptionError
+from pollerd.push.registry import SinkSpec, builtin_sinks
 
 
 @dataclass(frozen=True)
@@ -27,26 +27,28 @@ def parse_topic_options(raw: dict, base_dir: str) -> _TopicOptions:
 
 
 @pytest.fixture
-def topic_sink(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(config_mod.SINK_TYPES, "topicsink", frozenset({"url", "batch_size"}))
-    monkeypatch.setitem(config_mod.SINK_URL_SCHEMES, "topicsink", ("mqtt", "mqtts"))
-    monkeypatch.setitem(config_mod.SINK_OPTION_PARSERS, "topicsink",
-                        (frozenset({"topic"}), f"{__name__}:parse_topic_options"))
-    # _SINK's type converter captured the choices at import time; extend it the way a new type would.
-    monkeypatch.setitem(config_mod._SINK, "type", config_mod._choice(tuple(config_mod.SINK_TYPES)))
+def topic_sink() -> dict[str, object]:
+    """A registry holding one more sink type, passed to the loader: nothing global changes."""
+    sinks = builtin_sinks()
+    sinks.add(SinkSpec("topicsink", keys=frozenset({"url", "batch_size"}), factory=None,
+                       option_keys=frozenset({"topic"}), options=parse_topic_options,
+                       url_schemes=("mqtt", "mqtts")))
+    return {"sinks": sinks}
 
 
 @pytest.fixture
-def cloud(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(drivers.CLOUD_KEYS, "testcloud", ("email", "password"))
-    monkeypatch.setitem(drivers.READ_KINDS, "testcloud", ("hourly", "daily"))
-    monkeypatch.setitem(drivers.DEFAULT_READ, "testcloud", ("hourly",))
+def cloud() -> dict[str, object]:
+    """A catalog holding one more (cloud) protocol, passed to the loader."""
+    spec = ProtocolSpec(CATALOG["saures"].protocol, read_kinds=("hourly", "daily"), default_read=("hourly",),
+                        driver=Ref("pollerd.drivers.saures", "SauresDriver"), cloud_keys=("email", "password"),
+                        waiting_time=30.0)
+    return {"catalog": {**CATALOG, "testcloud": spec}}
 
 
-def load(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
+def load(tmp_path: Path, text: str, **kw: object):  # type: ignore[no-untyped-def]
     p = tmp_path / "pollerd.toml"
     p.write_text(text, encoding="utf-8")
-    return load_config(p, environ={})
+    return load_config(p, environ={}, **kw)  # type: ignore[arg-type]
 
 
 SINK = """\
@@ -57,30 +59,30 @@ url = "mqtt://127.0.0.1:1883"
 """
 
 
-def test_sink_options_are_parsed_by_the_type_parser(tmp_path: Path, topic_sink: None) -> None:
-    cfg = load(tmp_path, SINK + 'topic = "a/{meter}"\nbatch_size = 10\n')
+def test_sink_options_are_parsed_by_the_type_parser(tmp_path: Path, topic_sink: dict[str, object]) -> None:
+    cfg = load(tmp_path, SINK + 'topic = "a/{meter}"\nbatch_size = 10\n', **topic_sink)
     assert cfg.sinks[0].options == _TopicOptions("a/{meter}")
     assert cfg.sinks[0].batch_size == 10
 
 
-def test_sink_option_error_names_line_and_key(tmp_path: Path, topic_sink: None) -> None:
+def test_sink_option_error_names_line_and_key(tmp_path: Path, topic_sink: dict[str, object]) -> None:
     with pytest.raises(ConfigError) as ei:
-        load(tmp_path, SINK + 'topic = "nothing"\n')
+        load(tmp_path, SINK + 'topic = "nothing"\n', **topic_sink)
     assert ei.value.line == 5
     assert "sinks[0].topic" in str(ei.value) and "{meter}" in str(ei.value)
 
 
-def test_sink_url_scheme_is_per_type(tmp_path: Path, topic_sink: None) -> None:
+def test_sink_url_scheme_is_per_type(tmp_path: Path, topic_sink: dict[str, object]) -> None:
     with pytest.raises(ConfigError) as ei:
-        load(tmp_path, SINK.replace("mqtt://", "http://"))
+        load(tmp_path, SINK.replace("mqtt://", "http://"), **topic_sink)
     assert ei.value.line == 4 and "is not an mqtt:// or mqtts:// URL" in str(ei.value)
     with pytest.raises(ConfigError, match="is not an http:// or https:// URL"):
-        load(tmp_path, SINK.replace("topicsink", "http"))
+        load(tmp_path, SINK.replace("topicsink", "http"), **topic_sink)
 
 
-def test_type_specific_key_on_another_sink_type_is_unknown(tmp_path: Path, topic_sink: None) -> None:
+def test_type_specific_key_on_another_sink_type_is_unknown(tmp_path: Path, topic_sink: dict[str, object]) -> None:
     with pytest.raises(ConfigError, match="unknown key 'topic'"):
-        load(tmp_path, SINK.replace("topicsink", "http").replace("mqtt", "http") + 'topic = "a/{meter}"\n')
+        load(tmp_path, SINK.replace("topicsink", "http").replace("mqtt", "http") + 'topic = "a/{meter}"\n', **topic_sink)
 
 
 CLOUD = """\
@@ -94,8 +96,8 @@ interval_time = "1h"
 """
 
 
-def test_cloud_meter_needs_no_line(tmp_path: Path, cloud: None) -> None:
-    cfg = load(tmp_path, CLOUD)
+def test_cloud_meter_needs_no_line(tmp_path: Path, cloud: dict[str, object]) -> None:
+    cfg = load(tmp_path, CLOUD, **cloud)
     m = cfg.meters[0]
     assert m.is_cloud and m.line == "" and m.url == "https://127.0.0.1:8443/api"
     assert m.email == "ops@example.org" and m.password.reveal() == "free text, any length"
@@ -105,15 +107,15 @@ def test_cloud_meter_needs_no_line(tmp_path: Path, cloud: None) -> None:
     assert "free text" not in text
 
 
-def test_cloud_meter_rejects_bus_keys(tmp_path: Path, cloud: None) -> None:
+def test_cloud_meter_rejects_bus_keys(tmp_path: Path, cloud: dict[str, object]) -> None:
     with pytest.raises(ConfigError) as ei:
-        load(tmp_path, CLOUD + 'line = "rs485"\n')
+        load(tmp_path, CLOUD + 'line = "rs485"\n', **cloud)
     assert "meters[0].line" in str(ei.value) and "cloud source" in str(ei.value)
 
 
-def test_cloud_meter_requires_its_credentials(tmp_path: Path, cloud: None) -> None:
+def test_cloud_meter_requires_its_credentials(tmp_path: Path, cloud: dict[str, object]) -> None:
     with pytest.raises(ConfigError, match=r"missing required key 'password' for testcloud \(or password_file"):
-        load(tmp_path, CLOUD.replace('password = "free text, any length"\n', ""))
+        load(tmp_path, CLOUD.replace('password = "free text, any length"\n', ""), **cloud)
 
 
 def test_cloud_keys_on_a_field_meter_are_errors(tmp_path: Path) -> None:
@@ -132,10 +134,10 @@ url = "https://127.0.0.1/"
 
 
 def test_every_protocol_has_a_driver_that_imports() -> None:
-    """The registry holds "module:Class" references imported on first use: each must resolve."""
-    from pollerd.drivers import READ_KINDS, Protocol
-    from pollerd.drivers.registry import DRIVERS, driver_class
-    assert set(DRIVERS) == set(Protocol) == {p for p in READ_KINDS if isinstance(p, Protocol)}
+    """The catalog holds "module:Class" references imported on first use: each must resolve."""
+    from pollerd.catalog import Protocol
+    from pollerd.drivers.registry import driver_class
+    assert set(CATALOG) == set(Protocol)
     for protocol in Protocol:
         cls = driver_class(str(protocol))
         assert isinstance(cls, type) and callable(getattr(cls, "poll", None)), protocol
@@ -152,7 +154,7 @@ _PROTOCOL_METERS = {
     "saures": 'protocol = "saures"\nurl = "https://x.example"\nemail = "a@b"\npassword = "pw-pw-pw"\n',
 }
 _LIST_KEYS = {"iec_addresses", "registers", "stations"}   # these take a list: only a table is the wrong type
-_OPTION_CASES = [(proto, key, value) for proto in _PROTOCOL_METERS for key in sorted(drivers.option_keys(proto))
+_OPTION_CASES = [(proto, key, value) for proto in _PROTOCOL_METERS for key in sorted(CATALOG[proto].option_keys)
                  for value in ("[]", '["x"]', "{ a = 1 }") if not (key in _LIST_KEYS and value.startswith("["))]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from vectors import hexbytes, vector_params
 
-from pollerd.decode import TOOLS
+from pollerd.catalog import CATALOG
 from pollerd.decode import mercury230 as tool
 from pollerd.protocols import mercury230 as m
 from pollerd.protocols.crc import append_crc
@@ -123,7 +123,7 @@ def test_bad_input_exits_1_with_a_message(request_hex, response_hex, message, ca
 
 
 def test_registered_and_runs_through_the_cli():
-    assert TOOLS["mercury230"] == "pollerd.decode.mercury230"
+    assert CATALOG["mercury230"].decoder.module == "pollerd.decode.mercury230"
     proc = subprocess.run(
         [sys.executable, "-m", "pollerd", "decode", "mercury230", "--request", "00 08 11 11 4D BA",
          "--response", "00 00 40 5E B0 1C"], cwd=REPO, capture_output=True, text=True, timeout=30)

@@ -11,19 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from pollerd import config as config_mod
-from pollerd import push
 from pollerd.config import load_config
 from pollerd.errors import ConfigError
 from pollerd.push import make_client
 from pollerd.push.mqtt_options import MqttOptions, parse_template, topic_escape
+from pollerd.push.registry import SinkRegistry, builtin_sinks
 
 HERE = Path(__file__).parent
 EXAMPLE = HERE.parent / "config" / "pollerd.example.toml"
 
 PLUGIN_SRC = '''
 from dataclasses import dataclass
-from pollerd.drivers import OptionError
+from pollerd.errors import OptionError
 
 @dataclass(frozen=True)
 class Opts:
@@ -58,18 +57,13 @@ not_a_plugin = 42
 
 
 @pytest.fixture
-def registries(monkeypatch: pytest.MonkeyPatch):
-    """Snapshot the registries a plugin writes to, and restore them after the test."""
-    for mod, name in ((config_mod, "SINK_TYPES"), (config_mod, "SINK_URL_SCHEMES"),
-                      (config_mod, "SINK_OPTION_PARSERS"), (push, "CLIENTS")):
-        monkeypatch.setattr(mod, name, dict(getattr(mod, name)))
-    # plugins.py imported CLIENTS by name: point it at the copy too
-    from pollerd.push import plugins
-    monkeypatch.setattr(plugins, "CLIENTS", push.CLIENTS)
+def registries() -> SinkRegistry:
+    """The registry the test passes to the loader and make_client; plugins are added to it alone."""
+    return builtin_sinks()
 
 
 @pytest.fixture
-def fake_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registries: None) -> Path:
+def fake_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A real installed distribution on sys.path: a module and a dist-info with entry_points.txt."""
     site = tmp_path / "site"
     site.mkdir()
@@ -106,51 +100,63 @@ batch_size = 7
 """
 
 
-def test_plugin_is_loaded_from_entry_points_and_used(tmp_path, fake_dist):
-    assert "fake" not in config_mod.SINK_TYPES        # nothing registered until a config asks for it
-    cfg = load_config(write(tmp_path, FAKE), environ={})
+def test_plugin_is_loaded_from_entry_points_and_used(tmp_path, fake_dist, registries):
+    assert "fake" not in registries                   # nothing registered until a config asks for it
+    cfg = load_config(write(tmp_path, FAKE), environ={}, sinks=registries)
     sink = cfg.sinks[0]
     assert sink.type == "fake" and sink.batch_size == 7 and sink.options.topic == "here"
-    client = make_client(sink, "gw1")
+    client = make_client(sink, "gw1", registries)
     assert type(client).__name__ == "Client" and client.gateway == "gw1"
-    assert config_mod.SINK_TYPES["http"] != config_mod.SINK_TYPES["fake"]    # built-in http kept
-    assert push.CLIENTS["http"] is push.HttpPushClient
+    assert registries["http"].keys != registries["fake"].keys    # built-in http kept
+    assert registries["http"] == builtin_sinks()["http"]
+    # The plugin went into the registry passed in, nowhere else.
+    assert "fake" not in builtin_sinks()
 
 
-def test_plugin_option_error_names_line_and_key(tmp_path, fake_dist):
+def test_plugin_spec_is_visible_only_in_the_registry_passed_in(tmp_path, fake_dist, registries):
+    load_config(write(tmp_path, FAKE), environ={}, sinks=registries)
+    other = builtin_sinks()
+    assert "fake" in registries and "fake" not in other
+    # A registry that never looked at the entry points refuses the type (by loading them itself when asked).
+    load_config(write(tmp_path, FAKE), environ={}, sinks=other)
+    assert "fake" in other and registries["fake"] is not other["fake"]
+
+
+def test_plugin_option_error_names_line_and_key(tmp_path, fake_dist, registries):
     with pytest.raises(ConfigError) as ei:
-        load_config(write(tmp_path, FAKE.replace('topic = "here"', "topic = 5")), environ={})
+        load_config(write(tmp_path, FAKE.replace('topic = "here"', "topic = 5")), environ={}, sinks=registries)
     assert ei.value.line == 5 and "sinks[0].topic" in str(ei.value)
 
 
-def test_plugin_common_keys_and_scheme_apply(tmp_path, fake_dist):
+def test_plugin_common_keys_and_scheme_apply(tmp_path, fake_dist, registries):
     with pytest.raises(ConfigError, match=r"sinks\[0\]\.token.*does not apply to a fake sink"):
-        load_config(write(tmp_path, FAKE + 'token = "x"\n'), environ={})
+        load_config(write(tmp_path, FAKE + 'token = "x"\n'), environ={}, sinks=registries)
     with pytest.raises(ConfigError, match=r"is not an fake:// URL"):
-        load_config(write(tmp_path, FAKE.replace("fake://", "http://")), environ={})
+        load_config(write(tmp_path, FAKE.replace("fake://", "http://")), environ={}, sinks=registries)
 
 
 @pytest.mark.parametrize("kind, why", [("broken", "failed to load: ModuleNotFoundError"),
                                        ("notplugin", "is not callable")])
-def test_broken_plugin_is_a_config_error_where_used(tmp_path, fake_dist, kind, why):
+def test_broken_plugin_is_a_config_error_where_used(tmp_path, fake_dist, registries, kind, why):
     with pytest.raises(ConfigError) as ei:
-        load_config(write(tmp_path, FAKE.replace('"fake"', f'"{kind}"')), environ={})
+        load_config(write(tmp_path, FAKE.replace('"fake"', f'"{kind}"')), environ={}, sinks=registries)
     assert ei.value.line == 3 and "sinks[0].type" in str(ei.value) and why in str(ei.value)
     # ... and an unrelated config still loads with the broken plugin installed
-    assert load_config(write(tmp_path, FAKE), environ={}).sinks[0].type == "fake"
+    assert load_config(write(tmp_path, FAKE), environ={}, sinks=registries).sinks[0].type == "fake"
 
 
 def test_unknown_type_without_plugin(tmp_path, registries):
     with pytest.raises(ConfigError, match=r"'kafka' is not one of .*http.*mqtt"):
-        load_config(write(tmp_path, FAKE.replace('"fake"', '"kafka"')), environ={})
+        load_config(write(tmp_path, FAKE.replace('"fake"', '"kafka"')), environ={}, sinks=registries)
 
 
 # ---- the example config shows every option key ----------------------------------------------------------------
 
 def test_example_config_shows_every_sink_option_key() -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
-    for kind, (keys, _) in config_mod.SINK_OPTION_PARSERS.items():
-        for key in keys:
+    sinks = builtin_sinks()
+    for kind in sinks:
+        for key in sinks[kind].option_keys:
             assert re.search(rf"^#? ?{key} =", text, re.MULTILINE), f"{kind}: {key}"
 
 

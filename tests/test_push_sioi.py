@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from pollerd import cli
-from pollerd.config import SINK_OPTION_PARSERS, load_config
+from pollerd.config import load_config
 from pollerd.errors import ConfigError, SinkError, StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Reading
+from pollerd.push.registry import builtin_sinks
 from pollerd.push.sioi import RECHECK, SioiSink, operator_set, state_key
 from pollerd.push.sioi import options as sioi_options
 from pollerd.push.sioi.template import Template, TemplateError, check_well_formed
@@ -435,7 +436,7 @@ def config_error(tmp_path: Path, **kw: str) -> ConfigError:
 
 
 def test_option_keys_match(tmp_path: Path) -> None:
-    assert SINK_OPTION_PARSERS["sioi"][0] == sioi_options.KEYS
+    assert builtin_sinks()["sioi"].option_keys == sioi_options.KEYS
     cfg = load_config(write_config(tmp_path, "https://sioi.example/"), environ={})
     o = cfg.sinks[0].options
     assert o.form_code == "F-DAILY" and o.period.kind == "daily" and o.job_timeout == 7200

@@ -1,14 +1,18 @@
 """`pollerd decode PROTOCOL ...`: offline decoding of captured frames, one module per protocol.
 
-Each module named here provides ``configure_parser(p: argparse.ArgumentParser) -> None`` and
-``run(args: argparse.Namespace) -> int``; the CLI imports them when it builds its parser.
+Which module serves a protocol is declared in the protocol catalog (ProtocolSpec.decoder).
 """
 
 from __future__ import annotations
 
-TOOLS: dict[str, str] = {
-    "mercury230": "pollerd.decode.mercury230",
-    "modbus": "pollerd.decode.modbus",
-    "mbus": "pollerd.decode.mbus",
-    "iec62056": "pollerd.decode.iec62056",
-}
+import argparse
+
+from pollerd.text import parse_hex
+
+
+def hex_argument(text: str) -> bytes:
+    """argparse ``type=`` for a frame typed as hex (pollerd.text.parse_hex's rule); argparse prints the message."""
+    try:
+        return parse_hex(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

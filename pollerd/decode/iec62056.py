@@ -18,7 +18,7 @@ import json
 import sys
 from typing import Any
 
-from pollerd.decode.mercury230 import parse_hex
+from pollerd.decode import hex_argument
 from pollerd.drivers.iec62056 import PROFILES, decode_sets
 from pollerd.errors import FrameError
 from pollerd.protocols import iec62056 as iec
@@ -32,7 +32,7 @@ class DecodeError(Exception):
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.description = "Decode an IEC 62056-21 data message (or a whole captured exchange) into JSON."
-    p.add_argument("--response", required=True, type=parse_hex, metavar="HEX",
+    p.add_argument("--response", required=True, type=hex_argument, metavar="HEX",
                    help="STX ... ETX BCC, or the whole exchange from the sign-on on")
     p.add_argument("--profile", choices=sorted(PROFILES), default="generic",
                    help="how addresses become channels (neva: hex OBIS; energomera: mnemonics)")

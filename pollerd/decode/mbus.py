@@ -20,22 +20,15 @@ import json
 import sys
 from typing import Any
 
+from pollerd.decode import hex_argument
 from pollerd.protocols import mbus as m
 
 __all__ = ["configure_parser", "decode", "run"]
 
 
-def _hex(text: str) -> bytes:
-    cleaned = "".join(text.replace(":", " ").split())
-    try:
-        return bytes.fromhex(cleaned)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not hex bytes: {text!r}") from None
-
-
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.description = "Decode one wired M-Bus frame (hex) into JSON: header and records."
-    p.add_argument("frame", type=_hex, nargs="+", metavar="HEX", help="the frame (several words are joined)")
+    p.add_argument("frame", type=hex_argument, nargs="+", metavar="HEX", help="the frame (several words are joined)")
 
 
 def _value(rec: m.Record) -> Any:

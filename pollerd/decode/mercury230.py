@@ -17,6 +17,7 @@ import json
 import sys
 from typing import Any
 
+from pollerd.decode import hex_argument
 from pollerd.errors import FrameError
 from pollerd.protocols import mercury230 as m
 from pollerd.protocols.crc import check_crc
@@ -52,21 +53,11 @@ from pollerd.protocols.mercury230 import (
     profile_status_flags,
 )
 
-__all__ = ["configure_parser", "decode", "decode_reply", "local_ts", "parse_hex", "run"]
+__all__ = ["configure_parser", "decode", "decode_reply", "local_ts", "run"]
 
 
 class DecodeError(Exception):
     """Why a pair cannot be decoded; the message is the one line the user sees."""
-
-
-def parse_hex(text: str) -> bytes:
-    cleaned = "".join(text.replace(":", " ").replace("-", " ").split())
-    if cleaned.lower().startswith("0x"):
-        cleaned = cleaned[2:]
-    try:
-        return bytes.fromhex(cleaned)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not hex bytes: {text!r}") from None
 
 
 def _timezone(text: str) -> Any:
@@ -90,9 +81,9 @@ def _constant(text: str) -> int:
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.description = "Decode one Mercury 230 request/response pair (hex) into JSON."
-    p.add_argument("--request", required=True, type=parse_hex, metavar="HEX",
+    p.add_argument("--request", required=True, type=hex_argument, metavar="HEX",
                    help="the request frame, with or without CRC, e.g. '01 05 00 00'")
-    p.add_argument("--response", required=True, type=parse_hex, metavar="HEX", help="the response frame")
+    p.add_argument("--response", required=True, type=hex_argument, metavar="HEX", help="the response frame")
     p.add_argument("--constant", type=_constant, default=None, metavar="N",
                    help="meter constant A in imp/kWh (from 08 12): needed to turn load-profile impulses into Wh")
     p.add_argument("--timezone", type=_timezone, default=None, metavar="TZ",

@@ -19,10 +19,11 @@ import json
 import sys
 from typing import Any
 
+from pollerd.decode import hex_argument
 from pollerd.errors import FrameError
 from pollerd.protocols import modbus as mb
 
-__all__ = ["configure_parser", "decode", "parse_hex", "run"]
+__all__ = ["configure_parser", "decode", "run"]
 
 FUNCTION_NAMES = {
     mb.FC_READ_COILS: "read coils", mb.FC_READ_DISCRETE_INPUTS: "read discrete inputs",
@@ -32,21 +33,11 @@ FUNCTION_NAMES = {
 }
 
 
-def parse_hex(text: str) -> bytes:
-    cleaned = "".join(text.replace(":", " ").replace("-", " ").split())
-    if cleaned.lower().startswith("0x"):
-        cleaned = cleaned[2:]
-    try:
-        return bytes.fromhex(cleaned)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not hex bytes: {text!r}") from None
-
-
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.description = "Decode one Modbus request/response pair (hex) into JSON."
-    p.add_argument("--request", required=True, type=parse_hex, metavar="HEX",
+    p.add_argument("--request", required=True, type=hex_argument, metavar="HEX",
                    help="the request as sent (RTU: with CRC; --tcp: with the MBAP header)")
-    p.add_argument("--response", required=True, type=parse_hex, metavar="HEX", help="the reply bytes")
+    p.add_argument("--response", required=True, type=hex_argument, metavar="HEX", help="the reply bytes")
     p.add_argument("--tcp", action="store_true", help="Modbus TCP frames (MBAP header, no CRC)")
 
 

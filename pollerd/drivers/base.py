@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..config import MeterConfig
+from ..config.model import MeterConfig
 from ..line import Line
 from ..metrics import Registry
 from ..model import Event, Reading
@@ -37,7 +37,7 @@ class DriverContext:
     """Everything a driver may use; passed explicitly (no module-level state)."""
 
     meter: MeterConfig
-    line: Line | None              # None for cloud sources (drivers.CLOUD_KEYS), which reach their own url
+    line: Line | None              # None for cloud sources (catalog: ProtocolSpec.cloud_keys), which reach their own url
     state: MeterState
     metrics: Registry
     clock: Callable[[], float] = time.time

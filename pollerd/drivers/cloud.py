@@ -1,4 +1,4 @@
-"""Shared HTTP plumbing of cloud sources (drivers.CLOUD_KEYS): rstech, webmeters, saures.
+"""Shared HTTP plumbing of cloud sources (catalog: ProtocolSpec.cloud_keys): rstech, webmeters, saures.
 
 A cloud source is one ``[[meters]]`` entry for a vendor account that holds many devices. Its driver gets
 ``DriverContext.line = None`` and talks HTTP(S) to the entry's ``url`` through a session made here:
@@ -30,9 +30,9 @@ import aiohttp
 import orjson
 
 from .. import __version__
-from ..errors import CloudAuthError, CloudError, CloudUnreachable
+from ..errors import CloudAuthError, CloudError, CloudUnreachable, OptionError
 from ..state import MeterState
-from . import OptionError
+from ..text import scrub
 
 # A reply bigger than this is not a page of meter data but a runaway (or hostile) server; reading it whole
 # would cost the gateway's RAM. rstech's largest page (1000 archive records of ~10 channels) is ~0.5 MB.
@@ -69,7 +69,7 @@ def parse_tls_options(raw: Mapping[str, object], base_dir: str) -> dict[str, Any
 
 
 def parse_options(raw: Mapping[str, object], base_dir: str) -> CloudOptions:
-    """drivers.OPTION_PARSERS entry for cloud protocols that take only the TLS keys."""
+    """The catalog's option parser for cloud protocols that take only the TLS keys."""
     return CloudOptions(**parse_tls_options(raw, base_dir))
 
 
@@ -98,18 +98,6 @@ def make_session(meter: Any, *, headers: Mapping[str, str] | None = None,
 
 
 # -- errors and scrubbing ----------------------------------------------------------------------------------
-
-def scrub(text: str, secrets: Iterable[str | None]) -> str:
-    """``text`` with every secret value (and its URL-encoded form) replaced by ``***``."""
-    for s in secrets:
-        if s and len(s) >= 3:
-            text = text.replace(s, "***")
-            from urllib.parse import quote, quote_plus
-            for enc in (quote(s, safe=""), quote_plus(s)):
-                if enc != s:
-                    text = text.replace(enc, "***")
-    return text
-
 
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.I | re.S)
 _TAGS = re.compile(r"<[^>]+>")

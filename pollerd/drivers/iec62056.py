@@ -20,12 +20,19 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from ..errors import FrameError, IdentityMismatch, MeterError, PollerdError, ReplyTimeout, TransportError
-from ..line import LineStopping
+from ..errors import (
+    FrameError,
+    IdentityMismatch,
+    LineStopping,
+    MeterError,
+    OptionError,
+    PollerdError,
+    ReplyTimeout,
+    TransportError,
+)
 from ..model import Archive, Event, Reading
 from ..protocols import iec62056 as iec
 from ..protocols import obis
-from . import OptionError
 from .base import DriverContext, PollResult
 
 __all__ = ["Decoded", "IecOptions", "Iec62056Driver", "PROFILES", "Profile", "decode_sets", "parse_address",

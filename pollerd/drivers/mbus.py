@@ -26,11 +26,18 @@ import statistics
 import zoneinfo
 from collections.abc import Iterable
 
-from ..errors import FrameError, IdentityMismatch, MeterError, PollerdError, ReplyTimeout, TransportError
-from ..line import LineStopping
+from ..errors import (
+    FrameError,
+    IdentityMismatch,
+    LineStopping,
+    MeterError,
+    OptionError,
+    PollerdError,
+    ReplyTimeout,
+    TransportError,
+)
 from ..model import Archive, Event, Reading
 from ..protocols import mbus as m
-from . import OptionError
 from .base import DriverContext, PollResult
 
 MAX_TELEGRAMS = 32          # a multi-telegram readout longer than this is a slave stuck on DIF 1F

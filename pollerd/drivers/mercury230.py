@@ -15,6 +15,7 @@ from ..decode.mercury230 import decode_reply
 from ..errors import (
     FrameError,
     IdentityMismatch,
+    LineStopping,
     MeterError,
     PollerdError,
     ReplyTimeout,
@@ -22,10 +23,11 @@ from ..errors import (
     StoreError,
     TransportError,
 )
-from ..line import Line, LineStopping
+from ..line import Line
 from ..model import Event, Reading
 from ..protocols import mercury230 as m
 from ..protocols.crc import append_crc, check_crc
+from ..text import parse_hex
 from .base import DriverContext, PollResult
 from .mercury230_clock import ClockMixin
 from .mercury230_options import MercuryOptions
@@ -457,7 +459,7 @@ class Mercury230Driver(ClockMixin):
         """Send one HEX command (CRC appended when missing) through the line ahead of scheduled polls and
         return the reply as HEX, with its decoding when the request is one pollerd knows."""
         try:
-            frame = bytes.fromhex(command.replace(":", " "))
+            frame = parse_hex(command)
         except ValueError:
             raise ValueError(f"not a HEX frame: {command[:80]!r}") from None
         if len(frame) < 2:

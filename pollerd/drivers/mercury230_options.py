@@ -1,11 +1,12 @@
-"""Mercury 230 meter keys beyond the common ones (registered in drivers.OPTION_PARSERS)."""
+"""Mercury 230 meter keys beyond the common ones (its ProtocolSpec.options in pollerd/catalog.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from . import OptionError
+from ..errors import OptionError
+from ..units import parse_duration
 
 KEYS = frozenset({"clock_correction", "max_clock_correction", "use_meter_ratios", "journal_interval",
                   "profile_records_per_cycle"})
@@ -32,7 +33,6 @@ class MercuryOptions:
 
 
 def parse_options(raw: Mapping[str, object], base_dir: str) -> MercuryOptions:
-    from ..config import parse_duration  # lazy: config imports drivers/__init__
     kw: dict[str, object] = {}
     for key, value in raw.items():
         if key in ("clock_correction", "use_meter_ratios"):

@@ -9,8 +9,7 @@ the plan (logged once) so that one missing register does not fail every cycle.
 
 from __future__ import annotations
 
-from ..errors import FrameError, MeterError, PollerdError, ReplyTimeout, TransportError
-from ..line import LineStopping
+from ..errors import FrameError, LineStopping, MeterError, PollerdError, ReplyTimeout, TransportError
 from ..model import Archive, Reading
 from ..protocols import modbus as mb
 from ..protocols.modbus_map import Block, ModbusOptions, plan_reads, split_block

@@ -1,4 +1,4 @@
-"""Modbus meter keys (registered in drivers.OPTION_PARSERS): the register map inline and/or from a template
+"""Modbus meter keys (its ProtocolSpec.options in pollerd/catalog.py): the register map inline and/or from a template
 file. Finding and reading template files happens here, in the option layer; the codec
 (:mod:`pollerd.protocols.modbus_map`) gets the parsed data only.
 """
@@ -67,7 +67,7 @@ OPTION_KEYS = frozenset(("modbus_mode", "template", "registers", "word_order", "
 
 
 def parse_options(raw: Mapping[str, object], base_dir: str) -> ModbusOptions:
-    """drivers.OPTION_PARSERS hook for protocol ``modbus``."""
+    """The catalog's option parser for protocol ``modbus``."""
     mode = raw.get("modbus_mode", "rtu")
     if mode not in MODES:
         raise OptionError(f"modbus_mode must be one of {', '.join(MODES)}, got {mode!r}"

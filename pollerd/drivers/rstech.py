@@ -42,9 +42,10 @@ from typing import Any
 
 import aiohttp
 
-from ..errors import CloudAuthError, CloudError, CloudUnreachable, StoreError
+from ..errors import CloudAuthError, CloudError, CloudUnreachable, OptionError, StoreError
 from ..model import Event, Reading
-from . import OptionError, cloud
+from ..units import parse_duration
+from . import cloud
 from .base import DriverContext, PollResult
 from .rstech_api import Page as Page
 from .rstech_api import Record as Record
@@ -75,7 +76,6 @@ class RstechOptions(cloud.CloudOptions):
 
 
 def parse_options(raw: Mapping[str, object], base_dir: str) -> RstechOptions:
-    from ..config import parse_duration  # lazy: config imports drivers/__init__
     kw: dict[str, Any] = cloud.parse_tls_options(raw, base_dir)
     if "per_page" in raw:
         v = raw["per_page"]

@@ -32,9 +32,10 @@ from typing import Any
 
 import aiohttp
 
-from ..errors import CloudAuthError, CloudError, CloudUnreachable
+from ..errors import CloudAuthError, CloudError, CloudUnreachable, OptionError, SessionExpired
 from ..model import Archive, Reading
-from . import OptionError, cloud
+from ..text import scrub as scrub_text
+from . import cloud
 from .base import DriverContext, PollResult
 
 DEFAULT_URL = "https://lk.saures.ru"
@@ -74,7 +75,7 @@ class SauresOptions(cloud.CloudOptions):
 
 
 def parse_options(raw: Mapping[str, object], base_dir: str) -> SauresOptions:
-    """drivers.OPTION_PARSERS entry: the TLS keys and the units the server sends values in."""
+    """The catalog's option parser for saures: the TLS keys and the units the server sends values in."""
     kw: dict[str, Any] = cloud.parse_tls_options(raw, base_dir)
     for key, allowed in (("volume_unit", VOLUME_UNITS), ("energy_unit", ENERGY_UNITS)):
         if key in raw:
@@ -86,10 +87,6 @@ def parse_options(raw: Mapping[str, object], base_dir: str) -> SauresOptions:
 
 
 _TIME_FORMATS = ("%d.%m.%Y %H:%M", "%d.%m.%Y %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
-
-
-class SessionExpired(CloudError):
-    """The sid is no longer valid: sign in again and repeat the request."""
 
 
 # -- parsing (sans-I/O) --------------------------------------------------------------------------------
@@ -113,7 +110,7 @@ def envelope(doc: Any, what: str, secrets: tuple[str, ...] = ()) -> dict[str, An
         elif e is not None:
             names.append(str(e))
             texts.append(str(e))
-    text = cloud.scrub("; ".join(texts) or "no error text", secrets)[:300]
+    text = scrub_text("; ".join(texts) or "no error text", secrets)[:300]
     if status == "bad" and any("wrongsid" in n.lower() for n in names):
         raise SessionExpired(f"{what}: session expired ({text})")
     raise CloudError(f"{what}: status {status!r}: {text}")

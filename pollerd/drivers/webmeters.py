@@ -38,6 +38,7 @@ import aiohttp
 
 from ..errors import CloudAuthError, CloudError, CloudUnreachable
 from ..model import Archive, Reading
+from ..text import scrub as scrub_text
 from . import cloud
 from .base import DriverContext, PollResult
 
@@ -104,7 +105,7 @@ def decode_reply(body: bytes, *, what: str = "reply", scrub: Iterable[str] = ())
         params, _ = xmlrpc.client.loads(body, use_builtin_types=True)
     except xmlrpc.client.Fault as f:
         code = f.faultCode if isinstance(f.faultCode, int) and not isinstance(f.faultCode, bool) else -1
-        return Fault(code, cloud.scrub(str(f.faultString), scrub))
+        return Fault(code, scrub_text(str(f.faultString), scrub))
     except (ExpatError, xmlrpc.client.ResponseError, ValueError, TypeError, KeyError, IndexError) as exc:
         why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise CloudError(f"{what}: not an XML-RPC reply ({why}): {cloud.snippet(body, scrub)}") from None
@@ -386,7 +387,7 @@ PHONE = re.compile(r"\d{10}")
 async def request_key(url: str, phone: str, ask_code: Callable[[], Awaitable[str]], *,
                       waiting_time: float = 30.0) -> str:
     """apiSendKeyRequest(phone) -> request id; ask the user for the SMS code; apiGetKey -> the api key."""
-    from ..config import MeterConfig
+    from ..config.model import MeterConfig
     if not PHONE.fullmatch(phone):
         raise CloudError("the phone number must be 10 digits without the country code, e.g. 9181234567")
     mc = MeterConfig(name="webmeters-key", protocol="webmeters", line="", connection_address=0, url=url,

@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pollerd.errors import CrcError, FrameError, FrameTooLong
+from pollerd.errors import CrcError, FrameError, FrameTooLong, GarbageError, ParityError
 
 __all__ = [
     "ACK", "BAUD_CHARS", "CHECKSUMS", "DataSet", "ETX", "EOT", "GarbageError", "IdentFramer", "Identification",
@@ -53,18 +53,6 @@ MAX_ADDRESS = 32
 BAUD_CHARS: dict[str, int] = {"0": 300, "1": 600, "2": 1200, "3": 2400, "4": 4800, "5": 9600, "6": 19200}
 _MODE_B: dict[str, int] = {"A": 600, "B": 1200, "C": 2400, "D": 4800, "E": 9600, "F": 19200}
 _CHAR_OF_BAUD = {v: k for k, v in BAUD_CHARS.items()}
-
-
-class GarbageError(FrameError):
-    """Bytes that start no message arrived where a reply should begin."""
-
-    kind = "garbage"
-
-
-class ParityError(FrameError):
-    """A byte's 8th bit is not its even parity (parity-strip mode): line noise."""
-
-    kind = "parity"
 
 
 # ---------------------------------------------------------------------------------------------- checksums

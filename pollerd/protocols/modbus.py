@@ -22,7 +22,14 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from pollerd.errors import AddressMismatch, CrcError, FrameError, FrameTooLong, MeterError, TruncatedFrame
+from pollerd.errors import (
+    AddressMismatch,
+    CrcError,
+    FrameError,
+    FrameTooLong,
+    ModbusException,
+    TruncatedFrame,
+)
 from pollerd.protocols.crc import check_crc, crc16_modbus
 
 __all__ = [
@@ -93,19 +100,6 @@ def reference(function: int, address: int) -> str:
         return f"{base + address:05d}"
     # Beyond x9999 data sheets use the extended 6-digit form (300001 + address).
     return f"{base * 10 - 9 + address:06d}"
-
-
-class ModbusException(MeterError):
-    """The device answered with an exception code (``status``). ``function`` and ``address`` say what
-    was asked, so a caller can split a merged read on ``status == 2``."""
-
-    kind = "modbus_exception"
-
-    def __init__(self, message: str, status: int, function: int, address: int, count: int) -> None:
-        super().__init__(message, status)
-        self.function = function
-        self.address = address
-        self.count = count
 
 
 # ------------------------------------------------------------------------------------------------ requests

@@ -28,42 +28,24 @@ reading carries its natural key ``(meter, channel, archive, ts)`` for the receiv
 
 Sink types: ``http`` (:mod:`pollerd.push.http`), ``mqtt`` (:mod:`pollerd.push.mqtt`) and the document
 uploader ``sioi`` (run by the daemon, not a batch client). Third-party clients come in through the
-entry-point group ``pollerd.push`` (see :mod:`pollerd.push.plugins`); they are looked up by an explicit
-``load_entry_points()`` call when a config names a type that is not built in, never on import.
+entry-point group ``pollerd.push`` (see :mod:`pollerd.push.plugins`); an explicit ``load_entry_points(registry)``
+call adds them to the :class:`~pollerd.push.registry.SinkRegistry` passed in when a config names a type that
+is not built in, never on import. Each type's keys, parser, factory and kind are its ``SinkSpec`` in
+:mod:`pollerd.push.registry`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
 
-from pollerd.config import SinkConfig
-from pollerd.errors import SinkError
-from pollerd.model import Reading
+from pollerd.errors import PermanentSinkError, SinkError, TransientSinkError
+from pollerd.push.plugins import load_entry_points
+from pollerd.push.registry import PLUGIN_COMMON_KEYS, SinkRegistry, builtin_sinks
 
-
-class TransientSinkError(SinkError):
-    """The batch did not get through but may on a later try: keep it and retry after a backoff.
-
-    ``kind`` labels the failure counter: ``timeout``, ``network``, ``http`` (a retryable status),
-    ``redirect``, ``tls``, ``auth`` (credentials refused), ``refused`` (the broker refused the connection)
-    or ``error``.
-    """
-
-    def __init__(self, message: str, *, kind: str = "error", status: int | None = None) -> None:
-        self.kind = kind
-        self.status = status
-        super().__init__(message)
-
-
-class PermanentSinkError(SinkError):
-    """The receiver refused the batch for good (a 4xx other than 401/403/407/408/429): park it, move on."""
-
-    kind = "rejected"
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        self.status = status
-        super().__init__(message)
+if TYPE_CHECKING:
+    from pollerd.config.model import SinkConfig
+    from pollerd.model import Reading
 
 
 class PushClient(Protocol):
@@ -84,7 +66,7 @@ class SinkPlugin(Protocol):
     ``config_keys``   the type-specific keys of its ``[[sinks]]`` table (besides the common ones);
     ``parse_options(raw, base_dir)``  turns those keys' raw TOML values (only the ones given) into a frozen
                       options object, stored in ``SinkConfig.options``; raises
-                      ``pollerd.drivers.OptionError(message, key_path)`` so the error names file:line:key;
+                      ``pollerd.errors.OptionError(message, key_path)`` so the error names file:line:key;
     ``common_keys``   optional: which common sink keys apply (default :data:`PLUGIN_COMMON_KEYS`);
     ``url_schemes``   optional: accepted URL schemes (default ``("http", "https")``).
     Calling it with ``(sink_config, gateway_name)`` returns a :class:`PushClient`.
@@ -97,47 +79,20 @@ class SinkPlugin(Protocol):
     def __call__(self, sink: SinkConfig, gateway: str) -> PushClient: ...
 
 
-# Common keys a plugin sink accepts unless it narrows them with `common_keys`.
-PLUGIN_COMMON_KEYS = frozenset({
-    "url", "token", "token_file", "token_credential", "username", "password", "password_file",
-    "password_credential", "headers", "verify_tls", "ca_file", "client_cert", "client_key", "timeout",
-    "batch_size", "linger", "retry_min", "retry_max",
-})
-
-
-# Imported after the error classes on purpose: the client modules import them from this package.
-from pollerd.push.http import HttpPushClient  # noqa: E402
-
-
-def _mqtt_client(sink: SinkConfig, gateway: str) -> PushClient:
-    # Imported on use: aiomqtt and paho cost memory that a gateway without an MQTT sink should not pay.
-    from pollerd.push.mqtt import MqttPushClient
-    return MqttPushClient(sink, gateway)
-
-
-CLIENTS: dict[str, Callable[[SinkConfig, str], PushClient]] = {
-    "http": HttpPushClient,
-    "mqtt": _mqtt_client,
-}
-
-
-def make_client(sink: SinkConfig, gateway: str) -> PushClient:
-    """Build the client for ``sink.type``; ``gateway`` is the name that goes into payloads."""
-    if sink.type not in CLIENTS:
-        from pollerd.push.plugins import load_entry_points
-        load_entry_points()
-    try:
-        factory = CLIENTS[sink.type]
-    except KeyError:
-        raise SinkError(
-            f"sink {sink.name!r}: unknown type {sink.type!r}, expected one of {sorted(CLIENTS)}"
-        ) from None
-    return factory(sink, gateway)
+def make_client(sink: SinkConfig, gateway: str, registry: SinkRegistry | None = None) -> PushClient:
+    """Build the batch client for ``sink.type`` from ``registry`` (default: the built-in types, plus the
+    entry-point plugins when the type is not built in); ``gateway`` is the name that goes into payloads."""
+    sinks = builtin_sinks() if registry is None else registry
+    if sink.type not in sinks:
+        load_entry_points(sinks)
+    spec = sinks.get(sink.type)
+    if spec is None or spec.factory is None:
+        batch = sorted(t for t in sinks if sinks[t].factory is not None)
+        raise SinkError(f"sink {sink.name!r}: unknown type {sink.type!r}, expected one of {batch}")
+    return spec.factory(sink, gateway)
 
 
 __all__ = [
-    "CLIENTS",
-    "HttpPushClient",
     "PLUGIN_COMMON_KEYS",
     "PermanentSinkError",
     "PushClient",

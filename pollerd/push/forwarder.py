@@ -29,8 +29,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
+from pollerd.backoff import backoff_delay
 from pollerd.compat import timeout
-from pollerd.config import SinkConfig
+from pollerd.config.model import SinkConfig
 from pollerd.errors import StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Reading
@@ -48,7 +49,6 @@ _CONNECTION_KINDS = frozenset({"network", "tls", "auth", "refused"})
 _T = TypeVar("_T")
 
 IDLE_WAIT = 5.0     # longest sleep on an empty outbox; bounds how stale the lag gauges get
-_MAX_EXP = 32       # 2**32 * retry_min is far past any retry_max; stops the float growing
 # Arrival samples kept for the lag estimate. During a long outage the cursor stands still and a sample is
 # added on every retry; beyond this many every other one is dropped, so memory stays flat and the estimate
 # only gets coarser.
@@ -58,9 +58,7 @@ _SEEN_MAX = 1024
 def retry_delay(sink: SinkConfig, attempt: int, rng: Callable[[], float]) -> float:
     """A sink's delay before retry number ``attempt + 1``: uniform between ``retry_min`` and
     ``min(retry_max, retry_min * 2**attempt)`` (full jitter over a capped exponential)."""
-    lo = max(0.0, sink.retry_min)
-    hi = max(lo, min(sink.retry_max, lo * 2.0 ** min(attempt, _MAX_EXP)))
-    return lo + rng() * (hi - lo)
+    return backoff_delay(attempt, sink.retry_min, sink.retry_max, rng(), floor=sink.retry_min)
 
 
 class Forwarder:

@@ -49,10 +49,11 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from pollerd.config import SinkConfig, safe_url
-from pollerd.drivers import OptionError
+from pollerd.config.model import SinkConfig
+from pollerd.errors import OptionError
 from pollerd.model import Reading
 from pollerd.push import PermanentSinkError, TransientSinkError
+from pollerd.text import safe_url
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class HttpOptions:
 
 
 def parse_options(raw: Mapping[str, object], base_dir: str) -> HttpOptions:
-    """The http sink's own keys (SINK_OPTION_PARSERS["http"])."""
+    """The http sink's own keys (its SinkSpec in push/registry.py)."""
     kw: dict[str, bool] = {}
     for key in ("gzip", "accept_html"):
         value = raw.get(key, False)

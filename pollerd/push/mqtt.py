@@ -47,7 +47,7 @@ from aiomqtt.exceptions import MqttConnectError
 from yarl import URL
 
 from pollerd.compat import timeout
-from pollerd.config import SinkConfig
+from pollerd.config.model import SinkConfig
 from pollerd.model import Reading
 from pollerd.push import TransientSinkError
 from pollerd.push.mqtt_options import MqttOptions, parse_options

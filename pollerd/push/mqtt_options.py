@@ -1,4 +1,4 @@
-"""The mqtt sink's own keys (SINK_OPTION_PARSERS["mqtt"]) and its topic templates.
+"""The mqtt sink's own keys (its SinkSpec in push/registry.py) and its topic templates.
 
 Kept apart from :mod:`pollerd.push.mqtt` so that ``pollerd check`` validates an MQTT sink without importing
 the MQTT client library, and says plainly when that library is missing.
@@ -11,7 +11,7 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pollerd.drivers import OptionError
+from pollerd.errors import OptionError
 
 DEFAULT_TOPIC = "pollerd/{gateway}/{meter}/{channel}"
 DEFAULT_STATUS_TOPIC = "pollerd/{gateway}/status"

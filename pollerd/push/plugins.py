@@ -7,9 +7,9 @@ A package declares, in its ``pyproject.toml``::
 
 The name is the sink ``type`` used in ``[[sinks]]``; the object is a :class:`pollerd.push.SinkPlugin`:
 a client factory with ``config_keys`` and ``parse_options`` (and optionally ``common_keys``,
-``url_schemes``). :func:`load_entry_points` registers each plugin into the config's sink registries and
-into ``pollerd.push.CLIENTS``. It is called explicitly — by the config loader when a config names a sink type
-that is not built in, and by ``make_client`` — never as a side effect of an import. Built-in types win over a
+``url_schemes``). :func:`load_entry_points` adds a :class:`~pollerd.push.registry.SinkSpec` for each plugin to
+the registry it is given. It is called explicitly — by the config loader when a config names a sink type
+that is not in its registry, and by ``make_client`` — never as a side effect of an import. Built-in types win over a
 plugin of the same name. A plugin that fails to load is reported as a config error only where a config
 uses its type; otherwise it is logged and ignored, so a broken unrelated package cannot stop the daemon.
 """
@@ -17,10 +17,12 @@ uses its type; otherwise it is logged and ignored, so a broken unrelated package
 from __future__ import annotations
 
 import logging
-from importlib import metadata
+from typing import TYPE_CHECKING
 
-from pollerd import config as _config
-from pollerd.push import CLIENTS, PLUGIN_COMMON_KEYS
+from pollerd.push.registry import PLUGIN_COMMON_KEYS, SinkRegistry, SinkSpec
+
+if TYPE_CHECKING:
+    from importlib import metadata
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +30,11 @@ GROUP = "pollerd.push"
 
 
 def _entry_points(group: str) -> list[metadata.EntryPoint]:
-    eps = metadata.entry_points()
-    if hasattr(eps, "select"):
-        return list(eps.select(group=group))
-    return list(eps.get(group, ()))  # type: ignore[attr-defined]  # Python < 3.10 shape, kept harmless
+    # On use: importlib.metadata pulls in email, zipfile, csv... (~1.5 MB RSS) that a gateway whose sinks are
+    # all built in never needs; the config loader and the daemon import this module.
+    from importlib import metadata
+
+    return list(metadata.entry_points(group=group))   # selection by group: Python >= 3.10, as required
 
 
 def _check(name: str, obj: object) -> str | None:
@@ -55,13 +58,17 @@ def _check(name: str, obj: object) -> str | None:
     return None
 
 
-def load_entry_points(group: str = GROUP) -> dict[str, str]:
-    """Register the plugins of ``group`` not registered yet; return {type: why it failed} for broken ones."""
-    broken: dict[str, str] = {}
+def load_entry_points(registry: SinkRegistry, group: str = GROUP) -> dict[str, str]:
+    """Add the plugins of ``group`` to ``registry``, once per registry; return {type: why it failed} for the
+    broken ones (also kept in ``registry.broken``)."""
+    if registry.plugins_loaded:
+        return registry.broken
+    registry.plugins_loaded = True
+    broken = registry.broken
     for ep in _entry_points(group):
         name = ep.name
-        if name in CLIENTS or name in _config.SINK_TYPES:
-            continue    # built in, or loaded by an earlier call
+        if name in registry:
+            continue    # built in: the built-in type wins
         where = f"sink type {name!r} from plugin {ep.value!r}"
         try:
             obj = ep.load()
@@ -74,12 +81,14 @@ def load_entry_points(group: str = GROUP) -> dict[str, str]:
             broken[name] = f"{where} {why}"
             log.warning("%s", broken[name])
             continue
-        _config.SINK_TYPES[name] = frozenset(getattr(obj, "common_keys", PLUGIN_COMMON_KEYS))
-        schemes = getattr(obj, "url_schemes", None)
-        if schemes is not None:
-            _config.SINK_URL_SCHEMES[name] = tuple(s.lower() for s in schemes)
-        _config.SINK_OPTION_PARSERS[name] = (frozenset(obj.config_keys), obj.parse_options)
-        CLIENTS[name] = obj
+        registry.add(SinkSpec(
+            name,
+            keys=frozenset(getattr(obj, "common_keys", PLUGIN_COMMON_KEYS)),
+            factory=obj,
+            option_keys=frozenset(obj.config_keys),
+            options=obj.parse_options,
+            url_schemes=tuple(s.lower() for s in getattr(obj, "url_schemes", ("http", "https"))),
+        ))
         log.info("push plugin loaded: %s", where)
     return broken
 

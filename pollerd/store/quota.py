@@ -30,10 +30,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..config import StoreConfig, format_duration, format_size
+from ..config.model import StoreConfig
 from ..errors import StoreError
 from ..metrics import Registry
 from ..state import Runtime
+from ..units import format_duration, format_size
 
 if TYPE_CHECKING:
     from .core import Store

@@ -36,7 +36,7 @@ from .i18n import LANG_COOKIE, LANGS, choose, t
 from .svg import interval_of
 
 if TYPE_CHECKING:
-    from pollerd.config import MeterConfig
+    from pollerd.config.model import MeterConfig
     from pollerd.store import Store
 
 log = logging.getLogger(__name__)

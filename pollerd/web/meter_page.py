@@ -22,7 +22,7 @@ from .overview import page_state
 from .svg import phasors, profile_chart, vector_diagram
 
 if TYPE_CHECKING:
-    from pollerd.config import MeterConfig
+    from pollerd.config.model import MeterConfig
 
 RANGES = {"24h": 86400, "7d": 7 * 86400}
 _ENERGY_BASES = ("A+", "A-", "R+", "R-")

@@ -15,11 +15,11 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from pollerd.config import SinkConfig
-from pollerd.drivers.cloud import scrub
+from pollerd.config.model import SinkConfig
 from pollerd.errors import SinkError
 from pollerd.push import TransientSinkError
 from pollerd.push.http import ssl_option
+from pollerd.text import scrub
 
 from .options import SioiOptions
 

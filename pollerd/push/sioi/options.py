@@ -16,7 +16,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pollerd.config import fields as _cfg
 from pollerd.errors import OptionError
+from pollerd.units import format_duration, parse_duration
 
 from .periods import PERIODS, Periods
 from .template import Template, TemplateError, check_well_formed
@@ -95,7 +97,6 @@ def _strings(raw: Mapping[str, object], key: str) -> tuple[str, ...]:
 
 
 def _dur(raw: Mapping[str, object], key: str, lo: float) -> float:
-    from pollerd.config import format_duration, parse_duration  # lazy: config imports this package's parents
     try:
         seconds = parse_duration(raw[key])
     except ValueError as exc:
@@ -106,8 +107,7 @@ def _dur(raw: Mapping[str, object], key: str, lo: float) -> float:
 
 
 def parse_options(raw: Mapping[str, object], base_dir: str) -> SioiOptions:
-    """SINK_OPTION_PARSERS entry for type "sioi": everything a document needs is checked here, at load."""
-    from pollerd import config as _cfg
+    """The sioi SinkSpec's option parser (push/registry.py): everything a document needs is checked here, at load."""
     kw: dict[str, object] = {}
     if "form_code" not in raw:
         raise OptionError("missing required key 'form_code' (the collection form's code from АС СиОИ)")

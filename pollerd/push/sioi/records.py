@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from pollerd.config import SinkConfig
+from pollerd.config.model import SinkConfig
 from pollerd.errors import SinkError
 
 from .options import SioiOptions

@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from pollerd.config import SinkConfig
+from pollerd.config.model import SinkConfig
 from pollerd.errors import SinkError, StoreError
 from pollerd.metrics import Registry
 from pollerd.push import TransientSinkError

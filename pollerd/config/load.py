@@ -1,0 +1,596 @@
+"""The config loader: one TOML file -> a validated :class:`~pollerd.config.model.Config`.
+
+Section tables map each key to its converter (:mod:`pollerd.config.fields`); protocol-specific rules come from
+the protocol catalog and sink rules from the sink registry, both passed in. :func:`known_keys` reports the
+same tables, for the docs-truth test.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os as _os
+import re as _re
+import socket as _socket
+import time as _time
+from collections.abc import Mapping as _Mapping
+from typing import Any as _Any
+
+from pollerd.catalog import CATALOG, Catalog
+from pollerd.compat import tomllib as _tomllib
+from pollerd.config.fields import (
+    _address,
+    _array_of_tables,
+    _at,
+    _bool,
+    _choice,
+    _Ctx,
+    _days_of_month,
+    _days_of_week,
+    _did_you_mean,
+    _digits,
+    _duration,
+    _existing_file,
+    _first_of,
+    _got,
+    _headers,
+    _host,
+    _int,
+    _int_in,
+    _Invalid,
+    _listen,
+    _name,
+    _one_of,
+    _positive_number,
+    _require,
+    _secret,
+    _secret_credential,
+    _secret_file,
+    _secret_value,
+    _size,
+    _Spec,
+    _str,
+    _string_list,
+    _table,
+    _timezone,
+    _url,
+    _url_of,
+    _walk,
+)
+from pollerd.config.locate import KeyPath as _Path
+from pollerd.config.locate import Locator as _Locator
+from pollerd.config.model import (
+    ApiConfig,
+    ApiToken,
+    Config,
+    GatewayConfig,
+    LineConfig,
+    MeterConfig,
+    Secret,
+    SinkConfig,
+    StoreConfig,
+)
+from pollerd.errors import ConfigError, OptionError
+from pollerd.push.plugins import load_entry_points
+from pollerd.push.registry import SinkRegistry, builtin_sinks
+from pollerd.schedule import Schedule
+from pollerd.units import NUMBER as _NUMBER
+from pollerd.units import format_duration
+
+__all__ = ["known_keys", "load_config"]
+
+# --- sections --------------------------------------------------------------------------------------------------
+
+_GATEWAY: _Spec = {"name": _name, "spread": _duration()}
+_STORE: _Spec = {"path": _str, "keep": _duration(1.0), "commit_interval": _duration(0.0),
+                 # Below 1 MiB the WAL and the schema alone would keep the quota permanently exceeded.
+                 "max_size": _size(1024**2), "max_age": _duration(60.0)}
+_API: _Spec = {"listen": _listen, "enabled": _bool, "tokens": lambda value, ctx: value}
+_API_TOKEN: _Spec = {"token": _secret_value, "token_file": _secret_file, "token_credential": _secret_credential,
+                     "role": _choice(("read", "admin"))}
+
+_BAUDRATES = (300, 600, 1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200)
+_SERIAL_KEYS = ("device", "baudrate", "bytesize", "parity", "stopbits")
+_TCP_KEYS = ("host", "port", "connect_timeout")
+_LINE_TYPES = ("serial", "tcp")
+
+
+def _stopbits(value: object, ctx: _Ctx) -> float:
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _got("1, 1.5 or 2", value)
+    if value not in (1, 1.5, 2):
+        raise _Invalid(f"{value:g} is not one of 1, 1.5, 2")
+    return float(value) if value == 1.5 else int(value)
+
+
+_LINE: _Spec = {
+    "name": _name, "type": _choice(_LINE_TYPES),
+    "device": _str, "baudrate": _int_in(_BAUDRATES), "bytesize": _int(5, 8),
+    "parity": _choice(("N", "E", "O", "M", "S"), fold=True), "stopbits": _stopbits,
+    "host": _host, "port": _int(1, 65535), "connect_timeout": _duration(0.0, above=True),
+    "reconnect_min": _duration(0.0, above=True), "reconnect_max": _duration(0.0, above=True),
+}
+
+_PASSWORD_KEYS = ("password", "password_file", "password_credential")
+_TOKEN_KEYS = ("token", "token_file", "token_credential")
+_API_KEY_KEYS = ("api_key", "api_key_file", "api_key_credential")
+# Keys that place a meter on a bus; a cloud source (ProtocolSpec.cloud_keys) has none of them.
+_BUS_KEYS = ("line", "ip_address", "port", "connection_address", "password_encoding", "access_level")
+
+_METER: _Spec = {
+    "name": _name, "protocol": _str, "line": _name, "ip_address": _host, "port": _int(1, 65535),
+    "connection_address": _address,
+    "number_meter": _digits,
+    "password": _secret_value, "password_file": _secret_file, "password_credential": _secret_credential,
+    "password_encoding": _choice(("digits", "ascii", "hex")),
+    "access_level": _int_in((1, 2)),
+    "waiting_time": _duration(0.0, above=True), "pause_time": _duration(),
+    "package_size": _int(1, 255), "retries": _int(0, 10),
+    "period_type": _choice(("interval", "daily", "weekly", "monthly")),
+    "periodType": _choice(("interval", "daily", "weekly", "monthly")),
+    "interval_time": _duration(1.0), "at": _at,
+    "days_of_week": _days_of_week, "days_of_month": _days_of_month,
+    "data_polling_length": _duration(), "time_difference": _duration(),
+    "timezone": _timezone, "tn1": _positive_number, "tn2": _positive_number, "tt": _positive_number,
+    "read": _string_list, "enabled": _bool,
+    "url": _url, "email": _str,
+    "api_key": _secret_value, "api_key_file": _secret_file, "api_key_credential": _secret_credential,
+}
+
+_SINK: _Spec = {
+    "name": _name, "type": _str, "url": _url,
+    "token": _secret_value, "token_file": _secret_file, "token_credential": _secret_credential,
+    "username": _str,
+    "password": _secret_value, "password_file": _secret_file, "password_credential": _secret_credential,
+    "headers": _headers, "verify_tls": _bool, "ca_file": _existing_file,
+    "timeout": _duration(0.0, above=True), "batch_size": _int(1, 10000),
+    "retry_min": _duration(0.0, above=True), "retry_max": _duration(0.0, above=True),
+    "linger": _duration(), "client_cert": _existing_file, "client_key": _existing_file,
+}
+
+_SECTIONS = ("gateway", "store", "api", "lines", "meters", "sinks")
+
+
+def _load_gateway(ctx: _Ctx, doc: dict[str, _Any]) -> GatewayConfig:
+    f = _walk(ctx, _table(ctx, doc, "gateway"), ("gateway",), _GATEWAY)
+    name = f.get("name") or _socket.gethostname() or "pollerd"
+    return GatewayConfig(name=name, spread=f.get("spread", 300.0))
+
+
+def _load_store(ctx: _Ctx, doc: dict[str, _Any]) -> StoreConfig:
+    f = _walk(ctx, _table(ctx, doc, "store"), ("store",), _STORE)
+    path = f.get("path")
+    if path is not None:
+        path = _os.path.join(ctx.base_dir, _os.path.expanduser(path))
+    kw = {k: f[k] for k in ("keep", "commit_interval", "max_size", "max_age") if k in f}
+    return StoreConfig(path=path, **kw)
+
+
+def _load_api(ctx: _Ctx, doc: dict[str, _Any]) -> ApiConfig:
+    f = _walk(ctx, _table(ctx, doc, "api"), ("api",), _API)
+    kw: dict[str, _Any] = {}
+    if "listen" in f:
+        kw["listen"], kw["host"], kw["port"] = f["listen"]
+    if "enabled" in f:
+        kw["enabled"] = f["enabled"]
+    if "tokens" in f:
+        raw = f["tokens"]
+        if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+            ctx.fail(("api", "tokens"), 'expected a list of tables like [{ token_file = "...", role = "admin" }]')
+        tokens: list[ApiToken] = []
+        for i, table in enumerate(raw):
+            path = ("api", "tokens", i)
+            t = _walk(ctx, table, path, _API_TOKEN)
+            secret = _secret(ctx, path, t, _TOKEN_KEYS)
+            if secret is None:
+                ctx.fail(path, "missing token (one of token, token_file, token_credential)")
+            if len(secret[1]) < 16:
+                ctx.fail(path + (secret[0],), "an API token must be at least 16 characters")
+            for j, other in enumerate(tokens):
+                if other.token.reveal() == secret[1]:  # the message names the entries, never the value
+                    ctx.fail(path + (secret[0],), f"the same token as api.tokens[{j}]; a token has one role")
+            tokens.append(ApiToken(Secret(secret[1]), _require(ctx, path, t, "role", ' ("read" or "admin")')))
+        kw["tokens"] = tuple(tokens)
+    return ApiConfig(**kw)
+
+
+def _load_line(ctx: _Ctx, table: dict[str, _Any], path: _Path) -> LineConfig:
+    f = _walk(ctx, table, path, _LINE)
+    _require(ctx, path, f, "name")
+    kind = _require(ctx, path, f, "type", ' ("serial" or "tcp")')
+    foreign = _TCP_KEYS if kind == "serial" else _SERIAL_KEYS
+    for key in f:
+        if key in foreign:
+            ctx.fail(path + (key,), f"key {key!r} does not apply to a {kind} line")
+    if kind == "serial":
+        _require(ctx, path, f, "device", " for a serial line")
+    else:
+        _require(ctx, path, f, "host", " for a tcp line")
+        _require(ctx, path, f, "port", " for a tcp line")
+    if f.get("reconnect_min", 1.0) > f.get("reconnect_max", 60.0):
+        ctx.fail(path + ("reconnect_min",), f"reconnect_min ({format_duration(f['reconnect_min'])}) is greater "
+                 f"than reconnect_max ({format_duration(f.get('reconnect_max', 60.0))})")
+    return LineConfig(line_no=ctx.locator.find(path), **f)
+
+
+def _load_meter(ctx: _Ctx, table: dict[str, _Any], path: _Path,
+                catalog: Catalog) -> tuple[dict[str, _Any], dict[str, _Any]]:
+    """Field checks of one meter; cross-references (line names, addresses) come later."""
+    # Protocol-specific keys (register maps, profiles...) and non-integer addresses are the driver's to
+    # parse; the rest of the table goes through the common spec.
+    proto_raw = table.get("protocol")
+    pspec = catalog.get(proto_raw) if isinstance(proto_raw, str) else None
+    extra_keys = pspec.option_keys if pspec else frozenset()
+    addr_parser = pspec is not None and pspec.address is not None
+    common = {k: v for k, v in table.items()
+              if k not in extra_keys and not (addr_parser and k == "connection_address")}
+    f = _walk(ctx, common, path, _METER, _METER.keys() | extra_keys)  # "did you mean" knows the protocol's keys
+    name = _require(ctx, path, f, "name")
+    protocol = _require(ctx, path, f, "protocol")
+    if pspec is None:
+        ctx.fail(path + ("protocol",), f"unknown protocol {protocol!r}{_did_you_mean(protocol, catalog)}; "
+                 f"known: {_one_of(sorted(str(p) for p in catalog))}")
+    cloud = pspec.cloud_keys is not None
+    if pspec.cloud_keys is not None:
+        for key in f:
+            if key in _BUS_KEYS:
+                ctx.fail(path + (key,), f"key {key!r} does not apply to {protocol}: a cloud source is reached "
+                         "at its 'url', not on a line")
+        for key in pspec.cloud_keys:
+            given = _API_KEY_KEYS if key == "api_key" else _PASSWORD_KEYS if key == "password" else (key,)
+            if not any(k in f for k in given):
+                ctx.fail(path, f"missing required key {key!r} for {protocol}"
+                         + (f" (or {', '.join(given[1:])})" if len(given) > 1 else ""))
+        address: int | str = 0
+    elif "url" in f or "email" in f or any(k in f for k in _API_KEY_KEYS):
+        key = next(k for k in f if k in ("url", "email") + _API_KEY_KEYS)
+        ctx.fail(path + (key,), f"key {key!r} applies to cloud sources "
+                 f"({', '.join(sorted(str(p) for p, s in catalog.items() if s.is_cloud))}), "
+                 f"not to {protocol}")
+    elif addr_parser:
+        if "connection_address" not in table:
+            ctx.fail(path, "missing required key 'connection_address'")
+        try:
+            address = pspec.parse_address(table["connection_address"])
+        except OptionError as exc:
+            ctx.fail(path + ("connection_address",) + exc.key, exc.message)
+    else:
+        number: int = _require(ctx, path, f, "connection_address")
+        address = number
+        lo, hi = pspec.address_range
+        if not lo <= number <= hi:
+            ctx.fail(path + ("connection_address",), f"{address} is not in {lo}..{hi} for {protocol}")
+    options = None
+    if extra_keys:
+        try:
+            options = pspec.parse_options({k: v for k, v in table.items() if k in extra_keys}, ctx.base_dir)
+        except OptionError as exc:
+            ctx.fail(path + exc.key, exc.message)
+
+    if cloud:
+        pass
+    elif "line" in f and ("ip_address" in f or "port" in f):
+        other = "ip_address" if "ip_address" in f else "port"
+        ctx.fail(path + (other,), "give either 'line' or 'ip_address' + 'port', not both")
+    elif "line" not in f:
+        if "ip_address" not in f and "port" not in f:
+            ctx.fail(path, "missing 'line' (or 'ip_address' + 'port')")
+        _require(ctx, path, f, "ip_address", " (with 'port')")
+        _require(ctx, path, f, "port", " (with 'ip_address')")
+
+    password = _secret(ctx, path, f, _PASSWORD_KEYS)
+    if password is not None and not cloud:  # a cloud account's password is free text
+        _check_password(ctx, path + (password[0],), password[1], f.get("password_encoding", "digits"),
+                        pspec.password_bytes)
+    api_key = _secret(ctx, path, f, _API_KEY_KEYS)
+
+    period_key = _first_of(ctx, path, f, ("period_type", "periodType"))
+    period = f[period_key] if period_key else "interval"
+    dow = f.get("days_of_week", frozenset())
+    dom, last = f.get("days_of_month", (frozenset(), False))
+    if period == "weekly" and not dow:
+        ctx.fail(path + (period_key or "period_type",), 'a weekly schedule needs days_of_week (e.g. days_of_week = ["mon"])')
+    if period == "monthly" and not (dom or last):
+        ctx.fail(path + (period_key or "period_type",), 'a monthly schedule needs days_of_month (e.g. days_of_month = [1])')
+    if period == "interval" and "at" in f:
+        ctx.fail(path + ("at",), "'at' applies to daily, weekly and monthly schedules, not interval")
+
+    kinds = pspec.read_kinds
+    read = f.get("read", pspec.default_read)
+    for i, kind in enumerate(read):
+        if kind not in kinds:
+            ctx.fail(path + ("read", i), f"{protocol} cannot read {kind!r}{_did_you_mean(kind, kinds)}; "
+                     f"it can read: {', '.join(kinds)}")
+    if getattr(options, "clock_correction", False) and "clock" not in read:
+        ctx.fail(path + ("clock_correction",), 'corrects the clock it reads: add "clock" to read')
+
+    kw: dict[str, _Any] = {
+        "name": name, "protocol": str(protocol), "line": f.get("line", ""), "connection_address": address,
+        "password": Secret(password[1]) if password else None, "period_type": period,
+        "days_of_week": dow, "days_of_month": dom, "last_day_of_month": last, "read": tuple(read),
+        "options": options, "line_no": ctx.locator.find(path),
+        "api_key": Secret(api_key[1]) if api_key else None, "cloud": cloud,
+    }
+    for key in ("number_meter", "password_encoding", "access_level", "waiting_time", "pause_time",
+                "package_size", "retries", "interval_time", "at", "data_polling_length", "time_difference",
+                "timezone", "tn1", "tn2", "tt", "enabled", "url", "email"):
+        if key in f:
+            kw[key] = f[key]
+    if pspec.waiting_time is not None and "waiting_time" not in f:
+        kw["waiting_time"] = pspec.waiting_time  # e.g. a server answering a page of archives, not a meter on a bus
+    return kw, f
+
+
+def _check_schedule_runs(ctx: _Ctx, path: _Path, meter: MeterConfig, spread: float) -> None:
+    """Refuse a schedule that never runs: an interval grid can miss every allowed day (a 7-day interval
+    lands on one weekday). The daemon would otherwise fail at start, with every other meter."""
+    if meter.period_type != "interval" or not (meter.days_of_week or meter.days_of_month
+                                               or meter.last_day_of_month):
+        return
+    sched = Schedule.from_meter(meter, spread)
+    now = _time.time()
+    try:
+        sched.next_run(now)
+    except ValueError:
+        pass
+    else:
+        return
+    free = Schedule(sched.period_type, sched.interval, sched.at, frozenset(), frozenset(), False, sched.tz,
+                    sched.offset)
+    runs, t = [], now
+    for _ in range(3):
+        t = free.next_run(t)
+        runs.append(_dt.datetime.fromtimestamp(t, sched.tz).strftime("%a %Y-%m-%d"))
+    key = "days_of_week" if meter.days_of_week else "days_of_month"
+    ctx.fail(path + (key,), f"this schedule never runs: every {format_duration(meter.interval_time)} "
+             f"(+{format_duration(round(sched.offset))} spread) never falls on an allowed day; its runs would "
+             f"be {', '.join(runs)}, ... ({meter.timezone}). For runs on chosen days use period_type = "
+             f'"daily" or "weekly" with at')
+
+
+def _check_password(ctx: _Ctx, path: _Path, value: str, encoding: str, size: int | None) -> None:
+    # Never echo the password itself: only its shape.
+    if encoding == "digits":
+        if not (value.isascii() and value.isdigit() and len(value) == 6):
+            ctx.fail(path, f"with password_encoding \"digits\" the password must be exactly 6 digits "
+                     f"(got {len(value)} characters)")
+    elif encoding == "hex":
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            ctx.fail(path, "with password_encoding \"hex\" the password must be hex digits")
+        if size is not None and len(raw) != size:
+            ctx.fail(path, f"with password_encoding \"hex\" the password must be {size} bytes "
+                     f"({size * 2} hex digits), got {len(raw)} bytes")
+    else:
+        if not value.isascii():
+            ctx.fail(path, "with password_encoding \"ascii\" the password must be ASCII")
+        if size is not None and len(value) != size:
+            ctx.fail(path, f"with password_encoding \"ascii\" the password must be {size} characters, "
+                     f"got {len(value)}")
+
+
+def _load_sink(ctx: _Ctx, table: dict[str, _Any], path: _Path, sinks: SinkRegistry) -> SinkConfig:
+    kind0 = table.get("type")
+    if isinstance(kind0, str) and kind0 not in sinks:
+        # Not built in: look through the installed plugins once, then validate as usual.
+        broken = load_entry_points(sinks)
+        if kind0 in broken:
+            ctx.fail(path + ("type",), broken[kind0])
+    sspec = sinks.get(kind0) if isinstance(kind0, str) else None  # a list is not even hashable
+    extra_keys = sspec.option_keys if sspec else frozenset()
+    spec = {**_SINK, "type": _choice(sinks.types()), "url": _url_of(sspec.url_schemes if sspec else ("http", "https"))}
+    # "Did you mean" offers the keys this type takes, its own (type-specific) keys included.
+    known = sspec.accepted_keys if sspec else None
+    f = _walk(ctx, {k: v for k, v in table.items() if k not in extra_keys}, path, spec, known)
+    _require(ctx, path, f, "name")
+    kind = _require(ctx, path, f, "type", f" ({', '.join(sinks.types())})")
+    sspec = sinks[kind]
+    allowed = sspec.keys
+    for key in f:
+        if key not in allowed and key not in ("name", "type"):
+            ctx.fail(path + (key,), f"key {key!r} does not apply to a {kind} sink")
+    url = _require(ctx, path, f, "url")
+    for group in sspec.required:
+        if not any(k in f for k in group):
+            ctx.fail(path, f"missing required key {group[0]!r} for a {kind} sink"
+                     + (f" (or {', '.join(group[1:])})" if len(group) > 1 else ""))
+    auth = [k for k in f if k in _TOKEN_KEYS or k in _PASSWORD_KEYS or k == "username"]
+    for key in auth:
+        if (key in _TOKEN_KEYS) != (auth[0] in _TOKEN_KEYS):
+            ctx.fail(path + (key,), "give either a bearer token (token, token_file, token_credential) or "
+                     "basic auth (username + password), not both")
+    pw_given = [k for k in f if k in _PASSWORD_KEYS]
+    if pw_given and "username" not in f:
+        ctx.fail(path + (pw_given[0],), "basic auth needs 'username' too")
+    if "username" in f and not pw_given:
+        ctx.fail(path + ("username",), "basic auth needs 'password' (or password_file, password_credential) too")
+    token = _secret(ctx, path, f, _TOKEN_KEYS)
+    password = _secret(ctx, path, f, _PASSWORD_KEYS)
+    if f.get("retry_min", 1.0) > f.get("retry_max", 300.0):
+        ctx.fail(path + ("retry_min",), f"retry_min ({format_duration(f['retry_min'])}) is greater than "
+                 f"retry_max ({format_duration(f.get('retry_max', 300.0))})")
+    kw: dict[str, _Any] = {
+        "name": f["name"], "type": kind, "url": url,
+        "token": Secret(token[1]) if token else None,
+        "password": Secret(password[1]) if password else None,
+        "line_no": ctx.locator.find(path),
+    }
+    for key in ("username", "headers", "verify_tls", "ca_file", "timeout", "batch_size", "retry_min",
+                "retry_max", "linger", "client_cert", "client_key"):
+        if key in f:
+            kw[key] = f[key]
+    _check_client_cert(ctx, path, f)
+    if sspec.options is not None:
+        try:
+            kw["options"] = sspec.options({k: v for k, v in table.items() if k in extra_keys}, ctx.base_dir)
+        except OptionError as exc:
+            ctx.fail(path + exc.key, exc.message)
+    return SinkConfig(**kw)
+
+
+def _check_client_cert(ctx: _Ctx, path: _Path, f: dict[str, _Any]) -> None:
+    """A client certificate that does not load fails now, at startup, not at the first TLS handshake."""
+    if "client_key" in f and "client_cert" not in f:
+        ctx.fail(path + ("client_key",), "client_key needs client_cert too")
+    if "client_cert" not in f:
+        return
+    import ssl
+    try:
+        ssl.create_default_context().load_cert_chain(f["client_cert"], f.get("client_key"))
+    except (OSError, ssl.SSLError) as exc:
+        what = "client_cert and client_key do not" if "client_key" in f else "client_cert does not"
+        ctx.fail(path + ("client_cert",), f"{what} load as a PEM certificate and its private key "
+                 f"(an encrypted key is not supported): {getattr(exc, 'reason', None) or exc}")
+
+
+def _unique(ctx: _Ctx, section: str, names: list[str]) -> None:
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            ctx.fail((section, i, "name"), f"duplicate name {name!r} (also {section}[{seen[name]}])")
+        seen[name] = i
+
+
+def _endpoint_name(host: str, port: int) -> str:
+    return f"tcp:[{host}]:{port}" if ":" in host else f"tcp:{host}:{port}"
+
+
+def load_config(path: str | _os.PathLike[str], *, environ: _Mapping[str, str] | None = None,
+                sinks: SinkRegistry | None = None, catalog: Catalog = CATALOG) -> Config:
+    """Read and validate one TOML file. Raises :class:`ConfigError` naming file, line and key path.
+
+    Relative file names inside the config (password_file, ca_file, store.path) are relative to the
+    config file's directory, so a config works the same whatever the daemon's working directory is.
+    ``sinks`` is the sink registry to validate against (default: a fresh one of the built-in types); plugin
+    types a config names are added to it, so a caller that builds the clients later passes the same object.
+    ``catalog`` is the protocol catalog (default :data:`pollerd.catalog.CATALOG`).
+    """
+    sinks = builtin_sinks() if sinks is None else sinks
+    source = _os.fspath(path)
+    env = _os.environ if environ is None else environ
+    try:
+        with open(source, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", path=source) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"not UTF-8 (byte 0x{raw[exc.start]:02x})", path=source, line=line) from None
+    try:
+        doc = _tomllib.loads(text)
+    except _tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        m = _re.search(r"\s*\(at line (\d+), column (\d+)\)", msg)
+        if m:
+            line = int(m.group(1))
+            msg = msg[:m.start()] + f" (column {m.group(2)})" + msg[m.end():]
+        else:
+            line = text.count("\n") + 1
+        raise ConfigError(f"syntax error: {msg}", path=source, line=line) from None
+
+    ctx = _Ctx(source, _Locator(text), env, _os.path.dirname(_os.path.abspath(source)))
+    for key in doc:
+        if key not in _SECTIONS:
+            ctx.fail((), f"unknown section {key!r}{_did_you_mean(key, _SECTIONS)}", line_path=(key,))
+
+    gateway = _load_gateway(ctx, doc)
+    store = _load_store(ctx, doc)
+    api = _load_api(ctx, doc)
+    lines = [_load_line(ctx, t, ("lines", i)) for i, t in enumerate(_array_of_tables(ctx, doc, "lines"))]
+    meters = [_load_meter(ctx, t, ("meters", i), catalog) for i, t in enumerate(_array_of_tables(ctx, doc, "meters"))]
+    sink_list = [_load_sink(ctx, t, ("sinks", i), sinks) for i, t in enumerate(_array_of_tables(ctx, doc, "sinks"))]
+
+    _unique(ctx, "lines", [ln.name for ln in lines])
+    _unique(ctx, "meters", [kw["name"] for kw, _ in meters])
+    _unique(ctx, "sinks", [s.name for s in sink_list])
+
+    by_name = {ln.name: ln for ln in lines}
+    by_endpoint: dict[tuple[str, int], LineConfig] = {}
+    for i, ln in enumerate(lines):
+        if ln.type == "tcp":
+            assert ln.host is not None and ln.port is not None  # _load_line required both for tcp
+            key = (ln.host.lower(), ln.port)
+            if key in by_endpoint:
+                ctx.fail(("lines", i, "host"), f"line {ln.name!r} uses the same endpoint {ln.host}:{ln.port} as "
+                         f"line {by_endpoint[key].name!r}; one converter is one bus, name it once")
+            by_endpoint[key] = ln
+
+    implicit: list[LineConfig] = []
+    built: list[MeterConfig] = []
+    used_address: dict[tuple[str, int | str], str] = {}
+    for i, (kw, f) in enumerate(meters):
+        mpath: _Path = ("meters", i)
+        if kw["cloud"]:
+            built.append(MeterConfig(**kw))
+            continue
+        if "line" in f:
+            if f["line"] not in by_name:
+                ctx.fail(mpath + ("line",), f"unknown line {f['line']!r}{_did_you_mean(f['line'], by_name)}"
+                         + ("" if by_name else " (no [[lines]] are defined)"))
+        else:
+            host, port = f["ip_address"], f["port"]
+            found = by_endpoint.get((host.lower(), port))
+            if found is None:
+                # A converter reachable at one endpoint is one bus: meters naming the same endpoint share it.
+                name = _endpoint_name(host, port)
+                if name in by_name:
+                    ctx.fail(mpath + ("ip_address",), f"implicit line name {name!r} clashes with a [[lines]] name")
+                found = LineConfig(name=name, type="tcp", host=host, port=port, implicit=True,
+                                   line_no=ctx.locator.find(mpath + ("ip_address",)))
+                by_name[name] = found
+                by_endpoint[(host.lower(), port)] = found
+                implicit.append(found)
+            kw["line"] = found.name
+        meter = MeterConfig(**kw)
+        if meter.enabled:
+            slot = (meter.line, meter.connection_address)
+            if slot in used_address:
+                ctx.fail(mpath + ("connection_address",), f"address {meter.connection_address} is already used "
+                         f"by meter {used_address[slot]!r} on line {meter.line!r}")
+            used_address[slot] = meter.name
+        built.append(meter)
+    for i, meter in enumerate(built):
+        _check_schedule_runs(ctx, ("meters", i), meter, gateway.spread)
+    meter_names = [m.name for m in built]
+    for i, sink in enumerate(sink_list):
+        # A document sink (sioi) that names a meter not in this file would wait for its readings every period.
+        for k, name in enumerate(getattr(sink.options, "meters", ())):
+            if name not in meter_names:
+                ctx.fail(("sinks", i, "meters", k), f"no meter named {name!r} in this file"
+                         f"{_did_you_mean(name, meter_names)}")
+
+    if store.max_age is not None:
+        for i, meter in enumerate(built):
+            # A backfill reaching further back than max_age would be evicted as it arrives (quota.py).
+            if (meter.enabled and meter.data_polling_length > store.max_age
+                    and set(meter.read) & {"profile", "hourly", "daily", "monthly", "yearly"}):
+                ctx.fail(("store", "max_age"), f"max_age {format_duration(store.max_age)} is shorter than "
+                         f"meters[{i}] ({meter.name}) data_polling_length "
+                         f"{format_duration(meter.data_polling_length)}: its backfilled archives would be "
+                         f"evicted as they arrive; raise max_age or shorten data_polling_length")
+
+    return Config(source=source, gateway=gateway, store=store, api=api, lines=tuple(lines) + tuple(implicit),
+                  meters=tuple(built), sinks=tuple(sink_list))
+
+
+def known_keys(sinks: SinkRegistry | None = None, catalog: Catalog = CATALOG) -> dict[str, frozenset[str]]:
+    """Every key the loader accepts, by section path, from the tables it validates with.
+
+    Paths: "gateway", "store", "api", "api.tokens", "lines", "meters" (the keys every meter takes),
+    "meters.<protocol>" (that protocol's own keys) and "sinks.<type>" (every key a sink of that type takes,
+    common and own). ``sinks`` defaults to the built-in types; pass a registry with plugins to include them.
+    """
+    registry = builtin_sinks() if sinks is None else sinks
+    out: dict[str, frozenset[str]] = {
+        "gateway": frozenset(_GATEWAY), "store": frozenset(_STORE), "api": frozenset(_API),
+        "api.tokens": frozenset(_API_TOKEN), "lines": frozenset(_LINE), "meters": frozenset(_METER),
+    }
+    for protocol, spec in catalog.items():
+        out[f"meters.{protocol}"] = spec.option_keys
+    for kind in registry:
+        out[f"sinks.{kind}"] = registry[kind].accepted_keys
+    return out

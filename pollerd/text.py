@@ -1,0 +1,56 @@
+"""Text helpers every layer may use: secrets scrubbed from messages, URLs safe to show, timestamps as printed,
+hex typed by a person.
+
+A leaf: imports nothing of pollerd.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
+
+__all__ = ["parse_hex", "safe_url", "scrub", "utc_text"]
+
+
+def scrub(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with every secret value (and its URL-encoded form) replaced by ``***``."""
+    for s in secrets:
+        if s and len(s) >= 3:
+            text = text.replace(s, "***")
+            for enc in (quote(s, safe=""), quote_plus(s)):
+                if enc != s:
+                    text = text.replace(enc, "***")
+    return text
+
+
+def safe_url(url: str) -> str:
+    """A URL as logs and `pollerd check` may show it: no user info, no query, no fragment (API keys often
+    ride in the query). "<invalid url>" when it does not parse."""
+    from yarl import URL  # on use: aiohttp's URL type, which commands that never show a URL need not load
+
+    try:
+        return str(URL(url).with_user(None).with_password(None).with_query(None).with_fragment(None))
+    except (ValueError, TypeError):
+        return "<invalid url>"
+
+
+def utc_text(ts: float) -> str:
+    """A unix time as the commands print it: 2024-05-01 12:00:00Z."""
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+_HEX_SEPARATORS = str.maketrans("", "", " \t\r\n:-")
+
+
+def parse_hex(text: str) -> bytes:
+    """Bytes written as hex, the one rule for every command, the API and the decode tools: whitespace, ":" and
+    "-" between digits are ignored (``"00 08 11"``, ``"00:08:11"``, ``"00-08-11"``), one leading ``0x`` is
+    allowed, and what remains must be an even number of hex digits. ValueError otherwise."""
+    cleaned = text.translate(_HEX_SEPARATORS)
+    if cleaned[:2].lower() == "0x":
+        cleaned = cleaned[2:]
+    try:
+        return bytes.fromhex(cleaned)
+    except ValueError:
+        raise ValueError(f"not hex bytes: {text!r}") from None
