@@ -180,6 +180,7 @@ async def test_store_latest_readings_between_and_event_filters(store):
     got = await store.first_readings(meters=["a", "b"], archive="current", channels=["U.L2", "X"],
                                      ts_from=1061, ts_to=10_000)
     assert [(r.meter, r.channel, r.ts, r.value) for r in got] == [("a", "U.L2", 1120, 2.0), ("b", "U.L2", 1120, 2.0)]
+    assert await store.event_codes("a") == ["cover_open", "power_off"] and await store.event_codes("x") == []
     events, total = await store.query_events(meter="a", code="power_off")
     assert total == 1 and events[0].ts_start == 100
     events, total = await store.query_events(newest_first=True, per_page=2)

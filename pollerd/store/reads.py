@@ -143,6 +143,15 @@ class Reads(StoreBase):
                 rows = await cur.fetchall()
         return [Reading(*r) for r in rows]
 
+    async def event_codes(self, meter: str) -> list[str]:
+        """The event codes one meter has stored (the status page's filter); the events' unique key leads with
+        the meter, so this reads that meter's entries only."""
+        with sql_errors("query event codes"):
+            async with self._rc.execute("SELECT DISTINCT code FROM events WHERE meter = ? ORDER BY code",
+                                        (meter,)) as cur:
+                rows = await cur.fetchall()
+        return [str(r[0]) for r in rows]
+
     async def query_events(self, *, meter: str | None = None, ts_from: int | None = None,
                            ts_to: int | None = None, page: int = 1, per_page: int = 100,
                            code: str | None = None, newest_first: bool = False,

@@ -186,7 +186,8 @@ class WebPages:
                                                          ts_to=ev_to, per_page=meter_page.EVENTS_SHOWN,
                                                          newest_first=True)
         body = meter_page.render(ms=ms, cfg=self.meter_config(name), tz=tz, latest=latest, profile=profile,
-                                 period=period, rng=rng, now=now, events=events, events_total=ev_total, ef=ef,
+                                 period=period, rng=rng, now=now, events=events, events_total=ev_total,
+                                 codes=await self.store.event_codes(name), ef=ef,
                                  role=role, csrf=self.access.csrf(request), lang=lang, result=result)
         return self.html(request, lang, name, body, role, status, back=meter_url(name))
 

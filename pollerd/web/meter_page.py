@@ -96,7 +96,8 @@ def _channel_key(ch: str) -> tuple[int, str]:
 
 def render(*, ms: MeterState, cfg: MeterConfig | None, tz: ZoneInfo, latest: Mapping[str, Reading],
            profile: Mapping[str, Mapping[int, float]], period: int, rng: str, now: float,
-           events: Sequence[Event], events_total: int, ef: EventFilter, role: str, csrf: str, lang: str,
+           events: Sequence[Event], events_total: int, codes: Sequence[str], ef: EventFilter, role: str,
+           csrf: str, lang: str,
            result: Mapping[str, Any] | None = None) -> str:
     s = page_state(ms)
     out = [(f'<section class="gw"><h1>{e(ms.name)}</h1><p class="st {s}" data-state="{s}">'
@@ -159,7 +160,9 @@ def render(*, ms: MeterState, cfg: MeterConfig | None, tz: ZoneInfo, latest: Map
 
     out.append(f'<section><h2>{e(t(lang, "events"))}</h2><form class="filters" method="get" action="{e(base)}">'
                f'<input type="hidden" name="range" value="{e(rng)}">'
-               f'<label>{e(t(lang, "code"))} <input name="code" value="{e(ef.code)}" size="12"></label>'
+               f'<label>{e(t(lang, "code"))} <select name="code"><option value="">{e(t(lang, "all"))}</option>'
+               + "".join(f'<option{" selected" if c == ef.code else ""}>{e(c)}</option>' for c in codes)
+               + '</select></label>'
                f'<label>{e(t(lang, "from"))} <input type="date" name="from" value="{ef.first or ""}"></label>'
                f'<label>{e(t(lang, "to"))} <input type="date" name="to" value="{ef.last or ""}"></label>'
                f'<button>{e(t(lang, "filter"))}</button></form>')
