@@ -3,8 +3,8 @@ daemon polling simulated Mercury 230 meters over loopback TCP.
 
 One scenario, to keep the browser's start-up cost to one (the whole test takes about 20 s):
 the overview lists every meter as ok after a cycle and, without reloading, turns one to failing when its
-simulator leaves the bus; the vector diagram's phasors sit at the simulator's angles and power factors, and a
-current reversed in the simulator shows reversed; the report's totals are the stored archives' sums; a read
+simulator leaves the bus; the vector diagram's phasors sit at the simulator's angles (off-ideal ones, and a
+swapped phase sequence) and power factors, and a current reversed in the simulator shows reversed; the report's totals are the stored archives' sums; a read
 token sees no admin controls and gets 403 on admin actions, an admin token polls. Screenshots of every page
 go to the test's tmp dir (docs/images/ holds two of them).
 """
@@ -70,8 +70,12 @@ async def test_status_pages_in_chromium(tmp_path):
     tz = ZoneInfo(TZ)
     # Counters far from zero, so the backfilled profile and yesterday's archive hold energy (the simulator's
     # counters are clamped at zero going back from its start).
+    # m1's phases are swapped (L2 and L3), m2's angles are off the ideal 120/240 (not what a diagram would
+    # draw by assumption), m3 is a healthy default.
+    angles = {1: (240.0, 120.0, 240.0), 2: (118.6, 241.3, 122.7), 3: (120.0, 240.0, 120.0)}
     sims = [SimMeter(address=a, serial=f"4100000{a}", timezone=tz, phases=list(PHASES), active_tariff=1 + a % 2,
-                     energy={1: (1_234_567 + a, 890, 45_678, 12), 2: (765_432, 0, 5_432, 1)}) for a in (1, 2, 3)]
+                     energy={1: (1_234_567 + a, 890, 45_678, 12), 2: (765_432, 0, 5_432, 1)}, angles=angles[a])
+            for a in (1, 2, 3)]
     bus = SimBus(sims)
     server = await serve_tcp(bus, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -144,6 +148,11 @@ async def test_status_pages_in_chromium(tmp_path):
                 assert phi == pytest.approx(math.degrees(math.atan2(exp[f"Q.{ph}"], exp[f"P.{ph}"])), abs=0.1)
                 assert abs(phi) < 90
             assert not await asyncio.to_thread(driver.find_elements, By.CSS_SELECTOR, "[data-reversed]")
+            # m1 with L2 and L3 swapped: U2 leads U1 by 120° instead of lagging it
+            await asyncio.to_thread(go, "/meters/m1")
+            swapped = await asyncio.to_thread(_phasors, driver)
+            assert swapped["U.L2"] == pytest.approx(120.0, abs=0.01)
+            assert swapped["U.L3"] == pytest.approx(-120.0, abs=0.01)
 
             # The CT of L2 reversed: P and Q change sign; after the next cycle the arrow points backwards.
             sims[1].set_phases([PHASES[0], Phase(231.0, -1500.0, 100.0), PHASES[2]])
@@ -192,17 +201,28 @@ async def test_status_pages_in_chromium(tmp_path):
             # ---- an admin token: the service box, and poll now works
             await asyncio.to_thread(lambda: driver.find_element(By.CSS_SELECTOR, "form[action='/logout'] button")
                                     .click())
+            await asyncio.to_thread(WebDriverWait(driver, 10).until, lambda d: "/login" in d.current_url)
             await asyncio.to_thread(login, ADMIN, "/meters/m1")
+            def poll_now() -> str:
+                from selenium.webdriver.support import expected_conditions as ec
+                button = driver.find_element(By.CSS_SELECTOR, "[data-action=poll]")
+                button.click()
+                # The click does not wait for the POST's page: wait for the old one to go, then the result.
+                WebDriverWait(driver, 15).until(ec.staleness_of(button))
+                return str(WebDriverWait(driver, 15).until(
+                    lambda d: d.find_element(By.CSS_SELECTOR, "[data-result]")).text)
+
             for _ in range(20):  # m1 polls every second: a click may find a cycle running (409), as the API says
-                await asyncio.to_thread(lambda: driver.find_element(By.CSS_SELECTOR, "[data-action=poll]").click())
-                result = await asyncio.to_thread(lambda: driver.find_element(By.CSS_SELECTOR, "[data-result]").text)
+                result = await asyncio.to_thread(poll_now)
                 if "is running" not in result:
                     break
             assert '"ok": true' in result and '"meter": "m1"' in result
             await asyncio.to_thread(_full_shot, driver, shots / "meter-admin.png")
             # Russian, switched on the page
             await asyncio.to_thread(lambda: driver.find_element(By.CSS_SELECTOR, "a.lang").click())
-            assert "Векторная диаграмма" in await asyncio.to_thread(lambda: driver.page_source)
+            await asyncio.to_thread(WebDriverWait(driver, 10).until,
+                                    lambda d: "Векторная диаграмма" in d.page_source)
+            assert '<html lang="ru">' in await asyncio.to_thread(lambda: driver.page_source)
             await asyncio.to_thread(driver.set_window_size, 390, 844)  # a phone
             await asyncio.to_thread(driver.save_screenshot, str(shots / "meter-phone-ru.png"))
     finally:
