@@ -6,7 +6,6 @@ dependency and the overview at 1,000 meters inside its time budget (scripts/benc
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import time
 from html import escape
@@ -44,12 +43,6 @@ def duration(seconds: float, lang: str) -> str:
     while len(parts) > 1 and parts[0][0] == 0:
         parts.pop(0)
     return " ".join(f"{n} {u}" for n, u in parts[:2])
-
-
-def utc_text(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def age(ts: float | None, now: float, lang: str) -> str:
