@@ -137,6 +137,22 @@ def test_interval_of_profile():
     assert interval_of([]) == 1800
 
 
+def test_the_overview_stays_under_150_kb_with_1000_failing_meters():
+    from pollerd.web.overview import Filters, render_live
+    now = time.time()
+    rt = Runtime("gw", started=now - 3600)
+    for i in range(1000):
+        name = f"meter-{i:04d}"
+        rt.meters[name] = MeterState(name, "mercury230", f"line{i % 20}", i % 240 + 1, 900, last_poll=now - 60,
+                                     consecutive_failures=3, last_error=f"{name}: no complete reply within 0.3s "
+                                     "to [01 08 11 00 ** ** ** ** ** ** 63 71] (line down: connection refused)")
+    reasons = [f"meter meter-{i:04d} silent 3600 s > 2700 s (no answer: ...)" for i in range(1000)]
+    live = render_live(rt, now, "ru", Filters(), reasons, reasons, {}, 3600.0, {})
+    assert len(live.encode()) < 140_000  # the page frame, CSS and script add 6 KB
+    assert live.count("<li>") == 2 * 21 and "ещё 980: /health" in live
+    assert live.count('data-state="failing"') == 250  # one page of the table
+
+
 def test_line_errors_add_up_the_line_meters_counters():
     from pollerd.web.overview import LineErrors, line_errors
     rt = Runtime("gw")

@@ -31,6 +31,7 @@ TEXT: Mapping[str, tuple[str, str]] = {
     "health_fail": ("Failing", "Неисправность"),
     "reasons": ("Reasons", "Причины"),
     "warnings": ("Warnings", "Предупреждения"),
+    "more_reasons": ("{} more: /health", "ещё {}: /health"),
     "lines": ("Lines", "Линии связи"),
     "line": ("Line", "Линия"),
     "type": ("Type", "Тип"),

@@ -18,6 +18,9 @@ from .html import age, duration, e, meter_url, url
 from .i18n import t
 
 PER_PAGE = 250
+# A gateway whose 1,000 meters all went silent has 1,000 reasons; the meter table shows them anyway, and the
+# page must stay under its 150 KB.
+HEALTH_SHOWN = 20
 STATES = ("failing", "degraded", "pending", "ok")
 
 
@@ -99,7 +102,9 @@ def render_live(rt: Runtime, now: float, lang: str, f: Filters, reasons: list[st
     for key, items in (("reasons", reasons), ("warnings", warnings)):
         if items:
             out.append(f'<h3>{e(t(lang, key))}</h3><ul class="{key}">')
-            out.extend(f"<li>{e(x)}</li>" for x in items)
+            out.extend(f"<li>{e(x)}</li>" for x in items[:HEALTH_SHOWN])
+            if len(items) > HEALTH_SHOWN:
+                out.append(f'<li><a href="/health">{e(t(lang, "more_reasons", len(items) - HEALTH_SHOWN))}</a></li>')
             out.append("</ul>")
     out.append("</section>")
 
