@@ -293,6 +293,15 @@ def test_report_query_errors(q, needle):
         reports.parse_query({}, ["nope"], ["m1"], D0)
 
 
+def test_report_page_shows_300_rows_and_sends_to_csv_for_more():
+    from pollerd.web import report_page
+    rows = [reports.ReportRow(f"meter-{i:04d}", "2026-11-01", 0, DAY, (1.0, 2.0, 3.0, 4.0), 10.0, "Wh", "daily")
+            for i in range(1000)]
+    q = reports.ReportQuery(tuple(r.meter for r in rows), "day", D0, D0)
+    html = report_page.render(meters=[r.meter for r in rows], query=q, chosen=[], rows=rows, error=None, lang="en")
+    assert html.count("<tr data-meter=") == 300 and 'data-more="700"' in html and len(html) < 140_000
+
+
 def test_report_csv_bom_and_semicolon():
     row = reports.ReportRow("m1", "2026-11-01", 0, DAY, (1234.5, 0.0, None, None), 1234.5, "Wh", "daily")
     plain = reports.to_csv([row], ["meter", "period", "T1", "T2", "T3", "T4", "total", "unit", "source"],

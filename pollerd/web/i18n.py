@@ -134,6 +134,7 @@ TEXT: Mapping[str, tuple[str, str]] = {
                       ("Строки «разность показаний» вычислены по показаниям, опрошенным ближе всего после "
                       "начала периода, а не прочитаны из архива счётчика.")),
     "show": ("Show", "Показать"),
+    "more_rows": ("{} more rows are in the CSV and JSON.", "Ещё {} строк — в CSV и JSON."),
     "csv": ("CSV", "CSV"),
     "csv_bom": ("BOM for Excel", "BOM для Excel"),
     "csv_semicolon": ("semicolon separator", "разделитель «;»"),

@@ -8,6 +8,9 @@ from .html import e, url
 from .i18n import t
 from .reports import ENERGIES, ReportQuery, ReportRow, kwh
 
+# About 300 bytes a row: 300 rows and a list of 1,000 meters keep the page within its 150 KB; CSV and JSON
+# carry every row.
+HTML_ROWS = 300
 SOURCES = {"daily": "src_daily", "monthly": "src_monthly", "counters": "src_counters", "missing": "src_missing"}
 
 
@@ -23,7 +26,8 @@ def render(*, meters: Sequence[str], query: ReportQuery | None, chosen: Sequence
     first = "" if query is None else (query.first.isoformat() if period == "day" else query.first.strftime("%Y-%m"))
     last = "" if query is None else (query.last.isoformat() if period == "day" else query.last.strftime("%Y-%m"))
     size = min(8, max(2, len(meters)))
-    opts = "".join(f'<option value="{e(m)}"{" selected" if m in chosen else ""}>{e(m)}</option>' for m in meters)
+    picked = set(chosen)
+    opts = "".join(f'<option{" selected" if m in picked else ""}>{e(m)}</option>' for m in meters)
     period_opts = "".join(f'<option value="{p}"{" selected" if p == period else ""}>{e(t(lang, p))}</option>'
                           for p in ("day", "month"))
     energy_opts = "".join(f'<option{" selected" if x == energy else ""}>{x}</option>' for x in ENERGIES)
@@ -52,7 +56,7 @@ def render(*, meters: Sequence[str], query: ReportQuery | None, chosen: Sequence
     out.append(f'<div class="scroll"><table class="report"><thead><tr><th>{e(t(lang, "meter"))}</th>'
                f'<th>{e(t(lang, "period"))}</th><th>T1</th><th>T2</th><th>T3</th><th>T4</th>'
                f'<th>{e(t(lang, "total"))}, {e(unit)}</th><th>{e(t(lang, "source"))}</th></tr></thead><tbody>')
-    for r in rows:
+    for r in rows[:HTML_ROWS]:
         span = f' title="{r.span[0]}..{r.span[1]}"' if r.span else ""
         cells = "".join(f'<td class="num">{kwh(v)}</td>' for v in r.tariffs)
         out.append(f'<tr data-meter="{e(r.meter)}" data-period="{e(r.period)}" data-source="{r.source}" '
@@ -60,6 +64,9 @@ def render(*, meters: Sequence[str], query: ReportQuery | None, chosen: Sequence
                    f'<td>{e(r.period)}</td>{cells}<td class="num">{kwh(r.total)}</td>'
                    f'<td class="src {r.source}"{span}>{e(t(lang, SOURCES[r.source]))}</td></tr>')
     out.append("</tbody></table></div>")
+    if len(rows) > HTML_ROWS:
+        out.append(f'<p class="note" data-more="{len(rows) - HTML_ROWS}">'
+                   f'{e(t(lang, "more_rows", len(rows) - HTML_ROWS))}</p>')
     if any(r.source == "counters" for r in rows):
         out.append(f'<p class="note">{e(t(lang, "counters_note"))}</p>')
     return "".join(out)
