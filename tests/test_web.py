@@ -329,6 +329,8 @@ async def env(store, request):
     rt.meters["m<2>"] = MeterState("m<2>", "mbus", "conv", 2, 60, last_poll=now - 5, consecutive_failures=1,
                                    last_error="no answer <script>")
     rt.sinks["up"] = SinkState("up", "http")
+    p0 = int(now) // 1800 * 1800
+    await store.write([Reading("m1", "A+", "profile", p0 - 1800 * k, 100.0 + k, "Wh") for k in range(1, 60)])
     await store.write([Reading("m1", ch, "current", int(now) - 5, v, "V") for ch, v in HEALTHY.items()],
                       [Event("m1", "power_off", int(now) - 7200, None, "Power off")])
     polls: list[str] = []
@@ -435,6 +437,20 @@ async def test_without_tokens_the_pages_are_open_and_have_no_admin(env):
             assert 'data-code="power_off"' in await r.text()
         async with http.get(f"{env.base}/meters/m1?code=other") as r:
             assert 'data-code="power_off"' not in await r.text()
+        # the profile chart comes in its own request; the page has only the box the script fills
+        assert 'data-src="/meters/m1/profile?range=24h"' in page and "<svg class=\"profile" not in page
+        async with http.get(f"{env.base}/meters/m1/profile?range=7d", headers={"X-Requested-With": "pollerd"}) as r:
+            part = await r.text()
+        assert r.status == 200 and part.startswith('<svg class="profile"') and "<html" not in part
+        assert part.count("data-v=") == 59
+        async with http.get(f"{env.base}/meters/m1/profile") as r:  # without script: a page with the chart
+            page = await r.text()
+        assert page.startswith("<!doctype html>") and page.count("data-v=") == 48  # the last 24 h
+        async with http.get(f"{env.base}/meters/m%3C2%3E/profile", headers={"X-Requested-With": "pollerd"}) as r:
+            text = await r.text()
+        assert text.startswith('<p class="note">') and "<svg" not in text
+        async with http.get(f"{env.base}/meters/nope/profile") as r:
+            assert r.status == 404
         async with http.get(f"{env.base}/meters/m%3C2%3E") as r:  # no phase channels: no diagram to miss
             page = await r.text()
         assert r.status == 200 and "svg" not in page and "vector" not in page.lower()

@@ -169,6 +169,8 @@ async def test_status_pages_in_chromium(tmp_path):
             assert _diff(got["U.L2"], got["I.L2"]) == pytest.approx(
                 math.degrees(math.atan2(100.0, -1500.0)), abs=0.1)
             assert await asyncio.to_thread(driver.find_elements, By.CSS_SELECTOR, '[data-reversed="I.L2"]')
+            await asyncio.to_thread(WebDriverWait(driver, 15).until,  # the chart arrives after the page
+                                    lambda d: d.find_elements(By.CSS_SELECTOR, ".chart[data-loaded]"))
             bars = await asyncio.to_thread(driver.find_elements, By.CSS_SELECTOR, "svg.profile .ap rect")
             assert len(bars) >= 40  # a day of 30-minute intervals was backfilled
             heights = await asyncio.to_thread(lambda: [float(b.get_attribute("height")) for b in bars])
@@ -217,6 +219,8 @@ async def test_status_pages_in_chromium(tmp_path):
                 if "is running" not in result:
                     break
             assert '"ok": true' in result and '"meter": "m1"' in result
+            await asyncio.to_thread(WebDriverWait(driver, 15).until,
+                                    lambda d: d.find_elements(By.CSS_SELECTOR, ".chart[data-loaded]"))
             await asyncio.to_thread(_full_shot, driver, shots / "meter-admin.png")
             # Russian, switched on the page
             await asyncio.to_thread(lambda: driver.find_element(By.CSS_SELECTOR, "a.lang").click())

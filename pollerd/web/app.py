@@ -2,6 +2,7 @@
 
     GET  /                          overview; ``?part=1`` is its live part, which the page re-fetches
     GET  /meters/{name}             one meter (``range=24h|7d``; events ``code``, ``from``, ``to``)
+    GET  /meters/{name}/profile     its load-profile chart (``range``), which the meter page loads after itself
     POST /meters/{name}/poll        poll now (admin, CSRF token)
     POST /meters/{name}/raw         one HEX frame (admin, CSRF token)
     GET  /reports                   energy per tariff, HTML
@@ -172,24 +173,42 @@ class WebPages:
             since = max(since, int(ms.last_ok - 2 * ms.interval) - 60)
         latest = meter_page.latest_by_channel(
             await self.store.latest_readings(name, "current", since=since, limit=600))
-        span = meter_page.RANGES[rng]
-        profile: dict[str, dict[int, float]] = {"A+": {}, "A-": {}}
-        # 7 days of 1-minute intervals are 20,160 rows; the limit only guards against a broken clock.
-        for r in await self.store.readings_between(meters=[name], archive="profile", channels=list(profile),
-                                                   ts_from=int(now) - span - 3600, ts_to=int(now) + 3600,
-                                                   limit=25_000):
-            profile[r.channel][r.ts] = r.value
-        period = interval_of(sorted(set(profile["A+"]) | set(profile["A-"])))
         ef = meter_page.EventFilter.parse(request.query)
         ev_from, ev_to = ef.bounds(tz)
         events, ev_total = await self.store.query_events(meter=name, code=ef.code or None, ts_from=ev_from,
                                                          ts_to=ev_to, per_page=meter_page.EVENTS_SHOWN,
                                                          newest_first=True)
-        body = meter_page.render(ms=ms, cfg=self.meter_config(name), tz=tz, latest=latest, profile=profile,
-                                 period=period, rng=rng, now=now, events=events, events_total=ev_total,
+        body = meter_page.render(ms=ms, cfg=self.meter_config(name), tz=tz, latest=latest, rng=rng, now=now,
+                                 events=events, events_total=ev_total,
                                  codes=await self.store.event_codes(name), ef=ef,
                                  role=role, csrf=self.access.csrf(request), lang=lang, result=result)
         return self.html(request, lang, name, body, role, status, back=meter_url(name))
+
+    async def profile(self, request: web.Request) -> web.Response:
+        """GET /meters/{name}/profile?range=24h|7d: the chart alone (the meter page loads it after itself)."""
+        role, denied = self._need_login(request)
+        if denied is not None:
+            return denied
+        lang = self.lang(request)
+        name = request.match_info["name"]
+        if name not in self.runtime.meters:
+            return self.html(request, lang, name, f'<p class="warn">{e(t(lang, "no_meter", name))}</p>', role, 404)
+        rng = request.query.get("range", "24h")
+        rng = rng if rng in meter_page.RANGES else "24h"
+        now = self.clock()
+        profile: dict[str, dict[int, float]] = {"A+": {}, "A-": {}}
+        # 7 days of 1-minute intervals are 20,160 rows; the limit only guards against a broken clock.
+        for r in await self.store.readings_between(meters=[name], archive="profile", channels=list(profile),
+                                                   ts_from=int(now) - meter_page.RANGES[rng] - 3600,
+                                                   ts_to=int(now) + 3600, limit=25_000):
+            profile[r.channel][r.ts] = r.value
+        period = interval_of(sorted(set(profile["A+"]) | set(profile["A-"])))
+        part = meter_page.profile_part(profile, period, rng, now, self.tz(name), lang)
+        if request.headers.get("X-Requested-With") == "pollerd":  # the page's script: the chart alone
+            resp = web.Response(text=part, content_type="text/html", headers=_HEADERS)
+            resp.enable_compression()
+            return resp
+        return self.html(request, lang, name, f'<h1>{e(name)}</h1><section>{part}</section>', role)
 
     async def _admin_action(self, request: web.Request) -> tuple[str, str, web.Response | None]:
         """(meter, language, refusal): the role and the form's CSRF token are checked before anything."""
@@ -356,6 +375,7 @@ def mount(app: web.Application, pages: WebPages) -> None:
     r = app.router
     r.add_get("/", pages.overview)
     r.add_get("/meters/{name}", pages.meter)
+    r.add_get("/meters/{name}/profile", pages.profile)
     r.add_post("/meters/{name}/poll", pages.poll_now)
     r.add_post("/meters/{name}/raw", pages.raw_frame)
     r.add_get("/reports", pages.reports_page)

@@ -94,8 +94,17 @@ def _channel_key(ch: str) -> tuple[int, str]:
     return (order.index(base) if base in order else len(order), ch)
 
 
-def render(*, ms: MeterState, cfg: MeterConfig | None, tz: ZoneInfo, latest: Mapping[str, Reading],
-           profile: Mapping[str, Mapping[int, float]], period: int, rng: str, now: float,
+def profile_part(profile: Mapping[str, Mapping[int, float]], period: int, rng: str, now: float, tz: ZoneInfo,
+                 lang: str) -> str:
+    """The load-profile chart of the range ending with the last closed interval, or a note."""
+    if not any(profile.values()):
+        return f'<p class="note">{e(t(lang, "profile_none"))}</p>'
+    end = int(now) // period * period  # the running interval is not stored yet: not a gap
+    return profile_chart(profile, end - RANGES[rng], end, period, tz, lang)
+
+
+def render(*, ms: MeterState, cfg: MeterConfig | None, tz: ZoneInfo, latest: Mapping[str, Reading], rng: str,
+           now: float,
            events: Sequence[Event], events_total: int, codes: Sequence[str], ef: EventFilter, role: str,
            csrf: str, lang: str,
            result: Mapping[str, Any] | None = None) -> str:
@@ -147,16 +156,15 @@ def render(*, ms: MeterState, cfg: MeterConfig | None, tz: ZoneInfo, latest: Map
     links = " ".join(
         f'<a href="{e(url(base, range=k))}"{" aria-current=page" if k == rng else ""}>{e(t(lang, label))}</a>'
         for k, label in (("24h", "h24"), ("7d", "d7")))
-    end = int(now) // period * period  # the running interval is not stored yet: not a gap
-    start = end - RANGES[rng]
+    # The chart comes in a second request, filled in by the page's script: on a full gateway finding one
+    # meter's profile walks every meter's readings of the range (docs/status-page.md), and the rest of the
+    # page should not wait for it. Without script, the link shows the chart alone.
+    src = url(base + "/profile", range=rng)
     out.append(f'<section><h2>{e(t(lang, "profile"))}</h2><p class="tabs">{links} · '
                f'<span class="key ap">A+</span> <span class="key am">A-</span> · {e(t(lang, "per_interval"))} '
-               f'<span class="key gap">{e(t(lang, "gap"))}</span></p>')
-    if any(profile.values()):
-        out.append(profile_chart(profile, start, end, period, tz, lang))
-    else:
-        out.append(f'<p class="note">{e(t(lang, "profile_none"))}</p>')
-    out.append("</section>")
+               f'<span class="key gap">{e(t(lang, "gap"))}</span></p>'
+               f'<div class="chart" data-src="{e(src)}"><p class="note"><a href="{e(src)}">'
+               f'{e(t(lang, "show"))}</a></p></div></section>')
 
     out.append(f'<section><h2>{e(t(lang, "events"))}</h2><form class="filters" method="get" action="{e(base)}">'
                f'<input type="hidden" name="range" value="{e(rng)}">'

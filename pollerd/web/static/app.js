@@ -1,4 +1,5 @@
-// Refreshes the overview's live part in place (no page reload) and submits filter selects on change.
+// Refreshes the overview's live part in place (no page reload), submits filter selects on change, and
+// fills in the parts a page loads after itself.
 "use strict";
 (function () {
   var PERIOD = 5000;
@@ -18,6 +19,13 @@
   }
   document.addEventListener("DOMContentLoaded", function () {
     if (document.getElementById("live")) { setInterval(refresh, PERIOD); }
+    // Parts that take the server longer (the load-profile chart) arrive after the page.
+    document.querySelectorAll("[data-src]").forEach(function (box) {
+      fetch(box.getAttribute("data-src"), {credentials: "same-origin", headers: {"X-Requested-With": "pollerd"}})
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) { if (html !== null) { box.innerHTML = html; box.setAttribute("data-loaded", "1"); } })
+        .catch(function () { /* the link in the box still works */ });
+    });
     // Delegated: the filter selects are replaced with every refresh.
     document.addEventListener("change", function (ev) {
       var s = ev.target;
