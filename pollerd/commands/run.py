@@ -15,6 +15,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..daemon import Daemon, install_signal_handlers
+    from ..daemon.malloc import tune_malloc
+    tune_malloc()  # before the store's threads and the API allocate anything
     cfg = load(args.config)
     sd = state_dir(args)
 
