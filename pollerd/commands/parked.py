@@ -12,7 +12,7 @@ import orjson
 
 from ..errors import ConfigError, SinkError
 from ..text import utc_text
-from .common import load, state_dir
+from .common import add_config, add_state_dir, load, state_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Config
@@ -20,9 +20,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="the pollerd config file (the sinks' urls and credentials)")
+    add_config(p, "the pollerd config file (the sinks' urls and credentials)")
     p.add_argument("--sink", help="only this sink's batches")
-    p.add_argument("--state-dir", help="default: $STATE_DIRECTORY or /var/lib/pollerd")
+    add_state_dir(p)
     act = p.add_mutually_exclusive_group()
     act.add_argument("--retry", type=int, metavar="ID", help="send batch ID again now, through its sink as the "
                      "config file describes it; forgotten once the receiver confirms it")

@@ -11,12 +11,12 @@ import time
 import orjson
 
 from ..errors import ConfigError
-from .common import load, reading_line
+from .common import add_config, load, reading_line
 
 
 def configure_poll(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", required=True)
-    p.add_argument("meter")
+    add_config(p)
+    p.add_argument("meter", help="the meter's name in the config")
     p.add_argument("--json", action="store_true", help="JSON lines")
 
 
@@ -55,8 +55,8 @@ def run_poll(args: argparse.Namespace) -> int:
 
 
 def configure_raw(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", required=True)
-    p.add_argument("meter")
+    add_config(p)
+    p.add_argument("meter", help="the meter's name in the config")
     p.add_argument("hex", nargs="+", help='the frame, e.g. "01 08 00" or 010800')
 
 

@@ -75,7 +75,7 @@ class Reads(StoreBase):
 
     async def readings_after(self, after: tuple[int, str, str, str] | None = None, *, meter: str | None = None,
                              channel: str | None = None, archive: str | None = None, limit: int = 1000,
-                             ) -> list[Reading]:
+                             ts_from: int | None = None, ts_to: int | None = None) -> list[Reading]:
         """Up to ``limit`` readings ordered by ts, meter, channel, archive, starting after the reading whose
         key ``(ts, meter, channel, archive)`` is ``after`` (from the start when None).
 
@@ -85,7 +85,8 @@ class Reads(StoreBase):
         if limit < 1:
             return []
         conds: list[tuple[str, Any]] = [("meter = ?", meter), ("channel = ?", channel),
-                                        ("archive = ?", None if archive is None else str(archive))]
+                                        ("archive = ?", None if archive is None else str(archive)),
+                                        ("ts >= ?", ts_from), ("ts < ?", ts_to)]
         where, args = _where(conds)
         if after is not None:
             where += (" AND " if where else " WHERE ") + "(ts, meter, channel, archive) > (?, ?, ?, ?)"
@@ -96,6 +97,30 @@ class Reads(StoreBase):
                     f"ORDER BY ts, meter, channel, archive LIMIT ?", [*args, limit]) as cur:
                 rows = await cur.fetchall()
         return [Reading(*r) for r in rows]
+
+    async def latest_readings(self, limit: int, *, meter: str | None = None, channel: str | None = None,
+                              archive: str | None = None, ts_from: int | None = None,
+                              ts_to: int | None = None) -> list[Reading]:
+        """The newest ``limit`` matching readings, oldest of them first (``pollerd readings``: a screenful
+        ending with the latest). ``ts_from`` inclusive, ``ts_to`` exclusive. Walks the ts-led unique key
+        backwards, so the newest rows are found without reading the rest of the table."""
+        if limit < 1:
+            return []
+        where, args = _where([("meter = ?", meter), ("channel = ?", channel),
+                              ("archive = ?", None if archive is None else str(archive)),
+                              ("ts >= ?", ts_from), ("ts < ?", ts_to)])
+        with sql_errors("query readings"):
+            async with self._rc.execute(
+                    f"SELECT {_READING_COLS} FROM readings{where} "
+                    f"ORDER BY ts DESC, meter DESC, channel DESC, archive DESC LIMIT ?", [*args, limit]) as cur:
+                rows = await cur.fetchall()
+        return [Reading(*r) for r in list(rows)[::-1]]
+
+    async def meters_with_readings(self) -> list[str]:
+        """Every meter name in the readings table (a full scan: for a message when a name matches nothing)."""
+        with sql_errors("query readings"):
+            async with self._rc.execute("SELECT DISTINCT meter FROM readings ORDER BY meter") as cur:
+                return [str(r[0]) for r in await cur.fetchall()]
 
     async def query_events(self, *, meter: str | None = None, ts_from: int | None = None,
                            ts_to: int | None = None, page: int = 1, per_page: int = 100,
