@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"no line named {args.line!r} (lines: {', '.join(names) or 'none'})", path=args.config)
 
     async def main() -> int:
-        line = build_lines(cfg, Runtime(cfg.gateway.name), Registry())[args.line]
+        line = build_lines(cfg, Runtime(cfg.gateway.name), Registry(), one_shot=True)[args.line]
         # Collisions are expected while narrowing secondary addresses; they are not bus faults to warn about.
         logging.getLogger("pollerd.line").setLevel(logging.ERROR)
         try:

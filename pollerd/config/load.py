@@ -110,6 +110,7 @@ _LINE: _Spec = {
     "parity": _choice(("N", "E", "O", "M", "S"), fold=True), "stopbits": _stopbits,
     "host": _host, "port": _int(1, 65535), "connect_timeout": _duration(0.0, above=True),
     "reconnect_min": _duration(0.0, above=True), "reconnect_max": _duration(0.0, above=True),
+    "trace": _bool,
 }
 
 _PASSWORD_KEYS = ("password", "password_file", "password_credential")

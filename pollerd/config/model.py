@@ -74,6 +74,7 @@ class LineConfig:
     connect_timeout: float = 5.0
     reconnect_min: float = 1.0
     reconnect_max: float = 60.0
+    trace: bool = False             # log every frame on this line at INFO (pollerd.wire)
     implicit: bool = False          # made from a meter's ip_address/port
     line_no: int | None = None      # where it was defined in the file, for messages
 
