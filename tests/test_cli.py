@@ -324,3 +324,23 @@ def test_readings_of_an_unknown_meter_say_so(tmp_path: Path, capsys: pytest.Capt
     # A known meter with nothing in the window is not an error.
     assert main(["readings", "--state-dir", str(d), "--meter", "m2", "--since", "1800000000"]) == 0
     assert capsys.readouterr() == ("", "")
+
+
+# --- one line per event in the log -----------------------------------------------------------------------------
+
+def test_a_fresh_store_logs_one_migration_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+    import logging
+
+    from pollerd.store import Store
+    from pollerd.store.schema import SCHEMA_VERSION
+
+    async def open_twice() -> None:
+        for _ in range(2):  # the second open finds the file current: nothing to say
+            s = await Store.open(tmp_path / "pollerd.db")
+            await s.close()
+
+    caplog.set_level(logging.INFO, logger="pollerd.store")
+    asyncio.run(open_twice())
+    lines = [r.getMessage() for r in caplog.records if "schema" in r.getMessage()]
+    assert lines == [f"store {tmp_path / 'pollerd.db'} created at schema version {SCHEMA_VERSION}"]

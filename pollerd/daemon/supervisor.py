@@ -478,11 +478,9 @@ class Daemon:
                 last_prune = self.clock()
                 try:
                     # A document sink has no cursor: for its readings, keep alone decides.
-                    n = await self.store.prune(keep=self.config.store.keep,
-                                               sinks=cursor_sinks(self.config, self.sinks),
-                                               now=self.clock())
-                    if n:
-                        log.info("store: pruned %d readings older than the retention", n)
+                    # The store logs what it pruned (how many, before when, confirmed by which sinks), once.
+                    await self.store.prune(keep=self.config.store.keep,
+                                           sinks=cursor_sinks(self.config, self.sinks), now=self.clock())
                 except StoreError as exc:
                     log.error("store: prune failed: %s", exc)
 

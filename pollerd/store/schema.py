@@ -153,6 +153,16 @@ async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
     if str(mode).lower() != "wal":
         raise StoreError(f"store {str(path)!r}: expected journal_mode wal, got {mode!r}")
     await conn.execute("PRAGMA synchronous = FULL")
+    await _apply_migrations(conn, path)
+    # One line for the whole upgrade, not one per step: a fresh file takes every step. A failed step
+    # raises a StoreError naming it instead.
+    done = await _user_version(conn)
+    if done > version:
+        log.info("store %s %s schema version %d", path,
+                 "created at" if version == 0 else f"migrated from schema version {version} to", done)
+
+
+async def _apply_migrations(conn: aiosqlite.Connection, path: Path) -> None:
     while True:
         # IMMEDIATE takes the write lock first, so two processes opening a fresh file at once
         # cannot both apply the same step; the version is re-read under the lock.
@@ -171,7 +181,6 @@ async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
                                  f"{type(exc).__name__}: {exc}") from exc
             await conn.execute(f"PRAGMA user_version = {target}")
             await conn.execute("COMMIT")
-            log.info("store %s migrated to schema version %d", path, target)
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 await conn.execute("ROLLBACK")
