@@ -344,3 +344,11 @@ def test_a_fresh_store_logs_one_migration_line(tmp_path: Path, caplog: pytest.Lo
     asyncio.run(open_twice())
     lines = [r.getMessage() for r in caplog.records if "schema" in r.getMessage()]
     assert lines == [f"store {tmp_path / 'pollerd.db'} created at schema version {SCHEMA_VERSION}"]
+
+
+def test_check_shows_an_empty_iec_address_as_no_address(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = write(tmp_path, GOOD + '\n[[meters]]\nname = "ce"\nprotocol = "iec62056"\nline = "l1"\n'
+              'connection_address = ""\niec_profile = "energomera"\n')
+    assert main(["check", str(p)]) == 0
+    row = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("ce:"))
+    assert "@ (no address);" in row

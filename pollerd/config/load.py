@@ -74,6 +74,7 @@ from pollerd.push.plugins import load_entry_points
 from pollerd.push.registry import SinkRegistry, builtin_sinks
 from pollerd.schedule import Schedule
 from pollerd.units import NUMBER as _NUMBER
+from pollerd.text import address_text
 from pollerd.units import format_duration
 
 __all__ = ["known_keys", "load_config"]
@@ -582,7 +583,7 @@ def _build(ctx: _Ctx, doc: dict[str, _Any], sinks: SinkRegistry, catalog: Catalo
             slot = (meter.line, meter.connection_address)
             if slot in used_address:
                 ctx.errors.append(ctx.error(
-                    mpath + ("connection_address",), f"address {meter.connection_address} is already used "
+                    mpath + ("connection_address",), f"address {address_text(meter.connection_address)} is already used "
                     f"by meter {used_address[slot]!r} on line {meter.line!r}"))
             used_address[slot] = meter.name
         built.append((i, meter))
