@@ -73,8 +73,8 @@ from pollerd.errors import ConfigError, OptionError
 from pollerd.push.plugins import load_entry_points
 from pollerd.push.registry import SinkRegistry, builtin_sinks
 from pollerd.schedule import Schedule
-from pollerd.units import NUMBER as _NUMBER
 from pollerd.text import address_text
+from pollerd.units import NUMBER as _NUMBER
 from pollerd.units import format_duration
 
 __all__ = ["known_keys", "load_config"]
