@@ -22,6 +22,7 @@ passwords or tokens.
 
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 import hmac
 import logging
@@ -39,7 +40,7 @@ from pollerd.errors import ConfigError, MeterBusy, PollerdError, StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Archive
 from pollerd.openapi import document
-from pollerd.state import Runtime
+from pollerd.state import METER_STATES, Runtime
 
 if TYPE_CHECKING:
     from pollerd.store import Store
@@ -287,10 +288,12 @@ class _Api:
             size = stats.get("db_bytes")
             if size is not None:
                 m.gauge("pollerd_store_bytes", "Size of the local store on disk.").set(size)
-        degraded = sum(1 for ms in rt.meters.values() if ms.degraded)
-        g = m.gauge("pollerd_meters", "Configured meters by state.", ("state",))
-        g.set(len(rt.meters) - degraded, state="ok")
-        g.set(degraded, state="degraded")
+        # The same states as /api/meters (MeterState.status), every one present, zeros included, so a
+        # dashboard's sum is the meter count and a state that empties drops to 0 rather than going stale.
+        by_state = collections.Counter(ms.status for ms in rt.meters.values())
+        g = m.gauge("pollerd_meters", "Configured meters by state (as /api/meters reports it).", ("state",))
+        for state in METER_STATES:
+            g.set(by_state[state], state=state)
         m.gauge("pollerd_up_seconds", "Seconds since the daemon started.").set(
             max(0.0, self.clock() - rt.started))
         return web.Response(body=m.render().encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})

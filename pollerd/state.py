@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# What MeterState.status can say; /metrics reports a count for each.
+METER_STATES = ("pending", "ok", "failing", "degraded")
+
 
 @dataclass(eq=False)
 class MeterState:
@@ -35,7 +38,8 @@ class MeterState:
 
     @property
     def status(self) -> str:
-        """One word for the API: pending (not polled yet), ok, failing (last cycle failed), degraded."""
+        """One word for the API (one of METER_STATES): pending (not polled yet), ok, failing (last cycle
+        failed), degraded."""
         if self.degraded:
             return "degraded"
         if self.last_poll is None:

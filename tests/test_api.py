@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import math
 import re
@@ -258,7 +259,10 @@ async def test_metrics_text(env):
     s = parse_metrics(text)
     assert s["pollerd_store_rows"] == 7
     assert s["pollerd_store_bytes"] > 0
-    assert s['pollerd_meters{state="ok"}'] == 1
+    # The states /api/meters shows, counted the same way (m1 polled fine; m2 degraded).
+    shown = collections.Counter(m["state"] for m in (await env.get("/api/meters"))[1]["data"])
+    for state in ("pending", "ok", "failing", "degraded"):
+        assert s[f'pollerd_meters{{state="{state}"}}'] == shown[state], state
     assert s['pollerd_meters{state="degraded"}'] == 1
     assert s["pollerd_up_seconds"] == 42
     assert s['pollerd_polls_total{meter="m1"}'] == 3
