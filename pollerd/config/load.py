@@ -85,7 +85,7 @@ _GATEWAY: _Spec = {"name": _name, "spread": _duration()}
 _STORE: _Spec = {"path": _str, "keep": _duration(1.0), "commit_interval": _duration(0.0),
                  # Below 1 MiB the WAL and the schema alone would keep the quota permanently exceeded.
                  "max_size": _size(1024**2), "max_age": _duration(60.0)}
-_API: _Spec = {"listen": _listen, "enabled": _bool, "tokens": lambda value, ctx: value}
+_API: _Spec = {"listen": _listen, "enabled": _bool, "open_monitoring": _bool, "tokens": lambda value, ctx: value}
 _API_TOKEN: _Spec = {"token": _secret_value, "token_file": _secret_file, "token_credential": _secret_credential,
                      "role": _choice(("read", "admin"))}
 
@@ -174,8 +174,9 @@ def _load_api(ctx: _Ctx, doc: dict[str, _Any]) -> ApiConfig:
     kw: dict[str, _Any] = {}
     if "listen" in f:
         kw["listen"], kw["host"], kw["port"] = f["listen"]
-    if "enabled" in f:
-        kw["enabled"] = f["enabled"]
+    for key in ("enabled", "open_monitoring"):
+        if key in f:
+            kw[key] = f[key]
     if "tokens" in f:
         raw = f["tokens"]
         if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):

@@ -102,7 +102,8 @@ class Daemon:
             if cfg.api.enabled:
                 from ..api import make_app, start_api
                 app = self._app = make_app(runtime=self.runtime, store=store, metrics=self.metrics,
-                                           clock=self.clock, tokens=cfg.api.tokens, raw=self._raw,
+                                           clock=self.clock, tokens=cfg.api.tokens,
+                                           open_monitoring=cfg.api.open_monitoring, raw=self._raw,
                                            poll=self.poll_now)
                 try:
                     api_runner, self.api_port = await start_api(app, cfg.api.host, cfg.api.port)
@@ -359,7 +360,7 @@ class Daemon:
     def _apply_api(self, old: Config, new: Config) -> None:
         if self._app is not None:
             from ..api import set_tokens
-            set_tokens(self._app, new.api.tokens)
+            set_tokens(self._app, new.api.tokens, new.api.open_monitoring)
         # Compared with what is being served, not with the previous file: reverting the change clears it.
         if self._serving_api != (new.api.enabled, new.api.host, new.api.port):
             msg = (f"api: listen/enabled changed to {new.api.listen} (enabled={str(new.api.enabled).lower()}); "
