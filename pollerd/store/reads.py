@@ -98,6 +98,22 @@ class Reads(StoreBase):
                 rows = await cur.fetchall()
         return [Reading(*r) for r in rows]
 
+    async def fetch_events_after(self, seq: int, limit: int) -> list[tuple[int, Event]]:
+        """Up to ``limit`` events with event seq > ``seq``, in seq order: the events outbox. An event changed
+        since (closed, its text filled in) has moved to a later seq and comes again there."""
+        with sql_errors("fetch events"):
+            async with self._rc.execute(
+                    "SELECT seq, meter, code, ts_start, ts_end, text FROM events WHERE seq > ? "
+                    "ORDER BY seq LIMIT ?", (seq, limit)) as cur:
+                rows = await cur.fetchall()
+        return [(int(r[0]), Event(*r[1:])) for r in rows]
+
+    async def last_event_seq(self) -> int:
+        with sql_errors("read last event seq"):
+            async with self._rc.execute("SELECT n FROM event_counter") as cur:
+                row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
     async def latest_readings(self, limit: int, *, meter: str | None = None, channel: str | None = None,
                               archive: str | None = None, ts_from: int | None = None,
                               ts_to: int | None = None) -> list[Reading]:

@@ -44,7 +44,7 @@ class Retention(StoreBase):
             async with w.execute(
                     "DELETE FROM readings WHERE seq IN ("
                     " SELECT seq FROM readings r WHERE r.seq <= ? AND r.ts < ? AND NOT EXISTS ("
-                    "  SELECT 1 FROM parked p WHERE r.seq BETWEEN p.first_seq AND p.last_seq)"
+                    "  SELECT 1 FROM parked p WHERE p.kind = 'readings' AND r.seq BETWEEN p.first_seq AND p.last_seq)"
                     " ORDER BY seq LIMIT ?)", (upto, cutoff, _PRUNE_BATCH)) as cur:
                 return cur.rowcount
 

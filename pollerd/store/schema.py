@@ -102,6 +102,34 @@ MIGRATIONS: list[tuple[str, ...]] = [
     # (local API, `pollerd readings`) walk the ts-led unique key instead: 2 -> 47 ms for one meter's page out
     # of 1 M readings on the dev machine, and as fast as before with a time range.
     ("DROP INDEX readings_meter_ts",),
+    # 4: events go upstream too (issue 17), with the guarantees of readings: a per-sink cursor over an event
+    # sequence number, and parked ranges that say which outbox they belong to. An event is upserted (seen
+    # open, later closed), so its seq is not its row id: every insert and every change of its end or text
+    # takes the next number from event_counter, and a changed event is sent again with its natural key
+    # (meter, code, ts_start). A counter row, not max(seq) + 1: a number is never given twice, even if
+    # events are ever deleted. Events stored before the upgrade keep their id as seq and are sent once.
+    (
+        "ALTER TABLE events ADD COLUMN seq INTEGER",
+        "UPDATE events SET seq = id",
+        "CREATE UNIQUE INDEX events_seq ON events (seq)",
+        "CREATE TABLE event_counter (n INTEGER NOT NULL)",
+        "INSERT INTO event_counter (n) SELECT coalesce(max(id), 0) FROM events",
+        """CREATE TRIGGER events_seq_insert AFTER INSERT ON events BEGIN
+            UPDATE event_counter SET n = n + 1;
+            UPDATE events SET seq = (SELECT n FROM event_counter) WHERE id = new.id;
+        END""",
+        """CREATE TRIGGER events_seq_update AFTER UPDATE OF ts_end, text ON events
+            WHEN old.ts_end IS NOT new.ts_end OR old.text IS NOT new.text BEGIN
+            UPDATE event_counter SET n = n + 1;
+            UPDATE events SET seq = (SELECT n FROM event_counter) WHERE id = new.id;
+        END""",
+        """CREATE TABLE event_cursors (
+            sink    TEXT    PRIMARY KEY,
+            seq     INTEGER NOT NULL,
+            updated INTEGER NOT NULL
+        )""",
+        "ALTER TABLE parked ADD COLUMN kind TEXT NOT NULL DEFAULT 'readings'",
+    ),
 ]
 
 
