@@ -230,8 +230,8 @@ def test_a_bad_option_of_a_simulator_shows_its_usage(capsys: pytest.CaptureFixtu
     assert capsys.readouterr().err.startswith("usage: pollerd sim mbus ")
 
 
-def test_readme_lists_only_flags_the_simulators_take() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_docs_list_only_flags_the_simulators_take() -> None:
+    readme = (ROOT / "docs" / "commands.md").read_text(encoding="utf-8")
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     sims = next(a for a in sub.choices["sim"]._actions if isinstance(a, argparse._SubParsersAction))
     rows = [line for line in readme.splitlines() if line.startswith("| `pollerd sim ")]
@@ -243,7 +243,7 @@ def test_readme_lists_only_flags_the_simulators_take() -> None:
         for name in names:
             opts = {o for a in sims.choices[name]._actions for o in a.option_strings}
             for flag in re.findall(r"(--[a-z][a-z-]*)", row):
-                assert flag in opts, f"README: `pollerd sim {name}` does not take {flag}"
+                assert flag in opts, f"docs/commands.md: `pollerd sim {name}` does not take {flag}"
 
 
 # --- pollerd readings ------------------------------------------------------------------------------------------
