@@ -126,14 +126,18 @@ async def test_events_are_forwarded_in_batches_beside_readings(store: Store) -> 
     try:
         await store.write(readings(4), [ev(i) for i in range(5)])
         await until(lambda: sum(map(len, client.event_batches)) == 5 and state.sent == 4, "delivery")
-        assert await store.event_cursor("up") == 5
+
+        async def cursor_at(n: int) -> bool:  # the cursor moves right after the confirmed send
+            return await store.event_cursor("up") == n
+
+        await until(lambda: cursor_at(5), "the event cursor")
         await store.write([], [ev(0, end=T0 + 99)])          # the first event closes: sent again
         await until(lambda: sum(map(len, client.event_batches)) == 6, "the update")
+        await until(lambda: cursor_at(6), "the event cursor")
     finally:
         await stop(task)
     assert [len(b) for b in client.event_batches] == [3, 2, 1]
     assert client.event_batches[-1] == [ev(0, end=T0 + 99)]
-    assert await store.event_cursor("up") == 6
 
 
 async def test_a_transient_event_failure_retries_the_same_batch(store: Store) -> None:

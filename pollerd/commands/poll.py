@@ -57,11 +57,9 @@ def run_poll(args: argparse.Namespace) -> int:
             finally:
                 if line is not None:
                     await line.close()
-        identity = runtime.meters[mc.name].identity
-        if args.json:
-            print(orjson.dumps({"meter": mc.name, "identity": identity}, default=str).decode())
-        else:
-            print(identity_line(identity))
+        # Text mode: the first line of the output. --json keeps stdout to reading and event lines (what
+        # scripts parse), so the identity goes to stderr there, for the person watching.
+        print(identity_line(runtime.meters[mc.name].identity), file=sys.stderr if args.json else sys.stdout)
         for r in result.readings:
             print(reading_line(r, args.json))
         for e in result.events:
