@@ -46,6 +46,14 @@ class MeterState:
             return "pending"
         return "failing" if self.consecutive_failures else "ok"
 
+    @property
+    def online(self) -> bool | None:
+        """What upstream is told: True when the meter's last cycle got an answer, False when it got none,
+        None before its first cycle."""
+        if self.last_poll is None:
+            return None
+        return self.last_ok is not None and self.last_ok >= self.last_poll
+
     def as_dict(self) -> dict[str, object]:
         return {
             "name": self.name,

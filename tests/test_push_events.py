@@ -240,3 +240,101 @@ def test_mqtt_events_topic_per_meter() -> None:
                                      "ts_end": None, "text": ""}
     off = SinkConfig(name="b", type="mqtt", url="mqtt://127.0.0.1:1883", options=parse_options({"events_topic": ""}, ""))
     assert MqttPushClient(off, "gw").accepts_events is False
+
+
+# --- each meter's online/offline state upstream ----------------------------------------------------------------
+
+class StatusFake(FakeClient):
+    def __init__(self, fail: int = 0) -> None:
+        super().__init__()
+        self.statuses: list[dict[str, str]] = []
+        self.fail = fail
+
+    async def send_status(self, status: dict[str, str]) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise TransientSinkError("broker down", kind="network")
+        self.statuses.append(dict(status))
+
+
+async def test_meter_status_goes_to_the_client_when_it_changes(store: Store) -> None:
+    from pollerd.metrics import Registry
+    from pollerd.push.forwarder import Forwarder
+    from pollerd.state import SinkState
+    current = {"m1": "online"}
+    client = StatusFake(fail=1)
+    cfg = sink()
+    fwd = Forwarder(store, client, cfg, SinkState("up", "fake"), Registry(), idle_wait=0.02,
+                    meter_status=lambda: dict(current))
+    task = asyncio.create_task(fwd.run())
+    try:
+        await until(lambda: bool(client.statuses), "first status (after one failed try)")
+        await asyncio.sleep(0.1)
+        assert client.statuses == [{"m1": "online"}]          # unchanged: not sent again
+        current["m1"] = "offline"
+        current["m2"] = "online"
+        await until(lambda: len(client.statuses) == 2, "the change")
+    finally:
+        await stop(task)
+    assert client.statuses[-1] == {"m1": "offline", "m2": "online"}
+
+
+def test_meter_online_is_whether_the_last_cycle_answered() -> None:
+    from pollerd.state import MeterState
+    ms = MeterState("m1", "mercury230", "l", 1, 60.0)
+    assert ms.online is None
+    ms.last_poll, ms.last_ok = 100.0, 100.0
+    assert ms.online is True
+    ms.last_poll = 160.0
+    assert ms.online is False
+
+
+async def test_http_batch_metadata_carries_meter_status_outside_the_idempotency_key() -> None:
+    from pollerd.push.http import HttpPushClient, idempotency_key
+    got: list[tuple[dict[str, object], str]] = []
+
+    async def ingest(request: web.Request) -> web.Response:
+        got.append((orjson.loads(await request.read()), request.headers["Idempotency-Key"]))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/in", ingest)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    client = HttpPushClient(SinkConfig(name="up", type="http", url=f"http://127.0.0.1:{port}/in"), "gw")
+    rs = readings(2)
+    try:
+        await client.send(rs)
+        await client.send_status({"m2": "offline", "m1": "online"})
+        await client.send(rs)
+    finally:
+        await client.close()
+        await runner.cleanup()
+    (first, k1), (second, k2) = got
+    assert "meters" not in first and second["meters"] == {"m1": "online", "m2": "offline"}
+    assert second["readings"] == first["readings"]
+    assert k1 == k2 == idempotency_key("up", client.encode(rs))   # a retry keeps its key
+
+
+def test_mqtt_meter_status_topic_option() -> None:
+    pytest.importorskip("aiomqtt")
+    from pollerd.push.mqtt_options import parse_options
+    assert parse_options({}, "").meter_status_topic.render({"gateway": "gw", "meter": "m+1"}) == \
+        "pollerd/gw/m%2B1/status"  # type: ignore[union-attr]
+    assert parse_options({"meter_status_topic": ""}, "").meter_status_topic is None
+
+
+def test_the_daemon_reports_polled_meters_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pollerd.config import load_config
+    from pollerd.daemon import Daemon
+    from pollerd.state import MeterState
+    p = tmp_path / "p.toml"
+    p.write_text('[api]\nenabled = false\n')
+    d = Daemon(load_config(p), tmp_path / "state")
+    d.runtime.meters["a"] = MeterState("a", "mercury230", "l", 1, 60.0, last_poll=10.0, last_ok=10.0)
+    d.runtime.meters["b"] = MeterState("b", "mercury230", "l", 2, 60.0, last_poll=70.0, last_ok=10.0)
+    d.runtime.meters["c"] = MeterState("c", "mercury230", "l", 3, 60.0)      # not polled yet: not reported
+    assert d._meter_status() == {"a": "online", "b": "offline"}

@@ -466,9 +466,19 @@ class Daemon:
             return
         client = make_client(sink_cfg, self.config.gateway.name, self.sinks)
         try:  # the forwarder connects (with retries); close even if it never did
-            await Forwarder(self.store, client, sink_cfg, st, self.metrics, clock=self.clock).run()
+            await Forwarder(self.store, client, sink_cfg, st, self.metrics, clock=self.clock,
+                            meter_status=self._meter_status).run()
         finally:
             await client.close()
+
+    def _meter_status(self) -> dict[str, str]:
+        """Each polled meter's online/offline state as the sinks publish it (meters not polled yet: none)."""
+        out: dict[str, str] = {}
+        for name, ms in self.runtime.meters.items():
+            online = ms.online
+            if online is not None:
+                out[name] = "online" if online else "offline"
+        return out
 
     async def _housekeeping(self) -> None:
         last_prune = 0.0

@@ -30,6 +30,9 @@ never called concurrently with ``send``). An event's natural key is ``(meter, co
 that changes later (it closes, its text is filled in) is sent again. A client without ``send_events``, or
 with ``accepts_events = False`` (its configuration declines them), gets none.
 
+Meter status (optional): a client with ``async send_status(mapping)`` is handed ``{meter: "online" | "offline"}``
+(meters polled at least once) whenever it changed, between batches; a failure is retried on the next turn.
+
 Delivery is at-least-once: a batch the receiver got but whose confirmation was lost is sent again. Every
 reading carries its natural key ``(meter, channel, archive, ts)`` for the receiver to de-duplicate.
 

@@ -30,7 +30,7 @@ import collections
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pollerd.backoff import backoff_delay
@@ -79,6 +79,7 @@ class Forwarder:
         rng: Callable[[], float] = random.random,
         idle_wait: float = IDLE_WAIT,
         monotonic: Callable[[], float] = time.monotonic,
+        meter_status: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self._store = store
         self._client = client
@@ -115,6 +116,10 @@ class Forwarder:
         self._attempt = 0
         self._failing = False
         self._events = bool(getattr(client, "accepts_events", callable(getattr(client, "send_events", None))))
+        # Each meter's online/offline state, for clients with send_status: state, not history, so no cursor;
+        # what the client last took is kept and only a change is handed over.
+        self._meter_status = meter_status if callable(getattr(client, "send_status", None)) else None
+        self._status_sent: dict[str, str] = {}
         self._m_events_sent = metrics.counter(
             "pollerd_sink_events_sent_total", "Events confirmed by the sink.", ("sink",))
         if self._events:
@@ -137,6 +142,7 @@ class Forwarder:
         else:
             log.info("sink %s: forwarding from seq %d", self._name, cursor, extra={"sink": self._name})
         while True:
+            await self._publish_status()
             # Clear before fetching: a commit that lands after the fetch sets the event again and the wait
             # below returns at once. new_data is shared by all sinks; a clear by another forwarder can at
             # worst delay this one by idle_wait.
@@ -168,6 +174,23 @@ class Forwarder:
                 cursor = await self._deliver(batch, cursor)
             if events:
                 ev_cursor = await self._deliver(events, ev_cursor, kind="events")
+
+    async def _publish_status(self) -> None:
+        """Hand the meters' online/offline state to the client when it changed. A failure is retried on the
+        next loop turn (at least every idle_wait), never in the way of readings."""
+        if self._meter_status is None:
+            return
+        status = dict(self._meter_status())
+        if status == self._status_sent:
+            return
+        try:
+            await self._client.send_status(status)  # type: ignore[attr-defined]
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # a status is re-sent next turn; readings go on meanwhile
+            log.debug("sink %s: meter status not delivered: %s", self._name, exc, extra={"sink": self._name})
+            return
+        self._status_sent = status
 
     async def _connect(self) -> None:
         """Connect the client, retrying with backoff until it works (or the task is cancelled)."""

@@ -20,6 +20,9 @@ Events go in batches of their own, to ``events_url`` if set, else to ``url``, to
      "events": [{"meter": "m1", "code": "power_off", "ts_start": 1700000000, "ts_end": 1700000360,
                  "text": "phase A off"}, ...]}
 
+Each meter's state rides along in a readings body once known: ``"meters": {"m1": "online", "m2": "offline"}``
+(online: its last cycle got an answer). It is not covered by the Idempotency-Key.
+
 An event's natural key is ``(meter, code, ts_start)``; an event sent open (``ts_end`` null) is sent again
 once it closes or its text changes, so a receiver upserts on that key. ``events = false`` declines them.
 
@@ -150,6 +153,7 @@ class HttpPushClient:
         self.accepts_events = opts.events
         self._events_url = opts.events_url or sink.url
         self._events_where = f"sink {sink.name!r}: POST {safe_url(self._events_url)} (events)"
+        self._status: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"HttpPushClient({self._sink.name!r}, {safe_url(self._sink.url)!r})"
@@ -221,9 +225,20 @@ class HttpPushClient:
     def encode(self, batch: Sequence[Reading]) -> bytes:
         return orjson.dumps({"gateway": self._gateway, "readings": [r.as_dict() for r in batch]})
 
+    async def send_status(self, status: Mapping[str, str]) -> None:
+        """The meters' online/offline state rides in the next batches' metadata (``"meters"``); no request
+        of its own."""
+        self._status = dict(status)
+
     async def send(self, batch: Sequence[Reading]) -> None:
         if batch:
-            await self._post(self._sink.url, self._where, self.encode(batch))
+            body = self.encode(batch)
+            # The key covers the readings only: a retry of the same batch keeps its key even when a meter's
+            # state changed in between.
+            key = idempotency_key(self._sink.name, body)
+            if self._status:
+                body = body[:-1] + b',"meters":' + orjson.dumps(self._status, option=orjson.OPT_SORT_KEYS) + b"}"
+            await self._post(self._sink.url, self._where, body, key)
 
     def encode_events(self, batch: Sequence[Event]) -> bytes:
         return orjson.dumps({"gateway": self._gateway, "events": [e.as_dict() for e in batch]})
@@ -232,12 +247,13 @@ class HttpPushClient:
         """One batch of events: the same POST, retries and refusals as readings, with the body kind
         ``events`` (to ``events_url`` when set)."""
         if batch:
-            await self._post(self._events_url, self._events_where, self.encode_events(batch))
+            body = self.encode_events(batch)
+            await self._post(self._events_url, self._events_where, body, idempotency_key(self._sink.name, body))
 
-    async def _post(self, url: str, where: str, body: bytes) -> None:
+    async def _post(self, url: str, where: str, body: bytes, key: str) -> None:
         self._open()
         assert self._session is not None
-        headers = {"Idempotency-Key": idempotency_key(self._sink.name, body)}
+        headers = {"Idempotency-Key": key}
         if self._gzip:
             body = gzip_body(body)
             headers["Content-Encoding"] = "gzip"

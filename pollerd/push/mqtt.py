@@ -35,6 +35,9 @@ Events: one message per event, QoS as readings, never retained, on ``events_topi
 ``pollerd/{gateway}/{meter}/events``): ``{"gateway", "meter", "code", "ts_start", "ts_end", "text"}``. The
 natural key is ``(meter, code, ts_start)``; an event is published again when it closes. ``events_topic = ""``
 declines events.
+
+Meter status: each meter's ``online`` (its last cycle got an answer) or ``offline``, retained on
+``meter_status_topic`` (default ``pollerd/{gateway}/{meter}/status``) when it changes; ``""`` turns it off.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import logging
 import math
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import aiomqtt
 import orjson
@@ -84,6 +87,8 @@ class MqttPushClient:
         self._client_id = opts.client_id or f"pollerd-{gateway}-{sink.name}"
         self._status = opts.status_topic.render({"gateway": gateway}) if opts.status_topic else None
         self.accepts_events = opts.events_topic is not None
+        self._meter_status: dict[str, str] = {}          # what the broker holds, as far as this client knows
+        self._status_client: object = None
         self._client: aiomqtt.Client | None = None
         self._topics: dict[tuple[str, str, str], str] = {}
         if not self._tls and (sink.ca_file or sink.client_cert or not sink.verify_tls):
@@ -296,6 +301,23 @@ class MqttPushClient:
         gw = self._gateway
         return [(self._opts.events_topic.render({"gateway": gw, "meter": e.meter}),
                  orjson.dumps({"gateway": gw, **e.as_dict()})) for e in batch]
+
+    async def send_status(self, status: Mapping[str, str]) -> None:
+        """Each meter's ``online``/``offline``, retained on its status topic, for the meters whose state
+        changed since the broker last confirmed it (all of them after a reconnect, which may follow a broker
+        restart that lost its retained messages)."""
+        if self._opts.meter_status_topic is None:
+            return
+        if self._status_client is not self._client or self._client is None:
+            self._meter_status = {}
+        changed = {m: s for m, s in status.items() if self._meter_status.get(m) != s}
+        if not changed:
+            return
+        gw = self._gateway
+        await self._publish([(self._opts.meter_status_topic.render({"gateway": gw, "meter": m}), s.encode())
+                             for m, s in changed.items()], True)
+        self._status_client = self._client
+        self._meter_status.update(changed)
 
     async def send_events(self, batch: Sequence[Event]) -> None:
         if batch:

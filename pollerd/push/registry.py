@@ -94,7 +94,7 @@ BUILTIN: tuple[SinkSpec, ...] = (
         }),
         factory=_ref("pollerd.push.mqtt:MqttPushClient"),
         option_keys=frozenset({"topic", "payload", "qos", "retain", "client_id", "keepalive", "status_topic",
-                               "events_topic"}),
+                               "events_topic", "meter_status_topic"}),
         options=_ref("pollerd.push.mqtt_options:parse_options"),
         url_schemes=("mqtt", "mqtts"),
     ),
