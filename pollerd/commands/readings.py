@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             printed = 0
             if limit:
-                rows = await store.latest_readings(limit + 1, **where)
+                rows = await store.newest_readings(limit + 1, **where)
                 more = len(rows) > limit
                 for r in rows[-limit:]:
                     print(reading_line(r, args.json))
