@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import datetime as dt
 import math
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from pollerd.api import PER_PAGE_MAX, HealthLimits, make_app, parse_time, start_api
+from pollerd.api import PER_PAGE_MAX, QUERY_SLOTS, HealthLimits, make_app, parse_time, start_api
 from pollerd.errors import StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Event, Reading
@@ -261,7 +262,7 @@ async def test_metrics_text(env):
     assert s["pollerd_store_bytes"] > 0
     # The states /api/meters shows, counted the same way (m1 polled fine; m2 degraded).
     shown = collections.Counter(m["state"] for m in (await env.get("/api/meters"))[1]["data"])
-    for state in ("pending", "ok", "failing", "degraded"):
+    for state in ("pending", "ok", "partial", "failing", "degraded"):
         assert s[f'pollerd_meters{{state="{state}"}}'] == shown[state], state
     assert s['pollerd_meters{state="degraded"}'] == 1
     assert s["pollerd_up_seconds"] == 42
@@ -542,3 +543,45 @@ async def test_a_plus_sign_decoded_as_a_space_is_taken_as_plus(env):
     assert status == 200 and [r["value"] for r in body["data"]] == [3.0]
     status, body = await env.get_raw("/api/readings?channel=A%2B")  # --data-urlencode
     assert status == 200 and [r["value"] for r in body["data"]] == [5.0]
+
+
+@pytest.mark.parametrize("query, needle", [
+    # Issue 14 (observation 7): int() refuses over 4300 digits with a ValueError: a 500, not a 400.
+    ("page=" + "9" * 5000, "page: '9999999999"),
+    ("per_page=" + "1" * 5000, "per_page: '1111111111"),
+    ("page=-" + "9" * 5000, "out of range"),
+    ("page=" + "0" * 5000 + "7", None),  # leading zeros are still the number 7
+    ("from=" + "9" * 5000, "not a plausible unix time"),
+    ("to=" + "1" * 400 + ".5", "not a plausible unix time"),
+])
+async def test_huge_integer_parameters_are_a_400(env, query, needle):
+    for path in ("/api/readings", "/api/events"):
+        status, body = await env.get_raw(f"{path}?{query}")
+        if needle is None:
+            assert status == 200, body
+            continue
+        assert status == 400 and needle in body["error"], body
+        assert len(body["error"]) < 200  # the 5000 digits are not echoed back
+
+
+async def test_data_queries_in_flight_are_bounded(env, monkeypatch):
+    # 500 concurrent page requests each held up to 1000 rows and their JSON at once: RSS went 47 -> 249 MB
+    # and stayed there (scripts/api_burst_rss.py). Only QUERY_SLOTS of them may build a reply at a time.
+    await env.store.write(many_readings(5))
+    real = env.store.query_readings
+    now = peak = 0
+
+    async def counting(**kw):  # type: ignore[no-untyped-def]
+        nonlocal now, peak
+        now += 1
+        peak = max(peak, now)
+        try:
+            await asyncio.sleep(0.01)
+            return await real(**kw)
+        finally:
+            now -= 1
+
+    monkeypatch.setattr(env.store, "query_readings", counting)
+    results = await asyncio.gather(*(env.get("/api/readings", per_page=2) for _ in range(40)))
+    assert all(status == 200 for status, _, _ in results)
+    assert peak == QUERY_SLOTS

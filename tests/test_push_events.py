@@ -94,17 +94,17 @@ async def test_parked_events_do_not_hold_readings_back_from_pruning(store: Store
     assert await store.prune(keep=0, sinks=["up"], now=T0 + 10**7) == 3
 
 
-async def test_schema_4_gives_existing_events_their_id_as_seq(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_schema_5_gives_existing_events_their_id_as_seq(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from pollerd.store import schema
     full = list(schema.MIGRATIONS)
-    monkeypatch.setattr(schema, "MIGRATIONS", full[:3])
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
-    path = tmp_path / "v3.db"
+    monkeypatch.setattr(schema, "MIGRATIONS", full[:4])
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 4)
+    path = tmp_path / "v4.db"
     with sqlite3.connect(path) as c:
         c.execute("PRAGMA user_version = 0")
     s = await Store.open(path, commit_interval=0)
     await s.close()
-    with sqlite3.connect(path) as c:  # events written by a schema-3 pollerd
+    with sqlite3.connect(path) as c:  # events written by a schema-4 pollerd
         c.executemany("INSERT INTO events (meter, code, ts_start, received) VALUES ('m1', 'x', ?, 0)",
                       [(T0,), (T0 + 1,)])
     monkeypatch.setattr(schema, "MIGRATIONS", full)

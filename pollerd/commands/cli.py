@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from ..errors import ConfigError, PollerdError
+from ..errors import AlreadyRunning, ConfigError, PollerdError
 from . import check, demo, parked, poll, readings, run, scan, sioi, tools, webmeters
 from .common import EX_CONFIG
 
@@ -107,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for err in exc.errors:  # the loader found them all; each is one line naming file, line and key
             print(f"pollerd: {err}", file=sys.stderr)
         return EX_CONFIG
+    except AlreadyRunning as exc:  # 75, EX_TEMPFAIL: systemd restarts and takes over once the other is gone
+        print(f"pollerd: {exc}", file=sys.stderr)
+        return exc.exit_code
     except PollerdError as exc:
         print(f"pollerd: {exc}", file=sys.stderr)
         return 1

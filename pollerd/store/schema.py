@@ -102,7 +102,18 @@ MIGRATIONS: list[tuple[str, ...]] = [
     # (local API, `pollerd readings`) walk the ts-led unique key instead: 2 -> 47 ms for one meter's page out
     # of 1 M readings on the dev machine, and as fast as before with a time range.
     ("DROP INDEX readings_meter_ts",),
-    # 4: events go upstream too (issue 17), with the guarantees of readings: a per-sink cursor over an event
+    # 4: pruned means gone (issue 14). Per series, the newest archive ts that prune() deleted after every sink
+    # confirmed it: a meter that re-reports its monthly archive must not have those values stored and sent
+    # again. A mark per series, not a refusal of everything older than `keep`: a backfill longer than `keep`
+    # (data_polling_length) brings old records no sink has seen, and those must still be stored.
+    ("""CREATE TABLE pruned_marks (
+            meter   TEXT    NOT NULL,
+            channel TEXT    NOT NULL,
+            archive TEXT    NOT NULL,
+            ts      INTEGER NOT NULL,
+            PRIMARY KEY (meter, channel, archive)
+        ) WITHOUT ROWID""",),
+    # 5: events go upstream too (issue 17), with the guarantees of readings: a per-sink cursor over an event
     # sequence number, and parked ranges that say which outbox they belong to. An event is upserted (seen
     # open, later closed), so its seq is not its row id: every insert and every change of its end or text
     # takes the next number from event_counter, and a changed event is sent again with its natural key
