@@ -72,8 +72,8 @@ def run_check(args: argparse.Namespace) -> int:
         # Every problem the loader found, one line each, so one edit fixes them all.
         for err in exc.errors:
             print(err, file=sys.stderr)
-        n = len(exc.errors)
-        print(f"{path}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        if len(exc.errors) > 1:  # one error is its own line; a count says the list is complete
+            print(f"{path}: {len(exc.errors)} errors", file=sys.stderr)
         return EX_CONFIG
     print(summary(cfg))
     warnings = [f"warning: {w}" for w in placeholders(cfg)]
