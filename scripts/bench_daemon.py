@@ -95,6 +95,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds per thread id: the event loop's thread is ``pid`` itself, the rest are aiosqlite's connection
+    threads and the default executor."""
+    out: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def status_kb(pid: int, key: str) -> int:
     m = re.search(rf"^{key}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
     return int(m.group(1)) if m else 0
@@ -173,6 +186,7 @@ def main() -> None:
               f"window {a.window:g} s ...", flush=True)
         time.sleep(a.warmup)
         m0, c0, t0 = scrape(api_port), cpu_seconds(daemon.pid), time.monotonic()
+        th0 = thread_cpu(daemon.pid)
         w0 = write_bytes(daemon.pid)
         if a.profile:
             # The venv's py-spy (the bench extra) even when the venv is not on PATH.
@@ -184,6 +198,7 @@ def main() -> None:
         else:
             time.sleep(a.window)
         m1, c1, t1 = scrape(api_port), cpu_seconds(daemon.pid), time.monotonic()
+        th1 = thread_cpu(daemon.pid)
         w1 = write_bytes(daemon.pid)
         hwm, rss = status_kb(daemon.pid, "VmHWM"), status_kb(daemon.pid, "VmRSS")
         received = json.loads(urllib.request.urlopen(
@@ -204,6 +219,9 @@ def main() -> None:
         cpu = 100 * (c1 - c0) / (t1 - t0)
         print(f"CPU: {cpu:.2f} % of one core ({(c1 - c0) / max(1.0, exchanges) * 1e6:.0f} µs per exchange, "
               f"{exchanges:.0f} exchanges)")
+        loop_s = th1.get(daemon.pid, 0.0) - th0.get(daemon.pid, 0.0)
+        print(f"  of which the event loop's thread {100 * loop_s / (t1 - t0):.2f} %, other threads (aiosqlite, "
+              f"executor) {100 * ((c1 - c0) - loop_s) / (t1 - t0):.2f} %")
         print(f"RSS: peak {hwm / 1024:.1f} MB, now {rss / 1024:.1f} MB")
         if readings:
             print(f"disk writes: {(w1 - w0) / readings:.0f} bytes per stored reading "
@@ -236,6 +254,7 @@ def stop(daemon: subprocess.Popen[bytes]) -> None:
 def floor_plan(a: argparse.Namespace, ports: list[int]) -> dict[str, object]:
     """The daemon's requests as bytes, built once here so that the floor process runs no pollerd code."""
     from pollerd.config.model import MeterConfig
+    from pollerd.drivers.mercury230 import SESSION_IDLE
     from pollerd.protocols import mercury230 as m
     from pollerd.schedule import spread_offset
 
@@ -257,6 +276,8 @@ def floor_plan(a: argparse.Namespace, ports: list[int]) -> dict[str, object]:
                 cycle += [m.read_aux_group(addr, g) for g in m.INSTANT_GROUPS]
                 cycle += [m.read_aux(addr, b) for b in m.INSTANT_SINGLES]
             o = m.open_channel(addr, 1, pw)
+            if a.interval >= SESSION_IDLE:  # the daemon reopens a session that idled out, every cycle then
+                cycle.insert(0, o)
             meters.append({"offset": spread_offset(f"m{n}", a.interval),
                            "open": [o.encode().hex(), o.frame_len],
                            "cycle": [[r.encode().hex(), r.frame_len] for r in cycle]})
