@@ -66,7 +66,6 @@ class Mercury230Driver(ClockMixin):
         self.tz = ZoneInfo(mc.timezone)
         self._journals_at: float | None = None  # clock time journals were last read
         self._loaded_state: dict[str, object] | None = None
-        self._ratios: dict[tuple[str, object, object], float] = {}
         self._profile_period: int | None = None  # minutes, from 08 13, read when a correction needs it
         self._m_echo = ctx.metrics.counter(
             "pollerd_echoes_total", "Requests echoed back by a half-duplex adapter and skipped", ("meter",))
@@ -221,15 +220,6 @@ class Mercury230Driver(ClockMixin):
     def _ratio(self, channel: str) -> float:
         """Primary-side factor for a channel: tn1/tn2 for voltages, tt for currents, both for powers and
         energies (from the config; or the meter's own KU/KI with use_meter_ratios)."""
-        # Every reading asks: cached per channel, keyed with the meter's own KU/KI too, which an identity check
-        # may change (the config cannot: a reload builds a new driver).
-        key = (channel, self.ctx.state.identity.get("ku"), self.ctx.state.identity.get("ki"))
-        ratio = self._ratios.get(key)
-        if ratio is None:
-            ratio = self._ratios[key] = self._compute_ratio(channel)
-        return ratio
-
-    def _compute_ratio(self, channel: str) -> float:
         mc, ident = self.ctx.meter, self.ctx.state.identity
         ku = (mc.tn1 / mc.tn2) if (mc.tn1 and mc.tn2) else None
         ki = mc.tt
