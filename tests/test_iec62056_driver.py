@@ -390,3 +390,26 @@ def test_an_r1_reply_for_another_address_is_refused_by_the_framer() -> None:
     with pytest.raises(AddressMismatch):
         iec.MessageFramer(address="100700FF", hex_obis=True).feed(neva)
     assert not iec.same_address("ET0PE", "VOLTA") and iec.same_address("et0pe", "ET0PE")
+
+
+async def test_an_address_the_meter_naks_costs_only_its_value() -> None:
+    # Issue 14 (observation 6): one refused address used to end the session, losing the addresses after it.
+    def respond(req: bytes) -> list[tuple[float, bytes]]:
+        if req.startswith(b"/?"):
+            return [(0, b"/TPC5NEVAMT324.2307\r\n")]
+        if req.startswith(b"\x06"):
+            return [(0, iec.command("P0", b"(00000000)"))]
+        if req.startswith(b"\x01P1"):
+            return [(0, b"\x06")]
+        if req == iec.read_command("0F0880FF"):
+            return [(0, b"\x15")]
+        if req == iec.read_command("100700FF"):
+            return [(0, iec.encode_message(b"\x02100700FF(0.512)\x03"))]
+        return []
+    link = IecLink(respond)
+    driver, _ = make_driver(link, retries=1,
+                            options={"iec_profile": "neva", "iec_addresses": ["0F0880FF", "100700FF"]})
+    result = await driver.poll(1000)
+    assert result.ok, result.error
+    assert "P" in values(result)
+    assert link.writes()[-1] == B0_XOR

@@ -31,6 +31,7 @@ plain-text VIF) with the same suffixes. Units are normalised: J -> Wh, J/h -> W,
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import statistics
 import zoneinfo
 from collections.abc import Iterable
@@ -47,6 +48,7 @@ from ..errors import (
 )
 from ..model import Archive, Event, Reading
 from ..protocols import mbus as m
+from ..quality import Dropped
 from .base import DriverContext, PollResult
 
 MAX_TELEGRAMS = 32          # a multi-telegram readout longer than this is a slave stuck on DIF 1F
@@ -160,27 +162,31 @@ class MbusDriver:
         else:
             await self._exchange(m.snd_nke(self.primary), "ack", retries)
 
-    async def read_telegrams(self) -> list[m.Telegram]:
-        """One full readout: the first telegram and every one announced by DIF 1F. A repeated telegram starts
+    async def read_telegrams(self, out: list[m.Telegram] | None = None) -> list[m.Telegram]:
+        """One full readout: the first telegram and every one announced by DIF 1F. Telegrams go into ``out``
+        as they arrive, so that a caller still holds the ones before a failure. A repeated telegram starts
         the readout again (module docstring), at most ``retries`` times."""
+        out = [] if out is None else out
         # A meter seen to ignore the FCB toggle at a place is believed the next cycles too (no second readout
         # per cycle for it); a late duplicate at another place still starts the readout again.
         repeated_at = self._ignores_fcb_at
         for _ in range(1 + self.ctx.meter.retries):
-            telegrams, repeat = await self._readout(repeated_at)
+            out.clear()
+            repeat = await self._readout(out, repeated_at)
             if repeat is None:
-                return telegrams
+                return out
             self.ctx.log.info("%s: telegram %d of the readout came again after the FCB toggle (a late duplicate "
                               "or repeat); reading again from SND_NKE", self.ctx.meter.name, repeat + 1)
             repeated_at = repeat
-        raise MeterError(f"{self.ctx.meter.name}: every readout met a repeated telegram; not taking any of them")
+        raise MeterError(f"{self.ctx.meter.name}: every readout met a repeated telegram after "
+                         f"{len(out)} telegram(s)")
 
-    async def _readout(self, repeated_at: int | None) -> tuple[list[m.Telegram], int | None]:
-        """One readout from SND_NKE/selection; returns the telegrams, or the index of a telegram that came
-        twice in a row (the readout is then not complete). ``repeated_at``: where the previous readout met
-        a repeat; a repeat at the same place again is a meter that ignores the FCB toggle."""
+    async def _readout(self, out: list[m.Telegram], repeated_at: int | None) -> int | None:
+        """One readout from SND_NKE/selection into ``out``; returns None when complete, or the index of a
+        telegram that came twice in a row (the readout is then not complete). ``repeated_at``: where the
+        previous readout met a repeat; a repeat at the same place again is a meter that ignores the FCB
+        toggle."""
         await self._start()
-        out: list[m.Telegram] = []
         fcb = True
         previous: bytes | None = None
         for _ in range(MAX_TELEGRAMS):
@@ -193,7 +199,7 @@ class MbusDriver:
                 if repeated_at == len(out) - 1:
                     self._ignores_fcb_at = repeated_at
                     break  # the same place twice: the meter ignores the FCB toggle; nothing more will come
-                return out, len(out) - 1
+                return len(out) - 1
             previous = frame.data
             telegram = m.decode_telegram(frame)
             if out and telegram.header.id is not None and out[0].header.id is not None \
@@ -206,7 +212,7 @@ class MbusDriver:
             if not telegram.more_follows:
                 break
             fcb = not fcb
-        return out, None
+        return None
 
     # -- the cycle -------------------------------------------------------------------------------------
 
@@ -214,12 +220,17 @@ class MbusDriver:
         mc = self.ctx.meter
         if self._problem:
             return PollResult((), (), False, self._problem)
+        telegrams: list[m.Telegram] = []
+        error: str | None = None
         try:
-            telegrams = await self.read_telegrams()
+            await self.read_telegrams(telegrams)
         except LineStopping as exc:
             return PollResult((), (), False, str(exc))
         except (MeterError, ReplyTimeout, FrameError, TransportError) as exc:
-            return PollResult((), (), isinstance(exc, (MeterError, m.MbusApplicationError)), str(exc))
+            if not telegrams:
+                return PollResult((), (), isinstance(exc, (MeterError, m.MbusApplicationError)), str(exc))
+            # A later telegram failed: the ones received still hold good current values.
+            error = f"readout cut after {len(telegrams)} telegram(s): {exc}"
         events: list[Event] = []
         try:
             self._check_identity(telegrams)
@@ -231,8 +242,9 @@ class MbusDriver:
             text = ", ".join(name for bit, name in _STATUS_BITS.items() if status & bit)
             events.append(Event(mc.name, "mbus_status", ts, None, f"status 0x{status:02X}: {text}"))
         self._last_status = status
-        readings = self.readings(telegrams, ts)
-        return PollResult(tuple(readings), tuple(events), True, None)
+        dropped: list[Dropped] = []
+        readings = self.readings(telegrams, ts, partial=error is not None, dropped=dropped)
+        return PollResult(tuple(readings), tuple(events), True, error, dropped=tuple(dropped))
 
     def _check_identity(self, telegrams: list[m.Telegram]) -> None:
         mc, st = self.ctx.meter, self.ctx.state
@@ -251,8 +263,11 @@ class MbusDriver:
                 f"{mc.name}: the meter at {where} on line {mc.line} reports id {header.id}, but number_meter is "
                 f"{mc.number_meter}; not polling it")
 
-    def readings(self, telegrams: Iterable[m.Telegram], ts: int) -> list[Reading]:
-        """Records of a readout -> readings (pure; the tests call it directly)."""
+    def readings(self, telegrams: Iterable[m.Telegram], ts: int, partial: bool = False,
+                 dropped: list[Dropped] | None = None) -> list[Reading]:
+        """Records of a readout -> readings (pure; the tests call it directly). Of a ``partial`` readout only
+        the current values are taken: a storage record's date may be in a telegram that never came, and
+        stored without it the value would land in another series."""
         mc = self.ctx.meter
         telegrams = list(telegrams)
         medium = next((t.header.medium for t in telegrams if t.header.medium is not None), None)
@@ -260,18 +275,19 @@ class MbusDriver:
         dates: dict[tuple[int, int], int] = {}
         for r in records:
             if r.storage and isinstance(r.value, m.DateTime):
-                when = r.value.to_datetime()
-                if when is not None:
-                    dates.setdefault((r.storage, r.subunit), int(when.replace(tzinfo=self._tz).timestamp()))
+                moment = r.value.to_datetime()
+                if moment is not None:
+                    dates.setdefault((r.storage, r.subunit), int(moment.replace(tzinfo=self._tz).timestamp()))
         archive = _archive_kind(sorted(set(dates.values())))
         out: list[Reading] = []
         seen: set[tuple[str, str, int]] = set()
         for r in records:
-            if not r.is_number:
+            non_finite = r.error == m.NON_FINITE
+            if not (r.is_number or non_finite):
                 continue
             if r.storage == 0 and "current" not in mc.read:
                 continue
-            if r.storage and "archive" not in mc.read:
+            if r.storage and ("archive" not in mc.read or partial):
                 continue
             channel, unit, value = _channel(r, medium)
             kind, when = Archive.CURRENT.value, ts
@@ -281,6 +297,11 @@ class MbusDriver:
                     channel += f".S{r.storage}"
                 else:
                     kind, when = archive, at
+            if non_finite:  # no value to store; pollerd.quality counts it with the other drops
+                if dropped is not None:
+                    dropped.append(Dropped(Reading(mc.name, channel, kind, when, math.nan, unit), "non_finite",
+                                           f"the meter sent a NaN or infinite real [{r.raw.hex(' ')}]"))
+                continue
             key = (channel, kind, when)
             if key in seen:
                 continue  # a second record with the same meaning (another scaling): the first one stands
@@ -302,7 +323,7 @@ class MbusDriver:
 
 
 def _channel(r: m.Record, medium: int | None) -> tuple[str, str, float]:
-    value = float(r.value)  # type: ignore[arg-type]
+    value = float(r.value) if r.is_number else math.nan  # type: ignore[arg-type]
     unit = r.unit
     if unit in _CONVERT:
         unit, factor = _CONVERT[unit]
