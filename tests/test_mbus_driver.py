@@ -131,6 +131,9 @@ async def test_driver_reads_multi_telegram_heat_meter_with_exact_values(tcp_bus)
     assert got[("T.flow", "current", None)][1] == "°C" and got[("dT", "current", None)][1] == "K"
     assert bus.meters[0].readouts == 2          # two telegrams, FCB toggled once
     assert driver.ctx.state.identity["id"] == "12345678"
+    # The fabrication number is the meter's metadata (in /api/meters), not a reading sent upstream each cycle.
+    assert driver.ctx.state.identity["fabrication"] == "12345678"
+    assert not [r for r in result.readings if r.channel.startswith("mbus.")], result.readings
 
 
 async def test_driver_retry_keeps_fcb_so_the_meter_repeats_the_lost_telegram(tcp_bus) -> None:

@@ -54,6 +54,13 @@ from .base import DriverContext, PollResult
 MAX_TELEGRAMS = 32          # a multi-telegram readout longer than this is a slave stuck on DIF 1F
 _RETRYABLE = (ReplyTimeout, FrameError)
 
+# Records that describe the meter rather than measure anything: meter metadata (state.identity, shown in
+# /api/meters), never readings. Sent upstream they would be a constant "value" every cycle, and a
+# fabrication number is a serial, not a quantity.
+_METADATA = frozenset({"fabrication number", "enhanced identification", "bus address",
+                       "parameter set identification", "model/version", "hardware version", "firmware version",
+                       "software version", "customer location", "customer"})
+
 # (quantity, unit) -> base channel; energy and volume depend on the medium (below)
 _CHANNELS: dict[tuple[str, str], str] = {
     ("power", "W"): "P",
@@ -255,8 +262,9 @@ class MbusDriver:
                             "medium": header.medium_name, "secondary": header.secondary})
         for t in telegrams:
             for r in t.records:
-                if r.quantity == "fabrication number" and r.storage == 0 and r.value is not None:
-                    st.identity["fabrication"] = r.display() if not r.is_number else str(int(r.value))
+                if r.quantity in _METADATA and r.storage == 0 and r.value is not None:
+                    key = "fabrication" if r.quantity == "fabrication number" else r.quantity.replace(" ", "_")
+                    st.identity[key] = r.display() if not r.is_number else str(int(r.value))
         if mc.number_meter is not None and _digits(header.id or "") != _digits(mc.number_meter):
             where = f"secondary address {self.secondary}" if self.secondary else f"address {self.primary}"
             raise IdentityMismatch(
@@ -283,7 +291,7 @@ class MbusDriver:
         seen: set[tuple[str, str, int]] = set()
         for r in records:
             non_finite = r.error == m.NON_FINITE
-            if not (r.is_number or non_finite):
+            if not (r.is_number or non_finite) or r.quantity in _METADATA:
                 continue
             if r.storage == 0 and "current" not in mc.read:
                 continue
