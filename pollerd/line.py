@@ -259,25 +259,39 @@ class Line:
         rate there, after the option select has left the UART)."""
         if shown is None:
             shown = request.hex(" ")
-        async with self.session(meter, priority=priority):
+        # session() inlined: an async context manager costs an async generator and two extra awaits on every
+        # exchange, the daemon's hottest path (issue 18).
+        held = await self._hold(priority)
+        try:
             return await self._exchange(request, framer, waiting_time, pause, meter, shown, after_write)
+        finally:
+            if held:
+                self._let_go()
 
     @contextlib.asynccontextmanager
     async def session(self, meter: str, *, priority: bool = False) -> AsyncIterator[None]:
         """Hold the bus: around one exchange, or around several exchanges of one meter where a protocol
         session (IEC mode C: sign-on, option select, password, reads, break) must not be interleaved with
         other meters' requests. The task holding it goes straight through; re-entering is a no-op."""
-        me = asyncio.current_task()
-        if self._owner is not None and self._owner is me:
-            yield
-            return
-        await self._lock.acquire(priority or line_priority.get())
-        self._owner = me
+        held = await self._hold(priority)
         try:
             yield
         finally:
-            self._owner = None
-            self._lock.release()
+            if held:
+                self._let_go()
+
+    async def _hold(self, priority: bool) -> bool:
+        """Take the bus for the current task; False when it already holds it (nothing to release then)."""
+        me = asyncio.current_task()
+        if self._owner is not None and self._owner is me:
+            return False
+        await self._lock.acquire(priority or line_priority.get())
+        self._owner = me
+        return True
+
+    def _let_go(self) -> None:
+        self._owner = None
+        self._lock.release()
 
     def _trace_level(self) -> int:
         """The level wire frames are logged at, 0 for none. Asked per exchange: cheap (the logging module

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from ..compat import timeout as _timeout
 from ..config import MeterConfig
 from ..drivers.base import Driver, PollResult
 from ..errors import StoreError
@@ -87,8 +88,13 @@ class MeterRunner:
     async def wait(self, event: asyncio.Event, timeout: float) -> bool:
         """Wait at most ``timeout`` seconds for ``event``; True when it is set. The one place the schedule
         sleeps, so tests can run the loop on a fake clock."""
+        if event.is_set():
+            return True
+        # asyncio.timeout, not wait_for: wait_for wraps event.wait() in a task of its own, every cycle of
+        # every meter.
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            async with _timeout(timeout):
+                await event.wait()
             return True
         except (TimeoutError, asyncio.TimeoutError):
             return False
