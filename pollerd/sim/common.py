@@ -13,7 +13,11 @@ import contextlib
 import os
 import tty
 from collections.abc import Awaitable, Callable
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    # typing.Self is 3.11+; pollerd still runs on 3.10, where importing it from typing fails at start.
+    from typing_extensions import Self
 
 __all__ = ["FramedPtySim", "PtyPair", "host_port", "paced_send", "serve_connections", "serve_framed_tcp", "turnaround"]
 
