@@ -513,11 +513,11 @@ def load_config(path: str | _os.PathLike[str], *, environ: _Mapping[str, str] | 
     for i, ln in enumerate(lines):
         if ln.type == "tcp":
             assert ln.host is not None and ln.port is not None  # _load_line required both for tcp
-            key = (ln.host.lower(), ln.port)
-            if key in by_endpoint:
+            endpoint = (ln.host.lower(), ln.port)
+            if endpoint in by_endpoint:
                 ctx.fail(("lines", i, "host"), f"line {ln.name!r} uses the same endpoint {ln.host}:{ln.port} as "
-                         f"line {by_endpoint[key].name!r}; one converter is one bus, name it once")
-            by_endpoint[key] = ln
+                         f"line {by_endpoint[endpoint].name!r}; one converter is one bus, name it once")
+            by_endpoint[endpoint] = ln
 
     implicit: list[LineConfig] = []
     built: list[MeterConfig] = []
