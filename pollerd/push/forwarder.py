@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import random
 import time
@@ -215,7 +216,8 @@ class Forwarder:
                 reason = str(exc)
                 # One transaction: a crash between a separate park and advance would park the batch twice.
                 await self._store_retry(f"park seq {first}..{last}",
-                                        lambda: self._store.park(self._name, first, last, reason, advance=True))
+                                        functools.partial(self._store.park, self._name, first, last, reason,
+                                                          advance=True))
                 self._state.parked += 1
                 self._state.failures += 1
                 self._state.last_error = reason
