@@ -13,7 +13,7 @@ class MeterState:
     name: str
     protocol: str
     line: str
-    address: int
+    address: int | str              # as the config has it: M-Bus secondary addresses are text
     interval: float                 # nominal period, for the "silent too long" health check
     next_run: float | None = None
     last_poll: float | None = None  # start of the last finished poll cycle

@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 from helpers import serve
 
-from pollerd import cli
 from pollerd.catalog import CATALOG, CLOUD_WAITING_TIME, Protocol, ProtocolSpec, Ref
+from pollerd.commands import cli
 from pollerd.config import load_config
 from pollerd.daemon import Daemon
 from pollerd.drivers import cloud

@@ -1,7 +1,7 @@
 """The meter loop when the gateway's own wall clock is stepped (NTP at boot, an operator, a bad RTC).
 
-Runs the real _meter_loop on a fake clock: the daemon's one sleep hook (_wait) advances the clock instead of
-waiting, so nothing here depends on real time."""
+Runs the real meter loop (MeterRunner.loop) on a fake clock: the runner's one sleep hook (wait) advances the
+clock instead of waiting, so nothing here depends on real time."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def make_daemon(tmp_path, clock: FakeClock, schedule: str = 'interval_time = "15
         clock.t += timeout
         return False
 
-    daemon._wait = fake_wait  # type: ignore[method-assign]
+    daemon.runner.wait = fake_wait  # type: ignore[method-assign]
     daemon.waits = waits  # type: ignore[attr-defined]
     return daemon
 
@@ -73,7 +73,7 @@ async def run_loop(daemon: Daemon, drv: FakeDriver, runs: list[MeterRun]) -> Non
     mc = daemon.config.meter("m")
     run = MeterRun(mc, drv, state=MeterState(mc.name, mc.protocol, mc.line, mc.connection_address, 900.0))  # type: ignore[arg-type]
     runs.append(run)
-    await asyncio.wait_for(daemon._meter_loop(mc, drv, run), 10)  # type: ignore[arg-type]
+    await asyncio.wait_for(daemon.runner.loop(run, daemon.config.gateway.spread), 10)
 
 
 async def test_a_clock_stepped_back_does_not_stall_the_meter_until_it_catches_up(tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pollerd.commands.scan import config_snippet, scan_line
 from pollerd.config import LineConfig, load_config
 from pollerd.daemon import Daemon
 from pollerd.drivers import OptionError
@@ -17,7 +18,6 @@ from pollerd.errors import ConfigError
 from pollerd.line import Line
 from pollerd.metrics import Registry
 from pollerd.protocols import mbus as m
-from pollerd.scan import config_snippet, scan_line
 from pollerd.sim.mbus import COLLISION, PtySim, SimBus, heat_meter, serve_tcp, water_meter
 from pollerd.state import LineState
 from pollerd.store import Store
@@ -206,7 +206,7 @@ async def test_scan_finds_both_meters_by_primary_and_secondary_with_collision_na
 
 
 def test_config_snippet_loads_as_config(tmp_path: Path) -> None:
-    from pollerd.scan import Found
+    from pollerd.commands.scan import Found
     found = [Found(5, "12345678", "KAM", 8, 4, "heat (outlet)", "123456782D2C0804"),
              Found(None, "87654321", "SEN", 2, 0x16, "cold water", "87654321AE4C0216")]
     p = tmp_path / "c.toml"

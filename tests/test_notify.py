@@ -17,8 +17,8 @@ from sd_helpers import NotifyListener, write_config
 
 from pollerd.config import load_config
 from pollerd.daemon import Daemon
+from pollerd.daemon.notify import Notifier, Watchdog, status_line, watchdog_interval
 from pollerd.errors import StoreError
-from pollerd.notify import Notifier, Watchdog, status_line, watchdog_interval
 from pollerd.state import LineState, MeterState, Runtime, SinkState
 
 PY = sys.executable
@@ -153,7 +153,7 @@ def test_status_line_is_one_line_summary():
     d = fake_daemon()
     d.runtime.meters["m2"].degraded = True
     d.runtime.sinks["up"] = SinkState("up", "http", lag_seconds=12.4)
-    assert status_line(d) == "polling 2 meters on 2 lines, 1 degraded, sink lag 12 s"  # type: ignore[arg-type]
+    assert status_line(d.runtime) == "polling 2 meters on 2 lines, 1 degraded, sink lag 12 s"
 
 
 # -- the real daemon ---------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from helpers import serve
 
-from pollerd import cli
+from pollerd.commands import cli
 from pollerd.model import Reading
 from pollerd.store import Store
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pollerd import cli
+from pollerd.commands import cli
 from pollerd.config import load_config
 from pollerd.errors import ConfigError, SinkError, StoreError
 from pollerd.metrics import Registry

@@ -230,7 +230,7 @@ async def test_invalid_config_keeps_the_running_one(tmp_path, sims, receivers, s
 
 async def test_a_meter_whose_driver_cannot_be_built_does_not_stop_the_reload(tmp_path, sims, receivers, start,
                                                                             monkeypatch):
-    import pollerd.daemon as daemon_mod
+    import pollerd.daemon.wiring as daemon_mod  # build_driver looks make_driver up there
     by_addr, port_a, port_b = sims
     base = dict(port_a=port_a, port_b=port_b, api_port=free_port(), sinks=[("up1", receivers[0].url)])
     run = await start(config_text(**base, meters=[("a1", "A", 1)]))

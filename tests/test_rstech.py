@@ -18,7 +18,7 @@ import aiohttp
 import orjson
 import pytest
 
-from pollerd import cli
+from pollerd.commands import cli
 from pollerd.config import load_config
 from pollerd.daemon import Daemon
 from pollerd.drivers.base import DriverContext

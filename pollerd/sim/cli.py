@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
-import signal
 import sys
 
-from pollerd.sim.common import host_port
+from pollerd.sim.common import host_port, run_until_signal
 from pollerd.sim.mercury230 import Phase, PtySim, SimBus, SimMeter, serve_tcp
 
 
@@ -90,33 +88,10 @@ async def main(args: argparse.Namespace) -> int:
         return 2
     bus = build_bus(args)
     addresses = ",".join(str(a) for a in args.addresses)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    server: asyncio.Server | None = None
-    pty: PtySim | None = None
-    try:
-        if args.tcp:
-            host, port = args.tcp
-            server = await serve_tcp(bus, host, port, latency=args.latency, baud=args.baud)
-            bound = server.sockets[0].getsockname()
-            print(f"mercury230 sim listening on tcp {bound[0]}:{bound[1]} addresses {addresses}", flush=True)
-        else:
-            pty = PtySim(bus, latency=args.latency, baud=args.baud, link=args.link)
-            where = pty.device + (f" (link {pty.link})" if pty.link else "")
-            print(f"mercury230 sim listening on pty {where} addresses {addresses}", flush=True)
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        if pty is not None:
-            pty.close()
-        if server is not None:
-            server.close()
-            with contextlib.suppress(asyncio.TimeoutError):
-                # 3.12+ waits for open connections here; a client that never hangs up must not block exit.
-                await asyncio.wait_for(server.wait_closed(), 1.0)
+    await run_until_signal(
+        "mercury230", f"addresses {addresses}", tcp=args.tcp,
+        serve=lambda host, port: serve_tcp(bus, host, port, latency=args.latency, baud=args.baud),
+        pty=lambda: PtySim(bus, latency=args.latency, baud=args.baud, link=args.link))
     print(f"mercury230 sim stopped: {bus.requests} requests, replies {bus.replies}", flush=True)
     return 0
 

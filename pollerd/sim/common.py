@@ -1,4 +1,5 @@
-"""Plumbing the meter simulators share: the pseudo-terminal pair, UART pacing and the ``HOST:PORT`` argument.
+"""Plumbing the meter simulators share: the pseudo-terminal pair, UART pacing, the ``HOST:PORT`` argument and
+the run-until-signal loop behind `pollerd sim PROTOCOL`.
 
 Each simulator (:mod:`pollerd.sim.mercury230`, :mod:`pollerd.sim.mbus`, :mod:`pollerd.sim.iec62056`) keeps
 only what its protocol needs; how bytes get on and off a pty and how fast a UART would deliver them is the
@@ -11,15 +12,16 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import tty
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    # typing.Self is 3.11+; pollerd still runs on 3.10, where importing it from typing fails at start.
+if TYPE_CHECKING:  # pragma: no cover - typing.Self is 3.11+, and pollerd still runs on 3.10
     from typing_extensions import Self
 
-__all__ = ["FramedPtySim", "PtyPair", "host_port", "paced_send", "serve_connections", "serve_framed_tcp", "turnaround"]
+__all__ = ["FramedPtySim", "PtyPair", "host_port", "paced_send", "run_until_signal", "serve_connections",
+           "serve_framed_tcp", "turnaround"]
 
 
 # ------------------------------------------------------------------------------------------- pacing
@@ -211,3 +213,45 @@ async def serve_framed_tcp(bus: Any, splitter: Callable[[], Any], host: str, por
                 await writer.drain()
 
     return await serve_connections(session, host, port)
+
+
+# ------------------------------------------------------------------------------------- the command
+
+
+async def run_until_signal(name: str, what: str, *, tcp: tuple[str, int] | None,
+                           serve: Callable[[str, int], Awaitable[asyncio.Server]],
+                           pty: Callable[[], PtyPair]) -> None:
+    """Serve a simulator on TCP (``tcp`` given) or on a new pty until SIGINT or SIGTERM, then close it.
+
+    The first line printed says where it listens, for scripts to parse::
+
+        NAME sim listening on tcp 127.0.0.1:40123 WHAT
+        NAME sim listening on pty /dev/pts/5 WHAT
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    server: asyncio.Server | None = None
+    pair: PtyPair | None = None
+    try:
+        if tcp is not None:
+            server = await serve(*tcp)
+            host, port = server.sockets[0].getsockname()[:2]
+            print(f"{name} sim listening on tcp {host}:{port} {what}", flush=True)
+        else:
+            pair = pty()
+            where = pair.device + (f" (link {pair.link})" if pair.link else "")
+            print(f"{name} sim listening on pty {where} {what}", flush=True)
+        await stop.wait()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        if pair is not None:
+            pair.close()
+        if server is not None:
+            server.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                # 3.12+ waits for open connections here; a client that never hangs up must not block exit.
+                await asyncio.wait_for(server.wait_closed(), 1.0)

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 import termios
 from collections.abc import Iterable
 
 from pollerd.protocols import iec62056 as iec
-from pollerd.sim.common import PtyPair, host_port, serve_connections
+from pollerd.sim.common import PtyPair, host_port, run_until_signal, serve_connections
 
 __all__ = ["FAULTS", "IecPtySim", "SimIecBus", "SimIecMeter", "configure_parser", "main", "serve_tcp"]
 
@@ -384,26 +383,11 @@ async def main(args: argparse.Namespace) -> int:
     meters = [SimIecMeter(a, profile=args.profile, n=i + 1, password=args.password)
               for i, a in enumerate(args.addresses)]
     bus = SimIecBus(meters, parity=args.parity_bit)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     names = ",".join(args.addresses)
-    server = pty = None
-    try:
-        if args.tcp:
-            server = await serve_tcp(bus, *args.tcp, latency=args.latency)
-            host, port = server.sockets[0].getsockname()[:2]
-            print(f"iec62056 sim listening on tcp {host}:{port} addresses {names}", flush=True)
-        else:
-            pty = IecPtySim(bus, latency=args.latency, check_baud=args.check_baud, link=args.link)
-            print(f"iec62056 sim listening on pty {pty.device} addresses {names}", flush=True)
-        await stop.wait()
-    finally:
-        if pty is not None:
-            pty.close()
-        if server is not None:
-            server.close()
+    await run_until_signal(
+        "iec62056", f"addresses {names}", tcp=args.tcp,
+        serve=lambda host, port: serve_tcp(bus, host, port, latency=args.latency),
+        pty=lambda: IecPtySim(bus, latency=args.latency, check_baud=args.check_baud, link=args.link))
     print(f"iec62056 sim stopped: {bus.requests} requests, {bus.replies} replies", flush=True)
     return 0
 

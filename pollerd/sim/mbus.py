@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
-import signal
 import sys
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pollerd.protocols import mbus as m
-from pollerd.sim.common import FramedPtySim, host_port, serve_framed_tcp
+from pollerd.sim.common import FramedPtySim, host_port, run_until_signal, serve_framed_tcp
 
 # Replies on the bus when two slaves answer at once: overlapping UART frames read back as garbage.
 COLLISION = b"\xf7"
@@ -282,30 +280,10 @@ async def main(args: argparse.Namespace) -> int:
         return 2
     bus = build_bus(args)
     who = " ".join(f"{mt.primary}={mt.ident}" for mt in bus.meters)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    server: asyncio.Server | None = None
-    pty: PtySim | None = None
-    try:
-        if args.tcp:
-            server = await serve_tcp(bus, *args.tcp, latency=args.latency, baud=args.baud)
-            host, port = server.sockets[0].getsockname()[:2]
-            print(f"mbus sim listening on tcp {host}:{port} meters {who}", flush=True)
-        else:
-            pty = PtySim(bus, latency=args.latency, baud=args.baud, link=args.link)
-            print(f"mbus sim listening on pty {pty.device} meters {who}", flush=True)
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        if pty is not None:
-            pty.close()
-        if server is not None:
-            server.close()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
+    await run_until_signal(
+        "mbus", f"meters {who}", tcp=args.tcp,
+        serve=lambda host, port: serve_tcp(bus, host, port, latency=args.latency, baud=args.baud),
+        pty=lambda: PtySim(bus, latency=args.latency, baud=args.baud, link=args.link))
     print(f"mbus sim stopped: {bus.requests} requests, {bus.collisions} collisions", flush=True)
     return 0
 

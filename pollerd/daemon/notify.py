@@ -39,20 +39,19 @@ goes straight to ``$NOTIFY_SOCKET`` (a path, or ``@name`` in the abstract namesp
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .errors import PollerdError
+from ..errors import PollerdError
+from ..state import Runtime
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .daemon import Daemon
-
-__all__ = ["Notifier", "Watchdog", "Progress", "status_line", "run_notifier", "watchdog_interval"]
+__all__ = ["Notifier", "Watchdog", "Progress", "Watched", "status_line", "run_notifier", "watchdog_interval"]
 
 log = logging.getLogger("pollerd.notify")
 
@@ -60,6 +59,33 @@ STATUS_EVERY = 10.0
 # Default ping period when there is no watchdog: STATUS still needs refreshing.
 IDLE_TICK = 5.0
 STALL_AFTER = 600.0
+
+
+class StoreProbe(Protocol):
+    """The two store calls the watchdog's probe makes (see the module docstring)."""
+
+    async def flush(self) -> None: ...
+
+    async def last_seq(self) -> int: ...
+
+
+class Watched(Protocol):
+    """What notifications need of the daemon, and all they may touch: its runtime state (read), its store
+    (probed), its wall clock, and the two events that say it is ready and that it is stopping."""
+
+    @property
+    def runtime(self) -> Runtime: ...
+
+    @property
+    def store(self) -> StoreProbe: ...
+
+    @property
+    def ready(self) -> asyncio.Event: ...
+
+    @property
+    def stopping(self) -> asyncio.Event: ...
+
+    def clock(self) -> float: ...
 
 
 def _address(raw: str) -> str | bytes:
@@ -79,8 +105,8 @@ class Notifier:
         self._sd: Any = None
         if use_libsystemd is not False:
             try:
-                from systemd import daemon as sd_daemon  # type: ignore[import-not-found]
-                self._sd = sd_daemon
+                # By name: systemd-python is optional and ships no type information.
+                self._sd = importlib.import_module("systemd.daemon")
             except ImportError:
                 if use_libsystemd:
                     raise
@@ -157,7 +183,7 @@ class Progress:
 class Watchdog:
     """Tracks the store probe and per-line activity of one daemon (see the module docstring)."""
 
-    def __init__(self, daemon: Daemon, interval: float, *, stall_after: float = STALL_AFTER,
+    def __init__(self, daemon: Watched, interval: float, *, stall_after: float = STALL_AFTER,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.daemon = daemon
         self.interval = interval          # between pings: WATCHDOG_USEC / 2
@@ -206,7 +232,7 @@ class Watchdog:
             a[1] += st.next_run or 0.0
             if st.next_run is not None and st.next_run <= now:
                 due[st.line] = True
-        out = {}
+        out: dict[str, tuple[tuple[float, ...], bool]] = {}
         for name, (polls, runs) in acc.items():
             ls = rt.lines.get(name)
             token = (polls, runs, float(ls.exchanges), float(ls.reconnects)) if ls else (polls, runs)
@@ -230,12 +256,11 @@ class Watchdog:
         return Progress(True)
 
 
-def status_line(daemon: Daemon, verdict: Progress | None = None) -> str:
-    rt = daemon.runtime
+def status_line(rt: Runtime, verdict: Progress | None = None) -> str:
     meters = len(rt.meters)
     degraded = sum(1 for m in rt.meters.values() if m.degraded)
-    parts = [f"polling {meters} meter{'s' if meters != 1 else ''} on {len(rt.lines)} "
-             f"line{'s' if len(rt.lines) != 1 else ''}"]
+    parts = [(f"polling {meters} meter{'s' if meters != 1 else ''} on {len(rt.lines)} "
+              f"line{'s' if len(rt.lines) != 1 else ''}")]
     if degraded:
         parts.append(f"{degraded} degraded")
     down = sum(1 for ln in rt.lines.values() if ln.last_error and not ln.connected)
@@ -252,21 +277,17 @@ def status_line(daemon: Daemon, verdict: Progress | None = None) -> str:
     return ", ".join(parts).replace("\n", " ")
 
 
-async def run_notifier(daemon: Daemon, environ: Mapping[str, str] | None = None, *,
+async def run_notifier(daemon: Watched, notifier: Notifier, environ: Mapping[str, str] | None = None, *,
                        stall_after: float = STALL_AFTER) -> None:
     """The daemon's notification task: READY=1, STATUS=, WATCHDOG=1 while making progress, STOPPING=1.
-    Runs until the daemon stops (it is cancelled with the other background tasks). Does nothing without
-    $NOTIFY_SOCKET."""
-    notifier = Notifier.from_env(environ)
-    if notifier is None:
-        return
+    Runs until the daemon stops (it is cancelled with the other background tasks), then closes
+    ``notifier``."""
     period = watchdog_interval(environ)
     wd = Watchdog(daemon, period, stall_after=stall_after) if period else None
     stop_task = asyncio.get_running_loop().create_task(_notify_stopping(daemon, notifier), name="notify:stop")
-    daemon.notifier = notifier  # reload() announces RELOADING=1 / READY=1 through it
     try:
         await daemon.ready.wait()
-        notifier.send("READY=1", f"STATUS={status_line(daemon)}")
+        notifier.send("READY=1", f"STATUS={status_line(daemon.runtime)}")
         log.debug("systemd notified: ready")
         tick = min(period, STATUS_EVERY) if period else STATUS_EVERY
         last_status = time.monotonic()
@@ -287,18 +308,17 @@ async def run_notifier(daemon: Daemon, environ: Mapping[str, str] | None = None,
                 log.error("watchdog: %s; no longer pinging systemd, which will restart pollerd", verdict.reason)
             now = time.monotonic()
             if verdict.ok != healthy or now - last_status >= STATUS_EVERY:
-                notifier.send(f"STATUS={status_line(daemon, verdict)}")
+                notifier.send(f"STATUS={status_line(daemon.runtime, verdict)}")
                 last_status = now
             healthy = verdict.ok
         await stop_task
     finally:
-        daemon.notifier = None
         stop_task.cancel()
         if wd is not None:
             wd.cancel()
         notifier.close()
 
 
-async def _notify_stopping(daemon: Daemon, notifier: Notifier) -> None:
+async def _notify_stopping(daemon: Watched, notifier: Notifier) -> None:
     await daemon.stopping.wait()
     notifier.send("STOPPING=1", "STATUS=stopping: finishing exchanges in flight, draining sinks")

@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
-from pollerd.errors import ConfigError, SinkError
+from ..errors import ConfigError, SinkError
+from ..text import utc_text
+from .common import load, state_dir
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import Config
+    from ..store import Store
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -26,13 +32,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pollerd.config import load_config
-    from pollerd.daemon import db_path, default_state_dir
-    from pollerd.store import Store
-    from pollerd.text import utc_text
+    from ..daemon import db_path
+    from ..store import Store
 
-    cfg = load_config(args.config)
-    db = db_path(cfg, Path(args.state_dir) if args.state_dir else default_state_dir())
+    cfg = load(args.config)
+    db = db_path(cfg, state_dir(args))
 
     async def main() -> int:
         store = await (Store.open(db) if args.retry or args.release else Store.open_readonly(db))
@@ -57,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-async def _retry(store, cfg, park_id: int) -> int:  # type: ignore[no-untyped-def]
-    from pollerd.push import PermanentSinkError, TransientSinkError, make_client
+async def _retry(store: Store, cfg: Config, park_id: int) -> int:
+    from ..push import PermanentSinkError, TransientSinkError, make_client
 
     batch = next((b for b in await store.parked() if b["id"] == park_id), None)
     if batch is None:

@@ -1,9 +1,8 @@
-"""Find M-Bus meters on a line: by primary address (SND_NKE -> E5, then REQ_UD2 for the identity) and by
+"""`pollerd scan`: find M-Bus meters on a line: by primary address (SND_NKE -> E5, then REQ_UD2 for the identity) and by
 secondary address (selection with wildcards, narrowed digit by digit wherever two slaves collide), and print
 config snippets for what was found.
 
-The lead's ``pollerd scan --config FILE LINE`` builds the :class:`~pollerd.line.Line` from the config and
-calls::
+``pollerd scan --config FILE LINE`` builds the :class:`~pollerd.line.Line` from the config and calls::
 
     found = await scan_line(line)
     print(config_snippet(found, line=line.name))
@@ -11,15 +10,19 @@ calls::
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import logging
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .drivers.mbus import response_timeout
-from .errors import FrameError, ReplyTimeout
-from .line import Line
-from .protocols import mbus as m
+from ..errors import ConfigError, FrameError, ReplyTimeout
+from ..line import Line
+from ..protocols import mbus as m
+from .common import load
 
-__all__ = ["Found", "config_snippet", "scan_line"]
+__all__ = ["Found", "config_snippet", "configure_parser", "run", "scan_line"]
 
 Progress = Callable[[str], None]
 
@@ -46,12 +49,15 @@ async def scan_line(line: Line, *, primary: Iterable[int] = range(251), secondar
                     progress: Progress | None = None) -> list[Found]:
     """Scan ``line``; returns every meter found once (a meter found both ways is merged into one entry).
     ``waiting_time`` below the EN 13757-2 floor (330 bit times + 50 ms) is raised to it."""
+    # Imported here: the parser imports this module for every command, `pollerd run` included, and the
+    # M-Bus driver is otherwise loaded only for a config with M-Bus meters.
+    from ..drivers.mbus import response_timeout
     timeout = response_timeout(line.cfg.baudrate or 2400, waiting_time)
     say = progress or (lambda _msg: None)
 
     async def ask(request: bytes, expect: str) -> m.Frame | str | None:
         """The reply, "collision" for a garbled one, None for silence."""
-        for attempt in range(1 + retries):
+        for _attempt in range(1 + retries):
             try:
                 return await line.exchange(request, m.ReplyFramer(expect), waiting_time=timeout, pause=pause,
                                            meter="scan")
@@ -151,3 +157,48 @@ def config_snippet(found: Iterable[Found], *, line: str, protocol: str = "mbus")
             f"[[meters]]\nname = \"mbus-{f.id}\"\nprotocol = \"{protocol}\"\nline = \"{line}\"\n"
             f"connection_address = {addr}\nnumber_meter = \"{f.id}\"\n")
     return "\n".join(out)
+
+
+# -- the command ----------------------------------------------------------------------------------------
+
+def _address_range(text: str) -> range:
+    lo, _, hi = text.partition("-")
+    try:
+        a, b = int(lo), int(hi or lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FROM-TO like 0-250, got {text!r}") from None
+    if not 0 <= a <= b <= 250:
+        raise argparse.ArgumentTypeError(f"primary addresses are 0..250, got {text!r}")
+    return range(a, b + 1)
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("line")
+    p.add_argument("--primary-only", action="store_true", help="skip the secondary-address search")
+    p.add_argument("--primary", type=_address_range, default=range(251), metavar="FROM-TO",
+                   help="primary addresses to try (default 0-250; an empty range skips them)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..daemon import build_lines
+    from ..metrics import Registry
+    from ..state import Runtime
+    cfg = load(args.config)
+    names = [ln.name for ln in cfg.lines]
+    if args.line not in names:
+        raise ConfigError(f"no line named {args.line!r} (lines: {', '.join(names) or 'none'})", path=args.config)
+
+    async def main() -> int:
+        line = build_lines(cfg, Runtime(cfg.gateway.name), Registry())[args.line]
+        # Collisions are expected while narrowing secondary addresses; they are not bus faults to warn about.
+        logging.getLogger("pollerd.line").setLevel(logging.ERROR)
+        try:
+            found = await scan_line(line, primary=args.primary, secondary=not args.primary_only,
+                                    progress=lambda msg: print(f"# {msg}", file=sys.stderr))
+        finally:
+            await line.close()
+        print(config_snippet(found, line=line.name))
+        return 0 if found else 1
+
+    return asyncio.run(main())

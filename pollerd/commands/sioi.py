@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from pathlib import Path
 
 import orjson
 
-from pollerd.errors import ConfigError
+from ..errors import ConfigError
+from ..text import utc_text
+from .common import load, state_dir
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -27,23 +28,21 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _when(ts: object) -> str:
-    from pollerd.text import utc_text
     return utc_text(ts) if isinstance(ts, (int, float)) else "-"
 
 
 def run(args: argparse.Namespace) -> int:
-    from pollerd.config import load_config
-    from pollerd.daemon import db_path, default_state_dir
-    from pollerd.push.sioi import list_records, operator_set
-    from pollerd.store import Store
+    from ..daemon import db_path
+    from ..push.sioi import list_records, operator_set
+    from ..store import Store
 
-    cfg = load_config(args.config)
+    cfg = load(args.config)
     sinks = [s for s in cfg.sinks if s.type == "sioi" and (args.sink is None or s.name == args.sink)]
     if len(sinks) != 1:
         names = ", ".join(s.name for s in cfg.sinks if s.type == "sioi") or "none"
         raise ConfigError(f"name one sioi sink with --sink (sioi sinks: {names})", path=args.config)
     sink = sinks[0]
-    db = db_path(cfg, Path(args.state_dir) if args.state_dir else default_state_dir())
+    db = db_path(cfg, state_dir(args))
 
     async def main() -> int:
         store = await (Store.open(db) if args.retry or args.accept else Store.open_readonly(db))

@@ -1,0 +1,82 @@
+"""The `pollerd` command: the argument parser and the dispatch to one module per command group."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from ..errors import ConfigError, PollerdError
+from . import check, demo, parked, poll, readings, run, scan, sioi, tools, webmeters
+
+EX_CONFIG = 78  # sysexits.h EX_CONFIG: systemd's RestartPreventExitStatus can name it
+
+Configure = Callable[[argparse.ArgumentParser], None]
+Command = Callable[[argparse.Namespace], int]
+
+
+def _no_arguments(p: argparse.ArgumentParser) -> None:
+    return None
+
+
+# (name, help, configure, run), in the order `pollerd --help` lists them.
+COMMANDS: tuple[tuple[str, str, Configure, Command], ...] = (
+    ("version", "print versions and whether the C CRC extension is in use", _no_arguments, check.run_version),
+    ("check", "validate a config file and print a summary", check.configure_check, check.run_check),
+    ("run", "run the daemon (what systemd starts)", run.configure_parser, run.run),
+    ("poll", "poll one meter once now and print its readings (commissioning)", poll.configure_poll,
+     poll.run_poll),
+    ("raw", "send one HEX frame to a meter (CRC appended when missing) and print the reply", poll.configure_raw,
+     poll.run_raw),
+    ("scan", "find M-Bus meters on a line (primary and secondary addresses) and print config snippets",
+     scan.configure_parser, scan.run),
+    ("readings", "print stored readings", readings.configure_parser, readings.run),
+    ("sim", "run meter simulators", tools.configure_sim, tools.run_sim),
+    ("decode", "decode captured frames (hex) and print JSON", tools.configure_decode, tools.run_decode),
+    ("sioi", "АС СиОИ document sink: per-period status; --retry / --accept a period", sioi.configure_parser,
+     sioi.run),
+    ("parked", "batches a sink's receiver refused for good: list; --retry / --release one",
+     parked.configure_parser, parked.run),
+    ("webmeters-key", "get a WebMeters api key by SMS (apiSendKeyRequest, apiGetKey) and print it for the config",
+     webmeters.configure_parser, webmeters.run),
+    ("demo", "simulated meters + the daemon + a local receiver, end to end", demo.configure_parser, demo.run),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pollerd", description="Metering gateway daemon")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, text, configure, command in COMMANDS:
+        if name == "decode" and not tools.has_decoders():
+            continue
+        s = sub.add_parser(name, help=text)
+        configure(s)
+        s.set_defaults(func=command)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # journald with METER=/LINE=/SINK= fields under systemd, stderr otherwise; repeats folded (pollerd/logs.py)
+    from ..logs import setup_logging
+    setup_logging(args.log_level)
+    func: Command = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        print(f"pollerd: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except PollerdError as exc:
+        print(f"pollerd: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `pollerd readings | head`: the reader went away, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

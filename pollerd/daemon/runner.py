@@ -1,0 +1,225 @@
+"""The per-meter side of the daemon: a meter's schedule loop, one cycle (probe while degraded, poll, store
+the result), and what a cycle leaves in the meter's state and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..config import MeterConfig
+from ..drivers.base import Driver, PollResult
+from ..errors import StoreError
+from ..metrics import Registry
+from ..schedule import Schedule, next_run
+from ..state import MeterState, Runtime
+from ..store import Store
+
+log = logging.getLogger("pollerd.daemon")
+
+# A meter is degraded after this many failed cycles in a row; it is then only probed, with the number of
+# skipped cycles doubling up to DEGRADED_MAX_SKIP (so a dead meter costs one timeout every few cycles).
+DEGRADED_AFTER = 3
+DEGRADED_MAX_SKIP = 16
+# A sleep until a scheduled run wakes at least this often to look at the wall clock again (NTP may step it).
+CLOCK_RECHECK = 60.0
+
+
+@dataclass(eq=False)
+class MeterRun:
+    """One running meter: its driver (which holds the protocol session), its schedule task, the event that
+    asks that task to stop after the cycle in flight, and the lock that keeps one cycle at a time (a
+    scheduled cycle and a poll-now request never interleave on one meter)."""
+
+    cfg: MeterConfig
+    driver: Driver
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    task: asyncio.Task[None] | None = None
+    state: MeterState | None = None
+
+
+class MeterRunner:
+    """Runs meters' cycles for one daemon. Shares the daemon's runtime, metrics, clock, stop event and
+    lateness window; the store is handed over once the daemon has opened it."""
+
+    def __init__(self, runtime: Runtime, metrics: Registry, clock: Callable[[], float],
+                 stopping: asyncio.Event, lateness: collections.deque[float]) -> None:
+        self.runtime = runtime
+        self.clock = clock
+        self.stopping = stopping
+        self.lateness = lateness
+        self.store: Store | None = None
+        m = metrics
+        self._m_polls = m.counter("pollerd_polls_total", "Poll cycles by meter and outcome",
+                                  ("meter", "outcome"))
+        self._m_readings = m.counter("pollerd_readings_total", "Readings received from meters", ("meter",))
+        self._m_skipped = m.counter("pollerd_cycles_skipped_total",
+                                    "Scheduled cycles skipped because the previous one overran", ("meter",))
+        self._m_late = m.gauge("pollerd_schedule_lateness_seconds",
+                               "Lateness of cycle starts against their schedule (recent window)", ("quantile",))
+        self._m_degraded = m.gauge("pollerd_meter_degraded", "1 while a meter is degraded", ("meter",))
+        self._m_store_err = m.counter("pollerd_store_write_errors_total", "Failed store writes")
+
+    def publish_lateness(self) -> None:
+        """Quantiles of the recent cycle starts' lateness, for /metrics (the daemon's housekeeping calls it)."""
+        if self.lateness:
+            s = sorted(self.lateness)
+            for q in (0.5, 0.9, 0.99):
+                self._m_late.set(s[min(len(s) - 1, int(q * len(s)))], quantile=q)
+
+    def forget(self, name: str) -> None:
+        """Drop a meter that left the config: its state, and its degraded flag in /metrics."""
+        self.runtime.meters.pop(name, None)
+        self._m_degraded.set(0, meter=name)
+
+    async def wait(self, event: asyncio.Event, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for ``event``; True when it is set. The one place the schedule
+        sleeps, so tests can run the loop on a fake clock."""
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+            return True
+        except (TimeoutError, asyncio.TimeoutError):
+            return False
+
+    async def sleep_until_run(self, sched: Schedule, t: float, stop: asyncio.Event,
+                              st: MeterState) -> float | None:
+        """Sleep until the scheduled run ``t``; return the run that is due, or None once ``stop`` is set.
+
+        When the wall clock is stepped back meanwhile, ``t`` was planned by a clock that was ahead: waiting
+        for it would leave the meter silent for as long as the step (a year for a gateway that booted with a
+        bad RTC). The first slot after the clock as it is now comes first then. Without a step this is
+        ``t`` itself: no slot lies between the one ``t`` was planned from and ``t``."""
+        while True:
+            now = self.clock()
+            earlier = next_run(sched, now)
+            if earlier < t:
+                log.warning("%s: the clock went back; next run at %s instead of %s", st.name,
+                            _iso(earlier), _iso(t), extra={"meter": st.name})
+                t = st.next_run = earlier
+            delay = t - now
+            if delay <= 0:
+                return None if stop.is_set() else t
+            if await self.wait(stop, min(delay, CLOCK_RECHECK)):
+                return None
+
+    async def loop(self, run: MeterRun, spread: float) -> None:
+        """The meter's schedule task: sleep until its next slot, run a cycle under its lock, repeat until
+        ``run.stop`` is set."""
+        mc, drv = run.cfg, run.driver
+        sched = Schedule.from_meter(mc, spread)
+        st = run.state or self.runtime.meters[mc.name]
+        t = next_run(sched, self.clock())
+        skip = 0  # cycles still to skip while degraded
+        while True:
+            st.next_run = t
+            due = await self.sleep_until_run(sched, t, run.stop, st)
+            if due is None:
+                return
+            t = due
+            self.lateness.append(self.clock() - t)
+            if st.degraded and skip > 0:
+                skip -= 1
+            else:
+                async with run.lock:
+                    await self.cycle(mc, drv, st)
+                if st.degraded:
+                    skip = min(DEGRADED_MAX_SKIP, 2 ** max(0, st.consecutive_failures - DEGRADED_AFTER)) - 1
+            end = self.clock()
+            nxt = next_run(sched, t)
+            missed = 0
+            while nxt <= end and missed < 100_000:
+                missed += 1
+                nxt = next_run(sched, nxt)
+            if nxt <= end:
+                # The clock jumped far ahead (an RTC-less gateway booting in 1970, then NTP): go on from now
+                # rather than running cycle after cycle for slots that are all in the past.
+                nxt = next_run(sched, end)
+            if missed:
+                st.skipped += missed
+                self._m_skipped.inc(missed, meter=mc.name)
+                log.warning("%s: cycle overran its period; %d scheduled cycle(s) skipped", mc.name, missed,
+                            extra={"meter": mc.name, "line": mc.line})
+            t = nxt
+
+    async def cycle(self, mc: MeterConfig, drv: Driver, st: MeterState) -> PollResult | None:
+        """One cycle; None when the meter is degraded and its probe went unanswered."""
+        started = self.clock()
+        if st.degraded:
+            try:
+                answered = await drv.probe()
+            except Exception as exc:  # like poll() below: a driver bug fails this meter's cycle, not the daemon
+                log.exception("%s: internal error in the %s driver's probe", mc.name, mc.protocol,
+                              extra={"meter": mc.name, "line": mc.line})
+                st.last_error = f"internal error: {type(exc).__name__}: {exc}"
+                answered = False
+            if not answered:
+                self._record(mc, st, PollResult((), (), False, st.last_error or "no answer"), started)
+                return None
+        try:
+            result = await drv.poll(int(started))
+        except Exception as exc:  # a driver bug must not take the other meters down with it
+            log.exception("%s: internal error in the %s driver", mc.name, mc.protocol,
+                          extra={"meter": mc.name, "line": mc.line})
+            result = PollResult((), (), False, f"internal error: {type(exc).__name__}: {exc}")
+        if result.readings or result.events or result.state:
+            try:
+                await self._store(result)
+                self.runtime.store_ok, self.runtime.store_error = True, None
+                if result.readings:
+                    self.runtime.last_stored = self.clock()
+            except StoreError as exc:
+                self.runtime.store_ok, self.runtime.store_error = False, str(exc)
+                self._m_store_err.inc()
+                log.error("store: cannot write %d readings of %s: %s", len(result.readings), mc.name, exc,
+                          extra={"meter": mc.name})
+        self._record(mc, st, result, started)
+        return result
+
+    async def _store(self, result: PollResult) -> None:
+        store = self.store
+        if store is None:  # a cycle before the daemon opened its store: a failed write, never a silent drop
+            raise StoreError("the store is not open")
+        await store.write(result.readings, result.events)
+        for key, value in result.state:
+            await store.set_state(key, value)
+
+    def _record(self, mc: MeterConfig, st: MeterState, result: PollResult, started: float) -> None:
+        st.polls += 1
+        st.last_poll = started
+        st.readings += len(result.readings)
+        if result.readings:
+            self._m_readings.inc(len(result.readings), meter=mc.name)
+        if result.ok:
+            self._m_polls.inc(meter=mc.name, outcome="ok")
+            st.last_ok = started
+            if st.degraded:
+                log.info("%s: answering again; leaving degraded mode", mc.name,
+                         extra={"meter": mc.name, "line": mc.line})
+            st.consecutive_failures, st.degraded, st.degraded_reason, st.last_error = 0, False, None, None
+            self._m_degraded.set(0, meter=mc.name)
+            return
+        self._m_polls.inc(meter=mc.name, outcome="partial" if result.answered else "failed")
+        if result.answered and result.readings:
+            st.last_ok = started
+        st.failures += 1
+        st.consecutive_failures += 1
+        if self.stopping.is_set():
+            log.info("%s: cycle cut short by shutdown: %s", mc.name, result.error)
+        elif st.last_error != result.error:
+            log.warning("%s: poll %s: %s", mc.name, "incomplete" if result.answered else "failed", result.error,
+                        extra={"meter": mc.name, "line": mc.line})
+        st.last_error = result.error
+        if not st.degraded and st.consecutive_failures >= DEGRADED_AFTER:
+            st.degraded = True
+            st.degraded_reason = f"{st.consecutive_failures} failed cycles: {result.error}"
+            self._m_degraded.set(1, meter=mc.name)
+            log.warning("%s: degraded after %d failed cycles; probing with backoff", mc.name,
+                        st.consecutive_failures, extra={"meter": mc.name, "line": mc.line})
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
