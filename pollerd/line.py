@@ -27,6 +27,7 @@ from .transport import Link, reconnect_delay
 log = logging.getLogger("pollerd.line")
 
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)  # a framer only produces its reply type
 
 # After a bad frame the rest of it may still be arriving; wait this long for the bus to fall quiet
 # before dropping what is buffered, so the tail is not taken as the start of the next reply.
@@ -44,10 +45,10 @@ SILENT_RECONNECT = 5
 line_priority: contextvars.ContextVar[bool] = contextvars.ContextVar("line_priority", default=False)
 
 
-class Framer(Protocol[R]):  # type: ignore[misc]
+class Framer(Protocol[R_co]):
     """Sans-I/O receiver for one reply: None while incomplete, the reply once complete; raises FrameError."""
 
-    def feed(self, data: bytes) -> R | None: ...
+    def feed(self, data: bytes) -> R_co | None: ...
 
     @property
     def pending(self) -> bytes: ...
