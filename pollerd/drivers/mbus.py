@@ -22,6 +22,7 @@ plain-text VIF) with the same suffixes. Units are normalised: J -> Wh, J/h -> W,
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import statistics
 import zoneinfo
 from collections.abc import Iterable
@@ -38,7 +39,7 @@ from ..errors import (
 )
 from ..model import Archive, Event, Reading
 from ..protocols import mbus as m
-from .base import DriverContext, PollResult
+from .base import BusDriverContext, PollResult
 
 MAX_TELEGRAMS = 32          # a multi-telegram readout longer than this is a slave stuck on DIF 1F
 _RETRYABLE = (ReplyTimeout, FrameError)
@@ -106,7 +107,7 @@ def line_problem(line_cfg: object) -> str | None:
 
 
 class MbusDriver:
-    def __init__(self, ctx: DriverContext) -> None:
+    def __init__(self, ctx: BusDriverContext) -> None:
         self.ctx = ctx
         mc = ctx.meter
         addr = mc.connection_address
@@ -200,7 +201,8 @@ class MbusDriver:
         for t in telegrams:
             for r in t.records:
                 if r.quantity == "fabrication number" and r.storage == 0 and r.value is not None:
-                    st.identity["fabrication"] = r.display() if not r.is_number else str(int(r.value))
+                    n = r.number
+                    st.identity["fabrication"] = r.display() if n is None else str(int(n))
         if mc.number_meter is not None and _digits(header.id or "") != _digits(mc.number_meter):
             where = f"secondary address {self.secondary}" if self.secondary else f"address {self.primary}"
             raise IdentityMismatch(
@@ -223,25 +225,26 @@ class MbusDriver:
         out: list[Reading] = []
         seen: set[tuple[str, str, int]] = set()
         for r in records:
-            if not r.is_number:
+            number = r.number
+            if number is None:
                 continue
             if r.storage == 0 and "current" not in mc.read:
                 continue
             if r.storage and "archive" not in mc.read:
                 continue
-            channel, unit, value = _channel(r, medium)
-            kind, when = Archive.CURRENT.value, ts
+            channel, unit, value = _channel(r, number, medium)
+            kind, stamp = Archive.CURRENT.value, ts
             if r.storage:
                 at = dates.get((r.storage, r.subunit))
                 if at is None:
                     channel += f".S{r.storage}"
                 else:
-                    kind, when = archive, at
-            key = (channel, kind, when)
+                    kind, stamp = archive, at
+            key = (channel, kind, stamp)
             if key in seen:
                 continue  # a second record with the same meaning (another scaling): the first one stands
             seen.add(key)
-            out.append(Reading(mc.name, channel, kind, when, value, unit))
+            out.append(Reading(mc.name, channel, kind, stamp, value, unit))
         return out
 
     async def probe(self) -> bool:
@@ -257,8 +260,8 @@ class MbusDriver:
         return None  # M-Bus has no session to close; a selection ends with the next one
 
 
-def _channel(r: m.Record, medium: int | None) -> tuple[str, str, float]:
-    value = float(r.value)  # type: ignore[arg-type]
+def _channel(r: m.Record, number: float, medium: int | None) -> tuple[str, str, float]:
+    value = float(number)
     unit = r.unit
     if unit in _CONVERT:
         unit, factor = _CONVERT[unit]
@@ -283,7 +286,7 @@ def _channel(r: m.Record, medium: int | None) -> tuple[str, str, float]:
 def _archive_kind(stamps: list[int]) -> str:
     if len(stamps) < 2:
         return Archive.MONTHLY.value
-    gap = statistics.median(b - a for a, b in zip(stamps, stamps[1:])) / 86400
+    gap = statistics.median(b - a for a, b in itertools.pairwise(stamps)) / 86400
     if gap < 2:
         return Archive.DAILY.value
     if gap > 300:
