@@ -15,7 +15,7 @@ from typing import Any
 
 from ..compat import TaskGroup, timeout
 from ..config import Config, MeterConfig, SinkConfig, load_config
-from ..drivers.base import Driver
+from ..drivers.base import Driver, RawDriver
 from ..errors import ConfigError, MeterBusy, PollerdError, StoreError
 from ..line import Line, line_priority
 from ..metrics import Registry
@@ -416,12 +416,12 @@ class Daemon:
                 "readings": len(result.readings), "events": len(result.events), "started": started,
                 "duration": round(ended - started, 3)}
 
-    async def _raw(self, name: str, command: str) -> dict:  # type: ignore[type-arg]
+    async def _raw(self, name: str, command: str) -> dict[str, object]:
         run = self.meters.get(name)
         drv = run.driver if run is not None else None
-        if drv is None or not hasattr(drv, "raw"):
+        if not isinstance(drv, RawDriver):  # None too: an unknown meter
             raise ValueError(f"meter {name} does not take raw frames")
-        return await drv.raw(command)  # type: ignore[no-any-return]
+        return await drv.raw(command)
 
     async def _drain_sinks(self) -> None:
         """Give sinks a short moment to deliver the last cycle's readings; whatever is left is sent after

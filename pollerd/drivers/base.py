@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ..config.model import MeterConfig
 from ..line import Line
@@ -90,4 +90,13 @@ class Driver(Protocol):
 
     async def close(self) -> None:
         """Close the meter session (best effort, on shutdown)."""
+        ...
+
+
+@runtime_checkable
+class RawDriver(Driver, Protocol):
+    """A driver that also passes one operator frame through its line (``POST /api/meters/{name}/raw``)."""
+
+    async def raw(self, command: str) -> dict[str, object]:
+        """Send one HEX command ahead of scheduled polls; the reply as HEX (and decoded, where known)."""
         ...
