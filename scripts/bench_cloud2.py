@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fakes_saures import EMAIL, PASSWORD, FakeSaures  # noqa: E402
-from fakes_saures import sample as saures_sample
+from fakes_saures import sample as saures_sample  # noqa: E402
 from fakes_webmeters import KEY, FakeWebmeters  # noqa: E402
 
 from pollerd.config import load_config  # noqa: E402
