@@ -109,6 +109,10 @@ ln -sfn /opt/pollerd/bin/pollerd "$PREFIX/usr/local/bin/pollerd"
 # 4. unit, docs, config --------------------------------------------------------------------------------
 install -m 0644 "$SRC/systemd/pollerd.service" "$UNIT_DIR/pollerd.service"
 install -m 0644 "$SRC/README.md" "$OPT/share/doc/pollerd/README.md"
+# The README is the front door and links into docs/; without the reference beside it those links are dead.
+(cd "$SRC" && find docs -name '*.md') | while read -r page; do
+    install -D -m 0644 "$SRC/$page" "$OPT/share/doc/pollerd/$page"
+done
 install -m 0644 "$SRC/config/pollerd.example.toml" "$OPT/share/doc/pollerd/pollerd.example.toml"
 install -m 0644 "$SRC/config/sioi-template.xml" "$OPT/share/doc/pollerd/sioi-template.xml"
 if [ -e "$ETC/pollerd.toml" ]; then

@@ -282,7 +282,7 @@ async def test_meters(env):
 
 
 async def test_sinks(env):
-    # The sink state the README points at (connected, failing_since, last_error, alarms) is served.
+    # The sink state docs/api.md points at (connected, failing_since, last_error, alarms) is served.
     st = env.runtime.sinks["up"]
     st.last_error, st.failing_since, st.alarms["upstream"] = "HTTP 503", T0 - 12, "login refused"
     status, body, _ = await env.get("/api/sinks")

@@ -332,6 +332,6 @@ def test_a_comma_in_a_value_is_split_only_for_the_all_tariffs_energy_list() -> N
 def test_the_meter_time_and_date_are_not_stored_as_numbers() -> None:
     from pollerd.drivers.iec62056 import PROFILES, decode_sets
     # 0.9.1(123456) is 12:34:56 and 0.9.2(1250314) a date: digits, not a quantity. They were stored as "other"
-    # readings 123456 and 1250314 (README: dates are not stored).
+    # readings 123456 and 1250314 (docs/protocols/iec62056.md: dates are not stored).
     sets = iec.parse_data_block(b"0.9.1(123456)\r\n0.9.2(1250314)\r\n1.8.0(0001234.5*kWh)\r\n!\r\n")
     assert {d.channel: d.value for d in decode_sets(sets, PROFILES["generic"])} == {"A+": 1234500.0}

@@ -56,6 +56,8 @@ def test_install_into_a_prefix_twice_keeps_the_users_config(tmp_path):
     assert (prefix / "etc/pollerd/sioi-template.xml").read_bytes() == TEMPLATE.read_bytes()
     load_config(cfg)
     assert (prefix / "opt/pollerd/share/doc/pollerd/README.md").is_file()  # the unit's Documentation=
+    assert (prefix / "opt/pollerd/share/doc/pollerd/docs/configuration.md").is_file()  # the README links there
+    assert (prefix / "opt/pollerd/share/doc/pollerd/docs/protocols/mercury230.md").is_file()
     assert not (prefix / "opt/pollerd/bin").exists()  # --no-venv: no pip, no venv
     before = tree(prefix)
 

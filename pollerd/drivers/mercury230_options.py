@@ -17,7 +17,7 @@ KEYS = frozenset({"clock_correction", "max_clock_correction", "use_meter_ratios"
 class MercuryOptions:
     # Correct the meter clock (03 0D, once a day) when it drifts beyond time_difference. Off by default:
     # changing a billing meter's clock is an operator's decision, and the command layout comes from a
-    # public concentrator firmware, not from the vendor document (README, "Clock").
+    # public concentrator firmware, not from the vendor document (docs/protocols/mercury230.md, "clock").
     clock_correction: bool = False
     # The largest drift pollerd corrects on its own; beyond it the drift is an event and a /health reason.
     # 230 s keeps inside the meter's daily limit ("within 4 minutes", protocols.mercury230.CORRECTION_LIMIT),
