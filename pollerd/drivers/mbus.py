@@ -27,6 +27,7 @@ import statistics
 import zoneinfo
 from collections.abc import Iterable
 
+from ..config.model import LineConfig
 from ..errors import (
     FrameError,
     IdentityMismatch,
@@ -95,13 +96,13 @@ def response_timeout(baudrate: int, waiting_time: float) -> float:
     return max(waiting_time, 330.0 / baudrate + 0.05)
 
 
-def line_problem(line_cfg: object) -> str | None:
+def line_problem(line_cfg: LineConfig) -> str | None:
     """M-Bus is 8E1 on the wire; a serial line set otherwise fails every parity check of every byte."""
-    if getattr(line_cfg, "type", None) != "serial":
+    if line_cfg.type != "serial":
         return None  # a TCP converter sets the framing on its own serial side
-    parity, bytesize, stopbits = (getattr(line_cfg, k, None) for k in ("parity", "bytesize", "stopbits"))
-    if (str(parity).upper(), bytesize, stopbits) != ("E", 8, 1):
-        return (f"line {getattr(line_cfg, 'name', '?')} is {bytesize}{parity}{stopbits:g} but M-Bus needs 8E1: "
+    parity, bytesize, stopbits = line_cfg.parity, line_cfg.bytesize, line_cfg.stopbits
+    if (parity.upper(), bytesize, stopbits) != ("E", 8, 1):
+        return (f"line {line_cfg.name} is {bytesize}{parity}{stopbits:g} but M-Bus needs 8E1: "
                 f'set parity = "E", bytesize = 8, stopbits = 1 on the line')
     return None
 
