@@ -36,6 +36,7 @@ class Protocol(str, enum.Enum):
     RSTECH = "rstech"
     WEBMETERS = "webmeters"
     SAURES = "saures"
+    DLMS = "dlms"
 
     def __str__(self) -> str:
         return self.value
@@ -190,6 +191,24 @@ CATALOG: Catalog = {   # keys are Protocol members (str enum), typed as str for 
         options=Ref("pollerd.drivers.saures", "parse_options"),
         cloud_keys=("email", "password"),
         waiting_time=CLOUD_WAITING_TIME,
+    ),
+    Protocol.DLMS: ProtocolSpec(
+        Protocol.DLMS,
+        # DLMS/COSEM with the СПОДЭС profile (ГОСТ Р 58940-2020), over HDLC or the IEC 62056-47 TCP wrapper;
+        # profile: load profile(s); daily/monthly: billing profiles; events: the СПОДЭС journals
+        read_kinds=("energy", "instant", "profile", "daily", "monthly", "events", "clock"),
+        default_read=("energy", "instant"),
+        driver=Ref("pollerd.drivers.dlms", "DlmsDriver"),
+        option_keys=frozenset({"dlms_framing", "server_logical", "server_address_size", "client_sap",
+                               "authentication", "max_info_length", "max_pdu", "clock_set", "keep_association",
+                               "load_profiles", "journals",
+                               # refused with a clear message: HLS and ciphering are not implemented
+                               "security", "security_suite", "block_cipher_key", "authentication_key",
+                               "system_title"}),
+        options=Ref("pollerd.drivers.dlms_options", "parse_options"),
+        address=Ref("pollerd.drivers.dlms_options", "parse_address"),
+        simulator=Tool("pollerd.sim.dlms", "СПОДЭС DLMS/COSEM meters over HDLC (TCP or a pty) or the TCP wrapper"),
+        decoder=Tool("pollerd.decode.dlms"),
     ),
 }
 

@@ -18,7 +18,7 @@ def test_demo_collects_forwards_and_prints_a_working_command(tmp_path):
                          capture_output=True, text=True, timeout=90)
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
-    for meter in ("tcp-1", "tcp-2", "tcp-3", "rs485-1", "rs485-2"):
+    for meter in ("tcp-1", "tcp-2", "tcp-3", "rs485-1", "rs485-2", "spodes-1"):
         assert re.search(rf"^  {re.escape(meter)} +ok +polls=[1-9]", out, re.M), out
     m = re.search(r"^store: (\d+) readings; upstream received (\d+) readings", out, re.M)
     assert m and int(m.group(1)) > 0 and m.group(1) == m.group(2), out

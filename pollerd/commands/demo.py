@@ -1,4 +1,5 @@
-"""`pollerd demo`: simulated Mercury meters on loopback TCP and on a pty pair, the real daemon polling them
+"""`pollerd demo`: simulated Mercury meters on loopback TCP and on a pty pair and one СПОДЭС (DLMS/COSEM) meter
+behind its own simulated converter, the real daemon polling them
 from a generated config, a local HTTP receiver standing in for upstream, and a printout of what arrived."""
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ host = "127.0.0.1"
 port = {tcp_port}
 
 [[lines]]
+name = "spodes-converter"     # a second converter with a СПОДЭС meter (DLMS/COSEM over HDLC)
+type = "tcp"
+host = "127.0.0.1"
+port = {dlms_port}
+
+[[lines]]
 name = "rs485"                # a serial line (a pty pair standing in for a USB RS-485 adapter)
 type = "serial"
 device = "{pty}"
@@ -65,6 +72,24 @@ password = "111111"
 interval_time = "{interval}"
 waiting_time = "500ms"
 read = ["energy", "instant"]
+
+"""
+
+SPODES_METER = """\
+[[meters]]
+name = "spodes-1"
+protocol = "dlms"
+line = "spodes-converter"
+connection_address = "serial"    # СПОДЭС: last four digits of the serial number + 16
+number_meter = "{serial}"
+password = "12345678"
+password_encoding = "ascii"
+timezone = "Europe/Moscow"
+interval_time = "{interval}"
+waiting_time = "500ms"
+read = ["clock", "energy", "instant", "profile"]
+data_polling_length = "1d"
+package_size = 48
 
 """
 
@@ -115,6 +140,8 @@ async def run_demo(seconds: float = 30.0, state_dir: str | None = None, interval
     # aiohttp and the simulators would add half a second to each.
     from ..config import load_config
     from ..daemon import Daemon, db_path, install_signal_handlers
+    from ..sim.dlms import HdlcBus, physical_address, serve_hdlc_tcp
+    from ..sim.dlms_meter import SimSpodesMeter
     from ..sim.mercury230 import SimBus, SimMeter, open_pty, serve_tcp
     from ..store import Store
 
@@ -131,18 +158,23 @@ async def run_demo(seconds: float = 30.0, state_dir: str | None = None, interval
     tcp_server = await serve_tcp(SimBus(tcp_meters), "127.0.0.1", 0)
     tcp_port = tcp_server.sockets[0].getsockname()[1]
     pty = await open_pty(SimBus(pty_meters))
+    spodes = SimSpodesMeter(serial="012345678")
+    dlms_server = await serve_hdlc_tcp(HdlcBus([(spodes, physical_address(spodes.serial))]), "127.0.0.1", 0)
+    dlms_port = dlms_server.sockets[0].getsockname()[1]
     receiver = Receiver()
     recv_runner, recv_port = await receiver.start()
     meters = "".join(METER.format(name=f"tcp-{m.address}", line="tcp-converter", address=m.address,
                                   serial=m.serial, interval=interval) for m in tcp_meters)
     meters += "".join(METER.format(name=f"rs485-{m.address}", line="rs485", address=m.address,
                                    serial=m.serial, interval=interval) for m in pty_meters)
+    meters += SPODES_METER.format(serial=spodes.serial, interval=interval)
     cfg_path = sd / "pollerd.toml"
-    cfg_path.write_text(DEMO_CONFIG.format(api_port=_free_port(), tcp_port=tcp_port, pty=pty.device,
+    cfg_path.write_text(DEMO_CONFIG.format(api_port=_free_port(), tcp_port=tcp_port, dlms_port=dlms_port,
+                                           pty=pty.device,
                                            recv_port=recv_port, meters=meters))
     config = load_config(cfg_path)
     print(f"pollerd demo: 3 simulated Mercury 230 meters on tcp 127.0.0.1:{tcp_port}, "
-          f"2 on the pty {pty.device}")
+          f"2 on the pty {pty.device}, 1 СПОДЭС DLMS/COSEM meter on tcp 127.0.0.1:{dlms_port}")
     print(f"  config     {cfg_path}")
     print(f"  store      {db_path(config, sd)}")
     print(f"  API        http://{config.api.host}:{config.api.port}/health  /metrics  /api/meters  /api/readings")
@@ -166,6 +198,8 @@ async def run_demo(seconds: float = 30.0, state_dir: str | None = None, interval
         await recv_runner.cleanup()
         tcp_server.close()
         await tcp_server.wait_closed()
+        dlms_server.close()
+        await dlms_server.wait_closed()
         pty.close()
     store = await Store.open_readonly(db_path(config, sd))
     try:
