@@ -11,6 +11,8 @@ Endpoints (DESIGN.md §5)::
     GET /api/openapi.json            the OpenAPI 3 document of all of these (pollerd/openapi.py)
     POST /api/meters/{name}/poll     one cycle now, ahead of scheduled requests (admin); 409 while one runs
     POST /api/meters/{name}/raw      one HEX frame to the meter (admin)
+    GET /api/reports?meter=&period=&from=&to=&energy=   energy per tariff (pollerd/web/reports.py)
+    GET /, /meters/{name}, /reports  the status pages (pollerd/web/)
 
 Paged replies follow seed 000: ``{"data": [...], "total": N, "total_pages": N, "current_page": P,
 "next_page": P + 1 | null}``; ``per_page`` defaults to 100 and may not exceed 1000. ``from``/``to`` are unix
@@ -35,12 +37,14 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from pollerd.config.model import ApiToken
+from pollerd.config.model import ApiToken, MeterConfig
 from pollerd.errors import ConfigError, MeterBusy, PollerdError, StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Archive
 from pollerd.openapi import document
 from pollerd.state import Runtime
+from pollerd.web.app import WebPages
+from pollerd.web.app import mount as mount_pages
 
 if TYPE_CHECKING:
     from pollerd.store import Store
@@ -369,16 +373,25 @@ class _Auth:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="pollerd"'  # RFC 6750 section 3
         return resp
 
+    @property
+    def configured(self) -> bool:
+        return bool(self._tokens)
+
+    def role_of(self, given: str) -> str | None:
+        """The role of ``given`` (the status pages' login cookie uses the same tokens), or None."""
+        raw = given.encode("utf-8", "replace")
+        found = None
+        for token, token_role in self._tokens:  # no early exit: the time does not tell which token matched
+            if hmac.compare_digest(raw, token):
+                found = token_role
+        return found
+
     def check(self, request: web.Request, role: str) -> web.Response | None:
         header = request.headers.get("Authorization", "")
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "bearer":  # the scheme is case-insensitive (RFC 9110 section 11.1)
             return self._unauthorized("this endpoint needs 'Authorization: Bearer <token>'")
-        given = credentials.strip().encode("utf-8", "replace")
-        found = None
-        for token, token_role in self._tokens:  # no early exit: the time does not tell which token matched
-            if hmac.compare_digest(given, token):
-                found = token_role
+        found = self.role_of(credentials.strip())
         if found is None:
             return self._unauthorized("unknown token")
         if role == "admin" and found != "admin":
@@ -388,7 +401,9 @@ class _Auth:
 
 def make_app(*, runtime: Runtime, store: Store, metrics: Registry, clock: Callable[[], float] = time.time,
              health_limits: HealthLimits | None = None, tokens: Sequence[ApiToken] = (),
-             raw: RawHandler | None = None, poll: PollHandler | None = None) -> web.Application:
+             raw: RawHandler | None = None, poll: PollHandler | None = None,
+             meter_config: Callable[[str], MeterConfig | None] | None = None) -> web.Application:
+    """``meter_config`` gives the status pages a meter's configured serial, ratios and time zone."""
     api = _Api(runtime, store, metrics, clock, health_limits or HealthLimits())
     auth = _Auth(tokens)
 
@@ -449,6 +464,8 @@ def make_app(*, runtime: Runtime, store: Store, metrics: Registry, clock: Callab
         return _json(document())
 
     app.router.add_get("/api/openapi.json", openapi)
+    mount_pages(app, WebPages(runtime=runtime, store=store, metrics=metrics, clock=clock, health=api.health_report, roles=auth,
+                              poll=poll, raw=raw, meter_config=meter_config))
     return app
 
 

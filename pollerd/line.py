@@ -3,6 +3,15 @@
 The line owns the link (connect, reconnect with capped jittered backoff), keeps `pause_time` of silence before
 each request, waits for the reply until the codec's framer says it is complete (never a fixed sleep), and is the
 one place that counts, logs and resynchronises after a bad frame. Drivers decide what to retry.
+
+Stale replies (issue 14). After a timeout, a bad frame or bytes nobody asked for, the reply to that request
+may still be on its way. The line then waits for silence (:func:`quiet_window`) and drops what arrives. That
+catches a reply that is a little late, not one a converter holds back and delivers right after the next
+request. Where the codec cannot tell replies apart (Mercury replies carry no command code: two reads with
+replies of one length look alike), its framer names the reply's ``shape``; the line keeps the shapes in doubt
+and, before it writes a request whose reply has a shape in doubt, first sends the framer's ``fence()``: a
+request whose reply has another shape. Replies from one meter come in order, so once the fence's reply is in,
+the reply in doubt has come (and was refused by the fence's framer) or never will.
 """
 
 from __future__ import annotations
@@ -14,12 +23,12 @@ import contextvars
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Protocol, TypeVar
 
 from .compat import timeout as _timeout
 from .config.model import LineConfig
-from .errors import FrameError, LineStopping, ReplyTimeout, TransportError
+from .errors import FrameError, LineStopping, PollerdError, ReplyTimeout, TransportError
 from .metrics import Registry
 from .state import LineState
 from .transport import Link, reconnect_delay
@@ -29,15 +38,27 @@ log = logging.getLogger("pollerd.line")
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)  # a framer only produces its reply type
 
-# After a bad frame the rest of it may still be arriving; wait this long for the bus to fall quiet
-# before dropping what is buffered, so the tail is not taken as the start of the next reply.
-RESYNC_QUIET = 0.02
+# The quiet window after a request in doubt (see quiet_window): silence for QUIET_CHARS character times at the
+# line's speed (the inter-frame gap of any bus protocol is far below it, so a reply still streaming in keeps
+# the window open), and at least QUIET_FRACTION of waiting_time, because a meter that overran its
+# waiting_time is most often late by a fraction of it. A full waiting_time would make every timeout of a meter
+# that is off cost double; what the window misses, the shapes and fences below catch.
+QUIET_CHARS = 12
+QUIET_FRACTION = 0.25
+# A babbling bus does not hold the line for ever: the silence wait ends after waiting_time plus one window
+# whatever still arrives (the next framer then judges).
+
+# Fences tried before a request whose reply shape is in doubt; without a fence reply the request is not sent.
+FENCE_ATTEMPTS = 2
 
 # How many times unasked bytes arriving during pause_time restart it before a request goes out anyway.
 QUIET_ROUNDS = 3
 
-# Requests in a row without a single byte back after which a TCP link is reopened (see _count_silence).
-SILENT_RECONNECT = 5
+# A TCP link with not one byte back for this long, over at least SILENT_REQUESTS requests, is reopened
+# (see _count_silence): measured in time, because degraded meters probe rarely, and a count of requests left
+# a half-open socket in place for minutes.
+SILENT_SECONDS = 10.0
+SILENT_REQUESTS = 2
 
 
 # Set in a task whose every exchange should go ahead of scheduled ones (poll-now runs a whole driver cycle,
@@ -46,12 +67,27 @@ line_priority: contextvars.ContextVar[bool] = contextvars.ContextVar("line_prior
 
 
 class Framer(Protocol[R_co]):
-    """Sans-I/O receiver for one reply: None while incomplete, the reply once complete; raises FrameError."""
+    """Sans-I/O receiver for one reply: None while incomplete, the reply once complete; raises FrameError.
+
+    Optional, for codecs whose replies cannot be told apart (see the module docstring): ``shape``, a
+    hashable ``(source, form)``, equal for two requests whose replies look alike (source: the answering
+    address), and ``fence()``, returning ``(request, framer)`` of a harmless request to the same source whose
+    reply has another form, or None."""
 
     def feed(self, data: bytes) -> R_co | None: ...
 
     @property
     def pending(self) -> bytes: ...
+
+
+def quiet_window(waiting_time: float, baudrate: int) -> float:
+    """Silence that ends a wait for a late reply: QUIET_CHARS characters of 11 bits (start, 8 data, parity or
+    a second stop, stop) at ``baudrate``, and at least QUIET_FRACTION of ``waiting_time``."""
+    return max(QUIET_CHARS * 11 / max(baudrate, 1), QUIET_FRACTION * waiting_time)
+
+
+def _shape(framer: object) -> Hashable | None:
+    return getattr(framer, "shape", None)
 
 
 class BusLock:
@@ -125,6 +161,13 @@ class Line:
         self._next_connect = 0.0
         self._proven = False   # the current connection has carried an exchange to its end
         self._silent = 0       # requests in a row that got not a single byte back (reset by any byte)
+        self._last_rx = 0.0    # clock time of the last byte received (or of the connect) on this link
+        # Reply shapes (see Framer) whose late reply may still come; and the shape of the last exchange, put in
+        # doubt when unasked bytes turn up before the next request.
+        self._doubt: set[Hashable] = set()
+        self._last_shape: Hashable | None = None
+        self.recoveries = 0    # times the link carried a reply again after being lost or silent (see daemon)
+        self._dark = False     # lost, or closed for silence, and no reply since
         # Wall clock (like /health's) of the first failure since the link last carried an exchange; shown
         # as state.down_since while the link is not connected.
         self._down_since: float | None = None
@@ -147,6 +190,12 @@ class Line:
             ("meter",))
         self._m_stale = metrics.counter(
             "pollerd_line_stale_bytes_total", "Unasked bytes dropped before a request", ("line",))
+        self._m_discards = metrics.counter(
+            "pollerd_line_discards_total",
+            "Times unasked bytes (late replies, tails of bad frames) were dropped before a request", ("line",))
+        self._m_fences = metrics.counter(
+            "pollerd_line_fences_total",
+            "Fence requests sent before a request whose reply could not be told from a late one", ("line",))
         self._m_connected = metrics.gauge("pollerd_line_up", "1 when the line's link is open", ("line",))
         self._m_connected.set(0, line=self.name)
         # Per-exchange updates go through label-bound children: this is the hottest path of the daemon.
@@ -181,6 +230,8 @@ class Line:
         # _failures and _down_since are cleared only once an exchange proves the link (_healthy): a peer that
         # accepts and hangs up at once must neither reset the backoff nor restart /health's down time.
         self._proven = False
+        self._last_rx = self._clock()
+        self._silent = 0
         self.state.connected = True
         self.state.last_error = None
         self.state.down_since = None
@@ -251,10 +302,19 @@ class Line:
             stale = self.link.discard_input() if drop_stale else b""
             if not stale:
                 break
-            self._m_stale.inc(len(stale), line=self.name)
-            log.debug("line %s: dropped %d unasked bytes before request to %s: %s",
-                      self.name, len(stale), meter, stale.hex(" "))
+            # Unasked bytes: the previous reply may have come twice, or a late one is on its way.
+            if self._last_shape is not None:
+                self._doubt.add(self._last_shape)
+            self._dropped(stale, meter, "before the request")
             self._last_activity = self._clock()
+
+    def _dropped(self, data: bytes, meter: str, where: str) -> None:
+        """Count and log once what was dropped (the hex is the evidence; replies hold no secrets)."""
+        self._m_stale.inc(len(data), line=self.name)
+        self._m_discards.inc(line=self.name)
+        shown = data[:64].hex(" ") + (" ..." if len(data) > 64 else "")
+        log.info("line %s: dropped %d unasked bytes %s to %s: %s", self.name, len(data), where, meter, shown,
+                 extra={"line": self.name, "meter": meter})
 
     def _healthy(self) -> None:
         """An exchange ran to its end (reply, bad frame or timeout) without losing the link."""
@@ -277,6 +337,7 @@ class Line:
             delay = reconnect_delay(self._failures - 1, self.cfg.reconnect_min, self.cfg.reconnect_max, self._rng)
             self._next_connect = self._clock() + delay
         self._proven = False
+        self._dark = True
         self.state.last_error = str(exc)
         self._mark_down()
         log.warning("line %s: %s", self.name, exc, extra={"line": self.name})
@@ -284,7 +345,48 @@ class Line:
 
     async def _exchange(self, request: bytes, framer: Framer[R], waiting_time: float, pause: float, meter: str,
                         shown: str, after_write: Callable[[], Awaitable[None]] | None = None) -> R:
+        shape = _shape(framer)
+        if shape is not None and shape in self._doubt:
+            await self._fence(framer, shape, waiting_time, pause, meter, shown)
+        return await self._transact(request, framer, waiting_time, pause, meter, shown, after_write)
+
+    async def _fence(self, framer: object, shape: Hashable, waiting_time: float, pause: float, meter: str,
+                     shown: str) -> None:
+        """Make sure no late reply of ``shape`` can still arrive before the request goes out (module
+        docstring). Raises ReplyTimeout when the fence gets no valid reply: then the request is not sent."""
+        make = getattr(framer, "fence", None)
+        last: PollerdError | None = None
+        for _ in range(FENCE_ATTEMPTS):
+            fence = make() if make is not None else None
+            if fence is None or _shape(fence[1]) == shape:
+                # No fence of another shape (Mercury acknowledgements: the fence's reply looks like them):
+                # these replies carry no value, so the silence already kept is all the line can do.
+                self._doubt.discard(shape)
+                return
+            f_request, f_framer = fence
+            self._m_fences.inc(line=self.name)
+            try:
+                await self._transact(f_request, f_framer, waiting_time, pause, meter,
+                                     "fence " + f_request.hex(" "), None)
+            except ReplyTimeout as exc:
+                last = exc
+                if not exc.partial:
+                    break  # not a byte back: the meter is not answering; a second fence would only cost time
+                continue
+            except FrameError as exc:
+                last = exc
+                continue
+            if shape not in self._doubt:
+                return
+        if isinstance(last, FrameError):
+            raise last  # already counted and logged; it says what is wrong on the bus better than we could
+        raise ReplyTimeout(f"{meter}: not sending [{shown}]: a late reply to an earlier request of its shape "
+                           f"may still come and the fence got no reply ({last})")
+
+    async def _transact(self, request: bytes, framer: Framer[R], waiting_time: float, pause: float, meter: str,
+                        shown: str, after_write: Callable[[], Awaitable[None]] | None) -> R:
         await self._ready(pause, meter)
+        shape = self._last_shape = _shape(framer)
         t0 = self._clock()
         self.state.exchanges += 1
         self._c_exchanges.inc()
@@ -297,24 +399,40 @@ class Line:
                     reply = framer.feed(await self.link.read_chunk())
                     if reply is not None:
                         self._healthy()
-                        self._silent = 0
+                        self._answered()
+                        if shape is not None:
+                            got = getattr(framer, "reply_shape", shape)
+                            self._settled(got, leftover=bool(framer.pending))
+                            if got != shape:
+                                # A reply of another form (a status where data was asked): the one asked
+                                # for may still come.
+                                self._doubt.add(shape)
                         return reply
         except (TimeoutError, asyncio.TimeoutError):
             self._healthy()
             self._m_timeouts.inc(meter=meter)
-            await self._count_silence(bool(framer.pending))
+            heard = bool(framer.pending)
+            if heard:
+                self._answered(reply=False)
+            await self._count_silence(heard)
+            await self._in_doubt(shape, waiting_time, meter)
             raise ReplyTimeout(
                 f"{meter}: no complete reply within {waiting_time:g}s to [{shown}]",
                 framer.pending) from None
         except FrameError as exc:
             self._healthy()
-            self._silent = 0
+            self._answered(reply=False)
             self._m_frame_err.inc(meter=meter, kind=exc.kind)
             log.warning("line %s: %s: bad reply to [%s]: %s", self.name, meter, shown, exc,
                         extra={"line": self.name, "meter": meter})
-            await self._resync()
+            await self._in_doubt(shape, waiting_time, meter)
             raise
         except TransportError as exc:
+            if framer.pending:
+                # Part of a reply came before the connection dropped (a converter resetting some
+                # connections): the link works, so this loss reconnects at once instead of backing off.
+                self._healthy()
+                self._answered(reply=False)
             await self._lost(exc)
             raise
         finally:
@@ -323,17 +441,63 @@ class Line:
             self.state.bus_time += end - t0
             self._c_bus.inc(end - t0)
 
-    async def _count_silence(self, heard: bool) -> None:
-        """A TCP link whose requests get not one byte back, SILENT_RECONNECT times in a row, may be half
-        open (a GSM modem whose session dropped while the socket stays up): it is closed, so the next
-        request connects afresh. Meters that are merely off cost one reconnect per SILENT_RECONNECT
-        requests; a serial port is left alone (reopening it would not reach a meter that is off)."""
-        self._silent = 0 if heard else self._silent + 1
-        if self._silent < SILENT_RECONNECT or self.cfg.type != "tcp":
-            return
-        log.warning("line %s: no byte back from %d requests in a row; reconnecting (a half-open connection?)",
-                    self.name, self._silent, extra={"line": self.name})
+    def _answered(self, *, reply: bool = True) -> None:
+        """Bytes came back on the link; a complete reply after the link was lost or silent is a recovery."""
+        self._last_rx = self._clock()
         self._silent = 0
+        if reply and self._dark:
+            self._dark = False
+            self.recoveries += 1
+
+    def _settled(self, shape: Hashable, *, leftover: bool) -> None:
+        """A valid reply of ``shape`` came in: earlier replies of the same source have all arrived, so other
+        forms of it are no longer in doubt. Bytes after the reply were not asked for: its own shape is."""
+        if self._doubt:
+            source = shape[0] if isinstance(shape, tuple) and shape else shape
+            self._doubt = {d for d in self._doubt
+                           if d == shape or (d[0] if isinstance(d, tuple) and d else d) != source}
+        if leftover:
+            self._doubt.add(shape)
+
+    async def _in_doubt(self, shape: Hashable | None, waiting_time: float, meter: str) -> None:
+        """The request just made may still be answered: remember its shape, wait for silence and drop what
+        arrives meanwhile, so it is not fed to the next request's framer."""
+        if shape is not None:
+            self._doubt.add(shape)
+        if not self.link.connected:
+            return
+        quiet = quiet_window(waiting_time, self.cfg.baudrate)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + waiting_time + quiet
+        dropped = bytearray()
+        while loop.time() < give_up:
+            try:
+                async with _timeout(quiet):
+                    dropped += await self.link.read_chunk()
+            except (TimeoutError, asyncio.TimeoutError):
+                break
+            except TransportError:
+                break  # the next request reconnects and learns why
+        dropped += self.link.discard_input()
+        if dropped:
+            self._last_rx = self._clock()
+            self._dropped(bytes(dropped), meter, "after a request in doubt")
+
+    async def _count_silence(self, heard: bool) -> None:
+        """A TCP link that gave not one byte back for SILENT_SECONDS, over SILENT_REQUESTS requests or more,
+        may be half open (a GSM modem whose session dropped, a converter that hung while the socket stays
+        up): it is closed, so the next request connects afresh. A serial port is left alone (reopening it
+        would not reach a meter that is off)."""
+        if heard:
+            return
+        self._silent += 1
+        quiet_for = self._clock() - self._last_rx
+        if self._silent < SILENT_REQUESTS or quiet_for < SILENT_SECONDS or self.cfg.type != "tcp":
+            return
+        log.warning("line %s: no byte back for %.0fs (%d requests); reconnecting (a half-open connection?)",
+                    self.name, quiet_for, self._silent, extra={"line": self.name})
+        self._silent = 0
+        self._dark = True
         await self._close_link()
 
     async def _close_link(self) -> None:
@@ -341,9 +505,12 @@ class Line:
         self.state.connected = False
         self._m_connected.set(0, line=self.name)
 
-    async def _resync(self) -> None:
-        await asyncio.sleep(RESYNC_QUIET)
-        self.link.discard_input()
+    @property
+    def dark(self) -> bool:
+        """No reply since the link was lost or closed for silence (or not a single byte for SILENT_SECONDS):
+        nothing on this line is answering, so meters on it probe every cycle (the daemon)."""
+        return self._dark or (self.link.connected and self._silent >= SILENT_REQUESTS
+                              and self._clock() - self._last_rx >= SILENT_SECONDS)
 
     async def probe(self) -> None:
         """Open the link now, before any meter is due (start-up), so a missing device or an unreachable

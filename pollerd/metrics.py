@@ -94,6 +94,10 @@ class Registry:
     def gauge(self, name: str, help: str, labels: tuple[str, ...] = ()) -> Metric:
         return self._get(name, help, "gauge", labels)
 
+    def find(self, name: str) -> Metric | None:
+        """A registered metric, for readers that must not register it (the status pages)."""
+        return self._metrics.get(name)
+
     def render(self) -> str:
         out: list[str] = []
         for m in self._metrics.values():

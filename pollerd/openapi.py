@@ -150,6 +150,36 @@ _SCHEMAS: dict[str, Any] = {
             "duration": {"type": "number", "minimum": 0},
         },
     },
+    "ReportRow": {
+        "type": "object",
+        "required": ["meter", "period", "start", "end", "T1", "T2", "T3", "T4", "total", "unit", "source"],
+        "properties": {
+            "meter": _STR,
+            "period": {**_STR, "description": "YYYY-MM-DD (by day) or YYYY-MM (by month), in the meter's zone"},
+            "start": {"type": "integer", "description": "the period's start, unix seconds"},
+            "end": {"type": "integer", "description": "the period's end (exclusive), unix seconds"},
+            **{f"T{n}": {**_NUM_OR_NULL, "description": f"energy of tariff {n} in the period (Wh or varh)"}
+               for n in (1, 2, 3, 4)},
+            "total": {**_NUM_OR_NULL, "description": "energy of all tariffs (the meter's own total)"},
+            "unit": {"type": "string", "enum": ["Wh", "varh"]},
+            "source": {"type": "string", "enum": ["daily", "monthly", "counters", "missing"],
+                       "description": "the meter's archive; or 'counters': the difference of the current "
+                                      "counters polled first after this period's start and the next one's "
+                                      "(counters_from/counters_to); 'missing': no data, values null"},
+            "counters_from": {"type": "integer"},
+            "counters_to": {"type": "integer"},
+        },
+    },
+    "Report": {
+        "type": "object",
+        "required": ["period", "from", "to", "energy", "data"],
+        "properties": {
+            "period": {"type": "string", "enum": ["day", "month"]},
+            "from": _STR, "to": _STR,
+            "energy": {"type": "string", "enum": ["A+", "A-", "R+", "R-"]},
+            "data": {"type": "array", "items": _ref("ReportRow")},
+        },
+    },
     "RawRequest": {
         "type": "object", "required": ["command"],
         "properties": {"command": {"type": "string", "description": "HEX frame; the CRC is appended when missing",
@@ -243,6 +273,26 @@ def document() -> dict[str, Any]:
                 "parameters": [_query("meter", "meter name", {"type": "string", "minLength": 1}), *_PAGING],
                 "responses": {"200": _json(_paged("Event"), "one page"),
                               "400": _err("a malformed or unknown query parameter"),
+                              "503": _err("the store is unavailable")},
+            }},
+            "/api/reports": {"get": {
+                "summary": "energy per tariff T1..T4 and total, per day or month, for chosen meters (seed 004 "
+                           "reports); also as HTML at /reports and CSV at /reports.csv",
+                "operationId": "energyReport",
+                "parameters": [
+                    {"name": "meter", "in": "query", "required": False, "style": "form", "explode": True,
+                     "description": "meter name, repeatable; none means every meter",
+                     "schema": {"type": "array", "items": {"type": "string"}}},
+                    _query("period", "day or month", {"type": "string", "enum": ["day", "month"],
+                                                      "default": "day"}),
+                    _query("from", "first day (YYYY-MM-DD) or month (YYYY-MM), inclusive; default: a week "
+                                   "(or 3 months) back", _STR),
+                    _query("to", "last day or month, inclusive; default: yesterday (or this month)", _STR),
+                    _query("energy", "which energy", {"type": "string", "enum": ["A+", "A-", "R+", "R-"],
+                                                      "default": "A+"}),
+                ],
+                "responses": {"200": _json(_ref("Report"), "one row per meter and period"),
+                              "400": _err("an unknown meter, a malformed date or parameter, or too many rows"),
                               "503": _err("the store is unavailable")},
             }},
             "/api/meters/{name}/poll": {"post": {

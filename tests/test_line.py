@@ -29,6 +29,18 @@ def make_line(link: FakeLink, **kw: object) -> tuple[Line, Registry]:
     return line, reg
 
 
+def fenced(responder):  # type: ignore[no-untyped-def]
+    """Answer the line's fence (Mercury test channel, whose OK reply is the request itself) and pass every
+    other request to ``responder``; ``fenced.fences`` counts them."""
+    def respond(req: bytes) -> list[tuple[float, bytes]]:
+        if req[1:2] == b"\x00" and len(req) == 4:
+            respond.fences += 1  # type: ignore[attr-defined]
+            return [(0, req)]
+        return responder(req)  # type: ignore[no-any-return]
+    respond.fences = 0  # type: ignore[attr-defined]
+    return respond
+
+
 async def ask(line: Line, req: m.Request = U1_REQ, *, waiting_time: float = 0.5, pause: float = 0.0):
     return await line.exchange(req.encode(), m.ReplyFramer(req), waiting_time=waiting_time, pause=pause,
                                meter="m1")
@@ -57,20 +69,22 @@ async def test_corrupt_frame_is_counted_and_the_line_moves_on() -> None:
     bad = bytearray(U1_REPLY)
     bad[2] ^= 0x01
     replies = [bytes(bad), U1_REPLY]
-    link = FakeLink(lambda req: [(0, replies.pop(0))])
+    responder = fenced(lambda req: [(0, replies.pop(0))])
+    link = FakeLink(responder)
     line, reg = make_line(link)
     with pytest.raises(CrcError) as ei:
         await ask(line)
     assert bad.hex(" ") in str(ei.value)
     assert reg.counter("pollerd_frame_errors_total", "", ("meter", "kind")).get(meter="m1", kind="crc") == 1
-    reply = await ask(line)  # the next exchange is clean
+    reply = await ask(line)  # the next exchange is clean, after a fence: the bad reply's shape was in doubt
     assert reply.data == U1_REPLY[1:-2]
+    assert responder.fences == 1
 
 
 async def test_late_bytes_of_a_previous_reply_are_dropped_before_the_next_request() -> None:
     # The first reply arrives after the timeout; its bytes must not be taken as the second reply.
     plans = [[(0.15, U1_REPLY)], [(0.0, U1_REPLY)]]
-    link = FakeLink(lambda req: plans.pop(0))
+    link = FakeLink(fenced(lambda req: plans.pop(0)))
     line, reg = make_line(link)
     with pytest.raises(ReplyTimeout):
         await ask(line, waiting_time=0.05)
@@ -248,7 +262,7 @@ async def test_late_reply_arriving_during_the_pause_is_not_taken_for_the_next_re
             return [(0.08, a)]
         return [(0.0, b)]
 
-    link = FakeLink(plan)
+    link = FakeLink(fenced(plan))
     line, reg = make_line(link)
     with pytest.raises(ReplyTimeout):
         await ask(line, waiting_time=0.02)
@@ -256,7 +270,7 @@ async def test_late_reply_arriving_during_the_pause_is_not_taken_for_the_next_re
     assert reply.data == b[1:-2]
     assert reg.counter("pollerd_line_stale_bytes_total", "", ("line",)).get(line="bus") == len(a)
     # The pause started again from the stale bytes: the second request left >= pause after them.
-    t_first, t_second = link.written[0][0], link.written[1][0]
+    t_first, t_second = link.written[0][0], link.written[1][0]   # the second write is the fence
     assert t_second - t_first >= 0.08 + 0.3
 
 
@@ -338,34 +352,154 @@ async def test_a_stream_of_priority_requests_does_not_starve_a_scheduled_one() -
     assert first.done()
 
 
-async def test_a_tcp_link_silent_for_several_requests_is_reopened() -> None:
-    # A GSM modem whose session dropped keeps the socket up: every request times out without a byte. After
-    # SILENT_RECONNECT of them the link is reopened; a meter that answers even a partial byte resets the count.
-    from pollerd.line import SILENT_RECONNECT
+class Shapeless:
+    """A Mercury framer without shape or fence: the line's silence rules alone, no fences in between."""
+
+    def __init__(self, req: m.Request) -> None:
+        self._f = m.ReplyFramer(req)
+
+    @property
+    def pending(self) -> bytes:
+        return self._f.pending
+
+    def feed(self, data: bytes) -> m.Reply | None:
+        return self._f.feed(data)
+
+
+async def ask_plain(line: Line, *, waiting_time: float = 0.5) -> m.Reply:
+    return await line.exchange(U1_REQ.encode(), Shapeless(U1_REQ), waiting_time=waiting_time, pause=0.0,
+                               meter="m1")
+
+
+async def test_a_tcp_link_silent_for_long_is_reopened_measured_in_time(monkeypatch) -> None:
+    # A GSM modem whose session dropped, a converter that hung: the socket stays up and every request times
+    # out without a byte. Once nothing came back for SILENT_SECONDS (over SILENT_REQUESTS requests or more)
+    # the link is reopened, however few requests that took; a byte back restarts the clock.
+    import pollerd.line as line_mod
+    monkeypatch.setattr(line_mod, "SILENT_SECONDS", 0.3)
     answers: list[list[tuple[float, bytes]]] = []
     link = FakeLink(lambda req: answers.pop(0) if answers else [])
     line, _ = make_line(link)
-    for _ in range(SILENT_RECONNECT - 1):
+    for _ in range(5):  # many requests, but not yet SILENT_SECONDS of silence: a count alone reopens nothing
         with pytest.raises(ReplyTimeout):
-            await ask(line, waiting_time=0.02)
+            await ask_plain(line, waiting_time=0.02)
+    assert link.opens == 1
     answers.append([(0, U1_REPLY[:2])])  # a byte back: the connection carries something
+    await asyncio.sleep(0.2)
     with pytest.raises(ReplyTimeout):
-        await ask(line, waiting_time=0.02)
-    for _ in range(SILENT_RECONNECT):
-        assert link.opens == 1
-        with pytest.raises(ReplyTimeout):
-            await ask(line, waiting_time=0.02)
-    assert not link.connected and not line.state.connected
+        await ask_plain(line, waiting_time=0.02)
+    await asyncio.sleep(0.2)
+    with pytest.raises(ReplyTimeout):  # 0.2 s since the byte: not yet
+        await ask_plain(line, waiting_time=0.02)
+    assert link.opens == 1 and not line.dark
+    await asyncio.sleep(0.15)
+    with pytest.raises(ReplyTimeout):  # the second silent request past SILENT_SECONDS: reopened
+        await ask_plain(line, waiting_time=0.02)
+    assert not link.connected and not line.state.connected and line.dark
+    recoveries = line.recoveries
     answers.append(bytewise(U1_REPLY))
-    assert (await ask(line)).data == U1_REPLY[1:-2] and link.opens == 2
+    assert (await ask_plain(line)).data == U1_REPLY[1:-2] and link.opens == 2
+    assert line.recoveries == recoveries + 1 and not line.dark
 
 
-async def test_a_serial_line_silent_for_long_is_not_reopened() -> None:
-    from pollerd.line import SILENT_RECONNECT
+async def test_a_serial_line_silent_for_long_is_not_reopened(monkeypatch) -> None:
+    import pollerd.line as line_mod
+    monkeypatch.setattr(line_mod, "SILENT_SECONDS", 0.05)
     link = FakeLink(lambda req: [])
     line, _ = make_line(link)
     line.cfg = LineConfig(name="bus", type="serial", device="/dev/null")
-    for _ in range(SILENT_RECONNECT + 1):
+    for _ in range(4):
         with pytest.raises(ReplyTimeout):
-            await ask(line, waiting_time=0.02)
+            await ask(line, waiting_time=0.03)
     assert link.opens == 1 and link.connected
+
+
+async def test_a_reply_held_back_until_the_next_request_is_never_taken_for_its_reply() -> None:
+    # A packetising converter holds the reply to a timed-out read and hands it over right after the next
+    # request goes out. Both requests expect replies of one length from one meter (Mercury replies carry no
+    # command code), so the line must not send the second before a fence has flushed the first.
+    first = append_crc(bytes.fromhex("00 00 40 5E"))    # the reply to the first read: U.L1 = 241.28
+    second = append_crc(bytes.fromhex("00 00 41 5E"))
+    held: list[bytes] = []
+    writes: list[bytes] = []
+
+    def plan(req: bytes) -> list[tuple[float, bytes]]:
+        writes.append(req)
+        out = [(0.0, h) for h in held]
+        held.clear()
+        if len(writes) == 1:
+            held.append(first)  # swallowed now, delivered after the next request
+            return []
+        if req[1:2] == b"\x00" and len(req) == 4:  # the fence: stale bytes come first, then its reply
+            return out + [(0.01, req)]
+        return out + [(0.0, second)]
+
+    link = FakeLink(plan)
+    line, reg = make_line(link)
+    with pytest.raises(ReplyTimeout):
+        await ask(line, waiting_time=0.05)
+    # The fence's framer meets the stale reply first (a wrong length for it: refused), the second fence gets
+    # its own reply, and only then does the read go out and get ITS reply.
+    reply = await ask(line, waiting_time=0.2)
+    assert reply.data == second[1:-2]
+    assert [w[1] for w in writes] == [0x08, 0x00, 0x00, 0x08]
+    assert reg.counter("pollerd_line_fences_total", "", ("line",)).get(line="bus") == 2
+
+
+async def test_modbus_rtu_reads_of_one_length_are_fenced_after_a_timeout() -> None:
+    # Modbus RTU read replies carry no start address: the held-back reply to a read of 2 registers at 0
+    # must not become the reply to the next read of 2 registers at 10.
+    from pollerd.protocols import modbus as mb
+    a, b = mb.Request(1, 3, 0, 2), mb.Request(1, 3, 10, 2)
+    a_reply = append_crc(bytes.fromhex("01 03 04 00 00 00 07"))
+    b_reply = append_crc(bytes.fromhex("01 03 04 00 00 00 2a"))
+    held: list[bytes] = []
+    writes: list[bytes] = []
+
+    def plan(req: bytes) -> list[tuple[float, bytes]]:
+        writes.append(req)
+        out = [(0.0, h) for h in held]
+        held.clear()
+        if req == mb.encode_rtu(a):
+            held.append(a_reply)
+            return []
+        if req == mb.encode_rtu(b):
+            return out + [(0.01, b_reply)]
+        return out + [(0.01, append_crc(bytes.fromhex("01 03 02 00 01")))]   # the fence: 1 register
+
+    link = FakeLink(plan)
+    line, reg = make_line(link)
+
+    async def read(req: mb.Request) -> mb.Reply:
+        frame = mb.encode_rtu(req)
+        return await line.exchange(frame, mb.RtuReplyFramer(req, frame), waiting_time=0.05, pause=0.0,
+                                   meter="m1")
+
+    with pytest.raises(ReplyTimeout):
+        await read(a)
+    reply = await read(b)
+    assert reply.data == b_reply[3:-2]
+    assert writes[-1] == mb.encode_rtu(b) and len(writes) >= 3   # at least one fence in between
+    assert reg.counter("pollerd_line_fences_total", "", ("line",)).get(line="bus") >= 1
+
+
+def test_the_quiet_window_follows_the_line_speed_and_waiting_time() -> None:
+    from pollerd.line import quiet_window
+    assert quiet_window(1.0, 9600) == pytest.approx(0.25)          # a quarter of waiting_time dominates
+    assert quiet_window(0.01, 1200) == pytest.approx(12 * 11 / 1200)  # slow bus: 12 characters dominate
+    assert quiet_window(0.0, 0) > 0                                   # a nonsense speed still waits
+
+
+async def test_a_late_tail_after_a_timeout_is_dropped_once_and_logged_with_hex(caplog) -> None:
+    # The reply comes 20 ms after a 200 ms waiting_time: inside the 50 ms quiet window that follows the
+    # timeout, so it is dropped there (counted, logged once with its bytes), not left for the next request.
+    plans = [[(0.22, U1_REPLY)], [(0.0, U1_REPLY)]]
+    link = FakeLink(fenced(lambda req: plans.pop(0)))
+    line, reg = make_line(link)
+    with caplog.at_level("INFO", logger="pollerd.line"), pytest.raises(ReplyTimeout):
+        await ask(line, waiting_time=0.2, pause=0.0)
+    drops = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(drops) == 1 and U1_REPLY.hex(" ") in drops[0].getMessage()
+    assert reg.counter("pollerd_line_discards_total", "", ("line",)).get(line="bus") == 1
+    assert reg.counter("pollerd_line_stale_bytes_total", "", ("line",)).get(line="bus") == len(U1_REPLY)
+    assert (await ask(line)).data == U1_REPLY[1:-2]

@@ -328,3 +328,14 @@ def test_roundtrip_encoded_records(bcd: int, binary: int, n: int, storage: int, 
     assert (r[0].storage, r[0].tariff, r[0].subunit) == (storage, tariff, subunit)
     assert math.isclose(r[0].value, bcd * 10.0 ** (n - 6), rel_tol=1e-12)
     assert math.isclose(r[1].value, binary * 10.0 ** (n - 3), rel_tol=1e-12)
+
+
+def test_reply_framer_refuses_a_long_frame_from_another_primary_address() -> None:
+    # Issue 14: a late RSP_UD of meter 2 arriving while meter 1 is asked was stored as meter 1's values.
+    from pollerd.errors import AddressMismatch
+    from pollerd.protocols import mbus as mb
+    frame = mb.encode_long(mb.C_RSP_UD, 2, 0x72, bytes(12))
+    with pytest.raises(AddressMismatch):
+        mb.ReplyFramer("data", 1).feed(frame)
+    assert mb.ReplyFramer("data", 2).feed(frame) is not None
+    assert mb.ReplyFramer("data").feed(frame) is not None   # secondary addressing: not checked

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ..config import MeterConfig
 from ..drivers.base import Driver, PollResult
 from ..errors import StoreError
+from ..line import Line
 from ..metrics import Registry
 from ..schedule import Schedule, next_run
 from ..state import MeterState, Runtime
@@ -47,8 +48,11 @@ class MeterRunner:
     lateness window; the store is handed over once the daemon has opened it."""
 
     def __init__(self, runtime: Runtime, metrics: Registry, clock: Callable[[], float],
-                 stopping: asyncio.Event, lateness: collections.deque[float]) -> None:
+                 stopping: asyncio.Event, lateness: collections.deque[float],
+                 line_of: Callable[[str], Line | None] = lambda _name: None) -> None:
         self.runtime = runtime
+        # The line a meter is on, looked up each cycle: a reload may replace it.
+        self.line_of = line_of
         self.clock = clock
         self.stopping = stopping
         self.lateness = lateness
@@ -114,6 +118,8 @@ class MeterRunner:
         st = run.state or self.runtime.meters[mc.name]
         t = next_run(sched, self.clock())
         skip = 0  # cycles still to skip while degraded
+        line = self.line_of(mc.line)
+        recoveries = line.recoveries if line is not None else 0
         while True:
             st.next_run = t
             due = await self.sleep_until_run(sched, t, run.stop, st)
@@ -121,6 +127,14 @@ class MeterRunner:
                 return
             t = due
             self.lateness.append(self.clock() - t)
+            line = self.line_of(mc.line)
+            if st.degraded and skip > 0 and line is not None and (line.dark or line.recoveries != recoveries):
+                # Recovery is measured in time, not in skipped cycles (issue 14): while nothing on the line
+                # answers, probes are what find it healthy again and cost no other meter anything; once the
+                # line carries replies again after an outage, every degraded meter on it tries at once.
+                skip = 0
+            if line is not None:
+                recoveries = line.recoveries
             if st.degraded and skip > 0:
                 skip -= 1
             else:

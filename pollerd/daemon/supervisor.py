@@ -67,7 +67,8 @@ class Daemon:
         self._app: Any = None   # the aiohttp application while the API serves
         self._reload_wanted = asyncio.Event()
         self._reload_lock = asyncio.Lock()
-        self.runner = MeterRunner(self.runtime, self.metrics, self.clock, self.stopping, self.lateness)
+        self.runner = MeterRunner(self.runtime, self.metrics, self.clock, self.stopping, self.lateness,
+                                  line_of=lambda name: self.lines.get(name))
         self._m_reloads = self.metrics.counter("pollerd_reloads_total", "Config reloads by outcome (ok, failed, refused)",
                                     ("outcome",))
 
@@ -103,7 +104,7 @@ class Daemon:
                 from ..api import make_app, start_api
                 app = self._app = make_app(runtime=self.runtime, store=store, metrics=self.metrics,
                                            clock=self.clock, tokens=cfg.api.tokens, raw=self._raw,
-                                           poll=self.poll_now)
+                                           poll=self.poll_now, meter_config=self._meter_config)
                 try:
                     api_runner, self.api_port = await start_api(app, cfg.api.host, cfg.api.port)
                 except OSError as exc:  # the port is taken (another service, a second pollerd), no such address
@@ -415,6 +416,10 @@ class Daemon:
         return {"meter": mc.name, "ok": result.ok, "answered": result.answered, "error": result.error,
                 "readings": len(result.readings), "events": len(result.events), "started": started,
                 "duration": round(ended - started, 3)}
+
+    def _meter_config(self, name: str) -> MeterConfig | None:
+        """The meter's current configuration (after reloads), for the status pages."""
+        return next((mc for mc in self.config.meters if mc.name == name), None)
 
     async def _raw(self, name: str, command: str) -> dict[str, object]:
         run = self.meters.get(name)

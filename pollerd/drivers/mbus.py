@@ -123,6 +123,9 @@ class MbusDriver:
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             self._tz = _dt.timezone.utc
         self._last_status = 0
+        # Replies to a primary address must come from it (a late reply of another meter must not be taken);
+        # 251..255 are the bus's special addresses, where the meter answers with its own.
+        self._reply_address = self.primary if self.secondary is None and 0 <= self.primary <= 250 else None
 
     # -- exchanges -------------------------------------------------------------------------------------
 
@@ -132,9 +135,12 @@ class MbusDriver:
         last: PollerdError | None = None
         for _ in range(attempts):
             try:
-                return await self.ctx.line.exchange(request, m.ReplyFramer(expect), waiting_time=self.timeout,
+                return await self.ctx.line.exchange(request, m.ReplyFramer(expect, self._reply_address),
+                                                    waiting_time=self.timeout,
                                                     pause=mc.pause_time, meter=mc.name)
-            except _RETRYABLE as exc:
+            except (*_RETRYABLE, TransportError) as exc:
+                # A dropped link is asked again too: SND_NKE, selection and REQ_UD2 are safe to repeat (a
+                # REQ_UD2 whose reply was lost keeps its FCB, so the meter repeats that telegram).
                 last = exc
         assert last is not None
         raise last
@@ -160,6 +166,12 @@ class MbusDriver:
                 break  # the meter ignored the FCB toggle and repeats itself: nothing more will come
             previous = frame.data
             telegram = m.decode_telegram(frame)
+            if out and telegram.header.id is not None and out[0].header.id is not None \
+                    and telegram.header.id != out[0].header.id:
+                # A telegram of another meter inside this one's readout (a late reply, or two meters
+                # answering one address): nothing of this readout can be trusted to be this meter's.
+                raise MeterError(f"{self.ctx.meter.name}: telegram {len(out) + 1} of the readout comes from id "
+                                 f"{telegram.header.id}, the first from {out[0].header.id}")
             out.append(telegram)
             if not telegram.more_follows:
                 break

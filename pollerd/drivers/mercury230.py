@@ -75,6 +75,14 @@ class Mercury230Driver(ClockMixin):
             except _RETRYABLE as exc:
                 last = exc
                 continue
+            except TransportError as exc:
+                # The link dropped under this request (a converter resetting connections); the line
+                # reconnects at once when the link had carried bytes. A read is asked again; a write is not,
+                # since it may have been carried out.
+                if req.code == m.CODE_WRITE:
+                    raise
+                last = exc
+                continue
             if framer.echoed:
                 self._m_echo.inc(meter=mc.name)
             if reply.status is not None:

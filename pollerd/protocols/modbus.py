@@ -298,6 +298,25 @@ class RtuReplyFramer:
     def pending(self) -> bytes:
         return self.skipped + bytes(self._buf)
 
+    @property
+    def shape(self) -> tuple[int, int, int] | None:
+        """A read reply carries unit, function and byte count but not the start address: two reads of one
+        length from one unit cannot be told apart by their replies (the line fences them, issue 14). A write
+        reply echoes what was written, so it needs no shape."""
+        return (self._unit, self._fc, self.req.byte_count) if self._read_len else None
+
+    def fence(self) -> tuple[bytes, RtuReplyFramer] | None:
+        """A read of another length from the same unit: its reply, or an exception reply (the register may
+        not exist), has another shape, and either proves that earlier replies have come."""
+        if not self._read_len:
+            return None
+        req = self.req
+        count = 2 if req.count == 1 else 1
+        address = req.address if req.address + count <= 0x10000 else 0
+        fence = Request(req.unit, req.function, address, count)
+        frame = encode_rtu(fence)
+        return frame, RtuReplyFramer(fence, frame)
+
     def _length_at(self, buf: bytearray, i: int) -> int | None:
         """Expected frame length for a candidate start at ``i`` (0 = not a candidate, None = need more)."""
         n = len(buf) - i

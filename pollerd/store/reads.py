@@ -1,9 +1,11 @@
-"""Reading the store: the outbox in seq order for sinks, and paged queries for the local API and the CLI.
+"""Reading the store: the outbox in seq order for sinks, paged queries for the local API and the CLI, and
+the single-pass reads of the status pages (pollerd/web).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import StoreError
@@ -105,20 +107,75 @@ class Reads(StoreBase):
                 rows = await cur.fetchall()
         return [Reading(*r) for r in rows]
 
+    async def latest_readings(self, meter: str, archive: str, *, since: int, limit: int = 2000) -> list[Reading]:
+        """The newest readings of one meter and archive with ``ts >= since``, newest first, at most ``limit``
+        (the status page keeps the first of each channel). Walks the ts-led key backwards from now, so it
+        reads only what was stored after ``since``, not the meter's whole history."""
+        with sql_errors("query latest readings"):
+            async with self._rc.execute(
+                    f"SELECT {_READING_COLS} FROM readings WHERE ts >= ? AND meter = ? AND archive = ? "
+                    f"ORDER BY ts DESC LIMIT ?", (int(since), meter, str(archive), max(1, limit))) as cur:
+                rows = await cur.fetchall()
+        return [Reading(*r) for r in rows]
+
+    async def readings_between(self, *, meters: Sequence[str], archive: str, channels: Sequence[str],
+                               ts_from: int, ts_to: int, limit: int = 100_000) -> list[Reading]:
+        """Readings of some meters' channels in one archive with ``ts_from <= ts < ts_to``, ordered by ts, at
+        most ``limit``: one pass over the ts-led key for all of them (a status-page chart or report), where
+        paging per meter and channel would walk the same range again for each, and count it too."""
+        if not meters or not channels:
+            return []
+        marks_m, marks_c = ",".join("?" * len(meters)), ",".join("?" * len(channels))
+        with sql_errors("query readings"):
+            async with self._rc.execute(
+                    f"SELECT {_READING_COLS} FROM readings WHERE ts >= ? AND ts < ? AND meter IN ({marks_m}) "
+                    f"AND channel IN ({marks_c}) AND archive = ? ORDER BY ts LIMIT ?",
+                    (int(ts_from), int(ts_to), *meters, *channels, str(archive), max(1, limit))) as cur:
+                rows = await cur.fetchall()
+        return [Reading(*r) for r in rows]
+
+    async def first_readings(self, *, meters: Sequence[str], archive: str, channels: Sequence[str],
+                             ts_from: int, ts_to: int) -> list[Reading]:
+        """The earliest reading of each (meter, channel) with ``ts_from <= ts < ts_to``: a counter near a
+        period boundary, for reports where no archive was read. One pass; SQLite takes a bare column's value
+        from the row that gave min(), so only one row per series leaves the database."""
+        if not meters or not channels:
+            return []
+        marks_m, marks_c = ",".join("?" * len(meters)), ",".join("?" * len(channels))
+        with sql_errors("query first readings"):
+            async with self._rc.execute(
+                    f"SELECT meter, channel, archive, min(ts), value, unit, quality FROM readings "
+                    f"WHERE ts >= ? AND ts < ? AND meter IN ({marks_m}) AND channel IN ({marks_c}) AND archive = ? "
+                    f"GROUP BY meter, channel ORDER BY meter, channel",
+                    (int(ts_from), int(ts_to), *meters, *channels, str(archive))) as cur:
+                rows = await cur.fetchall()
+        return [Reading(*r) for r in rows]
+
+    async def event_codes(self, meter: str) -> list[str]:
+        """The event codes one meter has stored (the status page's filter); the events' unique key leads with
+        the meter, so this reads that meter's entries only."""
+        with sql_errors("query event codes"):
+            async with self._rc.execute("SELECT DISTINCT code FROM events WHERE meter = ? ORDER BY code",
+                                        (meter,)) as cur:
+                rows = await cur.fetchall()
+        return [str(r[0]) for r in rows]
+
     async def query_events(self, *, meter: str | None = None, ts_from: int | None = None,
                            ts_to: int | None = None, page: int = 1, per_page: int = 100,
+                           code: str | None = None, newest_first: bool = False,
                            ) -> tuple[list[Event], int]:
         """One page of events ordered by ts_start, meter, code (``ts_from`` inclusive, ``ts_to``
-        exclusive, on ts_start); and the total matching count."""
+        exclusive, on ts_start; the status page lists the newest first); and the total matching count."""
         offset = _page_args(page, per_page)
-        where, args = _where([("meter = ?", meter), ("ts_start >= ?", ts_from),
+        where, args = _where([("meter = ?", meter), ("code = ?", code), ("ts_start >= ?", ts_from),
                               ("ts_start < ?", ts_to)])
+        order = "ts_start DESC, meter, code" if newest_first else "ts_start, meter, code"
         with sql_errors("query events"):
             async with self._rc.execute(f"SELECT count(*) FROM events{where}", args) as cur:
                 total = _count(await cur.fetchone())
             async with self._rc.execute(
                     f"SELECT meter, code, ts_start, ts_end, text FROM events{where} "
-                    f"ORDER BY ts_start, meter, code LIMIT ? OFFSET ?",
+                    f"ORDER BY {order} LIMIT ? OFFSET ?",
                     [*args, per_page, offset]) as cur:
                 rows = await cur.fetchall()
         return [Event(*r) for r in rows], total

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pollerd.errors import CrcError, FrameError, FrameTooLong, TruncatedFrame
+from pollerd.errors import AddressMismatch, CrcError, FrameError, FrameTooLong, TruncatedFrame
 
 ACK = 0xE5
 START_SHORT = 0x10
@@ -204,11 +204,15 @@ class ReplyFramer:
     only be a collision's tail or noise, and the next request starts clean.
     """
 
-    __slots__ = ("_buf", "expect", "max_len")
+    __slots__ = ("_buf", "address", "expect", "max_len")
 
-    def __init__(self, expect: str = "any") -> None:
+    def __init__(self, expect: str = "any", address: int | None = None) -> None:
         self._buf = bytearray()
         self.expect = expect
+        # The primary address asked: a long frame from another one is a late reply of another meter on the
+        # bus (issue 14: stored as this meter's values before). None: not checked (secondary addressing,
+        # where a selected meter may answer with 0xFD or its primary address).
+        self.address = address
         self.max_len = MAX_FRAME
 
     @property
@@ -230,6 +234,9 @@ class ReplyFramer:
         if self.expect == "data" and frame.kind != "long" and frame.kind != "control":
             raise MbusFrameError("unexpected_frame", f"expected a long frame (RSP_UD), got a {frame.kind} frame",
                                  buf[:total])
+        # A meter still selected by secondary address answers with 0xFD whatever it is asked as.
+        if self.address is not None and frame.kind == "long" and frame.a not in (self.address, ADDRESS_SELECTED):
+            raise AddressMismatch(f"reply from primary address {frame.a}, expected {self.address}", buf[:total])
         return frame
 
 

@@ -188,7 +188,7 @@ class ReplyFramer:
     :class:`FrameTooLong`, otherwise a :class:`CrcError` as soon as the expected length is there.
     """
 
-    __slots__ = ("request", "max_len", "echoed", "_buf", "_req", "_expected", "_echo_possible", "_secret")
+    __slots__ = ("request", "max_len", "echoed", "_buf", "_req", "_expected", "_echo_possible", "_secret", "_took")
 
     def __init__(self, request: Request, max_len: int = 64) -> None:
         self.request = request
@@ -204,6 +204,24 @@ class ReplyFramer:
         # An open-channel request carries the password: an echo of it (partial, garbled) must not reach
         # error messages or `pending`, which end up in logs and the API.
         self._secret = request.body[:1] == bytes((CODE_OPEN,))
+        self._took = self._expected
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(address, reply length): replies carry no command code, so two requests to one meter whose replies
+        have the same length cannot be told apart by their replies (the line fences them, issue 14)."""
+        return (self.request.address, self._expected)
+
+    @property
+    def reply_shape(self) -> tuple[int, int]:
+        """The shape of the reply actually taken: a status reply to a data request is (address, 4)."""
+        return (self.request.address, self._took)
+
+    def fence(self) -> tuple[bytes, ReplyFramer]:
+        """Test channel: answered with status 0 without a session, and its 4-byte reply cannot be taken for
+        a data reply, nor a data reply for it (the CRC of a wrong cut fails)."""
+        req = test_channel(self.request.address)
+        return req.encode(), ReplyFramer(req)
 
     @property
     def pending(self) -> bytes:
@@ -268,6 +286,7 @@ class ReplyFramer:
         return None
 
     def _take(self, length: int) -> Reply:
+        self._took = length
         buf = self._buf
         reply = Reply(buf[0], bytes(buf[1 : length - 2]))
         del buf[:length]

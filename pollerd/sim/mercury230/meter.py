@@ -73,6 +73,7 @@ class SimMeter:
         phase_energy: Sequence[float] = (0.0, 0.0, 0.0),
         phases: Sequence[Phase] | None = None,
         frequency: float = 50.0,
+        angles: Sequence[float] = _ANGLES,
         temperature: int = 24,
         active_tariff: int = 1,
         bidirectional: bool = True,
@@ -100,6 +101,8 @@ class SimMeter:
         self.ki = ki
         self.version = version
         self.frequency = frequency
+        # Angles between phase voltages (L1-L2, L1-L3, L2-L3), degrees: (240, 120, 240) is a swapped sequence.
+        self.angles = tuple(float(a) for a in angles)
         self.temperature = temperature
         self.bidirectional = bidirectional
         self.session_timeout = session_timeout
@@ -212,7 +215,7 @@ class SimMeter:
         v["P"], v["Q"], v["S"] = p_sum, q_sum, s_sum
         v["PF"] = p_sum / s_sum if s_sum else 1.0
         v["F"] = self.frequency
-        for name, angle in zip(_ANGLE_NAMES, _ANGLES):
+        for name, angle in zip(_ANGLE_NAMES, self.angles):
             v[f"angle.{name}"] = angle
         v["T.meter"] = float(self.temperature)
         return v
