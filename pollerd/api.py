@@ -214,6 +214,9 @@ class _Api:
             reasons.append(f"store not writable: {rt.store_error or 'unknown error'}")
         reasons.extend(rt.store_reasons)
         warnings.extend(rt.store_warnings)
+        # Harm the store noticed (deleted, replaced, corrupt at start): a reason for a day, then a warning.
+        for n in getattr(self.store, "notices", ()):
+            (reasons if now < n.fails_until else warnings).append(f"store {n.kind}: {n.text}")
         # Parked batches are counted in the store, not in SinkState: they stay a failure across restarts
         # until someone looks at them and unparks them.
         parked: dict[str, int] = {}

@@ -205,3 +205,10 @@ class CloudAuthError(CloudError):
 
 class SessionExpired(CloudError):
     """The sid is no longer valid: sign in again and repeat the request."""
+
+
+class AlreadyRunning(PollerdError):
+    """Another pollerd daemon holds the state directory's lock. ``exit_code`` 75 (EX_TEMPFAIL): under systemd
+    the unit is restarted (Restart=on-failure) and takes over once the other daemon has gone."""
+
+    exit_code = 75

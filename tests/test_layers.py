@@ -18,6 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "config/model": set(),
     "config/locate": set(),
     "config/fields": {"pollerd.config.locate", "pollerd.errors", "pollerd.units"},
+    "config/source": {"pollerd.errors"},
     # The catalogs name drivers, parsers, simulators and clients by reference, imported on use.
     "catalog": set(),
     "push/registry": set(),

@@ -335,6 +335,12 @@ async def test_migration_to_the_ts_led_key_keeps_seqs_cursors_and_the_high_water
     full = list(store_mod.MIGRATIONS)
     monkeypatch.setattr(store_mod, "MIGRATIONS", full[:1])
     monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 1)
+    # The pollerd of schema 1 knew no pruned marks (schema 4): its writer and prune did without them.
+    from pollerd.store import retention as store_retention
+    from pollerd.store import writer as store_writer
+    v4_insert = store_writer._INSERT_READING
+    monkeypatch.setattr(store_writer, "_INSERT_READING", v4_insert[:v4_insert.index(" AND NOT EXISTS (SELECT 1 FROM pruned")])
+    monkeypatch.setattr(store_retention, "_MARK_PRUNED", "SELECT count(*) FROM readings WHERE seq IN ({pick})")
     s = await Store.open(path, commit_interval=0)
     await s.write(rows(30))
     await s.advance("up", 30)
@@ -345,6 +351,7 @@ async def test_migration_to_the_ts_led_key_keeps_seqs_cursors_and_the_high_water
         c.execute("DELETE FROM readings WHERE seq = 35")     # the newest row gone as well
     monkeypatch.setattr(store_mod, "MIGRATIONS", full)
     monkeypatch.setattr(store_mod, "SCHEMA_VERSION", len(full))
+    monkeypatch.undo()
     s = await Store.open(path, commit_interval=0)
     try:
         assert await s.last_seq() == 35

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from ..errors import ConfigError, PollerdError
+from ..errors import AlreadyRunning, ConfigError, PollerdError
 from . import check, demo, parked, poll, readings, run, scan, sioi, tools, webmeters
 
 EX_CONFIG = 78  # sysexits.h EX_CONFIG: systemd's RestartPreventExitStatus can name it
@@ -68,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pollerd: {exc}", file=sys.stderr)
         return EX_CONFIG
+    except AlreadyRunning as exc:  # 75, EX_TEMPFAIL: systemd restarts and takes over once the other is gone
+        print(f"pollerd: {exc}", file=sys.stderr)
+        return exc.exit_code
     except PollerdError as exc:
         print(f"pollerd: {exc}", file=sys.stderr)
         return 1

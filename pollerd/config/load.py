@@ -69,6 +69,7 @@ from pollerd.config.model import (
     SinkConfig,
     StoreConfig,
 )
+from pollerd.config.source import read_config_text, store_path_problem
 from pollerd.errors import ConfigError, OptionError
 from pollerd.push.plugins import load_entry_points
 from pollerd.push.registry import SinkRegistry, builtin_sinks
@@ -163,6 +164,9 @@ def _load_store(ctx: _Ctx, doc: dict[str, _Any]) -> StoreConfig:
     path = f.get("path")
     if path is not None:
         path = _os.path.join(ctx.base_dir, _os.path.expanduser(path))
+        problem = store_path_problem(path)
+        if problem:  # caught by `check`, and by `run` before anything starts: 78, not a restart loop
+            ctx.fail(("store", "path"), problem)
     kw = {k: f[k] for k in ("keep", "commit_interval", "max_size", "max_age") if k in f}
     return StoreConfig(path=path, **kw)
 
@@ -470,18 +474,11 @@ def load_config(path: str | _os.PathLike[str], *, environ: _Mapping[str, str] | 
     sinks = builtin_sinks() if sinks is None else sinks
     source = _os.fspath(path)
     env = _os.environ if environ is None else environ
-    try:
-        with open(source, "rb") as fh:
-            raw = fh.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", path=source) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"not UTF-8 (byte 0x{raw[exc.start]:02x})", path=source, line=line) from None
+    text = read_config_text(source)  # regular files only, size and nesting capped (config/source.py)
     try:
         doc = _tomllib.loads(text)
+    except RecursionError:  # the nesting scan should have refused it first
+        raise ConfigError("nested too deeply to parse", path=source) from None
     except _tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         m = _re.search(r"\s*\(at line (\d+), column (\d+)\)", msg)

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..compat import TaskGroup, timeout
 from ..config import Config, MeterConfig, SinkConfig, load_config
+from ..config.source import store_path_problem
 from ..drivers.base import Driver, RawDriver
 from ..errors import ConfigError, MeterBusy, PollerdError, StoreError
 from ..line import Line, line_priority
@@ -22,7 +23,9 @@ from ..metrics import Registry
 from ..push.registry import SinkRegistry, builtin_sinks
 from ..state import LineState, MeterState, Runtime, SinkState
 from ..store import Store
+from ..store.guard import START_CHECK_SECONDS
 from ..store.quota import StoreQuota
+from .lock import StateLock
 from .notify import Notifier, run_notifier, status_line
 from .reload import ReloadRefused, plan_reload
 from .runner import MeterRun, MeterRunner
@@ -94,8 +97,18 @@ class Daemon:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the state directory {str(self.state_dir)!r}: {exc}") from exc
-        self.store = self.runner.store = store = await Store.open(db_path(cfg, self.state_dir),
-                                                                  commit_interval=cfg.store.commit_interval)
+        db = db_path(cfg, self.state_dir)
+        problem = store_path_problem(str(db))  # [store] path was checked by the loader; the default was not
+        if problem:
+            raise ConfigError(problem, key="store.path")
+        lock = StateLock.acquire(self.state_dir, db)  # before the store opens: a second daemon touches nothing
+        try:
+            # The daemon's store checks itself at start (a corrupt one is moved aside) and watches its file.
+            self.store = self.runner.store = store = await Store.open(
+                db, commit_interval=cfg.store.commit_interval, check_seconds=START_CHECK_SECONDS, watch=True)
+        except BaseException:
+            lock.release()
+            raise
         self.lines = build_lines(cfg, self.runtime, self.metrics)
         self._serving_api = (cfg.api.enabled, cfg.api.host, cfg.api.port)
         api_runner = None
@@ -151,7 +164,10 @@ class Daemon:
                 await api_runner.cleanup()
             for ln in self.lines.values():
                 await ln.link.close()
-            await store.close()
+            try:
+                await store.close()
+            finally:
+                lock.release()
         log.info("pollerd stopped")
         return 0
 

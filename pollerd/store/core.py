@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import sqlite3
+import time
 from pathlib import Path
 
 import aiosqlite
@@ -26,6 +29,7 @@ from ..errors import StoreError
 from .base import sql_errors
 from .cursors import Cursors
 from .driver_state import DriverState
+from .guard import NOTICE_FAIL_SECONDS, FileGuard, StoreNotice, kept_aside, move_aside, quick_check
 from .reads import Reads
 from .retention import Retention
 from .schema import (
@@ -38,8 +42,65 @@ from .schema import (
 )
 from .writer import GroupCommitWriter, _Pending
 
+log = logging.getLogger("pollerd.store")
 
-class Store(GroupCommitWriter, Reads, Cursors, DriverState, Retention):
+
+async def _connect_pair(p: Path) -> tuple[aiosqlite.Connection, aiosqlite.Connection]:
+    """The writer connection (migrated, with the write pragmas) and the reader connection of the store at p."""
+    writer: aiosqlite.Connection | None = None
+    reader: aiosqlite.Connection | None = None
+    try:
+        with sql_errors(f"open store {str(p)!r}"):
+            writer = await aiosqlite.connect(str(p), isolation_level=None,
+                                             timeout=_BUSY_TIMEOUT_MS / 1000)
+            await _migrate(writer, p)
+            for pragma in ("synchronous = FULL", "foreign_keys = ON",
+                           f"busy_timeout = {_BUSY_TIMEOUT_MS}", f"cache_size = -{_CACHE_KIB}",
+                           f"journal_size_limit = {_JOURNAL_SIZE_LIMIT}"):
+                await writer.execute(f"PRAGMA {pragma}")
+            reader = await _connect_reader(str(p), uri=False)
+        return writer, reader
+    except BaseException:
+        for conn in (reader, writer):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+        raise
+
+
+async def _start_check(p: Path, seconds: float) -> list[StoreNotice]:
+    """The check at start: a corrupt store is moved aside (kept, with its -wal/-shm) and an empty one starts in
+    its place, so the gateway keeps polling; stores kept aside earlier are named in a warning until removed."""
+    notices: list[StoreNotice] = []
+    now = time.time()
+    aside: Path | None = None
+    try:
+        res = await asyncio.to_thread(quick_check, p, seconds)
+    except sqlite3.Error as exc:  # not corruption (locked, unreadable): open() reports it as it always did
+        log.warning("store %s: the check at start could not run: %s: %s", p, type(exc).__name__, exc)
+        res = None
+    if res is not None and res.ok is False:
+        aside = move_aside(p, "corrupt", now)
+        text = (f"store {str(p)!r} was corrupt at start ({res.detail}); moved aside to {str(aside)!r} (with its "
+                f"-wal/-shm, for inspection) and started with an empty store: readings not yet delivered are "
+                f"in that file only")
+        log.critical("%s", text)
+        notices.append(StoreNotice("corrupt", text, now, now + NOTICE_FAIL_SECONDS))
+    elif res is not None and res.ok is None:
+        log.warning("store %s: quick_check at start %s (the bound is %.0f s); opened without a full check",
+                    p, res.detail, seconds)
+    elif res is not None:
+        log.info("store %s: quick_check at start ok in %.2f s", p, res.seconds)
+    old = [a for a in kept_aside(p) if a != aside]
+    if old:
+        names = ", ".join(a.name for a in old[:5]) + (f" (and {len(old) - 5} more)" if len(old) > 5 else "")
+        notices.append(StoreNotice(
+            "kept-aside", f"{len(old)} store file(s) moved aside earlier are still in {str(p.parent)!r}: {names}; "
+            f"inspect them, then delete them to clear this warning", now, now))
+    return notices
+
+
+class Store(FileGuard, GroupCommitWriter, Reads, Cursors, DriverState, Retention):
     """The SQLite buffer between pollers and sinks. Create with :meth:`open` or :meth:`open_readonly`."""
 
     def __init__(self, path: Path, writer: aiosqlite.Connection | None, reader: aiosqlite.Connection,
@@ -62,6 +123,10 @@ class Store(GroupCommitWriter, Reads, Cursors, DriverState, Retention):
         self._closing = False
         self._closed = False
         self._writer_task: asyncio.Task[None] | None = None
+        self.notices: list[StoreNotice] = []  # harm noticed (guard.py); /health shows them
+        self._file_id: tuple[int, int] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._restore_error: str | None = None
         if writer is not None:
             self._writer_task = asyncio.get_running_loop().create_task(
                 self._run_writer(), name=f"store-writer:{path.name}")
@@ -72,8 +137,15 @@ class Store(GroupCommitWriter, Reads, Cursors, DriverState, Retention):
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, commit_interval: float = 1.0,
-                   max_batch_rows: int = 5000) -> Store:
-        """Open (creating it and its parent directory if needed) and migrate the store."""
+                   max_batch_rows: int = 5000, check_seconds: float | None = None,
+                   watch: bool = False) -> Store:
+        """Open (creating it and its parent directory if needed) and migrate the store.
+
+        The daemon's options (:mod:`.guard`): ``check_seconds`` runs ``PRAGMA quick_check`` first, for at most
+        that long, and moves a corrupt store aside (kept for inspection) to start with an empty one; ``watch``
+        notices the file being deleted or replaced while open and saves the store back into the path. Both
+        leave a notice in :attr:`notices`. One-shot commands leave both off: they must never move the store
+        of a running daemon."""
         if not commit_interval >= 0:
             raise StoreError(f"commit_interval must be >= 0 seconds, got {commit_interval!r}")
         if max_batch_rows < 1:
@@ -83,26 +155,16 @@ class Store(GroupCommitWriter, Reads, Cursors, DriverState, Retention):
             p.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the store directory {str(p.parent)!r}: {exc}") from exc
-        writer: aiosqlite.Connection | None = None
-        reader: aiosqlite.Connection | None = None
-        try:
-            with sql_errors(f"open store {str(p)!r}"):
-                writer = await aiosqlite.connect(str(p), isolation_level=None,
-                                                 timeout=_BUSY_TIMEOUT_MS / 1000)
-                await _migrate(writer, p)
-                for pragma in ("synchronous = FULL", "foreign_keys = ON",
-                               f"busy_timeout = {_BUSY_TIMEOUT_MS}", f"cache_size = -{_CACHE_KIB}",
-                               f"journal_size_limit = {_JOURNAL_SIZE_LIMIT}"):
-                    await writer.execute(f"PRAGMA {pragma}")
-                reader = await _connect_reader(str(p), uri=False)
-            return cls(p, writer, reader, commit_interval=commit_interval,
-                       max_batch_rows=max_batch_rows)
-        except BaseException:
-            for conn in (reader, writer):
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-            raise
+        notices = await _start_check(p, check_seconds) if check_seconds is not None else []
+        writer, reader = await _connect_pair(p)
+        store = cls(p, writer, reader, commit_interval=commit_interval, max_batch_rows=max_batch_rows)
+        store.notices = notices
+        if watch:
+            store._start_watch()
+        return store
+
+    async def _connect(self) -> tuple[aiosqlite.Connection, aiosqlite.Connection]:
+        return await _connect_pair(self.path)
 
     @classmethod
     async def open_readonly(cls, path: str | os.PathLike[str]) -> Store:
@@ -132,6 +194,7 @@ class Store(GroupCommitWriter, Reads, Cursors, DriverState, Retention):
         if self._closed:
             return
         self._closing = True
+        await self._stop_watch()
         try:
             if self._writer_task is not None:
                 self._wake.set()

@@ -22,6 +22,18 @@ log = logging.getLogger("pollerd.store")
 
 _PRUNE_BATCH = 5000
 
+# Pruned means gone: per series, the newest ts prune() deleted; the writer refuses readings at or before it.
+# Only archives: a `current` reading is stamped by the gateway's clock at poll time and is never re-reported,
+# and a mark from a clock that ran ahead (a gateway booted with a bad RTC) would refuse fresh readings until
+# the clock caught up. Quota evictions set no mark: what they drop was not (all) delivered, and a re-read
+# bringing it back is a second chance, not a duplicate.
+_MARK_PRUNED = (
+    "INSERT INTO pruned_marks (meter, channel, archive, ts) "
+    "SELECT meter, channel, archive, max(ts) FROM readings WHERE seq IN ({pick}) AND archive != 'current' "
+    "GROUP BY meter, channel, archive "
+    "ON CONFLICT (meter, channel, archive) DO UPDATE SET ts = max(ts, excluded.ts)"
+)
+
 
 class Retention(StoreBase):
     """Deleting rows by age or by the quota, and measuring the file."""
@@ -29,7 +41,10 @@ class Retention(StoreBase):
     async def prune(self, *, keep: float, sinks: Sequence[str], now: float) -> int:
         """Delete readings with ts older than ``now - keep`` that every sink in ``sinks`` has
         confirmed (and that no parked batch holds), in short transactions so writers are not held
-        up. With no sinks, age alone decides. Returns the number of rows deleted."""
+        up. With no sinks, age alone decides. Returns the number of rows deleted.
+
+        Pruned means gone: the newest pruned ts of each archive series is kept as a mark, and a re-reported
+        reading at or before it is not stored (and so not delivered) again."""
         self._check_writable()
         cutoff = now - keep
         if sinks:
@@ -40,12 +55,15 @@ class Retention(StoreBase):
             return 0
         deleted = 0
 
+        pick = ("SELECT seq FROM readings r WHERE r.seq <= ? AND r.ts < ? AND NOT EXISTS ("
+                " SELECT 1 FROM parked p WHERE r.seq BETWEEN p.first_seq AND p.last_seq)"
+                " ORDER BY seq LIMIT ?")
+        args = (upto, cutoff, _PRUNE_BATCH)
+
         async def body(w: aiosqlite.Connection) -> int:
-            async with w.execute(
-                    "DELETE FROM readings WHERE seq IN ("
-                    " SELECT seq FROM readings r WHERE r.seq <= ? AND r.ts < ? AND NOT EXISTS ("
-                    "  SELECT 1 FROM parked p WHERE r.seq BETWEEN p.first_seq AND p.last_seq)"
-                    " ORDER BY seq LIMIT ?)", (upto, cutoff, _PRUNE_BATCH)) as cur:
+            # The same pick in the same write transaction selects the same rows for the marks and the delete.
+            await (await w.execute(_MARK_PRUNED.format(pick=pick), args)).close()
+            async with w.execute(f"DELETE FROM readings WHERE seq IN ({pick})", args) as cur:
                 return cur.rowcount
 
         while True:

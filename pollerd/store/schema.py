@@ -102,6 +102,17 @@ MIGRATIONS: list[tuple[str, ...]] = [
     # (local API, `pollerd readings`) walk the ts-led unique key instead: 2 -> 47 ms for one meter's page out
     # of 1 M readings on the dev machine, and as fast as before with a time range.
     ("DROP INDEX readings_meter_ts",),
+    # 4: pruned means gone (issue 14). Per series, the newest archive ts that prune() deleted after every sink
+    # confirmed it: a meter that re-reports its monthly archive must not have those values stored and sent
+    # again. A mark per series, not a refusal of everything older than `keep`: a backfill longer than `keep`
+    # (data_polling_length) brings old records no sink has seen, and those must still be stored.
+    ("""CREATE TABLE pruned_marks (
+            meter   TEXT    NOT NULL,
+            channel TEXT    NOT NULL,
+            archive TEXT    NOT NULL,
+            ts      INTEGER NOT NULL,
+            PRIMARY KEY (meter, channel, archive)
+        ) WITHOUT ROWID""",),
 ]
 
 

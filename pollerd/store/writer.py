@@ -24,10 +24,14 @@ log = logging.getLogger("pollerd.store")
 # INSERT OR IGNORE alone would still burn an AUTOINCREMENT value for every ignored duplicate (SQLite
 # allocates the rowid before the UNIQUE check), leaving gaps that inflate sink lag; the NOT EXISTS
 # guard skips duplicates before a rowid is allocated, OR IGNORE stays as the safety net.
+#
+# A reading at or before its series' pruned mark (see retention.py) was stored, delivered and pruned: it counts as
+# a duplicate too, so a meter re-reporting old archive records does not have them sent again.
 _INSERT_READING = (
     "INSERT OR IGNORE INTO readings (meter, channel, archive, ts, value, unit, quality, received) "
     "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE NOT EXISTS ("
-    "SELECT 1 FROM readings WHERE meter = ?1 AND channel = ?2 AND archive = ?3 AND ts = ?4)"
+    "SELECT 1 FROM readings WHERE meter = ?1 AND channel = ?2 AND archive = ?3 AND ts = ?4) "
+    "AND NOT EXISTS (SELECT 1 FROM pruned_marks WHERE meter = ?1 AND channel = ?2 AND archive = ?3 AND ts >= ?4)"
 )
 
 
@@ -121,7 +125,8 @@ class GroupCommitWriter(StoreBase):
         """Store readings and events; return once they are committed.
 
         Returns the number of new reading rows: a reading whose natural key
-        ``(meter, channel, archive, ts)`` is already stored is ignored and keeps its original seq.
+        ``(meter, channel, archive, ts)`` is already stored is ignored and keeps its original seq; so is an
+        archive reading at or before what :meth:`prune` deleted of its series (pruned means gone).
         An event with an existing ``(meter, code, ts_start)`` updates ``ts_end``/``text`` if given.
         Raises StoreError if the transaction holding these rows failed (nothing was stored then).
         """
