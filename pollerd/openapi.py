@@ -81,7 +81,7 @@ _SCHEMAS: dict[str, Any] = {
                      "consecutive_failures", "degraded", "degraded_reason", "polls", "failures", "readings"],
         "properties": {
             "name": _STR,
-            "state": {"type": "string", "enum": ["pending", "ok", "failing", "degraded"]},
+            "state": {"type": "string", "enum": ["pending", "ok", "partial", "failing", "degraded"]},
             "protocol": _STR,
             "line": _STR_OR_NULL,
             "address": {"oneOf": [{"type": "integer"}, {"type": "string"}], "nullable": True},
@@ -96,6 +96,9 @@ _SCHEMAS: dict[str, Any] = {
             "failures": {"type": "integer", "minimum": 0},
             "skipped": {"type": "integer", "minimum": 0},
             "readings": {"type": "integer", "minimum": 0},
+            "dropped": {"type": "integer", "minimum": 0,
+                        "description": "readings dropped before the store (not finite, implausible)"},
+            "last_dropped": {**_STR_OR_NULL, "description": "what the last cycle dropped and why"},
             "identity": {"type": "object", "description": "what the meter reported: serial, ratios, ..."},
             "alarms": {"type": "object", "additionalProperties": _STR},
         },

@@ -26,6 +26,8 @@ class MeterState:
     failures: int = 0
     skipped: int = 0                # cycles skipped because the previous one overran
     readings: int = 0
+    dropped: int = 0                # readings dropped before the store (pollerd.quality), since start
+    last_dropped: str | None = None  # what the last cycle dropped and why; None when it dropped nothing
     identity: dict[str, object] = field(default_factory=dict)  # serial, manufacture date, ratios, constant
     # Conditions that fail /health while they last (e.g. a clock drift too large to correct), by kind.
     alarms: dict[str, str] = field(default_factory=dict)
@@ -35,12 +37,15 @@ class MeterState:
 
     @property
     def status(self) -> str:
-        """One word for the API: pending (not polled yet), ok, failing (last cycle failed), degraded."""
+        """One word for the API: pending (not polled yet), ok, partial (the last cycle answered but some of
+        its values were dropped as not finite or implausible), failing (last cycle failed), degraded."""
         if self.degraded:
             return "degraded"
         if self.last_poll is None:
             return "pending"
-        return "failing" if self.consecutive_failures else "ok"
+        if self.consecutive_failures:
+            return "failing"
+        return "partial" if self.last_dropped else "ok"
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -60,6 +65,8 @@ class MeterState:
             "failures": self.failures,
             "skipped": self.skipped,
             "readings": self.readings,
+            "dropped": self.dropped,
+            "last_dropped": self.last_dropped,
             "identity": self.identity,
             "alarms": dict(self.alarms),
             **({"devices": self.devices} if self.line == "" else {}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 import re
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from pollerd.api import PER_PAGE_MAX, HealthLimits, make_app, parse_time, start_api
+from pollerd.api import PER_PAGE_MAX, QUERY_SLOTS, HealthLimits, make_app, parse_time, start_api
 from pollerd.errors import StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Event, Reading
@@ -458,3 +459,45 @@ async def test_bearer_scheme_is_case_insensitive(tmp_path):
     finally:
         await runner.cleanup()
         await store.close()
+
+
+@pytest.mark.parametrize("query, needle", [
+    # Issue 14 (observation 7): int() refuses over 4300 digits with a ValueError: a 500, not a 400.
+    ("page=" + "9" * 5000, "page: '9999999999"),
+    ("per_page=" + "1" * 5000, "per_page: '1111111111"),
+    ("page=-" + "9" * 5000, "out of range"),
+    ("page=" + "0" * 5000 + "7", None),  # leading zeros are still the number 7
+    ("from=" + "9" * 5000, "not a plausible unix time"),
+    ("to=" + "1" * 400 + ".5", "not a plausible unix time"),
+])
+async def test_huge_integer_parameters_are_a_400(env, query, needle):
+    for path in ("/api/readings", "/api/events"):
+        status, body = await env.get_raw(f"{path}?{query}")
+        if needle is None:
+            assert status == 200, body
+            continue
+        assert status == 400 and needle in body["error"], body
+        assert len(body["error"]) < 200  # the 5000 digits are not echoed back
+
+
+async def test_data_queries_in_flight_are_bounded(env, monkeypatch):
+    # 500 concurrent page requests each held up to 1000 rows and their JSON at once: RSS went 47 -> 249 MB
+    # and stayed there (scripts/api_burst_rss.py). Only QUERY_SLOTS of them may build a reply at a time.
+    await env.store.write(many_readings(5))
+    real = env.store.query_readings
+    now = peak = 0
+
+    async def counting(**kw):  # type: ignore[no-untyped-def]
+        nonlocal now, peak
+        now += 1
+        peak = max(peak, now)
+        try:
+            await asyncio.sleep(0.01)
+            return await real(**kw)
+        finally:
+            now -= 1
+
+    monkeypatch.setattr(env.store, "query_readings", counting)
+    results = await asyncio.gather(*(env.get("/api/readings", per_page=2) for _ in range(40)))
+    assert all(status == 200 for status, _, _ in results)
+    assert peak == QUERY_SLOTS

@@ -335,3 +335,26 @@ def test_the_meter_time_and_date_are_not_stored_as_numbers() -> None:
     # readings 123456 and 1250314 (docs/protocols/iec62056.md: dates are not stored).
     sets = iec.parse_data_block(b"0.9.1(123456)\r\n0.9.2(1250314)\r\n1.8.0(0001234.5*kWh)\r\n!\r\n")
     assert {d.channel: d.value for d in decode_sets(sets, PROFILES["generic"])} == {"A+": 1234500.0}
+
+
+async def test_an_address_the_meter_naks_costs_only_its_value() -> None:
+    # Issue 14 (observation 6): one refused address used to end the session, losing the addresses after it.
+    def respond(req: bytes) -> list[tuple[float, bytes]]:
+        if req.startswith(b"/?"):
+            return [(0, b"/TPC5NEVAMT324.2307\r\n")]
+        if req.startswith(b"\x06"):
+            return [(0, iec.command("P0", b"(00000000)"))]
+        if req.startswith(b"\x01P1"):
+            return [(0, b"\x06")]
+        if req == iec.read_command("0F0880FF"):
+            return [(0, b"\x15")]
+        if req == iec.read_command("100700FF"):
+            return [(0, iec.encode_message(b"\x02100700FF(0.512)\x03"))]
+        return []
+    link = IecLink(respond)
+    driver, _ = make_driver(link, retries=1,
+                            options={"iec_profile": "neva", "iec_addresses": ["0F0880FF", "100700FF"]})
+    result = await driver.poll(1000)
+    assert result.ok, result.error
+    assert "P" in values(result)
+    assert link.writes()[-1] == B0_XOR

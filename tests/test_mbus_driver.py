@@ -293,3 +293,28 @@ async def test_scan_separates_two_meters_sharing_an_id_by_manufacturer_without_l
     finally:
         await _shutdown(line, server)
     assert sorted(f.secondary for f in found) == sorted((heat.secondary, other.secondary))
+
+
+async def test_a_lost_second_telegram_costs_only_its_records(tcp_bus) -> None:
+    # Issue 14 (observation 6): the second telegram of a readout timed out and the first one's good current
+    # values were dropped with it. Now they are kept; the archive records (dates may be in the lost
+    # telegram) wait for a whole readout.
+    bus, line = tcp_bus
+    handle = bus.handle_frame
+    asked: list[int] = []
+
+    def lose_the_second_telegram(raw: bytes) -> bytes | None:
+        if raw[:1] == b"\x10" and raw[1] & ~m.FCB == m.C_REQ_UD2:
+            asked.append(raw[1])
+            if len(asked) >= 2:
+                return None
+        return handle(raw)
+
+    bus.handle_frame = lose_the_second_telegram  # type: ignore[method-assign]
+    driver = MbusDriver(_Ctx(_meter(1, "12345678"), line))  # type: ignore[arg-type]
+    result = await driver.poll(1_800_000_000)
+    assert result.answered and not result.ok and "cut after 1 telegram" in (result.error or "")
+    got = {(r.channel, r.archive): r.value for r in result.readings}
+    assert got[("E.heat", "current")] == 12_345_000.0 and got[("T.flow", "current")] == 70.5
+    assert all(r.archive == "current" for r in result.readings)
+    assert ("E.heat.T1", "current") not in got  # it was in the lost telegram

@@ -36,6 +36,8 @@ def configure_decode(p: argparse.ArgumentParser) -> None:
 
 
 def run_decode(args: argparse.Namespace) -> int:
+    from ..decode import run_guarded
     tool = CATALOG[args.decode_protocol].decoder
     assert tool is not None  # argparse offered only protocols with a decode tool
-    return int(importlib.import_module(tool.module).run(args))
+    module = importlib.import_module(tool.module)
+    return run_guarded(args.decode_protocol, lambda: int(module.run(args)))

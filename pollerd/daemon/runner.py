@@ -8,13 +8,14 @@ import collections
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..config import MeterConfig
 from ..drivers.base import Driver, PollResult
 from ..errors import StoreError
 from ..line import Line
 from ..metrics import Registry
+from ..quality import describe, screen
 from ..schedule import Schedule, next_run
 from ..state import MeterState, Runtime
 from ..store import Store
@@ -67,6 +68,9 @@ class MeterRunner:
                                "Lateness of cycle starts against their schedule (recent window)", ("quantile",))
         self._m_degraded = m.gauge("pollerd_meter_degraded", "1 while a meter is degraded", ("meter",))
         self._m_store_err = m.counter("pollerd_store_write_errors_total", "Failed store writes")
+        self._m_dropped = m.counter("pollerd_values_dropped_total",
+                                    "Readings dropped before the store (not finite, not a number, implausible)",
+                                    ("meter", "reason"))
 
     def publish_lateness(self) -> None:
         """Quantiles of the recent cycle starts' lateness, for /metrics (the daemon's housekeeping calls it)."""
@@ -179,6 +183,7 @@ class MeterRunner:
             log.exception("%s: internal error in the %s driver", mc.name, mc.protocol,
                           extra={"meter": mc.name, "line": mc.line})
             result = PollResult((), (), False, f"internal error: {type(exc).__name__}: {exc}")
+        result = self._screen(mc, st, result)
         if result.readings or result.events or result.state:
             try:
                 await self._store(result)
@@ -192,6 +197,21 @@ class MeterRunner:
                           extra={"meter": mc.name})
         self._record(mc, st, result, started)
         return result
+
+    def _screen(self, mc: MeterConfig, st: MeterState, result: PollResult) -> PollResult:
+        """Drop the readings unfit for the store (quality.screen), counted and logged; the rest goes on."""
+        screened = screen(result.readings)
+        dropped = result.dropped + screened.dropped
+        st.last_dropped = describe(dropped) if dropped else None
+        if not dropped:
+            return result
+        st.dropped += len(dropped)
+        for d in dropped:
+            self._m_dropped.inc(meter=mc.name, reason=d.reason)
+        log.warning("%s: dropped %d of %d value(s), not stored: %s", mc.name, len(dropped),
+                    len(result.readings) + len(result.dropped), st.last_dropped,
+                    extra={"meter": mc.name, "line": mc.line})
+        return replace(result, readings=screened.kept, dropped=())
 
     async def _store(self, result: PollResult) -> None:
         store = self.store

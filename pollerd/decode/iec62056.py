@@ -14,14 +14,15 @@ bad checksum (the JSON is still printed, with ``checksum_ok: false``) or on byte
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
-from pollerd.decode import hex_argument
+from pollerd.decode import dumps, hex_argument
 from pollerd.drivers.iec62056 import PROFILES, decode_sets
 from pollerd.errors import FrameError
 from pollerd.protocols import iec62056 as iec
+from pollerd.protocols import obis
+from pollerd.quality import check_value
 
 __all__ = ["DecodeError", "configure_parser", "decode", "run"]
 
@@ -110,8 +111,18 @@ def decode(data: bytes, *, profile: str = "generic", checksum: str = "auto") -> 
         if ok:
             raise DecodeError(f"data block: {exc}") from None
         sets = ()
-    readings = [{"channel": d.channel, "address": d.address, "value": d.value, "unit": d.unit}
-                for d in decode_sets(sets, prof)]
+    readings: list[dict[str, Any]] = []
+    for d in decode_sets(sets, prof):
+        reading: dict[str, Any] = {"channel": d.channel, "address": d.address, "value": d.value, "unit": d.unit}
+        value = d.value
+        # What pollerd would not store (pollerd.quality), and why.
+        if isinstance(value, float):
+            bad = check_value(d.channel, value)
+            if bad is not None:
+                reading["invalid"] = bad[1]
+        elif obis.to_float(value) is not None:  # kept as text by the codec: no float once scaled
+            reading["invalid"] = f"{value} {d.unit} is beyond any float once scaled"
+        readings.append(reading)
     return {"checksum_ok": ok, "checksum": used,
             "identification": ident.as_dict() if ident else None, "readings": readings}
 
@@ -122,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     except DecodeError as exc:
         print(f"pollerd decode iec62056: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(out, ensure_ascii=False))
+    print(dumps(out))
     if not out["checksum_ok"]:
         print("pollerd decode iec62056: BCC mismatch (try --checksum or --profile)", file=sys.stderr)
         return 1

@@ -16,11 +16,10 @@ colons. Exit 1 with the frame error (its problem and evidence) on stderr for a f
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
-from pollerd.decode import hex_argument
+from pollerd.decode import dumps, hex_argument
 from pollerd.protocols import mbus as m
 
 __all__ = ["configure_parser", "decode", "run"]
@@ -50,7 +49,10 @@ def decode(raw: bytes) -> dict[str, Any]:
                              "unit": r.unit, "vif": r.vif_code, "known": r.known}
         if isinstance(r.value, m.DateTime) and r.value.invalid:
             d["invalid"] = True
-        if r.error:
+        if r.error == m.NON_FINITE:
+            # The meter sent NaN or an infinity (IEEE real): not a number JSON can carry, nor a reading.
+            d["invalid"] = f"{r.error} [{r.raw.hex(' ').upper()}]"
+        elif r.error:
             d["error"] = r.error
         if r.modifiers:
             d["vife_modifiers"] = [f"{c:02X}" for c in r.modifiers]
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     except m.MbusFrameError as exc:
         print(f"mbus: {exc.problem}: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(out, ensure_ascii=False))
+    print(dumps(out))
     return 0
 
 

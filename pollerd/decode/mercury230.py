@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import sys
 from typing import Any
 
-from pollerd.decode import hex_argument
+from pollerd.decode import dumps, hex_argument
 from pollerd.errors import FrameError
 from pollerd.protocols import mercury230 as m
 from pollerd.protocols.crc import check_crc
@@ -277,5 +276,5 @@ def run(args: argparse.Namespace) -> int:
     except DecodeError as exc:
         print(f"pollerd decode mercury230: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(out, ensure_ascii=False))
+    print(dumps(out))
     return 0

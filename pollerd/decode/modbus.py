@@ -15,11 +15,10 @@ an incomplete or malformed frame.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
-from pollerd.decode import hex_argument
+from pollerd.decode import dumps, hex_argument
 from pollerd.errors import FrameError
 from pollerd.protocols import modbus as mb
 
@@ -74,5 +73,5 @@ def run(args: argparse.Namespace) -> int:
     except FrameError as exc:
         print(f"pollerd decode modbus: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(result, ensure_ascii=False))
+    print(dumps(result))
     return 0

@@ -13,6 +13,7 @@ from ..config.model import MeterConfig
 from ..line import Line
 from ..metrics import Registry
 from ..model import Event, Reading
+from ..quality import Dropped
 from ..state import MeterState
 
 
@@ -26,6 +27,9 @@ class PollResult:
     # correction...): written by the daemon after the store write, so a crash in between re-reads rather
     # than leaves a hole.
     state: tuple[tuple[str, object], ...] = ()
+    # Values the codec already found unfit (an IEEE NaN on the wire, a number beyond float range): never
+    # readings, but counted and logged with the ones pollerd.quality drops, so no drop goes unseen.
+    dropped: tuple[Dropped, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -16,6 +16,7 @@ the line's baud rate, 9600 for TCP) and nothing is switched. Byte layouts live i
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from ..line import Framer
 from ..model import Archive, Event, Reading
 from ..protocols import iec62056 as iec
 from ..protocols import obis
+from ..quality import Dropped
 from .base import BusDriverContext, PollResult
 
 __all__ = ["Decoded", "IecOptions", "Iec62056Driver", "PROFILES", "Profile", "decode_sets", "parse_address",
@@ -163,6 +165,10 @@ def parse_options(raw: Mapping[str, object], base_dir: str) -> IecOptions:
 # ------------------------------------------------------------------------------------------------- values
 
 
+class _Refused(MeterError):
+    """Every attempt to read one address was answered with NAK."""
+
+
 @dataclass(frozen=True, slots=True)
 class Decoded:
     channel: str
@@ -182,7 +188,10 @@ def _numeric(text: str, unit: str) -> tuple[float | str, str]:
     v = obis.to_float(text)
     if v is None:
         return text, unit
-    return obis.normalize(v, unit)
+    value, si = obis.normalize(v, unit)
+    if not math.isfinite(value):  # 1e308 kWh is no float in Wh: it stays text (the driver counts the drop)
+        return text, unit
+    return value, si
 
 
 def decode_sets(sets: tuple[iec.DataSet, ...], profile: Profile) -> list[Decoded]:
@@ -356,8 +365,10 @@ class Iec62056Driver:
             error = str(exc)
         except (MeterError, ReplyTimeout, FrameError, TransportError) as exc:
             error = str(exc)
-        readings = self._readings(ts, tuple(sets))
-        return PollResult(readings, tuple(events), self._answered or bool(readings), error)
+        dropped: list[Dropped] = []
+        readings = self._readings(ts, tuple(sets), dropped)
+        return PollResult(readings, tuple(events), self._answered or bool(readings) or bool(dropped), error,
+                          dropped=tuple(dropped))
 
     async def _cycle(self, sets: list[iec.DataSet]) -> None:
         mc = self.ctx.meter
@@ -419,8 +430,17 @@ class Iec62056Driver:
         try:
             if self._password is not None:
                 await self._login()
+            refused: list[str] = []
             for address, argument in self.addresses:
-                sets.extend(await self._read(address, argument, attempts))
+                try:
+                    sets.extend(await self._read(address, argument, attempts))
+                except _Refused as exc:
+                    # The meter answers the session but NAKs this one address each time: that costs its
+                    # value, not the addresses after it.
+                    refused.append(str(exc))
+                    self.ctx.log.warning("%s: %s; skipping that address this cycle", mc.name, exc)
+            if refused and len(refused) == len(self.addresses):
+                raise MeterError("; ".join(refused))
         finally:
             await self._break()
 
@@ -451,7 +471,7 @@ class Iec62056Driver:
                 last, body = exc, bytearray()
                 continue
             if msg.kind == "nak":  # the meter asks for a repeat
-                last = MeterError(f"{mc.name}: NAK to R1 {address}")
+                last = _Refused(f"{mc.name}: NAK to R1 {address}")
                 continue
             if msg.kind != "data":
                 raise MeterError(f"{mc.name}: unexpected reply to R1 {address}: [{msg.raw.hex(' ')}]")
@@ -499,17 +519,21 @@ class Iec62056Driver:
                 f"{mc.name}: the meter at address {self.address!r} on line {mc.line} reports serial number "
                 f"{serial}, but number_meter is {mc.number_meter}; not polling it")
 
-    def _readings(self, ts: int, sets: tuple[iec.DataSet, ...]) -> tuple[Reading, ...]:
+    def _readings(self, ts: int, sets: tuple[iec.DataSet, ...],
+                  dropped: list[Dropped] | None = None) -> tuple[Reading, ...]:
         mc = self.ctx.meter
         out: list[Reading] = []
         found = serial_of(sets, self.profile)
         serial_addr = found[0] if found else None   # an identity, not a measurement
         for d in decode_sets(sets, self.profile):
-            if not isinstance(d.value, float) or d.address == serial_addr:
+            if d.address == serial_addr or obis.kind_of(d.channel) not in mc.read:
                 continue
-            if obis.kind_of(d.channel) not in mc.read:
-                continue
-            out.append(Reading(mc.name, d.channel, Archive.CURRENT.value, ts, d.value, d.unit))
+            if isinstance(d.value, float):
+                out.append(Reading(mc.name, d.channel, Archive.CURRENT.value, ts, d.value, d.unit))
+            elif dropped is not None and obis.to_float(d.value) is not None:
+                # A finite number that stayed text: beyond float range once scaled to SI units (_numeric).
+                dropped.append(Dropped(Reading(mc.name, d.channel, Archive.CURRENT.value, ts, math.inf, d.unit),
+                                       "non_finite", f"{d.value} {d.unit} is beyond any float once scaled"))
         return tuple(out)
 
     async def probe(self) -> bool:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
+import math
 import statistics
 import zoneinfo
 from collections.abc import Iterable
@@ -40,6 +41,7 @@ from ..errors import (
 )
 from ..model import Archive, Event, Reading
 from ..protocols import mbus as m
+from ..quality import Dropped
 from .base import BusDriverContext, PollResult
 
 MAX_TELEGRAMS = 32          # a multi-telegram readout longer than this is a slave stuck on DIF 1F
@@ -152,10 +154,11 @@ class MbusDriver:
         else:
             await self._exchange(m.snd_nke(self.primary), "ack", retries)
 
-    async def read_telegrams(self) -> list[m.Telegram]:
-        """One full readout: the first telegram and every one announced by DIF 1F."""
+    async def read_telegrams(self, out: list[m.Telegram] | None = None) -> list[m.Telegram]:
+        """One full readout: the first telegram and every one announced by DIF 1F. Telegrams go into ``out``
+        as they arrive, so that a caller still holds the ones before a failure."""
         await self._start()
-        out: list[m.Telegram] = []
+        out = [] if out is None else out
         fcb = True
         previous: bytes | None = None
         for _ in range(MAX_TELEGRAMS):
@@ -184,12 +187,17 @@ class MbusDriver:
         mc = self.ctx.meter
         if self._problem:
             return PollResult((), (), False, self._problem)
+        telegrams: list[m.Telegram] = []
+        error: str | None = None
         try:
-            telegrams = await self.read_telegrams()
+            await self.read_telegrams(telegrams)
         except LineStopping as exc:
             return PollResult((), (), False, str(exc))
         except (MeterError, ReplyTimeout, FrameError, TransportError) as exc:
-            return PollResult((), (), isinstance(exc, (MeterError, m.MbusApplicationError)), str(exc))
+            if not telegrams:
+                return PollResult((), (), isinstance(exc, (MeterError, m.MbusApplicationError)), str(exc))
+            # A later telegram failed: the ones received still hold good current values.
+            error = f"readout cut after {len(telegrams)} telegram(s): {exc}"
         events: list[Event] = []
         try:
             self._check_identity(telegrams)
@@ -201,8 +209,9 @@ class MbusDriver:
             text = ", ".join(name for bit, name in _STATUS_BITS.items() if status & bit)
             events.append(Event(mc.name, "mbus_status", ts, None, f"status 0x{status:02X}: {text}"))
         self._last_status = status
-        readings = self.readings(telegrams, ts)
-        return PollResult(tuple(readings), tuple(events), True, None)
+        dropped: list[Dropped] = []
+        readings = self.readings(telegrams, ts, partial=error is not None, dropped=dropped)
+        return PollResult(tuple(readings), tuple(events), True, error, dropped=tuple(dropped))
 
     def _check_identity(self, telegrams: list[m.Telegram]) -> None:
         mc, st = self.ctx.meter, self.ctx.state
@@ -222,8 +231,11 @@ class MbusDriver:
                 f"{mc.name}: the meter at {where} on line {mc.line} reports id {header.id}, but number_meter is "
                 f"{mc.number_meter}; not polling it")
 
-    def readings(self, telegrams: Iterable[m.Telegram], ts: int) -> list[Reading]:
-        """Records of a readout -> readings (pure; the tests call it directly)."""
+    def readings(self, telegrams: Iterable[m.Telegram], ts: int, partial: bool = False,
+                 dropped: list[Dropped] | None = None) -> list[Reading]:
+        """Records of a readout -> readings (pure; the tests call it directly). Of a ``partial`` readout only
+        the current values are taken: a storage record's date may be in a telegram that never came, and
+        stored without it the value would land in another series."""
         mc = self.ctx.meter
         telegrams = list(telegrams)
         medium = next((t.header.medium for t in telegrams if t.header.medium is not None), None)
@@ -231,21 +243,22 @@ class MbusDriver:
         dates: dict[tuple[int, int], int] = {}
         for r in records:
             if r.storage and isinstance(r.value, m.DateTime):
-                when = r.value.to_datetime()
-                if when is not None:
-                    dates.setdefault((r.storage, r.subunit), int(when.replace(tzinfo=self._tz).timestamp()))
+                moment = r.value.to_datetime()
+                if moment is not None:
+                    dates.setdefault((r.storage, r.subunit), int(moment.replace(tzinfo=self._tz).timestamp()))
         archive = _archive_kind(sorted(set(dates.values())))
         out: list[Reading] = []
         seen: set[tuple[str, str, int]] = set()
         for r in records:
             number = r.number
-            if number is None:
+            non_finite = r.error == m.NON_FINITE
+            if number is None and not non_finite:
                 continue
             if r.storage == 0 and "current" not in mc.read:
                 continue
-            if r.storage and "archive" not in mc.read:
+            if r.storage and ("archive" not in mc.read or partial):
                 continue
-            channel, unit, value = _channel(r, number, medium)
+            channel, unit, value = _channel(r, math.nan if number is None else number, medium)
             kind, stamp = Archive.CURRENT.value, ts
             if r.storage:
                 at = dates.get((r.storage, r.subunit))
@@ -253,6 +266,11 @@ class MbusDriver:
                     channel += f".S{r.storage}"
                 else:
                     kind, stamp = archive, at
+            if non_finite:  # no value to store; pollerd.quality counts it with the other drops
+                if dropped is not None:
+                    dropped.append(Dropped(Reading(mc.name, channel, kind, stamp, math.nan, unit), "non_finite",
+                                           f"the meter sent a NaN or infinite real [{r.raw.hex(' ')}]"))
+                continue
             key = (channel, kind, stamp)
             if key in seen:
                 continue  # a second record with the same meaning (another scaling): the first one stands

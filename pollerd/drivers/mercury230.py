@@ -8,6 +8,7 @@ become readings (channel names of DESIGN.md §3).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -38,6 +39,7 @@ SESSION_IDLE = 120.0
 _ENERGY = (("A+", "Wh"), ("A-", "Wh"), ("R+", "varh"), ("R-", "varh"))
 
 _RETRYABLE = (ReplyTimeout, FrameError)
+_NO_FREEZE = -1  # key in Mercury230Driver._fixed_unsupported: the meter refuses the freeze itself (03 08)
 
 
 class Mercury230Driver(ClockMixin):
@@ -52,6 +54,8 @@ class Mercury230Driver(ClockMixin):
         self._identity_checked = False
         self._group_reads = True                # cleared when the meter refuses 08 16
         self._unsupported: set[int] = set()     # 08 11 BWRIs the meter refused (e.g. temperature)
+        self._fixed_unsupported: set[int] = set()  # 08 14 BWRIs the meter refused; _NO_FREEZE: 03 08 refused
+        self._variant_long = False              # 08 12 00 answered where 08 12 was refused
         self.options: MercuryOptions = mc.options if isinstance(mc.options, MercuryOptions) else MercuryOptions()
         self.tz = ZoneInfo(mc.timezone)
         self._journals_at: float | None = None  # clock time journals were last read
@@ -134,10 +138,34 @@ class Mercury230Driver(ClockMixin):
         try:
             ku, ki = m.decode_ratios((await self._ask(m.read_ratios(self.address))).data)
             st.identity["ku"], st.identity["ki"] = ku, ki
-            st.identity["constant"] = m.decode_variant((await self._ask(m.read_variant(self.address))).data)
-        except MeterError as exc:  # older firmware may refuse these; they are informational here
-            self.ctx.log.info("%s: ratios/variant not available: %s", mc.name, exc)
+        except SessionClosed:
+            raise
+        except MeterError as exc:  # older firmware may refuse it; informational here
+            self.ctx.log.info("%s: transformer ratios (08 02) not available: %s", mc.name, exc)
+        # Read apart from the ratios: a refused 08 02 must not cost the constant the load profile needs.
+        await self._read_constant()
         self._identity_checked = True
+
+    async def _read_constant(self) -> int | None:
+        """The meter constant from 08 12: the form that worked last first, then the other one (pre-2016
+        meters know only `08 12`, newer ones are read with `08 12 00`). None when both are refused."""
+        mc, st = self.ctx.meter, self.ctx.state
+        refused: list[str] = []
+        for long in (self._variant_long, not self._variant_long):
+            req = m.read_variant(self.address, long)
+            try:
+                # _call: from the profile step the session may have timed out since (status 5: reopen).
+                constant = m.decode_variant((await self._call(req)).data)
+            except SessionClosed:
+                raise
+            except (MeterError, FrameError) as exc:
+                refused.append(f"{req.body.hex(' ')}: {exc}")
+                continue
+            self._variant_long = long
+            st.identity["constant"] = constant
+            return constant
+        self.ctx.log.info("%s: meter constant not available (%s)", mc.name, "; ".join(refused))
+        return None
 
     # -- the cycle -------------------------------------------------------------------------------------
 
@@ -292,10 +320,21 @@ class Mercury230Driver(ClockMixin):
     async def _fixed(self, cy: _Cycle) -> None:
         """Freeze, then read the frozen snapshot: all phases from one instant, stamped with the meter's
         time of freezing."""
-        await self._call(m.freeze(self.address))
+        if _NO_FREEZE in self._fixed_unsupported:
+            return
+        if await self._fixed_step(self._call(m.freeze(self.address)), _NO_FREEZE, "03 08 (freeze)") is None:
+            return  # without a fresh snapshot the 08 14 values are an old one's: read none
+        # Without the meter's time of freezing (08 14 E0 refused) the values are stamped with the cycle's ts:
+        # the freeze was sent moments ago in this same cycle.
         ts: int | None = None
         for fr in m.FIXED_READS:
-            data = (await self._call(m.read_fixed(self.address, fr.bwri))).data
+            if fr.bwri in self._fixed_unsupported:
+                continue
+            reply = await self._fixed_step(self._call(m.read_fixed(self.address, fr.bwri)), fr.bwri,
+                                           f"08 14 {fr.bwri:02X}")
+            if reply is None:
+                continue  # refused: this value is gone, the others of the snapshot are not
+            data = reply.data
             if not fr.channels:  # 08 14 E0: the time of freezing, read first
                 local, season = m.decode_time(data)
                 ts = self._to_utc(local, season)
@@ -304,12 +343,24 @@ class Mercury230Driver(ClockMixin):
                 if value is not None:
                     self._reading(cy, channel, value, fr.unit, "current", ts)
 
+    async def _fixed_step(self, call: Awaitable[m.Reply], key: int, what: str) -> m.Reply | None:
+        """One fixed-snapshot request; a status-1 refusal is remembered (not asked again) and costs only
+        this request's values."""
+        try:
+            return await call
+        except MeterError as exc:
+            if exc.status != m.STATUS_BAD_COMMAND or isinstance(exc, SessionClosed):
+                raise
+            self._fixed_unsupported.add(key)
+            self.ctx.log.info("%s: %s not supported by this meter; skipping it", self.ctx.meter.name, what)
+            return None
+
     # -- load profile -----------------------------------------------------------------------------------
 
     async def _profile(self, cy: _Cycle) -> None:
         mc = self.ctx.meter
-        constant = self.ctx.state.identity.get("constant")
-        if not isinstance(constant, int) or not constant:  # stored by _identity from 08 12: an int
+        constant = self.ctx.state.identity.get("constant") or await self._read_constant()
+        if not isinstance(constant, int) or not constant:  # stored by _read_constant from 08 12: an int
             raise MeterError(f"{mc.name}: the meter constant (08 12) is unknown, so profile impulses cannot be "
                              f"converted to energy")
         last = m.decode_last_profile((await self._call(m.read_last_profile(self.address))).data)

@@ -335,7 +335,7 @@ class RtuReplyFramer:
 
     def feed(self, data: bytes) -> Reply | None:
         buf = self._buf
-        if not buf and len(data) == self._read_len and data[0] == self._unit and data[1] == self._fc \
+        if not buf and self._read_len and len(data) == self._read_len and data[0] == self._unit and data[1] == self._fc \
                 and data[2] == self._read_len - 5 and crc16_modbus(data) == 0:
             # The common case, a whole read reply in one chunk with nothing before it: no buffering.
             return Reply(self._unit, self._fc, bytes(data[3:-2]), None, None, self.req)

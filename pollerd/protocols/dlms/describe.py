@@ -88,10 +88,13 @@ def decode_apdu(apdu: bytes) -> dict[str, Any]:
         when = None
         if apdu[i] == 0x09:
             i += 1
-        if apdu[i] == 0x0C:
+        # The date-time is optional and may be cut short in a damaged frame: an error, not an IndexError.
+        if i < len(apdu) and apdu[i] == 0x0C:
+            if len(apdu) < i + 13:
+                raise ApduError("data-notification: date-time cut short", apdu[:32])
             when = str(axdr.CosemDateTime.parse(apdu[i + 1:i + 13]))
             i += 13
-        elif apdu[i] == 0x00:
+        elif i < len(apdu) and apdu[i] == 0x00:
             i += 1
         return {"type": "data-notification", "datetime": when, "body": value_json(axdr.decode(apdu[i:]))}
     raise ApduError(f"APDU tag 0x{tag & 0xFF:02X} is not one pollerd decodes", apdu[:32])

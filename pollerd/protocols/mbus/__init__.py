@@ -58,6 +58,7 @@ from .frames import (
 )
 from .model import (
     MEDIUM_NAMES,
+    NON_FINITE,
     DateTime,
     Function,
     Header,
@@ -101,6 +102,7 @@ __all__ = [
     "MAX_L",
     "MAX_VIFE",
     "MEDIUM_NAMES",
+    "NON_FINITE",
     "MbusApplicationError",
     "MbusChecksumError",
     "MbusFrameError",

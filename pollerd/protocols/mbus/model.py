@@ -119,6 +119,10 @@ class RecordInfo:
         return "".join(f"{b:02X}" for b in (self.vif, *self.vifes))
 
 
+# Record.error of a 32-bit real that is NaN or an infinity: the value is None, the raw bytes stay.
+NON_FINITE = "not a finite number"
+
+
 class Record(NamedTuple):
     """One data record. ``value`` is normalised (``raw * 10**exponent`` in ``unit``) for numbers; dates are
     :class:`DateTime`, texts ``str``, binary/manufacturer data ``bytes``; None when the meter marked the

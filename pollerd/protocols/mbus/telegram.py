@@ -9,13 +9,14 @@ the record is kept, marked ``known=False``.
 from __future__ import annotations
 
 import functools
+import math
 import struct
 
 from pollerd.protocols.floats import f32_decimal
 
 from .address import decode_manufacturer
 from .frames import MAX_DIFE, MAX_VIFE, Frame, MbusApplicationError, MbusFrameError, _fail, decode_frame
-from .model import _FUNCTIONS, DateTime, Function, Header, Record, RecordInfo, Telegram, TimeOfDay
+from .model import _FUNCTIONS, NON_FINITE, DateTime, Function, Header, Record, RecordInfo, Telegram, TimeOfDay
 from .vif import _BCD_FIELDS, _DATA_LEN, _DATE_FD, _DATE_VIFS, EXT_FB, EXT_FD, FIXED_UNITS, PRIMARY, _Entry
 
 _I16 = struct.Struct("<h")
@@ -340,7 +341,11 @@ def _make_record(info: RecordInfo, payload: bytes, lvar: int | None) -> Record:
     elif kind == _K_BCD:
         value, error = _bcd(payload)
     elif kind == _K_REAL:
-        value = f32_decimal(_F32.unpack(payload)[0])  # 21.5, not 21.5000000001 widened to double
+        real = _F32.unpack(payload)[0]
+        if math.isfinite(real):
+            value = f32_decimal(real)  # 21.5, not 21.5000000001 widened to double
+        else:  # NaN or an infinity as sent: no number to give (the driver has pollerd.quality count it)
+            value, error = None, NON_FINITE
     elif kind == _K_NONE:
         return Record(info, None, payload)
     elif kind == _K_DATE_F:

@@ -27,8 +27,12 @@ def read_ratios(addr: int) -> Request:
     return Request(addr, b"\x08\x02", 4)
 
 
-def read_variant(addr: int) -> Request:
-    # The 6-byte old form; the 12-byte `08 12 00` form is missing on pre-2016 meters.
+def read_variant(addr: int, long: bool = False) -> Request:
+    """08 12: the short form (6-byte reply) that pre-2016 meters know, or with ``long`` the 08 12 00 form
+    (12-byte reply) newer meters are read with in the field (vectors FACTS.md). A driver tries the other
+    form when one is refused."""
+    if long:
+        return Request(addr, b"\x08\x12\x00", 12)
     return Request(addr, b"\x08\x12", 6)
 
 
@@ -75,14 +79,15 @@ def encode_ratios(ku: int, ki: int) -> bytes:
     return _RATIOS.pack(ku, ki)
 
 
-def encode_variant(constant: int) -> bytes:
-    """A 6-byte 08 12 reply with the meter constant; the other bits describe a generic 3-phase
-    meter and are not interpreted by pollerd."""
+def encode_variant(constant: int, long: bool = False) -> bytes:
+    """A 6-byte 08 12 reply (12 bytes for 08 12 00 with ``long``) with the meter constant; the other bits
+    describe a generic 3-phase meter and are not interpreted by pollerd."""
     try:
         code = _CONSTANT_CODES[constant]
     except KeyError:
         raise ValueError(f"meter constant must be one of {sorted(_CONSTANT_CODES)}, got {constant}") from None
-    return bytes((0xB4, 0x60 | code, 0x82, 0x00, 0x00, 0x00))
+    short = bytes((0xB4, 0x60 | code, 0x82, 0x00, 0x00, 0x00))
+    return short + bytes(6) if long else short
 
 
 def read_version(addr: int) -> Request:

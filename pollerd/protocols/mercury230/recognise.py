@@ -36,7 +36,16 @@ from .frames import (
 from .journals import JOURNAL_RECORDS, read_journal
 from .params import read_fast_info, read_net_address, read_ratios, read_serial, read_variant, read_version
 from .profile import PROFILE_RECORD_LEN, read_last_profile, read_profile
-from .values import _AUX_QUANTITIES, freeze, read_aux, read_aux_group, read_energy, read_fixed
+from .values import (
+    _AUX_QUANTITIES,
+    aux_channel,
+    freeze,
+    group_channels,
+    read_aux,
+    read_aux_group,
+    read_energy,
+    read_fixed,
+)
 
 
 def _strip_crc(frame: bytes) -> bytes:
@@ -89,14 +98,22 @@ def describe_request(frame: bytes | bytearray | memoryview) -> tuple[str, Reques
     if code == CODE_READ_PARAM and n == 3:
         bwri = body[2]
         try:
+            # A BWRI is known only when its reply has a layout AND its values a channel name (phase 0 of
+            # voltage is neither): checked here, so decoding a reply never meets an unnamed value.
             if p1 == PARAM_AUX and (bwri >> 4) in _AUX_QUANTITIES:
+                aux_channel(bwri)
                 return "read_aux", read_aux(addr, bwri)
             if p1 == PARAM_AUX_GROUP:
-                return "read_aux_group", read_aux_group(addr, bwri)
+                req = read_aux_group(addr, bwri)
+                group_channels(bwri)
+                return "read_aux_group", req
             if p1 == PARAM_FIXED:
-                return "read_fixed", read_fixed(addr, bwri)
+                req = read_fixed(addr, bwri)
+                if bwri != 0xE0:
+                    group_channels(bwri)
+                return "read_fixed", req
             if p1 == PARAM_VARIANT and bwri == 0:
-                return "read_variant", Request(addr, body, 12)
+                return "read_variant", read_variant(addr, long=True)
         except ValueError:
             pass
     raise FrameError(f"unknown Mercury 230 request: {raw.hex(' ')}", raw)

@@ -79,6 +79,8 @@ class SimMeter:
         bidirectional: bool = True,
         session_timeout: float = 240.0,
         refuse_group_reads: bool = False,
+        variant_forms: tuple[str, ...] = ("short",),
+        refuse_fixed: frozenset[int] = frozenset(),
         timezone: dt.tzinfo | None = None,
         clock: Callable[[], float] = time.time,
         profile_period: int = 30,
@@ -107,6 +109,9 @@ class SimMeter:
         self.bidirectional = bidirectional
         self.session_timeout = session_timeout
         self.refuse_group_reads = refuse_group_reads
+        # Which 08 12 forms the firmware knows: "short" (08 12, pre-2016 meters), "long" (08 12 00).
+        self.variant_forms = variant_forms
+        self.refuse_fixed = refuse_fixed  # 08 14 BWRIs this firmware answers with status 1
         self.timezone = timezone
         self.clock = clock
         if not 1 <= active_tariff <= 4:
@@ -488,7 +493,7 @@ class SimMeter:
                 return m.encode_serial(self.serial, self.manufactured)
             if param == m.PARAM_RATIOS:
                 return m.encode_ratios(self.ku, self.ki)
-            if param == m.PARAM_VARIANT:
+            if param == m.PARAM_VARIANT and "short" in self.variant_forms:
                 return m.encode_variant(self.constant)
             if param == m.PARAM_VERSION:
                 return bytes(self.version)
@@ -499,7 +504,9 @@ class SimMeter:
                 return bytes((0, self.address))
             if param == m.PARAM_LAST_PROFILE:
                 return m.encode_last_profile(self.last_profile())
-        elif len(body) == 3 and param == m.PARAM_FIXED:
+        elif len(body) == 3 and param == m.PARAM_VARIANT and body[2] == 0 and "long" in self.variant_forms:
+            return m.encode_variant(self.constant, long=True)
+        elif len(body) == 3 and param == m.PARAM_FIXED and body[2] not in self.refuse_fixed:
             return self._fixed(body[2])
         elif len(body) == 3 and param == m.PARAM_AUX:
             name = _BWRI_CHANNEL.get(body[2])
