@@ -25,6 +25,7 @@ passwords or tokens.
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as _dt
 import hmac
 import logging
@@ -43,7 +44,7 @@ from pollerd.errors import ConfigError, MeterBusy, PollerdError, StoreError
 from pollerd.metrics import Registry
 from pollerd.model import Archive
 from pollerd.openapi import document
-from pollerd.state import Runtime
+from pollerd.state import METER_STATES, Runtime
 from pollerd.web.app import WebPages
 from pollerd.web.app import mount as mount_pages
 
@@ -184,6 +185,10 @@ def _parse_query(q: Mapping[str, str], allowed: frozenset[str], text_keys: tuple
             if not value:
                 raise BadRequest(f"{key}: empty")
             filters[key] = value
+    if " " in filters.get("channel", ""):
+        # `channel=A+` typed into a URL arrives as "A " ('+' is a space in a query string). Channel names
+        # never contain a space, so the only thing the client can have meant is a '+'.
+        filters["channel"] = filters["channel"].replace(" ", "+")
     if "archive" in filters and filters["archive"] not in _ARCHIVES:
         raise BadRequest(f"archive: {filters['archive']!r}, expected one of {list(_ARCHIVES)}")
     ts_from = parse_time("from", q["from"]) if "from" in q else None
@@ -313,10 +318,12 @@ class _Api:
             size = stats.get("db_bytes")
             if size is not None:
                 m.gauge("pollerd_store_bytes", "Size of the local store on disk.").set(size)
-        degraded = sum(1 for ms in rt.meters.values() if ms.degraded)
-        g = m.gauge("pollerd_meters", "Configured meters by state.", ("state",))
-        g.set(len(rt.meters) - degraded, state="ok")
-        g.set(degraded, state="degraded")
+        # The same states as /api/meters (MeterState.status), every one present, zeros included, so a
+        # dashboard's sum is the meter count and a state that empties drops to 0 rather than going stale.
+        by_state = collections.Counter(ms.status for ms in rt.meters.values())
+        g = m.gauge("pollerd_meters", "Configured meters by state (as /api/meters reports it).", ("state",))
+        for state in METER_STATES:
+            g.set(by_state[state], state=state)
         m.gauge("pollerd_up_seconds", "Seconds since the daemon started.").set(
             max(0.0, self.clock() - rt.started))
         return web.Response(body=m.render().encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
@@ -383,12 +390,27 @@ MAX_BODY = 64 * 1024   # a raw frame is a few hundred hex characters; nothing he
 class _Auth:
     """Bearer tokens with roles. Tokens are compared in constant time and never logged."""
 
-    def __init__(self, tokens: Sequence[ApiToken]) -> None:
-        self.set(tokens)
+    def __init__(self, tokens: Sequence[ApiToken], open_monitoring: bool = True) -> None:
+        self.set(tokens, open_monitoring)
 
-    def set(self, tokens: Sequence[ApiToken]) -> None:
+    def set(self, tokens: Sequence[ApiToken], open_monitoring: bool = True) -> None:
         """Replace the tokens (a reload applies them live; requests in flight keep the list they saw)."""
         self._tokens = [(t.token.reveal().encode(), t.role) for t in tokens]
+        self.open_monitoring = open_monitoring
+
+    def guard(self, handler: Callable[[web.Request], Awaitable[web.Response]], *,
+              monitoring: bool = False) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """A read endpoint: open while no token is configured (a gateway on 127.0.0.1 with no API users);
+        once there is one, it needs a token of role read or admin, because whoever "enabled the API with a
+        token" takes the data to be protected. Monitoring endpoints stay open unless open_monitoring is off:
+        a Prometheus scraper or a health check rarely carries a token."""
+        async def guarded(request: web.Request) -> web.Response:
+            if self._tokens and not (monitoring and self.open_monitoring):
+                denied = self.check(request, "read")
+                if denied is not None:
+                    return denied
+            return await handler(request)
+        return guarded
 
     @staticmethod
     def _unauthorized(message: str) -> web.Response:
@@ -424,11 +446,11 @@ class _Auth:
 
 def make_app(*, runtime: Runtime, store: Store, metrics: Registry, clock: Callable[[], float] = time.time,
              health_limits: HealthLimits | None = None, tokens: Sequence[ApiToken] = (),
-             raw: RawHandler | None = None, poll: PollHandler | None = None,
+             open_monitoring: bool = True, raw: RawHandler | None = None, poll: PollHandler | None = None,
              meter_config: Callable[[str], MeterConfig | None] | None = None) -> web.Application:
     """``meter_config`` gives the status pages a meter's configured serial, ratios and time zone."""
     api = _Api(runtime, store, metrics, clock, health_limits or HealthLimits())
-    auth = _Auth(tokens)
+    auth = _Auth(tokens, open_monitoring)
 
     async def poll_now(request: web.Request) -> web.Response:
         """POST /api/meters/{name}/poll -> {"meter", "ok", "error", "readings": n, ...} (admin).
@@ -475,13 +497,13 @@ def make_app(*, runtime: Runtime, store: Store, metrics: Registry, clock: Callab
     app[_AUTH_KEY] = auth
     app.router.add_post("/api/meters/{name}/raw", raw_frame)
     app.router.add_post("/api/meters/{name}/poll", poll_now)
-    app.router.add_get("/health", api.health)
-    app.router.add_get("/metrics", api.metrics_text)
-    app.router.add_get("/api/meters", api.meters)
-    app.router.add_get("/api/meters/{name}", api.meter)
-    app.router.add_get("/api/sinks", api.sinks)
-    app.router.add_get("/api/readings", api.readings)
-    app.router.add_get("/api/events", api.events)
+    app.router.add_get("/health", auth.guard(api.health, monitoring=True))
+    app.router.add_get("/metrics", auth.guard(api.metrics_text, monitoring=True))
+    app.router.add_get("/api/meters", auth.guard(api.meters))
+    app.router.add_get("/api/meters/{name}", auth.guard(api.meter))
+    app.router.add_get("/api/sinks", auth.guard(api.sinks))
+    app.router.add_get("/api/readings", auth.guard(api.readings))
+    app.router.add_get("/api/events", auth.guard(api.events))
 
     async def openapi(request: web.Request) -> web.Response:
         return _json(document())
@@ -492,9 +514,9 @@ def make_app(*, runtime: Runtime, store: Store, metrics: Registry, clock: Callab
     return app
 
 
-def set_tokens(app: web.Application, tokens: Sequence[ApiToken]) -> None:
-    """Apply new API tokens to a running app (config reload)."""
-    app[_AUTH_KEY].set(tokens)
+def set_tokens(app: web.Application, tokens: Sequence[ApiToken], open_monitoring: bool = True) -> None:
+    """Apply new API tokens (and whether monitoring needs one) to a running app (config reload)."""
+    app[_AUTH_KEY].set(tokens, open_monitoring)
 
 
 async def start_api(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:

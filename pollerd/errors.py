@@ -26,6 +26,16 @@ class ConfigError(PollerdError):
         if key:
             where += f"{key}: "
         super().__init__(where + message)
+        self.errors: tuple[ConfigError, ...] = (self,)
+
+    @classmethod
+    def several(cls, errors: list[ConfigError]) -> ConfigError:
+        """One error standing for all of ``errors`` (the first, as ``str()`` and its fields; every one in
+        ``errors``, in the order they were found), so a caller that shows one line still can."""
+        first = errors[0]
+        combined = cls(first.problem, path=first.path, line=first.line, key=first.key)
+        combined.errors = tuple(errors)
+        return combined
 
 
 class OptionError(PollerdError, ValueError):

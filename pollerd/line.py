@@ -34,6 +34,10 @@ from .state import LineState
 from .transport import Link, reconnect_delay
 
 log = logging.getLogger("pollerd.line")
+# Every frame on the wire, for commissioning: DEBUG here (`--log-level DEBUG`, `pollerd poll --trace`), or
+# INFO for the lines whose config says `trace = true`. Requests appear as the driver shows them (passwords
+# masked); replies carry no secrets of the protocols on a line.
+wire = logging.getLogger("pollerd.wire")
 
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)  # a framer only produces its reply type
@@ -147,8 +151,12 @@ class BusLock:
 
 class Line:
     def __init__(self, cfg: LineConfig, state: LineState, metrics: Registry, *,
-                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+                 one_shot: bool = False) -> None:
         self.cfg = cfg
+        # A command that talks to a meter once (poll, raw, scan) reports a failed connect itself and exits;
+        # "retrying with backoff" would promise something it does not do.
+        self.one_shot = one_shot
         self.name = cfg.name
         self.state = state
         self.link = Link(cfg)
@@ -212,7 +220,8 @@ class Line:
         if now < self._next_connect:
             # No countdown in the text: it is the meter's error in logs and /health, and one stable text per
             # outage folds into "(repeated N times)" instead of a new line every cycle.
-            raise TransportError(f"line {self.name} is down ({self.state.last_error}); reconnecting with backoff")
+            raise TransportError(f"line {self.name} is down ({self.state.last_error})"
+                                 + ("" if self.one_shot else "; reconnecting with backoff"))
         try:
             await self.link.open()
         except TransportError as exc:
@@ -220,7 +229,7 @@ class Line:
             self._m_connect_fail.inc(line=self.name)
             delay = reconnect_delay(self._failures - 1, self.cfg.reconnect_min, self.cfg.reconnect_max, self._rng)
             self._next_connect = self._clock() + delay
-            if self.state.last_error != str(exc):
+            if self.state.last_error != str(exc) and not self.one_shot:
                 log.warning("line %s: %s (retrying with backoff)", self.name, exc, extra={"line": self.name})
             self.state.last_error = str(exc)
             self._mark_down()
@@ -271,11 +280,21 @@ class Line:
             self._owner = None
             self._lock.release()
 
+    def _trace_level(self) -> int:
+        """The level wire frames are logged at, 0 for none. Asked per exchange: cheap (the logging module
+        caches isEnabledFor) and a level changed at run time applies to the next frame."""
+        if self.cfg.trace:
+            return logging.INFO
+        return logging.DEBUG if wire.isEnabledFor(logging.DEBUG) else 0
+
     async def send(self, request: bytes, *, pause: float, meter: str, shown: str | None = None,
                    priority: bool = False) -> None:
         """Send a request that has no reply (IEC break B0, ACK after a partial block's last one)."""
         async with self.session(meter, priority=priority):
             await self._ready(pause, meter, drop_stale=False)
+            if trace := self._trace_level():
+                wire.log(trace, "%s %s TX %s (no reply expected)", self.name, meter,
+                         request.hex(" ") if shown is None else shown, extra={"line": self.name, "meter": meter})
             try:
                 self.link.write(request)
             except TransportError as exc:
@@ -387,6 +406,10 @@ class Line:
                         shown: str, after_write: Callable[[], Awaitable[None]] | None) -> R:
         await self._ready(pause, meter)
         shape = self._last_shape = _shape(framer)
+        trace = self._trace_level()
+        rx = bytearray() if trace else None  # what came back, kept only while tracing
+        if trace:
+            wire.log(trace, "%s %s TX %s", self.name, meter, shown, extra={"line": self.name, "meter": meter})
         t0 = self._clock()
         self.state.exchanges += 1
         self._c_exchanges.inc()
@@ -396,10 +419,16 @@ class Line:
                 await after_write()
             async with _timeout(waiting_time):
                 while True:
-                    reply = framer.feed(await self.link.read_chunk())
+                    chunk = await self.link.read_chunk()
+                    if rx is not None:
+                        rx += chunk
+                    reply = framer.feed(chunk)
                     if reply is not None:
                         self._healthy()
                         self._answered()
+                        if rx is not None:
+                            wire.log(trace, "%s %s RX %s (%.0f ms)", self.name, meter, rx.hex(" "),
+                                     (self._clock() - t0) * 1000, extra={"line": self.name, "meter": meter})
                         if shape is not None:
                             got = getattr(framer, "reply_shape", shape)
                             self._settled(got, leftover=bool(framer.pending))
@@ -409,6 +438,10 @@ class Line:
                                 self._doubt.add(shape)
                         return reply
         except (TimeoutError, asyncio.TimeoutError):
+            if rx is not None:
+                wire.log(trace, "%s %s RX %s (no complete reply within %gs)", self.name, meter,
+                         rx.hex(" ") if rx else "nothing", waiting_time,
+                         extra={"line": self.name, "meter": meter})
             self._healthy()
             self._m_timeouts.inc(meter=meter)
             heard = bool(framer.pending)
@@ -420,6 +453,9 @@ class Line:
                 f"{meter}: no complete reply within {waiting_time:g}s to [{shown}]",
                 framer.pending) from None
         except FrameError as exc:
+            if rx is not None:
+                wire.log(trace, "%s %s RX %s (bad frame after %.0f ms: %s)", self.name, meter, rx.hex(" "),
+                         (self._clock() - t0) * 1000, exc.kind, extra={"line": self.name, "meter": meter})
             self._healthy()
             self._answered(reply=False)
             self._m_frame_err.inc(meter=meter, kind=exc.kind)

@@ -44,6 +44,18 @@ JOURNAL_SOCKET = "/run/systemd/journal/socket"
 # Record attributes (from ``extra=``) that become journal fields.
 FIELDS = {"meter": "METER", "line": "LINE", "sink": "SINK"}
 STDERR_FORMAT = "%(levelname)s %(name)s: %(message)s"
+# Not under journald (a terminal, a container log, a file): nothing else stamps the lines, and a wire trace
+# needs milliseconds. UTC, as the store and the API keep time.
+STAMPED_FORMAT = "%(asctime)s " + STDERR_FORMAT
+
+
+class StampedFormatter(logging.Formatter):
+    converter = staticmethod(time.gmtime)
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
+
+    def __init__(self) -> None:
+        super().__init__(STAMPED_FORMAT)
 
 _PRIORITY = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
 
@@ -250,7 +262,7 @@ def setup_logging(level: str | int = "INFO", *, environ: Mapping[str, str] | Non
             h.close()
     journald = under_journald(environ, stream)
     fallback = logging.StreamHandler(stream)
-    fallback.setFormatter(_PrefixFormatter(STDERR_FORMAT) if journald else logging.Formatter(STDERR_FORMAT))
+    fallback.setFormatter(_PrefixFormatter(STDERR_FORMAT) if journald else StampedFormatter())
     handler: logging.Handler = JournalHandler(journal_socket, fallback=fallback) if journald else fallback
     repeats = RepeatFilter(window)
     handler.addFilter(repeats)

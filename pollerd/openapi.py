@@ -59,6 +59,11 @@ _PAGING = [
     _query("per_page", "rows per page", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
 ]
 
+# A data endpoint is open while no token is configured and needs one of role read or admin once there is
+# one; /health and /metrics likewise only when [api] open_monitoring = false. "{}" is the open alternative.
+_READ_SECURITY: list[dict[str, list[str]]] = [{}, {"bearer": []}]
+_READ_AUTH_ERRORS = {"401": _err("tokens are configured and none was given, or an unknown one")}
+
 _AUTH_ERRORS = {
     "401": _err("no bearer token, or an unknown one"),
     "403": _err("the token's role is not admin"),
@@ -211,7 +216,9 @@ def document() -> dict[str, Any]:
             "title": "pollerd local API",
             "version": __version__,
             "description": "Health, metrics and data of one pollerd gateway. Errors are {\"error\": \"...\"}. "
-                           "Write endpoints need 'Authorization: Bearer <token>' with role admin.",
+                           "Write endpoints need 'Authorization: Bearer <token>' with role admin; once tokens "
+                           "are configured, the data endpoints need one of role read or admin (and /health, "
+                           "/metrics too when open_monitoring is false).",
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -221,13 +228,15 @@ def document() -> dict[str, Any]:
             "/health": {"get": {
                 "summary": "200 when the gateway collects and delivers, 503 with reasons when not",
                 "operationId": "health",
-                "responses": {"200": _json(_ref("Health"), "healthy"),
+                "security": _READ_SECURITY,
+                "responses": {**_READ_AUTH_ERRORS, "200": _json(_ref("Health"), "healthy"),
                               "503": _json(_ref("Health"), "failing; see reasons")},
             }},
             "/metrics": {"get": {
                 "summary": "Prometheus text format 0.0.4",
                 "operationId": "metrics",
-                "responses": {"200": {"description": "metrics",
+                "security": _READ_SECURITY,
+                "responses": {**_READ_AUTH_ERRORS, "200": {"description": "metrics",
                                       "content": {"text/plain": {"schema": _STR}}}},
             }},
             "/api/openapi.json": {"get": {
@@ -238,43 +247,48 @@ def document() -> dict[str, Any]:
             "/api/meters": {"get": {
                 "summary": "all running meters with their state",
                 "operationId": "listMeters",
-                "responses": {"200": _json({"type": "object", "required": ["data"],
+                "security": _READ_SECURITY,
+                "responses": {**_READ_AUTH_ERRORS, "200": _json({"type": "object", "required": ["data"],
                                             "properties": {"data": {"type": "array", "items": _ref("Meter")}}},
                                            "meters")},
             }},
             "/api/meters/{name}": {"get": {
                 "summary": "one meter: state, last poll, errors, degraded reason, identity",
                 "operationId": "getMeter",
+                "security": _READ_SECURITY,
                 "parameters": [_NAME],
-                "responses": {"200": _json({"type": "object", "required": ["data"],
+                "responses": {**_READ_AUTH_ERRORS, "200": _json({"type": "object", "required": ["data"],
                                             "properties": {"data": _ref("Meter")}}, "the meter"),
                               "404": _err("no such meter")},
             }},
             "/api/sinks": {"get": {
                 "summary": "every upstream sink: delivery state, lag, last error, alarms",
                 "operationId": "listSinks",
-                "responses": {"200": _json({"type": "object", "required": ["data"],
+                "security": _READ_SECURITY,
+                "responses": {**_READ_AUTH_ERRORS, "200": _json({"type": "object", "required": ["data"],
                                             "properties": {"data": {"type": "array", "items": _ref("Sink")}}},
                                            "sinks")},
             }},
             "/api/readings": {"get": {
                 "summary": "stored readings, paged (seed 000 style)",
                 "operationId": "listReadings",
+                "security": _READ_SECURITY,
                 "parameters": [
                     _query("meter", "meter name", {"type": "string", "minLength": 1}),
                     _query("channel", "channel name, e.g. A+", {"type": "string", "minLength": 1}),
                     _query("archive", "archive", {"type": "string", "enum": [a.value for a in Archive]}),
                     *_PAGING,
                 ],
-                "responses": {"200": _json(_paged("Reading"), "one page"),
+                "responses": {**_READ_AUTH_ERRORS, "200": _json(_paged("Reading"), "one page"),
                               "400": _err("a malformed or unknown query parameter"),
                               "503": _err("the store is unavailable")},
             }},
             "/api/events": {"get": {
                 "summary": "stored meter events (journals, identity mismatches, clock drift), paged",
                 "operationId": "listEvents",
+                "security": _READ_SECURITY,
                 "parameters": [_query("meter", "meter name", {"type": "string", "minLength": 1}), *_PAGING],
-                "responses": {"200": _json(_paged("Event"), "one page"),
+                "responses": {**_READ_AUTH_ERRORS, "200": _json(_paged("Event"), "one page"),
                               "400": _err("a malformed or unknown query parameter"),
                               "503": _err("the store is unavailable")},
             }},

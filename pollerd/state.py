@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# What MeterState.status can say; /metrics reports a count for each.
+METER_STATES = ("pending", "ok", "partial", "failing", "degraded")
+
 
 @dataclass(eq=False)
 class MeterState:
@@ -37,7 +40,7 @@ class MeterState:
 
     @property
     def status(self) -> str:
-        """One word for the API: pending (not polled yet), ok, partial (the last cycle answered but some of
+        """One word for the API (one of METER_STATES): pending (not polled yet), ok, partial (the last cycle answered but some of
         its values were dropped as not finite or implausible), failing (last cycle failed), degraded."""
         if self.degraded:
             return "degraded"
@@ -46,6 +49,14 @@ class MeterState:
         if self.consecutive_failures:
             return "failing"
         return "partial" if self.last_dropped else "ok"
+
+    @property
+    def online(self) -> bool | None:
+        """What upstream is told: True when the meter's last cycle got an answer, False when it got none,
+        None before its first cycle."""
+        if self.last_poll is None:
+            return None
+        return self.last_ok is not None and self.last_ok >= self.last_poll
 
     def as_dict(self) -> dict[str, object]:
         return {

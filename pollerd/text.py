@@ -10,7 +10,7 @@ import datetime as _dt
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus
 
-__all__ = ["parse_hex", "safe_url", "scrub", "utc_text"]
+__all__ = ["about", "address_text", "parse_hex", "safe_url", "scrub", "utc_text"]
 
 
 def scrub(text: str, secrets: Iterable[str | None]) -> str:
@@ -22,6 +22,18 @@ def scrub(text: str, secrets: Iterable[str | None]) -> str:
                 if enc != s:
                     text = text.replace(enc, "***")
     return text
+
+
+def about(name: str, text: str) -> str:
+    """``name: text``, naming the meter (line, sink) once: errors raised below the driver often start with
+    the name already ("m1: no complete reply ..."), and "m1: poll failed: m1: ..." reads as two meters."""
+    return text if text.startswith(f"{name}: ") else f"{name}: {text}"
+
+
+def address_text(address: int | str) -> str:
+    """A meter's bus address as messages show it. An IEC 62056-21 meter addressed point to point has the
+    empty address, which would otherwise print as nothing at all ("@ ;")."""
+    return "(no address)" if address == "" else str(address)
 
 
 def safe_url(url: str) -> str:

@@ -43,11 +43,23 @@ class FlakyReceiver:
     received: int = 0                        # readings in accepted bodies, duplicates included
     faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULTS, 0))
     mismatched: list[str] = field(default_factory=list)
+    # Events by natural key (meter, code, ts_start) -> (ts_end, text), the latest version received.
+    events: dict[tuple[str, str, int], tuple[int | None, str]] = field(default_factory=dict)
+    events_received: int = 0
     url: str = ""
 
     def _store(self, body: bytes) -> None:
         doc = orjson.loads(body)
-        for r in doc["readings"]:
+        for e in doc.get("events", ()):
+            key = (e["meter"], e["code"], e["ts_start"])
+            old = self.events.get(key)
+            if old is not None and old[0] is not None and e["ts_end"] is None:
+                # Event batches go in event-seq order and a change takes a later seq: a closed event must
+                # never be followed by its older, open version.
+                self.mismatched.append(f"event {key}: closed at {old[0]}, then re-sent open")
+            self.events[key] = (e["ts_end"], e["text"])
+            self.events_received += 1
+        for r in doc.get("readings", ()):
             key = (r["meter"], r["channel"], r["archive"], r["ts"])
             old = self.values.get(key)
             if old is None:
@@ -126,7 +138,10 @@ def write_config(path: Path, sink_url: str, ports: list[int] | None, per_convert
         text += f'[[lines]]\nname = "conv{c}"\ntype = "tcp"\nhost = "127.0.0.1"\nport = {port}\n\n'
         for a in range(1, per_converter + 1):
             text += (f'[[meters]]\nname = "m{c}-{a}"\nprotocol = "mercury230"\nline = "conv{c}"\n'
-                     f'connection_address = {a}\ninterval_time = "{interval}"\nwaiting_time = "300ms"\n\n')
+                     f'connection_address = {a}\ninterval_time = "{interval}"\nwaiting_time = "300ms"\n'
+                     # One meter per line also reads its journals (events to forward); a journal read is
+                     # ~100 requests, which on every meter would leave too few readings to prove anything.
+                     + ('read = ["energy", "instant", "events"]\n' if a == 1 else "") + "\n")
     text += (f'[[sinks]]\nname = "up"\ntype = "http"\nurl = "{sink_url}"\nbatch_size = {batch_size}\n'
              f'timeout = "{SINK_TIMEOUT}s"\nretry_min = "50ms"\nretry_max = "300ms"\n')
     path.write_text(text)
@@ -212,6 +227,15 @@ def store_snapshot(state_dir: Path) -> tuple[dict[Key, float], list[tuple[int, K
     return {(r[1], r[2], r[3], r[4]): r[5] for r in rows}, order
 
 
+def store_events(state_dir: Path) -> dict[tuple[str, str, int], tuple[int | None, str]]:
+    conn = sqlite3.connect(f"file:{db_file(state_dir)}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT meter, code, ts_start, ts_end, text FROM events").fetchall()
+    finally:
+        conn.close()
+    return {(r[0], r[1], r[2]): (r[3], r[4]) for r in rows}
+
+
 def cursor_and_last(state_dir: Path) -> tuple[int, int]:
     conn = sqlite3.connect(f"file:{db_file(state_dir)}?mode=ro", uri=True)
     try:
@@ -222,12 +246,23 @@ def cursor_and_last(state_dir: Path) -> tuple[int, int]:
     return (cur[0] if cur else 0), (last[0] if last else 0)
 
 
+def event_cursor_and_last(state_dir: Path) -> tuple[int, int]:
+    conn = sqlite3.connect(f"file:{db_file(state_dir)}?mode=ro", uri=True)
+    try:
+        cur = conn.execute("SELECT seq FROM event_cursors WHERE sink = 'up'").fetchone()
+        last = conn.execute("SELECT n FROM event_counter").fetchone()
+    finally:
+        conn.close()
+    return (cur[0] if cur else 0), (last[0] if last else 0)
+
+
 async def wait_drained(state_dir: Path, daemon: DaemonProc, limit: float) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         with contextlib.suppress(sqlite3.OperationalError):  # busy or not created yet
             cursor, last = cursor_and_last(state_dir)
-            if last and cursor >= last:
+            ev_cursor, ev_last = event_cursor_and_last(state_dir)
+            if last and cursor >= last and ev_cursor >= ev_last:
                 return
         if daemon.proc is not None and daemon.proc.returncode is not None:
             raise AssertionError(f"daemon exited with {daemon.proc.returncode}:\n{daemon.log_text()[-3000:]}")
@@ -244,6 +279,7 @@ class CrashResult:
     requests: int
     faults: dict[str, int]
     killed_during_startup: int
+    events: int = 0
 
 
 async def crash_rounds(workdir: Path, *, rounds: int, seed: int, fail_rate: float = 0.3,
@@ -291,9 +327,18 @@ async def crash_rounds(workdir: Path, *, rounds: int, seed: int, fail_rate: floa
                       f"e.g. {sorted(extra)[:3]}"
     assert not wrong, f"seed {seed}: {len(wrong)} values differ, e.g. {wrong[:3]}"
     assert not rec.mismatched, f"seed {seed}: re-sends changed values: {rec.mismatched[:3]}"
-    res = CrashResult(seed, rounds, len(stored), rec.received, rec.requests, dict(rec.faults), early)
-    log(f"crash rounds: {res.stored} readings stored and delivered; {res.received} received with duplicates "
-        f"in {res.requests} requests; faults {res.faults}; {early} kills during start-up")
+    # Events: the same guarantee, in their latest version (an event that closed later arrives closed).
+    events = store_events(state_dir)
+    ev_missing = {k: v for k, v in events.items() if rec.events.get(k) != v}
+    ev_extra = set(rec.events) - set(events)
+    assert not ev_missing, f"seed {seed}: {len(ev_missing)} stored events not (or not as stored) upstream, " \
+                           f"e.g. {sorted(ev_missing.items())[:3]}, upstream has " \
+                           f"{[rec.events.get(k) for k in sorted(ev_missing)[:3]]}"
+    assert not ev_extra, f"seed {seed}: the receiver holds {len(ev_extra)} events the store does not"
+    res = CrashResult(seed, rounds, len(stored), rec.received, rec.requests, dict(rec.faults), early, len(events))
+    log(f"crash rounds: {res.stored} readings and {res.events} events stored and delivered; {res.received} "
+        f"readings and {rec.events_received} events received with duplicates in {res.requests} requests; "
+        f"faults {res.faults}; {early} kills during start-up")
     return res
 
 

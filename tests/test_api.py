@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import math
 import re
@@ -259,7 +260,10 @@ async def test_metrics_text(env):
     s = parse_metrics(text)
     assert s["pollerd_store_rows"] == 7
     assert s["pollerd_store_bytes"] > 0
-    assert s['pollerd_meters{state="ok"}'] == 1
+    # The states /api/meters shows, counted the same way (m1 polled fine; m2 degraded).
+    shown = collections.Counter(m["state"] for m in (await env.get("/api/meters"))[1]["data"])
+    for state in ("pending", "ok", "partial", "failing", "degraded"):
+        assert s[f'pollerd_meters{{state="{state}"}}'] == shown[state], state
     assert s['pollerd_meters{state="degraded"}'] == 1
     assert s["pollerd_up_seconds"] == 42
     assert s['pollerd_polls_total{meter="m1"}'] == 3
@@ -459,6 +463,86 @@ async def test_bearer_scheme_is_case_insensitive(tmp_path):
     finally:
         await runner.cleanup()
         await store.close()
+
+
+# ---- access with tokens ---------------------------------------------------------------------------------------
+
+async def _serve_with_tokens(tmp_path, **kw):  # type: ignore[no-untyped-def]
+    from pollerd.config import ApiToken, Secret
+    store = await Store.open(tmp_path / "tok.db", commit_interval=0.01)
+    app = make_app(runtime=make_runtime(), store=store, metrics=Registry(),
+                   tokens=[ApiToken(Secret("admin-token-0123456789"), "admin"),
+                           ApiToken(Secret("read-token-0123456789"), "read")], **kw)
+    runner, port = await start_api(app, "127.0.0.1", 0)
+    return app, store, runner, f"http://127.0.0.1:{port}"
+
+
+DATA_PATHS = ("/api/readings", "/api/events", "/api/meters", "/api/meters/m1", "/api/sinks")
+
+
+async def test_with_tokens_the_data_needs_a_read_or_admin_token(tmp_path):
+    app, store, runner, base = await _serve_with_tokens(tmp_path)
+    try:
+        async with aiohttp.ClientSession() as http:
+            for path in DATA_PATHS:
+                async with http.get(base + path) as r:
+                    assert r.status == 401, path
+                    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+                async with http.get(base + path, headers={"Authorization": "Bearer wrong-token-0123456789"}) as r:
+                    assert r.status == 401, path
+                for token in ("read-token-0123456789", "admin-token-0123456789"):
+                    async with http.get(base + path, headers={"Authorization": f"Bearer {token}"}) as r:
+                        assert r.status == 200, (path, token)
+            # Monitoring stays open by default: a scraper or a health check rarely carries a token.
+            for path in ("/health", "/metrics", "/api/openapi.json"):
+                async with http.get(base + path) as r:
+                    assert r.status in (200, 503), path
+    finally:
+        await runner.cleanup()
+        await store.close()
+
+
+async def test_monitoring_can_be_closed_too_and_reload_applies_it(tmp_path):
+    from pollerd.api import set_tokens
+    from pollerd.config import ApiToken, Secret
+    app, store, runner, base = await _serve_with_tokens(tmp_path, open_monitoring=False)
+    try:
+        async with aiohttp.ClientSession() as http:
+            for path in ("/health", "/metrics"):
+                async with http.get(base + path) as r:
+                    assert r.status == 401, path
+                async with http.get(base + path, headers={"Authorization": "Bearer read-token-0123456789"}) as r:
+                    assert r.status in (200, 503), path
+            # A reload that removes every token opens the data again (a gateway with no API users).
+            set_tokens(app, [], False)
+            async with http.get(base + "/api/readings") as r:
+                assert r.status == 200
+            set_tokens(app, [ApiToken(Secret("read-token-0123456789"), "read")], True)
+            async with http.get(base + "/metrics") as r:
+                assert r.status == 200
+            async with http.get(base + "/api/readings") as r:
+                assert r.status == 401
+    finally:
+        await runner.cleanup()
+        await store.close()
+
+
+async def test_no_tokens_keeps_everything_open(env):
+    for path in DATA_PATHS:
+        assert (await env.get(path))[0] == 200, path
+
+
+async def test_a_plus_sign_decoded_as_a_space_is_taken_as_plus(env):
+    await env.store.write([Reading("m1", "A+", "current", T0, 5.0, "Wh"),
+                           Reading("m1", "A+.T1", "current", T0, 3.0, "Wh"),
+                           Reading("m1", "A-", "current", T0, 1.0, "Wh")])
+    # What `curl '...?channel=A+'` sends: the '+' arrives as a space.
+    status, body = await env.get_raw("/api/readings?channel=A+")
+    assert status == 200 and [r["value"] for r in body["data"]] == [5.0]
+    status, body = await env.get_raw("/api/readings?channel=A+.T1")
+    assert status == 200 and [r["value"] for r in body["data"]] == [3.0]
+    status, body = await env.get_raw("/api/readings?channel=A%2B")  # --data-urlencode
+    assert status == 200 and [r["value"] for r in body["data"]] == [5.0]
 
 
 @pytest.mark.parametrize("query, needle", [

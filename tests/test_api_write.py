@@ -62,9 +62,12 @@ async def test_poll_now_runs_one_cycle_stores_it_and_refuses_a_second_meanwhile(
         assert body["meter"] == "m1" and body["ok"] is True and body["error"] is None
         assert body["readings"] >= 40 and body["duration"] > 0
         # The readings are in the store, as from a scheduled cycle.
-        async with http.get(f"{daemon.base}/api/readings", params={"meter": "m1", "per_page": "1000"}) as r:
+        # Tokens are configured, so the data endpoints need one too (read is enough).
+        read = {"Authorization": f"Bearer {READER}"}
+        async with http.get(f"{daemon.base}/api/readings", params={"meter": "m1", "per_page": "1000"},
+                            headers=read) as r:
             assert (await r.json())["total"] == body["readings"]
-        async with http.get(f"{daemon.base}/api/meters/m1") as r:
+        async with http.get(f"{daemon.base}/api/meters/m1", headers=read) as r:
             m = (await r.json())["data"]
         assert m["state"] == "ok" and m["last_poll"] == pytest.approx(body["started"], abs=1) and m["polls"] == 1
         assert m["last_error"] is None and m["degraded_reason"] is None

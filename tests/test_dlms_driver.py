@@ -247,3 +247,87 @@ async def test_reassociates_when_the_meter_refuses_the_service(sim) -> None:
     r = await driver.poll(NOW)
     assert r.ok, r.error
     assert meter.requests - before == 3                  # refused GET, AARQ, GET again
+
+
+async def test_a_held_back_reply_is_refused_and_the_association_is_opened_again_at_once() -> None:
+    # Issue 14: a converter holds the reply to a GET and hands it over right after the next request. The
+    # GET times out, the association is dropped; the next cycle's SNRM meets the stale I-frame first. It
+    # must be refused (not a UA), and the SNRM sent again in that same cycle: before, that cycle was lost.
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fakes import FakeLink
+
+    from pollerd.protocols.dlms import hdlc
+    meter = SimSpodesMeter(serial="012345678", clock=lambda: float(NOW), timezone=MSK)
+    bus = HdlcBus([(meter, 5694)])
+    held: list[bytes] = []
+    hold_next_get = False
+
+    def plan(req: bytes) -> list[tuple[float, bytes]]:
+        nonlocal hold_next_get
+        out = [(0.0, h) for h in held]
+        held.clear()
+        reply = bus.handle_frame(req) or b""
+        if hold_next_get and hdlc.parse_frame(req[1:-1]).kind == "I":
+            hold_next_get = False
+            held.append(reply)
+            return out
+        return out + [(0.005, reply)]
+
+    line = Line(LineConfig("bus", "tcp", host="127.0.0.1", port=1), LineState("bus", "tcp"), Registry())
+    line.link = FakeLink(plan)  # type: ignore[assignment]
+    driver = DlmsDriver(_ctx(_meter(("energy", "instant"), waiting_time=0.1), line))
+    first = await driver.poll(NOW)
+    assert first.ok, first.error
+    truth = {x.channel: x.value for x in first.readings}
+    hold_next_get = True
+    second = await driver.poll(NOW)
+    assert not second.ok and "no complete reply" in (second.error or "")
+    third = await driver.poll(NOW)
+    assert third.ok, third.error                     # before: "I in answer to SNRM (UA expected)"
+    assert {x.channel: x.value for x in third.readings} == truth
+    for r in (first, second, third):
+        assert all(truth[x.channel] == x.value for x in r.readings)   # never a wrong value
+
+
+async def test_a_held_back_reply_over_the_wrapper_is_refused_by_the_next_aarq_and_it_is_sent_again() -> None:
+    # The wrapper has no N(S): the late GET-Response meets the next cycle's AARQ, whose parser refuses it.
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fakes import FakeLink
+
+    from pollerd.protocols.dlms import wrapper
+    from pollerd.sim.dlms_meter import Association
+    meter = SimSpodesMeter(serial="012345678", clock=lambda: float(NOW), timezone=MSK)
+    assoc: list[Association] = []
+    held: list[bytes] = []
+    hold_next_get = False
+
+    def plan(req: bytes) -> list[tuple[float, bytes]]:
+        nonlocal hold_next_get
+        out = [(0.0, h) for h in held]
+        held.clear()
+        pdu = wrapper.WrapperDeframer().feed(req)[0]
+        if not assoc or pdu.apdu[0] == 0x60:
+            assoc[:] = [Association(pdu.source)]
+        reply = wrapper.encode_wrapper(1, pdu.source, meter.handle(pdu.apdu, assoc[0]))
+        if hold_next_get and pdu.apdu[0] == 0xC0:
+            hold_next_get = False
+            held.append(reply)
+            return out
+        return out + [(0.005, reply)]
+
+    line = Line(LineConfig("w", "tcp", host="127.0.0.1", port=1), LineState("w", "tcp"), Registry())
+    line.link = FakeLink(plan)  # type: ignore[assignment]
+    driver = DlmsDriver(_ctx(_meter(("energy",), line="w", waiting_time=0.1,
+                                    options=DlmsOptions(framing="wrapper")), line))
+    first = await driver.poll(NOW)
+    assert first.ok, first.error
+    truth = {x.channel: x.value for x in first.readings}
+    hold_next_get = True
+    assert not (await driver.poll(NOW)).ok
+    third = await driver.poll(NOW)
+    assert third.ok, third.error
+    assert {x.channel: x.value for x in third.readings} == truth

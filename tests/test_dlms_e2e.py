@@ -180,7 +180,9 @@ async def test_commands_poll_raw_decode_and_sim(tmp_path: Path) -> None:
         rc, out, err = await run("poll", "--config", str(cfg), "flat", "--json")
         assert rc == 0, err
         lines = [json.loads(x) for x in out.splitlines()]
-        assert {r["channel"] for r in lines} >= {"A+", "U.L1", "clock.drift"} and "12345678" not in out + err
+        # The password must not show; the serial (012345678, in the identity line on stderr) contains it.
+        assert {r["channel"] for r in lines} >= {"A+", "U.L1", "clock.drift"}
+        assert "12345678" not in (out + err).replace("012345678", "")
         rc, out, err = await run("raw", "--config", str(cfg), "flat", "C0 01 C1 00 03 01 00 20 07 00 FF 02 00")
         assert rc == 0, err
         assert json.loads(out)["decoded"]["results"] == [23012]

@@ -341,6 +341,7 @@ def test_poll_command_prints_json_readings_and_exit_codes(tmp_path, sim_process)
     r = pollerd("poll", "--config", str(cfg), "m1", "--json")
     assert r.returncode == 0, r.stderr
     rows = [orjson.loads(x) for x in r.stdout.splitlines()]
+    assert "identity: serial " in r.stderr  # what the meter said about itself; stdout stays JSON lines
     assert {"A+", "A+.T1", "U.L1", "I.L3", "P", "F"} <= {x["channel"] for x in rows}
     assert all(set(x) >= {"meter", "channel", "archive", "ts", "value", "unit"} for x in rows)
     r = pollerd("poll", "--config", str(cfg), "m9")

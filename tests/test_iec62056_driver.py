@@ -337,6 +337,61 @@ def test_the_meter_time_and_date_are_not_stored_as_numbers() -> None:
     assert {d.channel: d.value for d in decode_sets(sets, PROFILES["generic"])} == {"A+": 1234500.0}
 
 
+async def test_a_held_back_r1_reply_is_not_taken_for_the_next_address() -> None:
+    # Issue 14: a converter holds the reply to an R1 and hands it over right after the next request. The
+    # first read of 100700FF times out, its retry gets the held reply, and the meter's reply to the retry
+    # (P has changed meanwhile) is held until the read of 2107FFFF goes out. Before: that reply was taken for
+    # 2107FFFF's: 100700FF stored twice with two values, 2107FFFF missing. Now the reply's own address
+    # refuses it, and 2107FFFF is asked again.
+    held: list[bytes] = []
+    p_reads = 0
+
+    def respond(req: bytes) -> list[tuple[float, bytes]]:
+        nonlocal p_reads
+        out = [(0.0, h) for h in held]
+        held.clear()
+        if req.startswith(b"/?"):
+            return out + [(0, b"/TPC5NEVAMT324.2307\r\n")]
+        if req.startswith(b"\x06"):
+            return out + [(0, iec.command("P0", b"(00000000)"))]
+        if req.startswith(b"\x01P1"):
+            return out + [(0, b"\x06")]
+        if req == iec.read_command("100700FF"):
+            p_reads += 1
+            held.append(iec.encode_message(b"\x02" + f"100700FF({4.3 + p_reads:07.1f})".encode() + b"\x03"))
+            return out
+        if req == iec.read_command("2107FFFF"):
+            return out + [(0.005, iec.encode_message(b"\x02" + b"2107FFFF(00.717)" + b"\x03"))]
+        return out
+
+    link = IecLink(respond)
+    driver, reg = make_driver(link, retries=2, waiting_time=0.05,
+                              options={"iec_profile": "neva", "iec_addresses": ["100700FF", "2107FFFF"]})
+    result = await driver.poll(1000)
+    assert result.ok, result.error
+    channels = [r.channel for r in result.readings]
+    assert sorted(channels) == sorted(set(channels)) and len(channels) == 2   # each address once
+    got = values(result)
+    assert got[channels[0]][0] == pytest.approx(5.3)     # the first reply to reach us for 100700FF
+    assert 0.717 in [v for v, _ in got.values()]
+    assert reg.counter("pollerd_frame_errors_total", "", ("meter", "kind")).get(meter="m1", kind="address") == 1
+
+
+def test_an_r1_reply_for_another_address_is_refused_by_the_framer() -> None:
+    from pollerd.errors import AddressMismatch
+    reply = iec.encode_message(b"\x02" + b"1.8.0(001234.5*kWh)" + b"\x03")
+    assert iec.MessageFramer(address="1.8.0").feed(reply) is not None
+    assert iec.MessageFramer(address="1-0:1.8.0*255").feed(reply) is not None   # written more fully
+    with pytest.raises(AddressMismatch, match="reply for address 1.8.0, asked for 2.8.0"):
+        iec.MessageFramer(address="2.8.0").feed(reply)
+    bare = iec.encode_message(b"\x02" + b"(01)" + b"\x03")
+    assert iec.MessageFramer(address="2.8.0").feed(bare) is not None   # nothing to compare
+    neva = iec.encode_message(b"\x02" + b"2107FFFF(00.717)" + b"\x03")
+    with pytest.raises(AddressMismatch):
+        iec.MessageFramer(address="100700FF", hex_obis=True).feed(neva)
+    assert not iec.same_address("ET0PE", "VOLTA") and iec.same_address("et0pe", "ET0PE")
+
+
 async def test_an_address_the_meter_naks_costs_only_its_value() -> None:
     # Issue 14 (observation 6): one refused address used to end the session, losing the addresses after it.
     def respond(req: bytes) -> list[tuple[float, bytes]]:

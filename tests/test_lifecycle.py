@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -75,3 +76,31 @@ def test_state_directory_that_cannot_be_created_is_a_clear_error_not_a_traceback
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "pollerd: cannot create the state directory" in proc.stderr, proc.stderr
+
+
+async def test_one_prune_is_logged_once(tmp_path, monkeypatch, caplog):
+    """The housekeeping prune: one log line (the store's: how many, before when, which sinks), not two."""
+    import logging
+
+    from pollerd.daemon import supervisor
+    from pollerd.model import Reading
+    from pollerd.store import Store
+
+    path = tmp_path / "pollerd.toml"
+    path.write_text(config_text(free_port()).replace('commit_interval = "100ms"', 'commit_interval = "100ms"\n'
+                                                     'keep = "1d"'))
+    s = await Store.open(tmp_path / "state" / "pollerd.db")
+    await s.write([Reading("old", "A+", "current", 1_000_000 + i, 1.0, "Wh") for i in range(3)])
+    await s.close()
+    monkeypatch.setattr(supervisor, "HOUSEKEEPING_EVERY", 0.05)
+    caplog.set_level(logging.INFO)
+    d = Daemon(load_config(path), tmp_path / "state")
+    task = asyncio.ensure_future(d.run())
+    await until(lambda: any("pruned" in r.getMessage() for r in caplog.records) or task.done(), what="prune")
+    await asyncio.sleep(0.2)  # a second line, if any, would come right after the first
+    d.request_stop()
+    assert await asyncio.wait_for(task, 30) == 0
+    pruned = [r.getMessage() for r in caplog.records if "pruned" in r.getMessage()]
+    assert len(pruned) == 1, pruned
+    assert re.fullmatch(r"store: pruned 3 readings older than \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ \(the retention, keep\), "
+                        r"delivered to \(no sinks\)", pruned[0])

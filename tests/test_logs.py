@@ -10,6 +10,7 @@ import fcntl
 import io
 import logging
 import os
+import re
 import socket
 import struct
 from pathlib import Path
@@ -160,7 +161,9 @@ def test_plain_stderr_outside_journald(journal):
     assert not isinstance(h, JournalHandler)
     lg.info("not shown")
     lg.warning("shown", extra={"meter": "m1"})
-    assert out.getvalue() == "WARNING pollerd.test.stderr: shown\n"
+    # Not under journald nothing else stamps a line: a UTC timestamp with milliseconds leads it.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z WARNING pollerd.test.stderr: shown\n",
+                        out.getvalue())
     # Installing again replaces our handler instead of doubling every line.
     setup_logging("WARNING", environ={}, stream=out, logger=lg)
     lg.warning("once")

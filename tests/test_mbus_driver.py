@@ -131,6 +131,9 @@ async def test_driver_reads_multi_telegram_heat_meter_with_exact_values(tcp_bus)
     assert got[("T.flow", "current", None)][1] == "°C" and got[("dT", "current", None)][1] == "K"
     assert bus.meters[0].readouts == 2          # two telegrams, FCB toggled once
     assert driver.ctx.state.identity["id"] == "12345678"
+    # The fabrication number is the meter's metadata (in /api/meters), not a reading sent upstream each cycle.
+    assert driver.ctx.state.identity["fabrication"] == "12345678"
+    assert not [r for r in result.readings if r.channel.startswith("mbus.")], result.readings
 
 
 async def test_driver_retry_keeps_fcb_so_the_meter_repeats_the_lost_telegram(tcp_bus) -> None:
@@ -293,6 +296,70 @@ async def test_scan_separates_two_meters_sharing_an_id_by_manufacturer_without_l
     finally:
         await _shutdown(line, server)
     assert sorted(f.secondary for f in found) == sorted((heat.secondary, other.secondary))
+
+
+# --- stale telegrams (issue 14) ---------------------------------------------------------------------------
+
+
+async def test_a_held_back_repeat_of_a_telegram_is_not_taken_for_the_next_one() -> None:
+    # A packetising converter holds the reply to the first REQ_UD2 and to its retry, handing each over right
+    # after the next request went out. The retry gets the first telegram (its own content: same FCB), and the
+    # REQ_UD2 with the toggled FCB meets the meter's repeat of it before its own reply. Before: taken as "the
+    # meter ignores the FCB toggle", the readout ended there and telegram 2's values were silently missing.
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fakes import FakeLink
+
+    bus = SimBus([heat_meter(1, "12345678")])
+    held: list[bytes] = []
+    req_ud2 = 0
+
+    def plan(req: bytes) -> list[tuple[float, bytes]]:
+        nonlocal req_ud2
+        out = [(0.0, h) for h in held]
+        held.clear()
+        reply = bus.handle_frame(req) or b""
+        if req[0] == m.START_SHORT and req[1] & ~m.FCB == m.C_REQ_UD2:
+            req_ud2 += 1
+            if req_ud2 in (1, 2):
+                held.append(reply)
+                return out
+        return out + [(0.01, reply)]
+
+    line = Line(LineConfig("bus", "tcp", host="127.0.0.1", port=1, baudrate=9600), LineState("bus", "tcp"),
+                Registry())
+    line.link = FakeLink(plan)  # type: ignore[assignment]
+    meter = _meter(1, "12345678")
+    driver = MbusDriver(_Ctx(meter, line))  # type: ignore[arg-type]
+    driver.timeout = 0.1
+    result = await driver.poll(1_800_000_000)
+    assert result.ok, result.error
+    got = {(r.channel, r.archive, None if r.archive == "current" else r.ts): r.value for r in result.readings}
+    expected = bus.meters[0].expected()
+    assert set(expected) <= set(got)      # telegram 2's records too
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, rel=1e-12), key
+
+
+async def test_a_meter_that_ignores_the_fcb_toggle_costs_one_extra_readout_once() -> None:
+    bus = SimBus([heat_meter(1, "12345678")])
+    meter_sim = bus.meters[0]
+    same = meter_sim.rsp_ud(True)   # the first telegram (more follow), sent whatever the FCB: same bytes
+    meter_sim.rsp_ud = lambda fcb: same  # type: ignore[method-assign]
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fakes import FakeLink
+    line = Line(LineConfig("bus", "tcp", host="127.0.0.1", port=1, baudrate=9600), LineState("bus", "tcp"),
+                Registry())
+    link = FakeLink(lambda req: [(0.0, bus.handle_frame(req) or b"")])
+    line.link = link  # type: ignore[assignment]
+    driver = MbusDriver(_Ctx(_meter(1), line))  # type: ignore[arg-type]
+    first = await driver.poll(1_800_000_000)
+    assert first.ok and first.readings
+    n = len(link.written)
+    second = await driver.poll(1_800_000_100)
+    assert second.ok and len(second.readings) == len(first.readings)
+    assert len(link.written) - n == 3    # SND_NKE, REQ_UD2, the repeat: no second readout any more
 
 
 async def test_a_lost_second_telegram_costs_only_its_records(tcp_bus) -> None:

@@ -20,11 +20,14 @@ class Receiver:
     def __init__(self) -> None:
         self.status = 422
         self.got: list[dict] = []  # type: ignore[type-arg]
+        self.events: list[dict] = []  # type: ignore[type-arg]
 
     async def ingest(self, request: web.Request) -> web.Response:
         if self.status != 200:
             return web.Response(status=self.status, text="unknown meter m1")
-        self.got.extend(orjson.loads(await request.read())["readings"])
+        body = orjson.loads(await request.read())
+        self.got.extend(body.get("readings", []))
+        self.events.extend(body.get("events", []))
         return web.json_response({"ok": True})
 
 
@@ -78,3 +81,23 @@ async def test_list_retry_and_release(tmp_path: Path, receiver: Receiver, capsys
     assert await pollerd(*base, "--release", "2") == 1
     err = capsys.readouterr().err
     assert "no parked batch 2" in err and "secret-token-123" not in err
+
+
+async def test_retry_of_a_parked_event_batch(tmp_path: Path, receiver: Receiver, capsys) -> None:  # type: ignore[no-untyped-def]
+    from pollerd.model import Event
+    cfg = tmp_path / "pollerd.toml"
+    cfg.write_text(f'[gateway]\nname = "gw"\n\n[[sinks]]\nname = "up"\ntype = "http"\nurl = "{receiver.url}"\n',
+                   encoding="utf-8")
+    store = await Store.open(tmp_path / "pollerd.db", commit_interval=0.01)
+    await store.write([], [Event("m1", "power_off", 1_700_000_000 + i, None, "") for i in range(3)])
+    await store.flush()
+    await store.park("up", 1, 3, "sink 'up': HTTP 422", advance=True, kind="events")
+    await store.close()
+    base = ["parked", "--config", str(cfg), "--state-dir", str(tmp_path)]
+    assert await pollerd(*base) == 0
+    assert "    1  up               event seq 1..3" in capsys.readouterr().out
+    receiver.status = 200
+    assert await pollerd(*base, "--retry", "1") == 0
+    assert "3 events delivered to up" in capsys.readouterr().out
+    assert [e["ts_start"] for e in receiver.events] == [1_700_000_000, 1_700_000_001, 1_700_000_002]
+    assert receiver.got == []

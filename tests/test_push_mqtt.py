@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -449,3 +450,52 @@ async def test_a_failed_batch_leaves_no_unretrieved_future_behind(how):
     finally:
         loop.set_exception_handler(old)
     assert not [m for m in seen if "never retrieved" in m], seen
+
+
+async def test_events_and_meter_status_reach_the_broker(broker, store):
+    """Events on each meter's events topic (not retained), and each meter's online/offline retained on its
+    status topic, published again only when it changes."""
+    from pollerd.model import Event
+    sub = await Subscriber(broker.port).start()
+    status = {"m1": "online", "m2": "offline"}
+    events = [Event("m1", "power_off", 1_700_000_000, 1_700_000_300, "phase A"), Event("m2", "cover_open",
+                                                                                         1_700_000_100)]
+    await store.write(mixed(4), events)
+    sink = mqtt_sink(broker.url)
+    client = make_client(sink, "gw1")
+    state = SinkState(sink.name, sink.type)
+    fwd = Forwarder(store, client, sink, state, Registry(), idle_wait=0.05, meter_status=lambda: dict(status))
+    task = asyncio.create_task(fwd.run())
+    try:
+        await until(lambda: state.sent == 4, "readings", tries=2000)
+
+        def on(topic: str) -> list[tuple[bytes, bool]]:
+            return [(p, r) for t, p, r in sub.messages if t == topic]
+
+        await until(lambda: len(on("pollerd/gw1/m1/events")) == 1 and len(on("pollerd/gw1/m2/events")) == 1,
+                    "events", tries=2000)
+        await until(lambda: bool(on("pollerd/gw1/m1/status") and on("pollerd/gw1/m2/status")), "status",
+                    tries=2000)
+        status["m2"] = "online"
+        await until(lambda: len(on("pollerd/gw1/m2/status")) == 2, "the change", tries=2000)
+        await asyncio.sleep(0.2)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.close()
+        await sub.stop()
+    [(payload, _)] = on("pollerd/gw1/m1/events")
+    assert orjson.loads(payload) == {"gateway": "gw1", **events[0].as_dict()}
+    assert [p for p, _ in on("pollerd/gw1/m1/status")] == [b"online"]          # unchanged: published once
+    assert [p for p, _ in on("pollerd/gw1/m2/status")] == [b"offline", b"online"]
+    assert await store.event_cursor("up") == 2
+    # Retained: a late subscriber gets each meter's last state, and no event (events are not retained).
+    async with aiomqtt.Client("127.0.0.1", broker.port) as c:
+        await c.subscribe("pollerd/gw1/+/+", qos=1)
+        late: dict[str, bytes] = {}
+        with contextlib.suppress(asyncio.TimeoutError):
+            async with asyncio.timeout(1.0):
+                async for m in c.messages:
+                    late[m.topic.value] = bytes(m.payload)
+    assert late == {"pollerd/gw1/m1/status": b"online", "pollerd/gw1/m2/status": b"online"}

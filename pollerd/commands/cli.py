@@ -9,8 +9,7 @@ from collections.abc import Callable, Sequence
 
 from ..errors import AlreadyRunning, ConfigError, PollerdError
 from . import check, demo, parked, poll, readings, run, scan, sioi, tools, webmeters
-
-EX_CONFIG = 78  # sysexits.h EX_CONFIG: systemd's RestartPreventExitStatus can name it
+from .common import EX_CONFIG
 
 Configure = Callable[[argparse.ArgumentParser], None]
 Command = Callable[[argparse.Namespace], int]
@@ -44,21 +43,60 @@ COMMANDS: tuple[tuple[str, str, Configure, Command], ...] = (
 )
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+class _Parser(argparse.ArgumentParser):
+    """A command's parser refuses an option it does not know itself, with its own usage line: argparse would
+    hand the leftover to the top-level parser, whose usage says nothing about the command that was typed."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]  # typeshed overloads it
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        ns, extra = super().parse_known_args(args, namespace)
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return ns, extra
+
+
+def _add_log_level(p: argparse.ArgumentParser, default: str | None) -> None:
+    # Before or after the command: each command's parser takes it too, and SUPPRESS leaves the top-level
+    # value alone unless it is given there.
+    p.add_argument("--log-level", type=_log_level, default=argparse.SUPPRESS if default is None else default,
+                   metavar="LEVEL", help=f"{', '.join(LOG_LEVELS)} (default INFO; any letter case)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
     p = argparse.ArgumentParser(prog="pollerd", description="Metering gateway daemon")
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"pollerd {__version__}",
+                   help="print the version and exit (`pollerd version` adds the libraries)")
+    _add_log_level(p, "INFO")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, text, configure, command in COMMANDS:
         if name == "decode" and not tools.has_decoders():
             continue
-        s = sub.add_parser(name, help=text)
+        s = sub.add_parser(name, help=text, description=text)
         configure(s)
+        _add_log_level(s, None)
         s.set_defaults(func=command)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        # Exit 2, as for any other usage error: a script that runs `pollerd` with nothing to do made a
+        # mistake and must not take the help text for success. The help goes to stderr with it.
+        parser.print_help(sys.stderr)
+        return 2
     # journald with METER=/LINE=/SINK= fields under systemd, stderr otherwise; repeats folded (pollerd/logs.py)
     from ..logs import setup_logging
     setup_logging(args.log_level)
@@ -66,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except ConfigError as exc:
-        print(f"pollerd: {exc}", file=sys.stderr)
+        for err in exc.errors:  # the loader found them all; each is one line naming file, line and key
+            print(f"pollerd: {err}", file=sys.stderr)
         return EX_CONFIG
     except AlreadyRunning as exc:  # 75, EX_TEMPFAIL: systemd restarts and takes over once the other is gone
         print(f"pollerd: {exc}", file=sys.stderr)

@@ -16,6 +16,21 @@ if TYPE_CHECKING:  # pragma: no cover - typing only: importing the config at par
     from ..model import Reading
 
 
+EX_CONFIG = 78  # sysexits.h EX_CONFIG: systemd's RestartPreventExitStatus can name it
+
+CONFIG_HELP = "the pollerd config file (TOML), e.g. /etc/pollerd/pollerd.toml"
+STATE_DIR_HELP = "the daemon's state directory (default: $STATE_DIRECTORY, else /var/lib/pollerd)"
+
+
+def add_config(p: argparse.ArgumentParser, what: str = CONFIG_HELP) -> None:
+    """--config/-c, the one spelling every command that reads a config file accepts."""
+    p.add_argument("--config", "-c", required=True, metavar="FILE", help=what)
+
+
+def add_state_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
+
+
 def load(path: str) -> Config:
     # Imported when a command runs, not when the parser is built: `pollerd --help` stays quick.
     from ..config import load_config

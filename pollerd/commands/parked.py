@@ -12,17 +12,17 @@ import orjson
 
 from ..errors import ConfigError, SinkError
 from ..text import utc_text
-from .common import load, state_dir
+from .common import add_config, add_state_dir, load, state_dir
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config import Config
+    from ..config import Config, SinkConfig
     from ..store import Store
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="the pollerd config file (the sinks' urls and credentials)")
+    add_config(p, "the pollerd config file (the sinks' urls and credentials)")
     p.add_argument("--sink", help="only this sink's batches")
-    p.add_argument("--state-dir", help="default: $STATE_DIRECTORY or /var/lib/pollerd")
+    add_state_dir(p)
     act = p.add_mutually_exclusive_group()
     act.add_argument("--retry", type=int, metavar="ID", help="send batch ID again now, through its sink as the "
                      "config file describes it; forgotten once the receiver confirms it")
@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
                 if args.json:
                     print(orjson.dumps(b).decode())
                 else:
-                    print(f"{b['id']:>5}  {b['sink']:<16} seq {b['first_seq']}..{b['last_seq']}  parked "
+                    what = "event seq" if b.get("kind") == "events" else "seq"
+                    print(f"{b['id']:>5}  {b['sink']:<16} {what} {b['first_seq']}..{b['last_seq']}  parked "
                           f"{utc_text(b['ts'])}\n       {b['reason']}")
             return 0
         finally:
@@ -72,6 +73,8 @@ async def _retry(store: Store, cfg: Config, park_id: int) -> int:
         raise ConfigError(f"batch {park_id} belongs to sink {batch['sink']!r}, which the config no longer has; "
                           f"release it with --release {park_id}", path=cfg.source)
     first, last = batch["first_seq"], batch["last_seq"]
+    if batch.get("kind") == "events":
+        return await _retry_events(store, cfg, park_id, sink, first, last)
     rows = [r for seq, r in await store.fetch_after(first - 1, last - first + 1) if seq <= last]
     if not rows:
         raise SinkError(f"batch {park_id}: its readings are gone from the store (removed by the disk quota); "
@@ -89,4 +92,31 @@ async def _retry(store: Store, cfg: Config, park_id: int) -> int:
     missing = last - first + 1 - len(rows)
     print(f"batch {park_id}: {len(rows)} readings delivered to {sink.name}"
           + (f" ({missing} were removed by the disk quota before)" if missing else "") + "; no longer parked")
+    return 0
+
+
+async def _retry_events(store: Store, cfg: Config, park_id: int, sink: SinkConfig, first: int, last: int) -> int:
+    from ..push import PermanentSinkError, TransientSinkError, make_client
+
+    # An event changed since has a later seq (and was sent on its own): what is left in the range is due.
+    events = [e for seq, e in await store.fetch_events_after(first - 1, last - first + 1) if seq <= last]
+    if not events:
+        await store.unpark(park_id)
+        print(f"batch {park_id}: its events have all changed since and were sent again; no longer parked")
+        return 0
+    client = make_client(sink, cfg.gateway.name)
+    send = getattr(client, "send_events", None)
+    if send is None or not getattr(client, "accepts_events", True):
+        raise SinkError(f"batch {park_id}: sink {sink.name!r} no longer takes events; release it with "
+                        f"--release {park_id}")
+    try:
+        await client.connect()
+        await send(events)
+    except (TransientSinkError, PermanentSinkError) as exc:
+        print(f"batch {park_id} not delivered, still parked: {exc}")
+        return 1
+    finally:
+        await client.close()
+    await store.unpark(park_id)
+    print(f"batch {park_id}: {len(events)} events delivered to {sink.name}; no longer parked")
     return 0

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from .common import load, state_dir
+from .common import add_config, add_state_dir, load, state_dir
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", required=True)
-    p.add_argument("--state-dir", help="default: $STATE_DIRECTORY or /var/lib/pollerd")
+    add_config(p)
+    add_state_dir(p)
 
 
 def run(args: argparse.Namespace) -> int:

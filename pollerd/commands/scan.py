@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ..errors import ConfigError, FrameError, ReplyTimeout
 from ..line import Line
 from ..protocols import mbus as m
-from .common import load
+from .common import add_config, load
 
 __all__ = ["Found", "config_snippet", "configure_parser", "run", "scan_line"]
 
@@ -173,8 +173,8 @@ def _address_range(text: str) -> range:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", required=True)
-    p.add_argument("line")
+    add_config(p)
+    p.add_argument("line", help="the line's name in the config")
     p.add_argument("--primary-only", action="store_true", help="skip the secondary-address search")
     p.add_argument("--primary", type=_address_range, default=range(251), metavar="FROM-TO",
                    help="primary addresses to try (default 0-250; an empty range skips them)")
@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"no line named {args.line!r} (lines: {', '.join(names) or 'none'})", path=args.config)
 
     async def main() -> int:
-        line = build_lines(cfg, Runtime(cfg.gateway.name), Registry())[args.line]
+        line = build_lines(cfg, Runtime(cfg.gateway.name), Registry(), one_shot=True)[args.line]
         # Collisions are expected while narrowing secondary addresses; they are not bus faults to warn about.
         logging.getLogger("pollerd.line").setLevel(logging.ERROR)
         try:

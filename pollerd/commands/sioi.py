@@ -11,13 +11,13 @@ import orjson
 
 from ..errors import ConfigError
 from ..text import utc_text
-from .common import load, state_dir
+from .common import add_config, add_state_dir, load, state_dir
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="the pollerd config file")
+    add_config(p)
     p.add_argument("--sink", help="the sink's name (default: the only sioi sink)")
-    p.add_argument("--state-dir", help="default: $STATE_DIRECTORY or /var/lib/pollerd")
+    add_state_dir(p)
     act = p.add_mutually_exclusive_group()
     act.add_argument("--retry", metavar="PERIOD", help="send the period's document on the sink's next look, "
                      "even if a document with the same content was sent before")

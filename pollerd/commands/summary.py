@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pollerd.config.model import Config, MeterConfig
 from pollerd.schedule import Schedule
-from pollerd.text import safe_url
+from pollerd.text import address_text, safe_url
 from pollerd.units import format_duration, format_size
 
 __all__ = ["describe_schedule", "summary"]
@@ -68,7 +68,7 @@ def summary(config: Config) -> str:
             state = "" if m.enabled else " [disabled]"
             pw = ", password set" if m.password is not None else ""
             serial = f" #{m.number_meter}" if m.number_meter else ""
-            out.append(f"    {m.name}{state}: {m.protocol}{serial} @ {m.connection_address}{pw}; "
+            out.append(f"    {m.name}{state}: {m.protocol}{serial} @ {address_text(m.connection_address)}{pw}; "
                        f"{describe_schedule(m, g.spread)}; reads {', '.join(m.read)}")
     clouds = [m for m in config.meters if m.is_cloud]
     if clouds:

@@ -18,6 +18,7 @@ from collections.abc import Iterable as _Iterable
 from collections.abc import Mapping as _Mapping
 from typing import Any as _Any
 from typing import NoReturn as _NoReturn
+from typing import TypeVar as _TypeVar
 
 from pollerd.config.locate import KeyPath as _Path
 from pollerd.config.locate import Locator as _Locator
@@ -27,6 +28,8 @@ from pollerd.units import NUMBER as _NUMBER
 from pollerd.units import format_duration, format_size, parse_duration, parse_size
 from pollerd.units import show_value as _show
 from pollerd.units import toml_type as _toml_type
+
+_T = _TypeVar("_T")
 
 
 class _Invalid(Exception):
@@ -401,16 +404,37 @@ def _listen(value: object, ctx: _Ctx) -> tuple[str, str, int]:
 
 # --- context and table walking ---------------------------------------------------------------------------------
 
+class _Abandoned(Exception):
+    """A table had errors, already recorded in :attr:`_Ctx.errors`; checks of the table as a whole would only
+    add follow-on errors about the keys that failed, so the loader skips them."""
+
+
 class _Ctx:
     def __init__(self, source: str, locator: _Locator, environ: _Mapping[str, str], base_dir: str) -> None:
         self.source = source
         self.locator = locator
         self.environ = environ
         self.base_dir = base_dir
+        # Every problem found so far: `pollerd check` lists them all instead of the first one.
+        self.errors: list[ConfigError] = []
+
+    def error(self, path: _Path, message: str, *, line_path: _Path | None = None) -> ConfigError:
+        line = self.locator.find(path if line_path is None else line_path)
+        return ConfigError(message, path=self.source, line=line, key=_fmt_path(path) or None)
 
     def fail(self, path: _Path, message: str, *, line_path: _Path | None = None) -> _NoReturn:
-        line = self.locator.find(path if line_path is None else line_path)
-        raise ConfigError(message, path=self.source, line=line, key=_fmt_path(path) or None)
+        raise self.error(path, message, line_path=line_path)
+
+    def attempt(self, fn: _Callable[..., _T], *args: _Any) -> _T | None:
+        """``fn(*args)``, or None after recording the error that stopped it: the loader carries on with the
+        next table, so one run finds the problems of every table."""
+        try:
+            return fn(*args)
+        except ConfigError as exc:
+            self.errors.append(exc)
+        except _Abandoned:
+            pass
+        return None
 
     def read_secret(self, path: str, label: str, missing: str) -> str:
         try:
@@ -432,18 +456,25 @@ _Spec = dict[str, _Callable[[_Any, _Ctx], _Any]]
 
 def _walk(ctx: _Ctx, table: dict[str, _Any], path: _Path, spec: _Spec,
           known: _Iterable[str] | None = None) -> dict[str, _Any]:
-    """Convert every key of ``table`` in file order; the first unknown or invalid key is the error.
+    """Convert every key of ``table`` in file order. Each unknown or invalid key is recorded in ``ctx.errors``;
+    if there was one, the table is abandoned (:class:`_Abandoned`) after all its keys were looked at.
     ``known`` (default: the spec's keys) are the names an unknown key's "did you mean" picks from."""
     out: dict[str, _Any] = {}
+    failed = False
     for key, raw in table.items():
         conv = spec.get(key)
         if conv is None:
-            ctx.fail(path, f"unknown key {key!r}{_did_you_mean(key, spec if known is None else known)}",
-                     line_path=path + (key,))
+            ctx.errors.append(ctx.error(path, f"unknown key {key!r}{_did_you_mean(key, spec if known is None else known)}",
+                                        line_path=path + (key,)))
+            failed = True
+            continue
         try:
             out[key] = conv(raw, ctx)
         except _Invalid as exc:
-            ctx.fail(path + (key,) + exc.sub, exc.message)
+            ctx.errors.append(ctx.error(path + (key,) + exc.sub, exc.message))
+            failed = True
+    if failed:
+        raise _Abandoned
     return out
 
 

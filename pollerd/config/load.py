@@ -74,6 +74,7 @@ from pollerd.errors import ConfigError, OptionError
 from pollerd.push.plugins import load_entry_points
 from pollerd.push.registry import SinkRegistry, builtin_sinks
 from pollerd.schedule import Schedule
+from pollerd.text import address_text
 from pollerd.units import NUMBER as _NUMBER
 from pollerd.units import format_duration
 
@@ -85,7 +86,7 @@ _GATEWAY: _Spec = {"name": _name, "spread": _duration()}
 _STORE: _Spec = {"path": _str, "keep": _duration(1.0), "commit_interval": _duration(0.0),
                  # Below 1 MiB the WAL and the schema alone would keep the quota permanently exceeded.
                  "max_size": _size(1024**2), "max_age": _duration(60.0)}
-_API: _Spec = {"listen": _listen, "enabled": _bool, "tokens": lambda value, ctx: value}
+_API: _Spec = {"listen": _listen, "enabled": _bool, "open_monitoring": _bool, "tokens": lambda value, ctx: value}
 _API_TOKEN: _Spec = {"token": _secret_value, "token_file": _secret_file, "token_credential": _secret_credential,
                      "role": _choice(("read", "admin"))}
 
@@ -111,6 +112,7 @@ _LINE: _Spec = {
     "parity": _choice(("N", "E", "O", "M", "S"), fold=True), "stopbits": _stopbits,
     "host": _host, "port": _int(1, 65535), "connect_timeout": _duration(0.0, above=True),
     "reconnect_min": _duration(0.0, above=True), "reconnect_max": _duration(0.0, above=True),
+    "trace": _bool,
 }
 
 _PASSWORD_KEYS = ("password", "password_file", "password_credential")
@@ -176,8 +178,9 @@ def _load_api(ctx: _Ctx, doc: dict[str, _Any]) -> ApiConfig:
     kw: dict[str, _Any] = {}
     if "listen" in f:
         kw["listen"], kw["host"], kw["port"] = f["listen"]
-    if "enabled" in f:
-        kw["enabled"] = f["enabled"]
+    for key in ("enabled", "open_monitoring"):
+        if key in f:
+            kw[key] = f[key]
     if "tokens" in f:
         raw = f["tokens"]
         if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
@@ -449,12 +452,13 @@ def _check_client_cert(ctx: _Ctx, path: _Path, f: dict[str, _Any]) -> None:
                  f"(an encrypted key is not supported): {getattr(exc, 'reason', None) or exc}")
 
 
-def _unique(ctx: _Ctx, section: str, names: list[str]) -> None:
+def _unique(ctx: _Ctx, section: str, names: list[tuple[int, str]]) -> None:
     seen: dict[str, int] = {}
-    for i, name in enumerate(names):
+    for i, name in names:
         if name in seen:
-            ctx.fail((section, i, "name"), f"duplicate name {name!r} (also {section}[{seen[name]}])")
-        seen[name] = i
+            ctx.errors.append(ctx.error((section, i, "name"), f"duplicate name {name!r} (also {section}[{seen[name]}])"))
+        else:
+            seen[name] = i
 
 
 def _endpoint_name(host: str, port: int) -> str:
@@ -490,44 +494,72 @@ def load_config(path: str | _os.PathLike[str], *, environ: _Mapping[str, str] | 
         raise ConfigError(f"syntax error: {msg}", path=source, line=line) from None
 
     ctx = _Ctx(source, _Locator(text), env, _os.path.dirname(_os.path.abspath(source)))
+    cfg = _build(ctx, doc, sinks, catalog)
+    if ctx.errors or cfg is None:
+        raise ConfigError.several(ctx.errors)
+    return cfg
+
+
+def _indexed(ctx: _Ctx, tables: list[dict[str, _Any]] | None, load: _Any, section: str,
+             *extra: _Any) -> tuple[list[tuple[int, _Any]], bool]:
+    """Each table of an array loaded on its own, with its index (paths name the table as the file does);
+    the flag says whether every table loaded."""
+    out: list[tuple[int, _Any]] = []
+    for i, table in enumerate(tables or ()):
+        item = ctx.attempt(load, ctx, table, (section, i), *extra)
+        if item is not None:
+            out.append((i, item))
+    return out, tables is not None and len(out) == len(tables)
+
+
+def _build(ctx: _Ctx, doc: dict[str, _Any], sinks: SinkRegistry, catalog: Catalog) -> Config | None:
+    """Every check of the file; each problem goes to ``ctx.errors`` and the next table is checked. A check
+    across tables (a meter's line, duplicate names) runs over the tables that loaded, and is skipped where a
+    table that failed could make it report a problem that is not there."""
     for key in doc:
         if key not in _SECTIONS:
-            ctx.fail((), f"unknown section {key!r}{_did_you_mean(key, _SECTIONS)}", line_path=(key,))
+            ctx.errors.append(ctx.error((), f"unknown section {key!r}{_did_you_mean(key, _SECTIONS)}",
+                                        line_path=(key,)))
 
-    gateway = _load_gateway(ctx, doc)
-    store = _load_store(ctx, doc)
-    api = _load_api(ctx, doc)
-    lines = [_load_line(ctx, t, ("lines", i)) for i, t in enumerate(_array_of_tables(ctx, doc, "lines"))]
-    meters = [_load_meter(ctx, t, ("meters", i), catalog) for i, t in enumerate(_array_of_tables(ctx, doc, "meters"))]
-    sink_list = [_load_sink(ctx, t, ("sinks", i), sinks) for i, t in enumerate(_array_of_tables(ctx, doc, "sinks"))]
+    gateway = ctx.attempt(_load_gateway, ctx, doc)
+    store = ctx.attempt(_load_store, ctx, doc)
+    api = ctx.attempt(_load_api, ctx, doc)
+    lines, lines_ok = _indexed(ctx, ctx.attempt(_array_of_tables, ctx, doc, "lines"), _load_line, "lines")
+    meters, meters_ok = _indexed(ctx, ctx.attempt(_array_of_tables, ctx, doc, "meters"), _load_meter, "meters",
+                                 catalog)
+    sink_list, _ = _indexed(ctx, ctx.attempt(_array_of_tables, ctx, doc, "sinks"), _load_sink, "sinks", sinks)
 
-    _unique(ctx, "lines", [ln.name for ln in lines])
-    _unique(ctx, "meters", [kw["name"] for kw, _ in meters])
-    _unique(ctx, "sinks", [s.name for s in sink_list])
+    ctx.attempt(_unique, ctx, "lines", [(i, ln.name) for i, ln in lines])
+    ctx.attempt(_unique, ctx, "meters", [(i, kw["name"]) for i, (kw, _) in meters])
+    ctx.attempt(_unique, ctx, "sinks", [(i, s.name) for i, s in sink_list])
 
-    by_name = {ln.name: ln for ln in lines}
+    by_name = {ln.name: ln for _, ln in lines}
     by_endpoint: dict[tuple[str, int], LineConfig] = {}
-    for i, ln in enumerate(lines):
+    for i, ln in lines:
         if ln.type == "tcp":
             assert ln.host is not None and ln.port is not None  # _load_line required both for tcp
             endpoint = (ln.host.lower(), ln.port)
             if endpoint in by_endpoint:
-                ctx.fail(("lines", i, "host"), f"line {ln.name!r} uses the same endpoint {ln.host}:{ln.port} as "
-                         f"line {by_endpoint[endpoint].name!r}; one converter is one bus, name it once")
+                ctx.errors.append(ctx.error(
+                    ("lines", i, "host"), f"line {ln.name!r} uses the same endpoint {ln.host}:{ln.port} as "
+                    f"line {by_endpoint[endpoint].name!r}; one converter is one bus, name it once"))
             by_endpoint[endpoint] = ln
 
     implicit: list[LineConfig] = []
-    built: list[MeterConfig] = []
+    built: list[tuple[int, MeterConfig]] = []
     used_address: dict[tuple[str, int | str], str] = {}
-    for i, (kw, f) in enumerate(meters):
+    for i, (kw, f) in meters:
         mpath: _Path = ("meters", i)
         if kw["cloud"]:
-            built.append(MeterConfig(**kw))
+            built.append((i, MeterConfig(**kw)))
             continue
         if "line" in f:
             if f["line"] not in by_name:
-                ctx.fail(mpath + ("line",), f"unknown line {f['line']!r}{_did_you_mean(f['line'], by_name)}"
-                         + ("" if by_name else " (no [[lines]] are defined)"))
+                if lines_ok:  # else the line may be one that failed to load
+                    ctx.errors.append(ctx.error(
+                        mpath + ("line",), f"unknown line {f['line']!r}{_did_you_mean(f['line'], by_name)}"
+                        + ("" if by_name else " (no [[lines]] are defined)")))
+                continue
         else:
             host, port = f["ip_address"], f["port"]
             found = by_endpoint.get((host.lower(), port))
@@ -535,7 +567,9 @@ def load_config(path: str | _os.PathLike[str], *, environ: _Mapping[str, str] | 
                 # A converter reachable at one endpoint is one bus: meters naming the same endpoint share it.
                 name = _endpoint_name(host, port)
                 if name in by_name:
-                    ctx.fail(mpath + ("ip_address",), f"implicit line name {name!r} clashes with a [[lines]] name")
+                    ctx.errors.append(ctx.error(mpath + ("ip_address",),
+                                                f"implicit line name {name!r} clashes with a [[lines]] name"))
+                    continue
                 found = LineConfig(name=name, type="tcp", host=host, port=port, implicit=True,
                                    line_no=ctx.locator.find(mpath + ("ip_address",)))
                 by_name[name] = found
@@ -546,32 +580,40 @@ def load_config(path: str | _os.PathLike[str], *, environ: _Mapping[str, str] | 
         if meter.enabled:
             slot = (meter.line, meter.connection_address)
             if slot in used_address:
-                ctx.fail(mpath + ("connection_address",), f"address {meter.connection_address} is already used "
-                         f"by meter {used_address[slot]!r} on line {meter.line!r}")
+                ctx.errors.append(ctx.error(
+                    mpath + ("connection_address",), f"address {address_text(meter.connection_address)} is already used "
+                    f"by meter {used_address[slot]!r} on line {meter.line!r}"))
             used_address[slot] = meter.name
-        built.append(meter)
-    for i, meter in enumerate(built):
-        _check_schedule_runs(ctx, ("meters", i), meter, gateway.spread)
-    meter_names = [m.name for m in built]
-    for i, sink in enumerate(sink_list):
+        built.append((i, meter))
+    for i, meter in built:
+        if gateway is not None:
+            ctx.attempt(_check_schedule_runs, ctx, ("meters", i), meter, gateway.spread)
+    meter_names = [m.name for _, m in built]
+    for i, sink in sink_list:
+        if not meters_ok:
+            break  # a meter the sink names may be one that failed to load
         # A document sink (sioi) that names a meter not in this file would wait for its readings every period.
         for k, name in enumerate(getattr(sink.options, "meters", ())):
             if name not in meter_names:
-                ctx.fail(("sinks", i, "meters", k), f"no meter named {name!r} in this file"
-                         f"{_did_you_mean(name, meter_names)}")
+                ctx.errors.append(ctx.error(("sinks", i, "meters", k), f"no meter named {name!r} in this file"
+                                            f"{_did_you_mean(name, meter_names)}"))
 
-    if store.max_age is not None:
-        for i, meter in enumerate(built):
+    if store is not None and store.max_age is not None:
+        for i, meter in built:
             # A backfill reaching further back than max_age would be evicted as it arrives (quota.py).
             if (meter.enabled and meter.data_polling_length > store.max_age
                     and set(meter.read) & {"profile", "hourly", "daily", "monthly", "yearly"}):
-                ctx.fail(("store", "max_age"), f"max_age {format_duration(store.max_age)} is shorter than "
-                         f"meters[{i}] ({meter.name}) data_polling_length "
-                         f"{format_duration(meter.data_polling_length)}: its backfilled archives would be "
-                         f"evicted as they arrive; raise max_age or shorten data_polling_length")
+                ctx.errors.append(ctx.error(
+                    ("store", "max_age"), f"max_age {format_duration(store.max_age)} is shorter than "
+                    f"meters[{i}] ({meter.name}) data_polling_length "
+                    f"{format_duration(meter.data_polling_length)}: its backfilled archives would be "
+                    f"evicted as they arrive; raise max_age or shorten data_polling_length"))
 
-    return Config(source=source, gateway=gateway, store=store, api=api, lines=tuple(lines) + tuple(implicit),
-                  meters=tuple(built), sinks=tuple(sink_list))
+    if ctx.errors or gateway is None or store is None or api is None:
+        return None
+    return Config(source=ctx.source, gateway=gateway, store=store, api=api,
+                  lines=tuple(ln for _, ln in lines) + tuple(implicit),
+                  meters=tuple(m for _, m in built), sinks=tuple(s for _, s in sink_list))
 
 
 def known_keys(sinks: SinkRegistry | None = None, catalog: Catalog = CATALOG) -> dict[str, frozenset[str]]:

@@ -55,7 +55,10 @@ class ApiConfig:
     host: str = "127.0.0.1"
     port: int = 8780
     enabled: bool = True
-    tokens: tuple[ApiToken, ...] = ()   # bearer tokens for the write endpoints (raw frames, poll now)
+    # Bearer tokens. Once there is one, the data endpoints need a token (read or admin) and the write
+    # endpoints (raw frames, poll now) one of role admin.
+    tokens: tuple[ApiToken, ...] = ()
+    open_monitoring: bool = True        # /health and /metrics answer without a token even when tokens exist
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,7 @@ class LineConfig:
     connect_timeout: float = 5.0
     reconnect_min: float = 1.0
     reconnect_max: float = 60.0
+    trace: bool = False             # log every frame on this line at INFO (pollerd.wire)
     implicit: bool = False          # made from a meter's ip_address/port
     line_no: int | None = None      # where it was defined in the file, for messages
 

@@ -244,7 +244,8 @@ class MeterRunner:
         if self.stopping.is_set():
             log.info("%s: cycle cut short by shutdown: %s", mc.name, result.error)
         elif st.last_error != result.error:
-            log.warning("%s: poll %s: %s", mc.name, "incomplete" if result.answered else "failed", result.error,
+            log.warning("%s: poll %s: %s", mc.name, "incomplete" if result.answered else "failed",
+                        (result.error or "").removeprefix(f"{mc.name}: "),
                         extra={"meter": mc.name, "line": mc.line})
         st.last_error = result.error
         if not st.degraded and st.consecutive_failures >= DEGRADED_AFTER:

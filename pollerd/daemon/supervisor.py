@@ -116,7 +116,8 @@ class Daemon:
             if cfg.api.enabled:
                 from ..api import make_app, start_api
                 app = self._app = make_app(runtime=self.runtime, store=store, metrics=self.metrics,
-                                           clock=self.clock, tokens=cfg.api.tokens, raw=self._raw,
+                                           clock=self.clock, tokens=cfg.api.tokens,
+                                           open_monitoring=cfg.api.open_monitoring, raw=self._raw,
                                            poll=self.poll_now, meter_config=self._meter_config)
                 try:
                     api_runner, self.api_port = await start_api(app, cfg.api.host, cfg.api.port)
@@ -376,7 +377,7 @@ class Daemon:
     def _apply_api(self, old: Config, new: Config) -> None:
         if self._app is not None:
             from ..api import set_tokens
-            set_tokens(self._app, new.api.tokens)
+            set_tokens(self._app, new.api.tokens, new.api.open_monitoring)
         # Compared with what is being served, not with the previous file: reverting the change clears it.
         if self._serving_api != (new.api.enabled, new.api.host, new.api.port):
             msg = (f"api: listen/enabled changed to {new.api.listen} (enabled={str(new.api.enabled).lower()}); "
@@ -486,9 +487,19 @@ class Daemon:
             return
         client = make_client(sink_cfg, self.config.gateway.name, self.sinks)
         try:  # the forwarder connects (with retries); close even if it never did
-            await Forwarder(self.store, client, sink_cfg, st, self.metrics, clock=self.clock).run()
+            await Forwarder(self.store, client, sink_cfg, st, self.metrics, clock=self.clock,
+                            meter_status=self._meter_status).run()
         finally:
             await client.close()
+
+    def _meter_status(self) -> dict[str, str]:
+        """Each polled meter's online/offline state as the sinks publish it (meters not polled yet: none)."""
+        out: dict[str, str] = {}
+        for name, ms in self.runtime.meters.items():
+            online = ms.online
+            if online is not None:
+                out[name] = "online" if online else "offline"
+        return out
 
     async def _housekeeping(self) -> None:
         last_prune = 0.0
@@ -499,11 +510,9 @@ class Daemon:
                 last_prune = self.clock()
                 try:
                     # A document sink has no cursor: for its readings, keep alone decides.
-                    n = await self.store.prune(keep=self.config.store.keep,
-                                               sinks=cursor_sinks(self.config, self.sinks),
-                                               now=self.clock())
-                    if n:
-                        log.info("store: pruned %d readings older than the retention", n)
+                    # The store logs what it pruned (how many, before when, confirmed by which sinks), once.
+                    await self.store.prune(keep=self.config.store.keep,
+                                           sinks=cursor_sinks(self.config, self.sinks), now=self.clock())
                 except StoreError as exc:
                     log.error("store: prune failed: %s", exc)
 

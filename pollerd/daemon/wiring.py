@@ -41,11 +41,13 @@ def cursor_sinks(config: Config, sinks: SinkRegistry) -> list[str]:
     return [s.name for s in config.sinks if sink_spec(sinks, s.type).kind == "batch"]
 
 
-def build_lines(config: Config, runtime: Runtime, metrics: Registry) -> dict[str, Line]:
+def build_lines(config: Config, runtime: Runtime, metrics: Registry, *,
+                one_shot: bool = False) -> dict[str, Line]:
+    """``one_shot``: for a command that talks to meters once and exits (see Line)."""
     lines = {}
     for lc in config.lines:
         st = runtime.lines[lc.name] = LineState(lc.name, lc.type)
-        lines[lc.name] = Line(lc, st, metrics)
+        lines[lc.name] = Line(lc, st, metrics, one_shot=one_shot)
     return lines
 
 

@@ -105,15 +105,32 @@ class DlmsDriver:
             return
         self.session.drop()
         try:
-            await self.client.open()
+            await self._open_fresh()
         except LinkRefused:
             # The meter still holds an old link (NDM after its inactivity timeout is DM too): DISC, then again.
             await self._disc()
-            await self.client.open()
+            await self._open_fresh()
         aare_conf = self.session.negotiated_pdu
         self.ctx.log.debug("%s: associated (max PDU %s)", self.ctx.meter.name, aare_conf)
         if not self._identity_checked:
             await self._check_identity()
+
+    async def _open_fresh(self) -> None:
+        """SNRM/AARQ. A frame that is not their answer (FrameError) is a late reply of the association
+        dropped after a timeout (issue 14: a converter held it back until the next request). The meter
+        answers in order, so what follows is the answer to this SNRM: open again at once, up to
+        ``retries`` times, instead of losing the cycle. The refused frame's N(S) and invoke id never reach
+        a value: a new link starts both afresh."""
+        mc = self.ctx.meter
+        for attempt in range(1 + mc.retries):
+            try:
+                await self.client.open()
+                return
+            except FrameError as exc:
+                if attempt == mc.retries:
+                    raise
+                self.ctx.log.info("%s: %s while associating (a late reply?); associating again", mc.name, exc)
+                self.session.drop()
 
     async def _disc(self) -> None:
         self.session.drop()

@@ -31,9 +31,9 @@ class DlmsClient:
         self.exchanges += 1
         return await self._exchange(data, framer, shown)
 
-    async def transact(self, apdu: bytes, shown: str | None = None) -> bytes:
+    async def transact(self, apdu: bytes, shown: str | None = None, answer: str | None = None) -> bytes:
         """Send one APDU (segmented as needed) and return the reply APDU (reassembled)."""
-        framer = self.session.framer()
+        framer = self.session.framer(answer)
         out: bytes | None = self.session.send(apdu)
         while out is not None:
             # A redacted form (the AARQ without its password) stands for every segment of the request: a
@@ -48,9 +48,9 @@ class DlmsClient:
         """Link (SNRM/UA for HDLC) and association (AARQ/AARE). Raises AssociationRejected with the reason."""
         snrm = self.session.open_request()
         if snrm is not None:
-            framer = self.session.framer()
+            framer = self.session.framer("snrm")
             self.session.on_open(await self._unit(snrm, framer))
-        reply = await self.transact(self.session.aarq(), shown=self.session.shown_aarq())
+        reply = await self.transact(self.session.aarq(), shown=self.session.shown_aarq(), answer="aarq")
         self.session.on_aare(reply)
 
     async def close(self) -> None:

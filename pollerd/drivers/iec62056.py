@@ -462,7 +462,10 @@ class Iec62056Driver:
         last: PollerdError | None = None
         for _ in range(attempts):
             try:
-                msg: iec.Message = await self._x(req, self._framer(req))
+                # The framer refuses a reply for another address: a late reply to an earlier read.
+                framer = iec.MessageFramer(self.profile.checksum, request=self._wire(req), strip=self._strip,
+                                           address=address, hex_obis=self.profile.hex_obis)
+                msg: iec.Message = await self._x(req, framer)
                 while msg.kind == "data" and msg.partial:
                     body += msg.body
                     ack = bytes((iec.ACK,))

@@ -5,6 +5,15 @@ selection (SND_UD to 253, CI 52, E5) - then REQ_UD2 with the frame count bit tog
 telegram while the meter ends its records with DIF 1F ("more records follow"). A retry after a timeout or a
 bad frame keeps the same FCB: a meter whose reply was lost repeats it instead of skipping ahead.
 
+Stale telegrams (issue 14). A long frame carries no trace of the request it answers, so the protocol's own
+order is the fence: every readout starts with SND_NKE or a selection, answered by E5, and a long frame
+arriving before that E5 is refused by its framer (the meter answers in order, so once E5 is in, an older
+telegram has come or never will). Inside a readout, a telegram equal to the one before (same access number,
+same bytes) after the FCB was toggled is the previous telegram once more (a converter's late duplicate, or the
+meter's repeat after a retry, handed over after the next request): the readout starts again from SND_NKE
+rather than taking it as the next telegram, which is then still on its way. A meter that repeats itself at the
+same place again ignores the FCB toggle: nothing more will come.
+
 Byte layouts live in :mod:`pollerd.protocols.mbus`; here records become readings:
 
 * ``read = ["current"]``: records of storage number 0 -> ``current`` readings at poll time;
@@ -46,6 +55,13 @@ from .base import BusDriverContext, PollResult
 
 MAX_TELEGRAMS = 32          # a multi-telegram readout longer than this is a slave stuck on DIF 1F
 _RETRYABLE = (ReplyTimeout, FrameError)
+
+# Records that describe the meter rather than measure anything: meter metadata (state.identity, shown in
+# /api/meters), never readings. Sent upstream they would be a constant "value" every cycle, and a
+# fabrication number is a serial, not a quantity.
+_METADATA = frozenset({"fabrication number", "enhanced identification", "bus address",
+                       "parameter set identification", "model/version", "hardware version", "firmware version",
+                       "software version", "customer location", "customer"})
 
 # (quantity, unit) -> base channel; energy and volume depend on the medium (below)
 _CHANNELS: dict[tuple[str, str], str] = {
@@ -125,6 +141,7 @@ class MbusDriver:
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             self._tz = _dt.timezone.utc
         self._last_status = 0
+        self._ignores_fcb_at: int | None = None   # see read_telegrams
         # Replies to a primary address must come from it (a late reply of another meter must not be taken);
         # 251..255 are the bus's special addresses, where the meter answers with its own.
         self._reply_address = self.primary if self.secondary is None and 0 <= self.primary <= 250 else None
@@ -156,9 +173,29 @@ class MbusDriver:
 
     async def read_telegrams(self, out: list[m.Telegram] | None = None) -> list[m.Telegram]:
         """One full readout: the first telegram and every one announced by DIF 1F. Telegrams go into ``out``
-        as they arrive, so that a caller still holds the ones before a failure."""
-        await self._start()
+        as they arrive, so that a caller still holds the ones before a failure. A repeated telegram starts
+        the readout again (module docstring), at most ``retries`` times."""
         out = [] if out is None else out
+        # A meter seen to ignore the FCB toggle at a place is believed the next cycles too (no second readout
+        # per cycle for it); a late duplicate at another place still starts the readout again.
+        repeated_at = self._ignores_fcb_at
+        for _ in range(1 + self.ctx.meter.retries):
+            out.clear()
+            repeat = await self._readout(out, repeated_at)
+            if repeat is None:
+                return out
+            self.ctx.log.info("%s: telegram %d of the readout came again after the FCB toggle (a late duplicate "
+                              "or repeat); reading again from SND_NKE", self.ctx.meter.name, repeat + 1)
+            repeated_at = repeat
+        raise MeterError(f"{self.ctx.meter.name}: every readout met a repeated telegram after "
+                         f"{len(out)} telegram(s)")
+
+    async def _readout(self, out: list[m.Telegram], repeated_at: int | None) -> int | None:
+        """One readout from SND_NKE/selection into ``out``; returns None when complete, or the index of a
+        telegram that came twice in a row (the readout is then not complete). ``repeated_at``: where the
+        previous readout met a repeat; a repeat at the same place again is a meter that ignores the FCB
+        toggle."""
+        await self._start()
         fcb = True
         previous: bytes | None = None
         for _ in range(MAX_TELEGRAMS):
@@ -166,7 +203,12 @@ class MbusDriver:
             if frame.c & 0x0F != m.C_RSP_UD:
                 raise MeterError(f"{self.ctx.meter.name}: expected RSP_UD (C=08), got C=0x{frame.c:02X}")
             if frame.data == previous:
-                break  # the meter ignored the FCB toggle and repeats itself: nothing more will come
+                # The same bytes, access number included, after the FCB was toggled: the previous telegram
+                # once more. Its successor may still be on its way, so nothing is taken as the next one.
+                if repeated_at == len(out) - 1:
+                    self._ignores_fcb_at = repeated_at
+                    break  # the same place twice: the meter ignores the FCB toggle; nothing more will come
+                return len(out) - 1
             previous = frame.data
             telegram = m.decode_telegram(frame)
             if out and telegram.header.id is not None and out[0].header.id is not None \
@@ -179,7 +221,7 @@ class MbusDriver:
             if not telegram.more_follows:
                 break
             fcb = not fcb
-        return out
+        return None
 
     # -- the cycle -------------------------------------------------------------------------------------
 
@@ -222,9 +264,10 @@ class MbusDriver:
                             "medium": header.medium_name, "secondary": header.secondary})
         for t in telegrams:
             for r in t.records:
-                if r.quantity == "fabrication number" and r.storage == 0 and r.value is not None:
+                if r.quantity in _METADATA and r.storage == 0 and r.value is not None:
+                    key = "fabrication" if r.quantity == "fabrication number" else r.quantity.replace(" ", "_")
                     n = r.number
-                    st.identity["fabrication"] = r.display() if n is None else str(int(n))
+                    st.identity[key] = r.display() if n is None else str(int(n))
         if mc.number_meter is not None and _digits(header.id or "") != _digits(mc.number_meter):
             where = f"secondary address {self.secondary}" if self.secondary else f"address {self.primary}"
             raise IdentityMismatch(
@@ -252,7 +295,7 @@ class MbusDriver:
         for r in records:
             number = r.number
             non_finite = r.error == m.NON_FINITE
-            if number is None and not non_finite:
+            if (number is None and not non_finite) or r.quantity in _METADATA:
                 continue
             if r.storage == 0 and "current" not in mc.read:
                 continue

@@ -24,14 +24,16 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pollerd.errors import CrcError, FrameError, FrameTooLong, GarbageError, ParityError
+from pollerd.errors import AddressMismatch, CrcError, FrameError, FrameTooLong, GarbageError, ParityError
+
+from . import obis
 
 __all__ = [
     "ACK", "BAUD_CHARS", "CHECKSUMS", "DataSet", "ETX", "EOT", "GarbageError", "IdentFramer", "Identification",
     "Message", "MessageFramer", "NAK", "ParityError", "SOH", "STX", "Value", "add_parity", "baud_char",
     "bcc_sum7", "bcc_xor", "break_command", "check_address", "command", "encode_message", "option_select",
-    "parity_ok", "parse_data_block", "parse_identification", "password_command", "read_command", "sign_on",
-    "strip_parity", "MAX_MESSAGE", "MAX_IDENT",
+    "parity_ok", "parse_data_block", "parse_identification", "password_command", "read_command",
+    "same_address", "sign_on", "strip_parity", "MAX_MESSAGE", "MAX_IDENT",
 ]
 
 SOH = 0x01
@@ -280,15 +282,24 @@ class MessageFramer(_Base):
 
     ``single_byte``: where a one-byte acknowledgement is what is expected (after P1, W1), any other lone
     byte is returned as kind "byte" (Neva answers a wrong password with 0x07) instead of being garbage.
+
+    ``address``: the address an R1 asked for. A data message that starts with another address is the late
+    reply to an earlier read (issue 14: a converter that held it back and delivered it after this request)
+    and is refused with :class:`AddressMismatch`, so the line waits for silence and drops this read's own
+    reply, and the read is asked again. A reply without an address cannot be checked and is let through.
+    ``hex_obis``: addresses are Neva's 8 hex digits (see :func:`same_address`).
     """
 
     def __init__(self, checksum: str = "xor", *, request: bytes = b"", strip: bool = False,
-                 single_byte: bool = False, max_len: int = MAX_MESSAGE) -> None:
+                 single_byte: bool = False, max_len: int = MAX_MESSAGE, address: str | None = None,
+                 hex_obis: bool = False) -> None:
         super().__init__(request, strip)
         self._bcc = CHECKSUMS[checksum]
         self._single = single_byte
         self._max = max_len
         self._scan = 1
+        self._address = address
+        self._hex = hex_obis
 
     def feed(self, data: bytes) -> Message | None:
         if not self._take(data) or not self._buf:
@@ -324,10 +335,38 @@ class MessageFramer(_Base):
             raise CrcError(f"BCC mismatch: expected 0x{want:02X}, got 0x{frame[-1]:02X}", frame)
         partial = frame[end] == EOT
         if first == STX:
+            if self._address is not None:
+                self._check_address(frame, end)
             return Message("data", frame[1:end], "", partial, frame)
         cmd = frame[1:3].decode("ascii", "replace")
         body = frame[4:end] if end > 3 and frame[3] == STX else b""
         return Message("command", body, cmd, partial, frame)
+
+
+    def _check_address(self, frame: bytes, end: int) -> None:
+        assert self._address is not None
+        head = frame[1:end]
+        cut = head.find(b"(")
+        if cut <= 0:
+            return  # "(value)" or no data set: nothing to compare (the driver does not store bare replies)
+        got = head[:cut].decode("ascii", "replace").strip()
+        if not same_address(got, self._address, hex_obis=self._hex):
+            raise AddressMismatch(f"reply for address {got}, asked for {self._address} (a late reply to an "
+                                  "earlier read?)", frame)
+
+
+def same_address(got: str, asked: str, *, hex_obis: bool = False) -> bool:
+    """Whether a reply's data set address answers an R1 for ``asked``. Meters may write an OBIS code more
+    fully or more briefly than it was asked (``1.8.0`` / ``1-0:1.8.0*255``): groups both give must agree,
+    and C, D must be there in both. Anything else (Energomera's ``ET0PE``...) must match exactly."""
+    if got.upper() == asked.upper():
+        return True
+    parse = obis.parse_hex if hex_obis else obis.parse
+    a, b = parse(got), parse(asked)
+    if a is None or b is None:
+        return False
+    pairs = ((a.a, b.a), (a.b, b.b), (a.c, b.c), (a.d, b.d), (a.e, b.e), (a.f, b.f))
+    return all(x is None or y is None or x == y for x, y in pairs)
 
 
 # ---------------------------------------------------------------------------------------------- data sets

@@ -23,6 +23,16 @@ Lifecycle of a :class:`PushClient` (the forwarder is its only caller):
 4. ``await client.close()`` — once, at the end, also after failures; it must not raise for a connection
    that is already gone.
 
+Events (optional): a client with ``async send_events(batch)`` gets the meters' events (journals, clock
+alarms, identity mismatches) through the same forwarder, in batches of :class:`~pollerd.model.Event` with
+their own cursor, under the same rules as ``send`` (confirm the whole batch, or raise Transient/Permanent;
+never called concurrently with ``send``). An event's natural key is ``(meter, code, ts_start)``; an event
+that changes later (it closes, its text is filled in) is sent again. A client without ``send_events``, or
+with ``accepts_events = False`` (its configuration declines them), gets none.
+
+Meter status (optional): a client with ``async send_status(mapping)`` is handed ``{meter: "online" | "offline"}``
+(meters polled at least once) whenever it changed, between batches; a failure is retried on the next turn.
+
 Delivery is at-least-once: a batch the receiver got but whose confirmation was lost is sent again. Every
 reading carries its natural key ``(meter, channel, archive, ts)`` for the receiver to de-duplicate.
 
@@ -45,7 +55,7 @@ from pollerd.push.registry import PLUGIN_COMMON_KEYS, SinkRegistry, builtin_sink
 
 if TYPE_CHECKING:
     from pollerd.config.model import SinkConfig
-    from pollerd.model import Reading
+    from pollerd.model import Event, Reading
 
 
 class PushClient(Protocol):
@@ -58,6 +68,16 @@ class PushClient(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class EventClient(PushClient, Protocol):
+    """A push client that takes events too (see "Events" in the module docstring)."""
+
+    accepts_events: bool
+
+    async def send_events(self, batch: Sequence[Event]) -> None:
+        """Deliver ``batch`` or raise :class:`TransientSinkError` / :class:`PermanentSinkError`."""
+        ...
 
 
 class SinkPlugin(Protocol):
@@ -95,6 +115,7 @@ def make_client(sink: SinkConfig, gateway: str, registry: SinkRegistry | None = 
 __all__ = [
     "PLUGIN_COMMON_KEYS",
     "PermanentSinkError",
+    "EventClient",
     "PushClient",
     "SinkPlugin",
     "TransientSinkError",

@@ -15,6 +15,10 @@ one batch (at-least-once; the natural key lets the receiver de-duplicate).
 * Linger: a batch shorter than ``batch_size`` waits up to ``linger`` seconds for more rows before it is
   sent, so a trickle of readings (a poll cycle commits meter by meter) becomes a few full requests instead
   of one request per meter. A backlog is sent in full batches without waiting; ``linger = 0`` sends at once.
+* Events go the same way through a second outbox of the same sink: their own cursor (event seq), the same
+  batch size, retries, backoff and parking (``kind = "events"``). Each loop turn sends at most one batch of
+  each, so a readings backlog does not hold events back and the client still gets one call at a time. A
+  client without ``send_events``, or whose ``accepts_events`` is false, declines them.
 * Lag (rows and seconds behind) is refreshed on every loop turn and at least every ``idle_wait`` seconds
   while idle, so gauges and /health stay current when nothing is written.
 """
@@ -27,15 +31,15 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pollerd.backoff import backoff_delay
 from pollerd.compat import timeout
 from pollerd.config.model import SinkConfig
 from pollerd.errors import StoreError
 from pollerd.metrics import Registry
-from pollerd.model import Reading
+from pollerd.model import Event, Reading
 from pollerd.push import PermanentSinkError, PushClient, TransientSinkError
 from pollerd.state import SinkState
 
@@ -76,6 +80,7 @@ class Forwarder:
         rng: Callable[[], float] = random.random,
         idle_wait: float = IDLE_WAIT,
         monotonic: Callable[[], float] = time.monotonic,
+        meter_status: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self._store = store
         self._client = client
@@ -111,6 +116,15 @@ class Forwarder:
         self._start_seq: int | None = None
         self._attempt = 0
         self._failing = False
+        self._events = bool(getattr(client, "accepts_events", callable(getattr(client, "send_events", None))))
+        # Each meter's online/offline state, for clients with send_status: state, not history, so no cursor;
+        # what the client last took is kept and only a change is handed over.
+        self._meter_status = meter_status if callable(getattr(client, "send_status", None)) else None
+        self._status_sent: dict[str, str] = {}
+        self._m_events_sent = metrics.counter(
+            "pollerd_sink_events_sent_total", "Events confirmed by the sink.", ("sink",))
+        if self._events:
+            self._m_events_sent.inc(0, sink=name)
 
     @property
     def name(self) -> str:
@@ -121,8 +135,15 @@ class Forwarder:
         store = self._store
         await self._connect()
         cursor = await self._store_retry("read the cursor", lambda: store.cursor(self._name))
-        log.info("sink %s: forwarding from seq %d", self._name, cursor, extra={"sink": self._name})
+        ev_cursor = 0
+        if self._events:
+            ev_cursor = await self._store_retry("read the event cursor", lambda: store.event_cursor(self._name))
+            log.info("sink %s: forwarding from seq %d, events from event seq %d", self._name, cursor, ev_cursor,
+                     extra={"sink": self._name})
+        else:
+            log.info("sink %s: forwarding from seq %d", self._name, cursor, extra={"sink": self._name})
         while True:
+            await self._publish_status()
             # Clear before fetching: a commit that lands after the fetch sets the event again and the wait
             # below returns at once. new_data is shared by all sinks; a clear by another forwarder can at
             # worst delay this one by idle_wait.
@@ -132,6 +153,8 @@ class Forwarder:
                 if batch and len(batch) < self._sink.batch_size and self._sink.linger > 0:
                     batch = await self._linger(batch)
                 await self._update_lag(cursor, batch)
+                events = (await store.fetch_events_after(ev_cursor, self._sink.batch_size)
+                          if self._events else [])
             except StoreError as exc:
                 # The daemon reports the store through /health; stopping here would take every other task
                 # down with this one, so wait and read again.
@@ -141,14 +164,34 @@ class Forwarder:
                             extra={"sink": self._name})
                 await self._sleep(max(self._sink.retry_min, 1.0))
                 continue
-            if not batch:
+            if not batch and not events:
                 try:
                     async with timeout(self._idle_wait):
                         await store.new_data.wait()
                 except (TimeoutError, asyncio.TimeoutError):
                     pass
                 continue
-            cursor = await self._deliver(batch, cursor)
+            if batch:
+                cursor = await self._deliver(batch, cursor)
+            if events:
+                ev_cursor = await self._deliver(events, ev_cursor, kind="events")
+
+    async def _publish_status(self) -> None:
+        """Hand the meters' online/offline state to the client when it changed. A failure is retried on the
+        next loop turn (at least every idle_wait), never in the way of readings."""
+        if self._meter_status is None:
+            return
+        status = dict(self._meter_status())
+        if status == self._status_sent:
+            return
+        try:
+            await self._client.send_status(status)  # type: ignore[attr-defined]  # optional; checked in __init__
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # a status is re-sent next turn; readings go on meanwhile
+            log.debug("sink %s: meter status not delivered: %s", self._name, exc, extra={"sink": self._name})
+            return
+        self._status_sent = status
 
     async def _connect(self) -> None:
         """Connect the client, retrying with backoff until it works (or the task is cancelled)."""
@@ -196,35 +239,42 @@ class Forwarder:
                 break
         return batch
 
-    async def _deliver(self, batch: Sequence[tuple[int, Reading]], cursor: int) -> int:
-        """Send one batch until it is confirmed or parked; return the new cursor."""
-        readings = [r for _, r in batch]
+    async def _deliver(self, batch: Sequence[tuple[int, Reading]] | Sequence[tuple[int, Event]], cursor: int,
+                       kind: str = "readings") -> int:
+        """Send one batch of ``kind`` (readings or events) until it is confirmed or parked; return the new
+        cursor of that outbox."""
+        items: list[Any] = [r for _, r in batch]  # Readings or Events, as ``kind`` says
         first, last = batch[0][0], batch[-1][0]
+        what = "" if kind == "readings" else "event "
+        # send_events is optional in the client interface; _events says this client has it.
+        send: Callable[[list[Any]], Awaitable[None]] = (
+            self._client.send if kind == "readings" else self._client.send_events)  # type: ignore[attr-defined]  # optional, see above
         while True:
             try:
-                await self._client.send(readings)
+                await send(items)
             except TransientSinkError as exc:
                 if exc.kind in _CONNECTION_KINDS:
                     self._state.connected = False  # /health says "(not connected)" until a send gets through
-                await self._on_transient(exc, first, last)
-                try:
-                    await self._update_lag(cursor, batch)
-                except StoreError:
-                    pass  # only the gauges; the outbox read in run() reports a store that stays broken
+                await self._on_transient(exc, first, last, what=what)
+                if kind == "readings":
+                    try:
+                        await self._update_lag(cursor, batch)  # type: ignore[arg-type]  # kind == readings: Reading rows
+                    except StoreError:
+                        pass  # only the gauges; the outbox read in run() reports a store that stays broken
                 continue
             except PermanentSinkError as exc:
                 reason = str(exc)
                 # One transaction: a crash between a separate park and advance would park the batch twice.
-                await self._store_retry(f"park seq {first}..{last}",
+                await self._store_retry(f"park {what}seq {first}..{last}",
                                         functools.partial(self._store.park, self._name, first, last, reason,
-                                                          advance=True))
+                                                          advance=True, kind=kind))
                 self._state.parked += 1
                 self._state.failures += 1
                 self._state.last_error = reason
                 self._m_parked.inc(sink=self._name)
                 self._m_fail.inc(kind=exc.kind, sink=self._name)
-                log.error("sink %s: batch seq %d..%d (%d readings) refused and parked: %s",
-                          self._name, first, last, len(readings), reason, extra={"sink": self._name})
+                log.error("sink %s: batch %sseq %d..%d (%d %s) refused and parked: %s",
+                          self._name, what, first, last, len(items), kind, reason, extra={"sink": self._name})
                 self._attempt = 0
                 return last
             except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
@@ -232,17 +282,25 @@ class Forwarder:
             except Exception as exc:  # a client bug must not stop delivery for good; retry with backoff
                 log.exception("sink %s: unexpected error from the client", self._name, extra={"sink": self._name})
                 await self._on_transient(
-                    TransientSinkError(f"{type(exc).__name__}: {exc}", kind="error"), first, last, logged=True)
+                    TransientSinkError(f"{type(exc).__name__}: {exc}", kind="error"), first, last, logged=True,
+                    what=what)
                 continue
             break
         # The batch is confirmed: a store failure here retries the cursor write only, never the send (an
         # exception out of run() would take the whole daemon down through its task group).
-        await self._store_retry(f"move the cursor to seq {last}", lambda: self._store.advance(self._name, last))
+        if kind == "readings":
+            await self._store_retry(f"move the cursor to seq {last}", lambda: self._store.advance(self._name, last))
+        else:
+            await self._store_retry(f"move the event cursor to event seq {last}",
+                                    lambda: self._store.advance_events(self._name, last))
         now = self._clock()
         self._state.connected = True
-        self._state.sent += len(readings)
+        if kind == "readings":
+            self._state.sent += len(items)
+            self._m_sent.inc(len(items), sink=self._name)
+        else:
+            self._m_events_sent.inc(len(items), sink=self._name)
         self._state.last_success = now
-        self._m_sent.inc(len(readings), sink=self._name)
         self._m_last_ok.set(now, sink=self._name)
         if self._failing:
             log.info("sink %s: delivering again after %d failed tries", self._name, self._attempt,
@@ -269,7 +327,7 @@ class Forwarder:
                 await self._sleep(max(self._sink.retry_min, 1.0))
 
     async def _on_transient(self, exc: TransientSinkError, first: int | None, last: int | None, *,
-                            logged: bool = False) -> None:
+                            logged: bool = False, what: str = "") -> None:
         self._state.failures += 1
         self._state.last_error = str(exc)
         if self._state.failing_since is None:
@@ -282,8 +340,8 @@ class Forwarder:
                 log.warning("sink %s: cannot connect, retrying with backoff: %s", self._name, exc,
                             extra={"sink": self._name})
             else:
-                log.warning("sink %s: batch seq %d..%d not delivered, retrying with backoff: %s",
-                            self._name, first, last, exc, extra={"sink": self._name})
+                log.warning("sink %s: batch %sseq %d..%d not delivered, retrying with backoff: %s",
+                            self._name, what, first, last, exc, extra={"sink": self._name})
         else:
             log.debug("sink %s: try %d failed, next in %.1f s: %s", self._name, self._attempt, delay, exc)
         self._failing = True

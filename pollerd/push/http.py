@@ -14,6 +14,18 @@ Request::
                   {"meter": "m1", "channel": "A+", "archive": "profile", "ts": 1699999200,
                    "value": 10.0, "unit": "Wh", "quality": "incomplete"}, ...]}
 
+Events go in batches of their own, to ``events_url`` if set, else to ``url``, told apart by the body kind::
+
+    {"gateway": "gw-7",
+     "events": [{"meter": "m1", "code": "power_off", "ts_start": 1700000000, "ts_end": 1700000360,
+                 "text": "phase A off"}, ...]}
+
+Each meter's state rides along in a readings body once known: ``"meters": {"m1": "online", "m2": "offline"}``
+(online: its last cycle got an answer). It is not covered by the Idempotency-Key.
+
+An event's natural key is ``(meter, code, ts_start)``; an event sent open (``ts_end`` null) is sent again
+once it closes or its text changes, so a receiver upserts on that key. ``events = false`` declines them.
+
 ``ts`` is UTC unix seconds (an interval's start for archives), ``value`` a JSON number, ``unit`` may be "",
 ``quality`` appears only when it is not "good". Readings are in store order, oldest first. Any 2xx confirms
 the whole batch; 401, 403, 407 (credentials refused), 408, 429, 5xx, 3xx, timeouts and network errors are
@@ -51,7 +63,7 @@ from yarl import URL
 
 from pollerd.config.model import SinkConfig
 from pollerd.errors import OptionError
-from pollerd.model import Reading
+from pollerd.model import Event, Reading
 from pollerd.push import PermanentSinkError, TransientSinkError
 from pollerd.text import safe_url
 
@@ -73,17 +85,26 @@ class HttpOptions:
     # A 2xx reply with an HTML page is a captive portal or a proxy's page far more often than a receiver's
     # answer, so it does not confirm the batch unless the receiver is known to answer so.
     accept_html: bool = False
+    events: bool = True               # forward events too (false: this receiver takes readings only)
+    events_url: str | None = None     # where event batches go (default: the sink's url, told apart by body kind)
 
 
 def parse_options(raw: Mapping[str, object], base_dir: str) -> HttpOptions:
     """The http sink's own keys (its SinkSpec in push/registry.py)."""
     kw: dict[str, bool] = {}
-    for key in ("gzip", "accept_html"):
-        value = raw.get(key, False)
+    for key, default in (("gzip", False), ("accept_html", False), ("events", True)):
+        value = raw.get(key, default)
         if not isinstance(value, bool):
             raise OptionError(f"{key} must be true or false, got {value!r}", (key,))
         kw[key] = value
-    return HttpOptions(**kw)
+    events_url = raw.get("events_url")
+    if events_url is not None:
+        if not isinstance(events_url, str) or not re.match(r"https?://[^/\s]+", events_url):
+            raise OptionError(f"events_url must be an http:// or https:// URL, got {events_url!r}",
+                              ("events_url",))
+        if not kw["events"]:
+            raise OptionError("events_url with events = false: events are not sent anywhere", ("events_url",))
+    return HttpOptions(**kw, events_url=events_url)
 
 
 def gzip_body(body: bytes) -> bytes:
@@ -129,6 +150,10 @@ class HttpPushClient:
         opts = sink.options if isinstance(sink.options, HttpOptions) else HttpOptions()
         self._gzip = opts.gzip
         self._accept_html = opts.accept_html
+        self.accepts_events = opts.events
+        self._events_url = opts.events_url or sink.url
+        self._events_where = f"sink {sink.name!r}: POST {safe_url(self._events_url)} (events)"
+        self._status: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"HttpPushClient({self._sink.name!r}, {safe_url(self._sink.url)!r})"
@@ -200,19 +225,41 @@ class HttpPushClient:
     def encode(self, batch: Sequence[Reading]) -> bytes:
         return orjson.dumps({"gateway": self._gateway, "readings": [r.as_dict() for r in batch]})
 
+    async def send_status(self, status: Mapping[str, str]) -> None:
+        """The meters' online/offline state rides in the next batches' metadata (``"meters"``); no request
+        of its own."""
+        self._status = dict(status)
+
     async def send(self, batch: Sequence[Reading]) -> None:
-        if not batch:
-            return
+        if batch:
+            body = self.encode(batch)
+            # The key covers the readings only: a retry of the same batch keeps its key even when a meter's
+            # state changed in between.
+            key = idempotency_key(self._sink.name, body)
+            if self._status:
+                body = body[:-1] + b',"meters":' + orjson.dumps(self._status, option=orjson.OPT_SORT_KEYS) + b"}"
+            await self._post(self._sink.url, self._where, body, key)
+
+    def encode_events(self, batch: Sequence[Event]) -> bytes:
+        return orjson.dumps({"gateway": self._gateway, "events": [e.as_dict() for e in batch]})
+
+    async def send_events(self, batch: Sequence[Event]) -> None:
+        """One batch of events: the same POST, retries and refusals as readings, with the body kind
+        ``events`` (to ``events_url`` when set)."""
+        if batch:
+            body = self.encode_events(batch)
+            await self._post(self._events_url, self._events_where, body, idempotency_key(self._sink.name, body))
+
+    async def _post(self, url: str, where: str, body: bytes, key: str) -> None:
         self._open()
         assert self._session is not None
-        body = self.encode(batch)
-        headers = {"Idempotency-Key": idempotency_key(self._sink.name, body)}
+        headers = {"Idempotency-Key": key}
         if self._gzip:
             body = gzip_body(body)
             headers["Content-Encoding"] = "gzip"
         # `from None` below: the original exception (and its traceback) may carry the raw URL.
         try:
-            async with self._session.post(self._sink.url, data=body, headers=headers,
+            async with self._session.post(url, data=body, headers=headers,
                                           allow_redirects=False) as resp:
                 status = resp.status
                 html = resp.content_type == "text/html" and not self._accept_html
@@ -228,18 +275,18 @@ class HttpPushClient:
             raise
         except asyncio.TimeoutError:
             raise TransientSinkError(
-                f"{self._where}: no reply within {self._sink.timeout:g} s", kind="timeout"
+                f"{where}: no reply within {self._sink.timeout:g} s", kind="timeout"
             ) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise TransientSinkError(
-                self._scrub(f"{self._where}: {type(exc).__name__}: {exc}"), kind="network"
+                self._scrub(f"{where}: {type(exc).__name__}: {exc}"), kind="network"
             ) from None
         if 200 <= status < 300:  # an HTML page: not confirmed, the batch stays and is retried
             raise TransientSinkError(self._scrub(
-                f"{self._where}: HTTP {status} with an HTML page, not a receiver's reply (a captive portal, a "
+                f"{where}: HTTP {status} with an HTML page, not a receiver's reply (a captive portal, a "
                 f"proxy or the wrong url?); not taken as delivered; body: {snippet!r} (accept_html = true "
                 f"if the receiver really answers HTML)"), kind="garbage", status=status)
-        msg = f"{self._where}: HTTP {status}, expected 2xx; body: {snippet!r}"
+        msg = f"{where}: HTTP {status}, expected 2xx; body: {snippet!r}"
         if 300 <= status < 400:
             # A redirect of a POST is a configuration problem; following it could turn the POST into a GET
             # and get the batch parked. Keep the data and retry until the URL is fixed.

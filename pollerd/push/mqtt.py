@@ -30,6 +30,14 @@ Status: after every connect ``online`` is published retained to ``status_topic``
 ``pollerd/{gateway}/status``); the last will, set in CONNECT, is ``offline`` retained, which the broker
 publishes when the connection dies without a DISCONNECT (power cut, kill -9, network loss past keepalive).
 ``close()`` publishes ``offline`` itself before disconnecting. ``status_topic = ""`` turns both off.
+
+Events: one message per event, QoS as readings, never retained, on ``events_topic`` (default
+``pollerd/{gateway}/{meter}/events``): ``{"gateway", "meter", "code", "ts_start", "ts_end", "text"}``. The
+natural key is ``(meter, code, ts_start)``; an event is published again when it closes. ``events_topic = ""``
+declines events.
+
+Meter status: each meter's ``online`` (its last cycle got an answer) or ``offline``, retained on
+``meter_status_topic`` (default ``pollerd/{gateway}/{meter}/status``) when it changes; ``""`` turns it off.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ import logging
 import math
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiomqtt
@@ -49,7 +57,7 @@ from yarl import URL
 
 from pollerd.compat import timeout
 from pollerd.config.model import SinkConfig
-from pollerd.model import Reading
+from pollerd.model import Event, Reading
 from pollerd.push import TransientSinkError
 from pollerd.push.mqtt_options import MqttOptions, parse_options
 
@@ -85,6 +93,9 @@ class MqttPushClient:
         self._where = f"sink {sink.name!r}: {url.scheme}://{self._host}:{self._port}"
         self._client_id = opts.client_id or f"pollerd-{gateway}-{sink.name}"
         self._status = opts.status_topic.render({"gateway": gateway}) if opts.status_topic else None
+        self.accepts_events = opts.events_topic is not None
+        self._meter_status: dict[str, str] = {}          # what the broker holds, as far as this client knows
+        self._status_client: object = None
         self._client: aiomqtt.Client | None = None
         self._topics: dict[tuple[str, str, str], str] = {}
         if not self._tls and (sink.ca_file or sink.client_cert or not sink.verify_tls):
@@ -292,11 +303,41 @@ class MqttPushClient:
     # ---- delivery ---------------------------------------------------------------------------------------------
 
     async def send(self, batch: Sequence[Reading]) -> None:
-        if not batch:
+        if batch:
+            await self._publish(self.encode(batch), self._opts.retain)
+
+    def encode_events(self, batch: Sequence[Event]) -> list[tuple[str, bytes]]:
+        """One message per event on its meter's events topic, in order (never retained: a retained event
+        would be replayed to every new subscriber as if it had just happened)."""
+        assert self._opts.events_topic is not None
+        gw = self._gateway
+        return [(self._opts.events_topic.render({"gateway": gw, "meter": e.meter}),
+                 orjson.dumps({"gateway": gw, **e.as_dict()})) for e in batch]
+
+    async def send_status(self, status: Mapping[str, str]) -> None:
+        """Each meter's ``online``/``offline``, retained on its status topic, for the meters whose state
+        changed since the broker last confirmed it (all of them after a reconnect, which may follow a broker
+        restart that lost its retained messages)."""
+        if self._opts.meter_status_topic is None:
             return
+        if self._status_client is not self._client or self._client is None:
+            self._meter_status = {}
+        changed = {m: s for m, s in status.items() if self._meter_status.get(m) != s}
+        if not changed:
+            return
+        gw = self._gateway
+        await self._publish([(self._opts.meter_status_topic.render({"gateway": gw, "meter": m}), s.encode())
+                             for m, s in changed.items()], True)
+        self._status_client = self._client
+        self._meter_status.update(changed)
+
+    async def send_events(self, batch: Sequence[Event]) -> None:
+        if batch:
+            await self._publish(self.encode_events(batch), False)
+
+    async def _publish(self, messages: list[tuple[str, bytes]], retain: bool) -> None:
         client = await self._ensure()
-        messages = self.encode(batch)
-        qos, retain = self._opts.qos, self._opts.retain
+        qos = self._opts.qos
         # All publishes go out at once and the PUBACKs come back pipelined; each publish waits for its own
         # PUBACK without a timeout of its own (math.inf) because the whole batch is bounded below.
         tasks = [asyncio.ensure_future(client.publish(t, p, qos=qos, retain=retain, timeout=math.inf))

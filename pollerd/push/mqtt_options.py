@@ -15,6 +15,8 @@ from pollerd.errors import OptionError
 
 DEFAULT_TOPIC = "pollerd/{gateway}/{meter}/{channel}"
 DEFAULT_STATUS_TOPIC = "pollerd/{gateway}/status"
+DEFAULT_EVENTS_TOPIC = "pollerd/{gateway}/{meter}/events"
+DEFAULT_METER_STATUS_TOPIC = "pollerd/{gateway}/{meter}/status"
 TOPIC_FIELDS = ("gateway", "meter", "channel", "archive")
 PAYLOADS = ("reading", "batch")
 _MAX_TOPIC = 65535          # MQTT: a topic is a UTF-8 string with a 16-bit length
@@ -81,6 +83,8 @@ class MqttOptions:
     client_id: str | None = None      # default pollerd-<gateway>-<sink>
     keepalive: int = 60
     status_topic: Template | None = None   # None: no status messages, no last will
+    events_topic: Template | None = None   # None: this sink declines events
+    meter_status_topic: Template | None = None   # None: no per-meter online/offline messages
 
 
 def _bool(raw: Mapping[str, object], key: str, default: bool) -> bool:
@@ -119,9 +123,18 @@ def parse_options(raw: Mapping[str, object], base_dir: str) -> MqttOptions:
     status = None
     if status_raw != "":
         status = parse_template(status_raw, "status_topic", ("gateway",))
+    events_raw = raw.get("events_topic", DEFAULT_EVENTS_TOPIC)
+    events = None
+    if events_raw != "":
+        events = parse_template(events_raw, "events_topic", ("gateway", "meter"))
+    meter_status_raw = raw.get("meter_status_topic", DEFAULT_METER_STATUS_TOPIC)
+    meter_status = None
+    if meter_status_raw != "":
+        meter_status = parse_template(meter_status_raw, "meter_status_topic", ("gateway", "meter"))
     return MqttOptions(topic=topic, payload=str(payload), qos=int(qos), retain=_bool(raw, "retain", False),
-                       client_id=client_id, keepalive=keepalive, status_topic=status)
+                       client_id=client_id, keepalive=keepalive, status_topic=status, events_topic=events,
+                       meter_status_topic=meter_status)
 
 
-__all__ = ["DEFAULT_STATUS_TOPIC", "DEFAULT_TOPIC", "MqttOptions", "Template", "parse_options",
+__all__ = ["DEFAULT_EVENTS_TOPIC", "DEFAULT_STATUS_TOPIC", "DEFAULT_TOPIC", "MqttOptions", "Template", "parse_options",
            "parse_template", "topic_escape"]

@@ -86,7 +86,7 @@ BUILTIN: tuple[SinkSpec, ...] = (
             "retry_max", "linger", "client_cert", "client_key",
         }),
         factory=_ref("pollerd.push.http:HttpPushClient"),
-        option_keys=frozenset({"gzip", "accept_html"}),
+        option_keys=frozenset({"gzip", "accept_html", "events", "events_url"}),
         options=_ref("pollerd.push.http:parse_options"),
     ),
     SinkSpec(
@@ -97,7 +97,8 @@ BUILTIN: tuple[SinkSpec, ...] = (
             "client_cert", "client_key", "timeout", "batch_size", "linger", "retry_min", "retry_max",
         }),
         factory=_ref("pollerd.push.mqtt:MqttPushClient"),
-        option_keys=frozenset({"topic", "payload", "qos", "retain", "client_id", "keepalive", "status_topic"}),
+        option_keys=frozenset({"topic", "payload", "qos", "retain", "client_id", "keepalive", "status_topic",
+                               "events_topic", "meter_status_topic"}),
         options=_ref("pollerd.push.mqtt_options:parse_options"),
         url_schemes=("mqtt", "mqtts"),
     ),

@@ -85,7 +85,7 @@ class Reads(StoreBase):
 
     async def readings_after(self, after: tuple[int, str, str, str] | None = None, *, meter: str | None = None,
                              channel: str | None = None, archive: str | None = None, limit: int = 1000,
-                             ) -> list[Reading]:
+                             ts_from: int | None = None, ts_to: int | None = None) -> list[Reading]:
         """Up to ``limit`` readings ordered by ts, meter, channel, archive, starting after the reading whose
         key ``(ts, meter, channel, archive)`` is ``after`` (from the start when None).
 
@@ -95,7 +95,8 @@ class Reads(StoreBase):
         if limit < 1:
             return []
         conds: list[tuple[str, Any]] = [("meter = ?", meter), ("channel = ?", channel),
-                                        ("archive = ?", None if archive is None else str(archive))]
+                                        ("archive = ?", None if archive is None else str(archive)),
+                                        ("ts >= ?", ts_from), ("ts < ?", ts_to)]
         where, args = _where(conds)
         if after is not None:
             where += (" AND " if where else " WHERE ") + "(ts, meter, channel, archive) > (?, ?, ?, ?)"
@@ -106,6 +107,46 @@ class Reads(StoreBase):
                     f"ORDER BY ts, meter, channel, archive LIMIT ?", [*args, limit]) as cur:
                 rows = await cur.fetchall()
         return [Reading(*r) for r in rows]
+
+    async def fetch_events_after(self, seq: int, limit: int) -> list[tuple[int, Event]]:
+        """Up to ``limit`` events with event seq > ``seq``, in seq order: the events outbox. An event changed
+        since (closed, its text filled in) has moved to a later seq and comes again there."""
+        with sql_errors("fetch events"):
+            async with self._rc.execute(
+                    "SELECT seq, meter, code, ts_start, ts_end, text FROM events WHERE seq > ? "
+                    "ORDER BY seq LIMIT ?", (seq, limit)) as cur:
+                rows = await cur.fetchall()
+        return [(int(r[0]), Event(*r[1:])) for r in rows]
+
+    async def last_event_seq(self) -> int:
+        with sql_errors("read last event seq"):
+            async with self._rc.execute("SELECT n FROM event_counter") as cur:
+                row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def newest_readings(self, limit: int, *, meter: str | None = None, channel: str | None = None,
+                              archive: str | None = None, ts_from: int | None = None,
+                              ts_to: int | None = None) -> list[Reading]:
+        """The newest ``limit`` matching readings, oldest of them first (``pollerd readings``: a screenful
+        ending with the latest). ``ts_from`` inclusive, ``ts_to`` exclusive. Walks the ts-led unique key
+        backwards, so the newest rows are found without reading the rest of the table."""
+        if limit < 1:
+            return []
+        where, args = _where([("meter = ?", meter), ("channel = ?", channel),
+                              ("archive = ?", None if archive is None else str(archive)),
+                              ("ts >= ?", ts_from), ("ts < ?", ts_to)])
+        with sql_errors("query readings"):
+            async with self._rc.execute(
+                    f"SELECT {_READING_COLS} FROM readings{where} "
+                    f"ORDER BY ts DESC, meter DESC, channel DESC, archive DESC LIMIT ?", [*args, limit]) as cur:
+                rows = await cur.fetchall()
+        return [Reading(*r) for r in list(rows)[::-1]]
+
+    async def meters_with_readings(self) -> list[str]:
+        """Every meter name in the readings table (a full scan: for a message when a name matches nothing)."""
+        with sql_errors("query readings"):
+            async with self._rc.execute("SELECT DISTINCT meter FROM readings ORDER BY meter") as cur:
+                return [str(r[0]) for r in await cur.fetchall()]
 
     async def latest_readings(self, meter: str, archive: str, *, since: int, limit: int = 2000) -> list[Reading]:
         """The newest readings of one meter and archive with ``ts >= since``, newest first, at most ``limit``

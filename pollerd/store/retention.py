@@ -16,6 +16,7 @@ from typing import Any
 import aiosqlite
 
 from ..errors import StoreError
+from ..text import utc_text
 from .base import StoreBase, sql_errors
 
 log = logging.getLogger("pollerd.store")
@@ -56,7 +57,7 @@ class Retention(StoreBase):
         deleted = 0
 
         pick = ("SELECT seq FROM readings r WHERE r.seq <= ? AND r.ts < ? AND NOT EXISTS ("
-                " SELECT 1 FROM parked p WHERE r.seq BETWEEN p.first_seq AND p.last_seq)"
+                " SELECT 1 FROM parked p WHERE p.kind = 'readings' AND r.seq BETWEEN p.first_seq AND p.last_seq)"
                 " ORDER BY seq LIMIT ?")
         args = (upto, cutoff, _PRUNE_BATCH)
 
@@ -73,8 +74,8 @@ class Retention(StoreBase):
                 break
             await asyncio.sleep(0)  # let queued writes take the lock between batches
         if deleted:
-            log.info("pruned %d readings older than ts %.0f confirmed by %s", deleted, cutoff,
-                     ", ".join(sinks) or "(no sinks)")
+            log.info("store: pruned %d readings older than %s (the retention, keep), delivered to %s", deleted,
+                     utc_text(cutoff), ", ".join(sinks) or "(no sinks)")
         return deleted
 
     async def space(self) -> tuple[int, int, int]:

@@ -113,6 +113,34 @@ MIGRATIONS: list[tuple[str, ...]] = [
             ts      INTEGER NOT NULL,
             PRIMARY KEY (meter, channel, archive)
         ) WITHOUT ROWID""",),
+    # 5: events go upstream too (issue 17), with the guarantees of readings: a per-sink cursor over an event
+    # sequence number, and parked ranges that say which outbox they belong to. An event is upserted (seen
+    # open, later closed), so its seq is not its row id: every insert and every change of its end or text
+    # takes the next number from event_counter, and a changed event is sent again with its natural key
+    # (meter, code, ts_start). A counter row, not max(seq) + 1: a number is never given twice, even if
+    # events are ever deleted. Events stored before the upgrade keep their id as seq and are sent once.
+    (
+        "ALTER TABLE events ADD COLUMN seq INTEGER",
+        "UPDATE events SET seq = id",
+        "CREATE UNIQUE INDEX events_seq ON events (seq)",
+        "CREATE TABLE event_counter (n INTEGER NOT NULL)",
+        "INSERT INTO event_counter (n) SELECT coalesce(max(id), 0) FROM events",
+        """CREATE TRIGGER events_seq_insert AFTER INSERT ON events BEGIN
+            UPDATE event_counter SET n = n + 1;
+            UPDATE events SET seq = (SELECT n FROM event_counter) WHERE id = new.id;
+        END""",
+        """CREATE TRIGGER events_seq_update AFTER UPDATE OF ts_end, text ON events
+            WHEN old.ts_end IS NOT new.ts_end OR old.text IS NOT new.text BEGIN
+            UPDATE event_counter SET n = n + 1;
+            UPDATE events SET seq = (SELECT n FROM event_counter) WHERE id = new.id;
+        END""",
+        """CREATE TABLE event_cursors (
+            sink    TEXT    PRIMARY KEY,
+            seq     INTEGER NOT NULL,
+            updated INTEGER NOT NULL
+        )""",
+        "ALTER TABLE parked ADD COLUMN kind TEXT NOT NULL DEFAULT 'readings'",
+    ),
 ]
 
 
@@ -164,6 +192,16 @@ async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
     if str(mode).lower() != "wal":
         raise StoreError(f"store {str(path)!r}: expected journal_mode wal, got {mode!r}")
     await conn.execute("PRAGMA synchronous = FULL")
+    await _apply_migrations(conn, path)
+    # One line for the whole upgrade, not one per step: a fresh file takes every step. A failed step
+    # raises a StoreError naming it instead.
+    done = await _user_version(conn)
+    if done > version:
+        log.info("store %s %s schema version %d", path,
+                 "created at" if version == 0 else f"migrated from schema version {version} to", done)
+
+
+async def _apply_migrations(conn: aiosqlite.Connection, path: Path) -> None:
     while True:
         # IMMEDIATE takes the write lock first, so two processes opening a fresh file at once
         # cannot both apply the same step; the version is re-read under the lock.
@@ -182,7 +220,6 @@ async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
                                  f"{type(exc).__name__}: {exc}") from exc
             await conn.execute(f"PRAGMA user_version = {target}")
             await conn.execute("COMMIT")
-            log.info("store %s migrated to schema version %d", path, target)
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 await conn.execute("ROLLBACK")

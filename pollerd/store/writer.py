@@ -13,6 +13,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import aiosqlite
+
 from ..compat import timeout
 from ..errors import StoreError
 from ..model import Event, Reading
@@ -86,6 +88,12 @@ def _reading_rows(readings: Sequence[Reading], received: int) -> list[_ReadingRo
                              f"value, got ts={r.ts!r} value={r.value!r} in {r!r}")
         append((r.meter, r.channel, str(r.archive), ts, value, r.unit, str(r.quality), received))
     return rows
+
+
+async def _event_counter(w: aiosqlite.Connection) -> int:
+    async with w.execute("SELECT n FROM event_counter") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 def _event_rows(events: Sequence[Event], received: int) -> list[_EventRow]:
@@ -230,9 +238,14 @@ class GroupCommitWriter(StoreBase):
             async with self._wlock:
                 try:
                     counts: list[int] = []
+                    has_events = any(item.events for item in batch)
+                    events_changed = False
                     with sql_errors(f"write batch of {sum(p.size for p in batch)} rows "
                                  f"to {str(self.path)!r}"):
                         await w.execute("BEGIN IMMEDIATE")
+                        # Events are re-read every cycle and mostly unchanged; the event counter says whether
+                        # one was new or changed, i.e. whether the sinks have events to send.
+                        before = await _event_counter(w) if has_events else 0
                         for item in batch:
                             added = 0
                             if item.rows:
@@ -241,6 +254,8 @@ class GroupCommitWriter(StoreBase):
                             if item.events:
                                 await (await w.executemany(_UPSERT_EVENT, item.events)).close()
                             counts.append(added)
+                        if has_events:
+                            events_changed = await _event_counter(w) != before
                         await w.execute("COMMIT")
                 except StoreError as exc:
                     await self._rollback()
@@ -265,7 +280,7 @@ class GroupCommitWriter(StoreBase):
                                         f"nothing of it was committed", None)
                     raise
             self.commits += 1
-            if any(counts):
+            if any(counts) or events_changed:
                 self.new_data.set()
             for item, added in zip(batch, counts):
                 if not item.fut.done():

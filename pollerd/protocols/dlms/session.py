@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pollerd.errors import FrameError
 
 from . import acse, hdlc, wrapper
+from .errors import ApduError, HdlcError
 from .hdlc import Deframer, Frame, HdlcClient, LinkParams, ServerAddress
 from .wrapper import WrapperDeframer, WrapperFrame
 
@@ -33,17 +34,29 @@ class SessionConfig:
 
 
 class HdlcFramer:
-    """One HDLC frame per call to ``feed``'s caller; frames beyond the first wait for the next reply."""
+    """One HDLC frame per call to ``feed``'s caller; frames beyond the first wait for the next reply.
 
-    __slots__ = ("_d", "_queue")
+    ``kinds``: the only frame kinds that answer the request (UA or DM for SNRM). Any other one is a late
+    reply of a dropped link (issue 14) and is refused here, inside the line's exchange, so the line waits
+    for silence and drops the request's own answer, still on its way, instead of leaving it for the next
+    request."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_d", "_kinds", "_queue")
+
+    def __init__(self, kinds: tuple[str, ...] | None = None) -> None:
         self._d = Deframer()
         self._queue: list[Frame] = []
+        self._kinds = kinds
 
     def feed(self, data: bytes) -> Frame | None:
         self._queue += self._d.feed(data)
-        return self._queue.pop(0) if self._queue else None
+        if not self._queue:
+            return None
+        frame = self._queue.pop(0)
+        if self._kinds is not None and frame.kind not in self._kinds:
+            raise HdlcError(f"{frame.kind} frame where {'/'.join(self._kinds)} answers the request (a late reply?)",
+                            frame.info[:32])
+        return frame
 
     @property
     def pending(self) -> bytes:
@@ -55,15 +68,26 @@ class HdlcFramer:
 
 
 class WrapperFramer:
-    __slots__ = ("_d", "_queue")
+    """One wrapper PDU per reply. ``tags``: the APDU tags that answer the request (AARE for AARQ); another
+    one is a late reply of a dropped association, refused as :class:`HdlcFramer` refuses a frame."""
 
-    def __init__(self, expect: tuple[int, int]) -> None:
+    __slots__ = ("_d", "_queue", "_tags")
+
+    def __init__(self, expect: tuple[int, int], tags: bytes | None = None) -> None:
         self._d = WrapperDeframer(expect)
         self._queue: list[WrapperFrame] = []
+        self._tags = tags
 
     def feed(self, data: bytes) -> WrapperFrame | None:
         self._queue += self._d.feed(data)
-        return self._queue.pop(0) if self._queue else None
+        if not self._queue:
+            return None
+        pdu = self._queue.pop(0)
+        if self._tags is not None and (not pdu.apdu or pdu.apdu[0] not in self._tags):
+            raise ApduError(f"APDU tag {pdu.apdu[:1].hex() or '(none)'} where "
+                            f"{'/'.join(f'{t:02x}' for t in self._tags)} answers the request (a late reply?)",
+                            pdu.apdu[:32])
+        return pdu
 
     @property
     def pending(self) -> bytes:
@@ -91,10 +115,13 @@ class ClientSession:
     def connected(self) -> bool:
         return self._hdlc.connected if self._hdlc is not None else True
 
-    def framer(self) -> HdlcFramer | WrapperFramer:
+    def framer(self, answer: str | None = None) -> HdlcFramer | WrapperFramer:
+        """The receiver of one reply unit; ``answer`` ("snrm", "aarq") limits it to what answers that
+        request, so a late reply of a dropped association is refused by the line's exchange itself."""
         if self._hdlc is not None:
-            return HdlcFramer()
-        return WrapperFramer((self.cfg.server.logical, self.cfg.client_sap))
+            return HdlcFramer(("UA", "DM") if answer == "snrm" else None)
+        return WrapperFramer((self.cfg.server.logical, self.cfg.client_sap),
+                             bytes((acse.AARE,)) if answer == "aarq" else None)
 
     # -------------------------------------------------------------------------------------------- link
 
