@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from pollerd.config.model import ApiToken, MeterConfig
 from pollerd.errors import ConfigError, MeterBusy, PollerdError, StoreError
@@ -356,7 +357,7 @@ class _Api:
 
 
 @web.middleware
-async def _errors(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except BadRequest as exc:

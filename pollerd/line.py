@@ -40,6 +40,7 @@ log = logging.getLogger("pollerd.line")
 wire = logging.getLogger("pollerd.wire")
 
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)  # a framer only produces its reply type
 
 # The quiet window after a request in doubt (see quiet_window): silence for QUIET_CHARS character times at the
 # line's speed (the inter-frame gap of any bus protocol is far below it, so a reply still streaming in keeps
@@ -69,7 +70,7 @@ SILENT_REQUESTS = 2
 line_priority: contextvars.ContextVar[bool] = contextvars.ContextVar("line_priority", default=False)
 
 
-class Framer(Protocol[R]):  # type: ignore[misc]
+class Framer(Protocol[R_co]):
     """Sans-I/O receiver for one reply: None while incomplete, the reply once complete; raises FrameError.
 
     Optional, for codecs whose replies cannot be told apart (see the module docstring): ``shape``, a
@@ -77,7 +78,7 @@ class Framer(Protocol[R]):  # type: ignore[misc]
     address), and ``fence()``, returning ``(request, framer)`` of a harmless request to the same source whose
     reply has another form, or None."""
 
-    def feed(self, data: bytes) -> R | None: ...
+    def feed(self, data: bytes) -> R_co | None: ...
 
     @property
     def pending(self) -> bytes: ...

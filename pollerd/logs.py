@@ -230,6 +230,7 @@ class RepeatFilter(logging.Filter):
 # The handler setup_logging() installed last, with its filter: flushed at exit, before logging's own exit
 # hook closes it (atexit runs last in, first out, and `logging` registered first, at its import).
 _installed: list[tuple[logging.Handler, RepeatFilter]] = []
+_HANDLER_NAME = "pollerd"  # marks the handler setup_logging() installed, whichever logger it went to
 
 
 @atexit.register
@@ -256,7 +257,7 @@ def setup_logging(level: str | int = "INFO", *, environ: Mapping[str, str] | Non
     logger = logger or logging.getLogger()
     lvl = level if isinstance(level, int) else getattr(logging, str(level).upper(), logging.INFO)
     for h in list(logger.handlers):
-        if getattr(h, "_pollerd", False):
+        if h.get_name() == _HANDLER_NAME:
             logger.removeHandler(h)
             h.close()
     journald = under_journald(environ, stream)
@@ -266,7 +267,7 @@ def setup_logging(level: str | int = "INFO", *, environ: Mapping[str, str] | Non
     repeats = RepeatFilter(window)
     handler.addFilter(repeats)
     _installed[:] = [(handler, repeats)]
-    handler._pollerd = True  # type: ignore[attr-defined]
+    handler.set_name(_HANDLER_NAME)  # so that a second call replaces it
     logger.addHandler(handler)
     logger.setLevel(lvl)
     return handler

@@ -8,7 +8,10 @@ connection as :class:`TransportError`; reconnecting with capped, jittered backof
 from __future__ import annotations
 
 import asyncio
+import importlib
 import random
+import socket
+from typing import Any, Protocol
 
 from .backoff import backoff_delay
 from .compat import timeout
@@ -22,18 +25,28 @@ MAX_BUFFER = 64 * 1024
 _PARITY = {"N": "N", "E": "E", "O": "O", "M": "M", "S": "S"}
 
 
+class SerialPort(Protocol):
+    """What a link uses of the pyserial port behind a serial transport (pyserial has no type hints)."""
+
+    baudrate: int
+
+    def flush(self) -> None: ...
+
+
 class _Pipe(asyncio.Protocol):
     """asyncio protocol shared by TCP and serial: a bytearray buffer plus one waiter."""
 
     def __init__(self) -> None:
         self.buf = bytearray()
-        self.transport: asyncio.BaseTransport | None = None
+        self.transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
         self.overflowed = 0
         self._waiter: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        # TCP and serial transports are both read-write asyncio.Transports; open() also sets it, at once.
+        if isinstance(transport, asyncio.Transport):
+            self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         if len(self.buf) + len(data) > MAX_BUFFER:
@@ -69,20 +82,28 @@ class _Pipe(asyncio.Protocol):
             self._waiter = None
 
 
-def _keepalive(sock: object) -> None:
+def _keepalive(sock: socket.socket | None) -> None:
     """TCP keepalive after 60 s idle, 3 probes 10 s apart: a converter or GSM modem that vanished without
     closing the connection (power cut, mobile session dropped) shows as a lost link within ~90 s of silence
     instead of after the kernel's default two hours."""
     if sock is None:
         return
-    import socket
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # type: ignore[attr-defined]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
-            if hasattr(socket, name):
-                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)  # type: ignore[attr-defined]
+            if hasattr(socket, name):  # Linux names; other systems keep their defaults
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
     except OSError:  # not fatal: the silent-reconnect rule in line.py still catches a half-open link
         pass
+
+
+def _serial_asyncio() -> Any:
+    """pyserial-asyncio-fast (a dependency), or the classic pyserial-asyncio a distribution may ship instead:
+    the same create_serial_connection() API. Imported on the first serial open: TCP-only gateways skip it."""
+    try:
+        return importlib.import_module("serial_asyncio_fast")
+    except ImportError:  # pragma: no cover - only where the fast package is missing
+        return importlib.import_module("serial_asyncio")
 
 
 class Link:
@@ -108,9 +129,12 @@ class Link:
         await self.close()
         pipe = _Pipe()
         c = self.cfg
+        transport: asyncio.Transport
         try:
             async with timeout(c.connect_timeout):
                 if c.type == "tcp":
+                    if c.host is None or c.port is None:  # the loader requires both; a hand-made config may not
+                        raise TransportError(f"cannot open {self.describe}: a tcp line needs host and port")
                     loop = asyncio.get_running_loop()
                     transport, _ = await loop.create_connection(lambda: pipe, c.host, c.port)
                     _keepalive(transport.get_extra_info("socket"))
@@ -126,17 +150,18 @@ class Link:
         pipe.transport = transport
         self._pipe = pipe
 
-    async def _open_serial(self, pipe: _Pipe) -> asyncio.BaseTransport:
-        try:
-            import serial_asyncio_fast as serial_asyncio
-        except ImportError:  # pragma: no cover - the classic package has the same API
-            import serial_asyncio  # type: ignore[no-redef]
+    async def _open_serial(self, pipe: _Pipe) -> asyncio.Transport:
         c = self.cfg
+        if c.device is None:  # the loader requires it; a hand-made config may not
+            raise TransportError(f"cannot open {self.describe}: a serial line needs a device")
         stopbits = int(c.stopbits) if c.stopbits in (1, 2) else c.stopbits
-        transport, _ = await serial_asyncio.create_serial_connection(
+        transport, _ = await _serial_asyncio().create_serial_connection(
             asyncio.get_running_loop(), lambda: pipe, url=c.device, baudrate=c.baudrate,
             bytesize=c.bytesize, parity=_PARITY[c.parity], stopbits=stopbits,
         )
+        if not isinstance(transport, asyncio.Transport):
+            raise TransportError(f"{self.describe}: the serial package returned {type(transport).__name__}, "
+                                 "not an asyncio transport")
         return transport
 
     def _live(self) -> _Pipe:
@@ -150,26 +175,28 @@ class Link:
     def write(self, data: bytes) -> None:
         p = self._live()
         assert p.transport is not None
-        p.transport.write(data)  # type: ignore[attr-defined]
+        p.transport.write(data)
 
     @property
-    def serial(self) -> object | None:
+    def serial(self) -> SerialPort | None:
         """The pyserial port behind a serial link (None for TCP or when closed)."""
         p = self._pipe
-        return getattr(p.transport, "serial", None) if p is not None and p.transport is not None else None
+        port: SerialPort | None = (getattr(p.transport, "serial", None)
+                                   if p is not None and p.transport is not None else None)
+        return port
 
     @property
     def baudrate(self) -> int | None:
         """The serial port's current speed (None for TCP)."""
         ser = self.serial
-        return getattr(ser, "baudrate", None) if ser is not None else None
+        return ser.baudrate if ser is not None else None
 
     def set_baudrate(self, baud: int) -> None:
         """Change a serial port's speed mid-connection (IEC 62056-21 baud switch). No-op on TCP, where a
         transparent converter has a fixed speed."""
         ser = self.serial
-        if ser is not None and getattr(ser, "baudrate", None) != baud:
-            ser.baudrate = baud  # type: ignore[attr-defined]  # pyserial reconfigures the open port
+        if ser is not None and ser.baudrate != baud:
+            ser.baudrate = baud  # pyserial reconfigures the open port
 
     async def drain_output(self, limit: float = 5.0) -> None:
         """Wait until everything written has left the serial port's UART, not just the asyncio buffer:
@@ -180,10 +207,12 @@ class Link:
             return
         transport = p.transport
         async with timeout(limit):
-            while transport is not None and transport.get_write_buffer_size():  # type: ignore[attr-defined]
+            # asyncio signals a drained buffer only through flow control (pause/resume_writing above a
+            # high-water mark), which the line does not use; a short poll, bounded by the timeout, it is.
+            while transport is not None and transport.get_write_buffer_size():  # noqa: ASYNC110
                 await asyncio.sleep(0.002)
             # tcdrain() blocks until the kernel has shifted the last stop bit out.
-            await asyncio.to_thread(ser.flush)  # type: ignore[attr-defined]
+            await asyncio.to_thread(ser.flush)
 
     def discard_input(self) -> bytes:
         """Drop whatever arrived unasked (late replies, echoes, noise) and return it for logging."""

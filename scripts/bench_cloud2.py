@@ -23,11 +23,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fakes_saures import EMAIL, PASSWORD, FakeSaures  # noqa: E402
-from fakes_saures import sample as saures_sample
+from fakes_saures import sample as saures_sample  # noqa: E402
 from fakes_webmeters import KEY, FakeWebmeters  # noqa: E402
 
 from pollerd.config import load_config  # noqa: E402
-from pollerd.drivers.base import DriverContext  # noqa: E402
+from pollerd.drivers.base import CloudDriverContext  # noqa: E402
 from pollerd.drivers.registry import make_driver  # noqa: E402
 from pollerd.metrics import Registry  # noqa: E402
 from pollerd.state import MeterState  # noqa: E402
@@ -64,8 +64,8 @@ async def one(tmp: Path, toml: str, expect_requests: int, count_requests, rounds
     best = None
     for r in range(rounds):
         store = await Store.open(tmp / f"{mc.name}-{r}.db", commit_interval=0.0)  # commit at once, no group wait
-        drv = make_driver(DriverContext(mc, None, MeterState(mc.name, mc.protocol, "", 0, 3600.0), Registry(),
-                                        log=logging.getLogger("bench"), store=store, state_dir=tmp))
+        drv = make_driver(CloudDriverContext(mc, MeterState(mc.name, mc.protocol, "", 0, 3600.0), Registry(),
+                                             log=logging.getLogger("bench"), store=store, state_dir=tmp))
         before = count_requests()
         t0 = time.perf_counter()
         res = await drv.poll(int(time.time()))

@@ -35,7 +35,7 @@ from gurux_dlms.enums import InterfaceType
 from gurux_dlms.objects import GXDLMSProfileGeneric, GXDLMSRegister
 
 from pollerd.config import LineConfig, MeterConfig, Secret
-from pollerd.drivers.base import DriverContext
+from pollerd.drivers.base import BusDriverContext
 from pollerd.drivers.dlms import DlmsDriver
 from pollerd.drivers.dlms_options import DlmsOptions
 from pollerd.line import Line
@@ -175,8 +175,8 @@ async def cycle(max_info: int, max_pdu: int) -> tuple[tuple[int, int, int], tupl
                      waiting_time=2.0, pause_time=0.0, read=("clock", "energy", "instant", "profile", "events"),
                      timezone="Europe/Moscow", package_size=48, data_polling_length=86400.0,
                      options=DlmsOptions(max_info_length=max_info, max_pdu=0xFFFF))
-    ctx = DriverContext(mc, line, MeterState("m", "dlms", "b", 0, 86400.0), Registry(), clock=lambda: float(NOW),
-                        log=logging.getLogger("bench"))
+    ctx = BusDriverContext(mc, line, MeterState("m", "dlms", "b", 0, 86400.0), Registry(),
+                           clock=lambda: float(NOW), log=logging.getLogger("bench"))
     driver = DlmsDriver(ctx)
     result = await driver.poll(NOW)
     assert result.ok, result.error

@@ -57,13 +57,15 @@ def main() -> None:
         req, frame = frames(17, count)
         want = mb.RtuReplyFramer(req).feed(frame).registers()
 
+        # Both closures are timed in the iteration that defines them, so the late binding B023 warns of
+        # cannot bite; default arguments would change what is timed.
         def ours() -> tuple[int, ...]:
-            return mb.RtuReplyFramer(req).feed(frame).registers()  # type: ignore[union-attr]
+            return mb.RtuReplyFramer(req).feed(frame).registers()  # type: ignore[union-attr]  # noqa: B023
 
         pm = FramerRTU(DecodePDU(is_server=False))
 
         def theirs() -> list[int]:
-            return pm.handleFrame(frame, 17, 0)[1].registers  # type: ignore[union-attr]
+            return pm.handleFrame(frame, 17, 0)[1].registers  # type: ignore[union-attr]  # noqa: B023
 
         assert tuple(theirs()) == want == ours(), "the two decoders disagree"
         r_ours, r_theirs = rate(ours, args.seconds), rate(theirs, args.seconds)

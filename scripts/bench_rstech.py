@@ -49,7 +49,7 @@ def stats(url: str, **q: object) -> dict:
 
 async def run_once(url: str, tmp: Path, stations: int, hours: int, end: int, commit_interval: float) -> None:
     from pollerd.config import load_config
-    from pollerd.drivers.base import DriverContext
+    from pollerd.drivers.base import CloudDriverContext
     from pollerd.drivers.rstech import RstechDriver
     from pollerd.metrics import Registry
     from pollerd.state import MeterState
@@ -64,8 +64,8 @@ async def run_once(url: str, tmp: Path, stations: int, hours: int, end: int, com
     db.unlink(missing_ok=True)
     store = await Store.open(db, commit_interval=commit_interval)
     clock = [float(end + 60)]
-    drv = RstechDriver(DriverContext(mc, None, MeterState(mc.name, mc.protocol, "", 0, 3600.0), Registry(),
-                                     lambda: clock[0], logging.getLogger("bench"), store))
+    drv = RstechDriver(CloudDriverContext(mc, MeterState(mc.name, mc.protocol, "", 0, 3600.0), Registry(),
+                                          lambda: clock[0], logging.getLogger("bench"), store))
     try:
         for label in ("first read", "nothing new", "one new hour"):
             if label == "one new hour":

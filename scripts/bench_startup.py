@@ -39,8 +39,8 @@ def free_ports(n: int) -> list[int]:
 
 def write_config(path: Path, meters: int, lines: int) -> None:
     api_port, *ports = free_ports(lines + 1)
-    out = ['[gateway]\nname = "bench"\n\n[api]\nenabled = true\n'
-           f'listen = "127.0.0.1:{api_port}"\n']
+    out = [('[gateway]\nname = "bench"\n\n[api]\nenabled = true\n'
+            f'listen = "127.0.0.1:{api_port}"\n')]
     for i in range(lines):
         out.append(f'[[lines]]\nname = "conv{i}"\ntype = "tcp"\nhost = "127.0.0.1"\nport = {ports[i]}\n')
     for i in range(meters):

@@ -12,7 +12,7 @@ from fakes import FakeLink
 from vectors import vectors_dir
 
 from pollerd.config import LineConfig, MeterConfig, Secret
-from pollerd.drivers.base import DriverContext
+from pollerd.drivers.base import BusDriverContext
 from pollerd.drivers.iec62056 import Iec62056Driver, parse_options
 from pollerd.line import Line
 from pollerd.metrics import Registry
@@ -114,4 +114,4 @@ def make_driver(link: FakeLink, *, address: str = "", options: dict | None = Non
                      waiting_time=waiting_time, pause_time=0.0, options=opts, read=read,
                      number_meter=number_meter)
     st = MeterState("m1", "iec62056", "bus", address, 60.0)
-    return Iec62056Driver(DriverContext(mc, line, st, reg)), reg
+    return Iec62056Driver(BusDriverContext(mc, line, st, reg)), reg

@@ -75,8 +75,8 @@ def closed_port() -> int:
 def write_config(path: Path, *, meters: int = 2, lines: int = 1, port: int | None = None,
                  interval: str = "1s", api: bool = False) -> Path:
     port = port or closed_port()
-    text = ['[gateway]\nname = "sd-test"\nspread = "1s"\n\n[store]\ncommit_interval = "100ms"\n\n'
-            f'[api]\nenabled = {"true" if api else "false"}\nlisten = "127.0.0.1:{closed_port()}"\n']
+    text = [('[gateway]\nname = "sd-test"\nspread = "1s"\n\n[store]\ncommit_interval = "100ms"\n\n'
+             f'[api]\nenabled = {"true" if api else "false"}\nlisten = "127.0.0.1:{closed_port()}"\n')]
     for i in range(lines):
         text.append(f'[[lines]]\nname = "l{i}"\ntype = "tcp"\nhost = "127.0.0.1"\nport = {port}\n'
                     'connect_timeout = "500ms"\nreconnect_min = "200ms"\nreconnect_max = "1s"\n')

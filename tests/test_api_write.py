@@ -116,13 +116,12 @@ async def _until(cond) -> None:  # type: ignore[no-untyped-def]
 async def test_malformed_requests_get_a_json_4xx(daemon, caplog, method, path, kw, status):
     caplog.set_level(logging.DEBUG)
     headers = {"Authorization": f"Bearer {ADMIN}"}
-    async with aiohttp.ClientSession() as http:
-        async with http.request(method, daemon.base + path, headers=headers, **kw) as r:
-            assert r.status == status, await r.text()
-            assert r.content_type == "application/json"
-            body = await r.json()
-            if status == 405:
-                assert "GET" in r.headers["Allow"] or "POST" in r.headers["Allow"]
+    async with aiohttp.ClientSession() as http, http.request(method, daemon.base + path, headers=headers, **kw) as r:
+        assert r.status == status, await r.text()
+        assert r.content_type == "application/json"
+        body = await r.json()
+        if status == 405:
+            assert "GET" in r.headers["Allow"] or "POST" in r.headers["Allow"]
     assert set(body) == {"error"} and body["error"]
     assert "Traceback" not in caplog.text and "internal error" not in caplog.text
 

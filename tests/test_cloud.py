@@ -20,7 +20,7 @@ from pollerd.commands import cli
 from pollerd.config import load_config
 from pollerd.daemon import Daemon
 from pollerd.drivers import cloud
-from pollerd.drivers.base import DriverContext, PollResult
+from pollerd.drivers.base import CloudDriverContext, PollResult
 from pollerd.errors import CloudAuthError, CloudError, CloudUnreachable
 from pollerd.model import Reading
 from pollerd.store import Store
@@ -194,8 +194,8 @@ def test_device_name() -> None:
 class _TestCloudDriver:
     """Two devices per account; `password = "wrong"` behaves like a refused sign-in."""
 
-    def __init__(self, ctx: DriverContext) -> None:
-        assert ctx.line is None
+    def __init__(self, ctx: CloudDriverContext) -> None:
+        assert isinstance(ctx, CloudDriverContext)  # the daemon and the CLI give a cloud source no line
         self.ctx = ctx
 
     async def poll(self, ts: int) -> PollResult:

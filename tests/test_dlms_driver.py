@@ -13,7 +13,7 @@ import logging
 import pytest
 
 from pollerd.config import LineConfig, MeterConfig, Secret
-from pollerd.drivers.base import DriverContext
+from pollerd.drivers.base import BusDriverContext
 from pollerd.drivers.dlms import DlmsDriver
 from pollerd.drivers.dlms_options import DlmsOptions, parse_address, parse_options, physical_from_serial
 from pollerd.errors import OptionError
@@ -59,9 +59,9 @@ async def sim():
     await asyncio.sleep(0.02)
 
 
-def _ctx(mc: MeterConfig, line: Line, store: _Store | None = None) -> DriverContext:
-    return DriverContext(mc, line, MeterState(mc.name, mc.protocol, mc.line, 0, 900.0), Registry(),
-                         clock=lambda: float(NOW), log=logging.getLogger("test.dlms"), store=store)
+def _ctx(mc: MeterConfig, line: Line, store: _Store | None = None) -> BusDriverContext:
+    return BusDriverContext(mc, line, MeterState(mc.name, mc.protocol, mc.line, 0, 900.0), Registry(),
+                            clock=lambda: float(NOW), log=logging.getLogger("test.dlms"), store=store)
 
 
 async def test_energy_instant_clock_with_scalers(sim) -> None:

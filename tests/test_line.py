@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from fakes import FakeLink, bytewise
@@ -99,7 +100,7 @@ async def test_pause_time_is_kept_before_each_request() -> None:
     for _ in range(3):
         await ask(line, pause=0.05)
     times = [t for t, _ in link.written]
-    assert all(b - a >= 0.05 for a, b in zip(times, times[1:]))
+    assert all(b - a >= 0.05 for a, b in itertools.pairwise(times))
 
 
 async def test_one_exchange_at_a_time() -> None:
@@ -326,13 +327,14 @@ async def test_a_stream_of_priority_requests_does_not_starve_a_scheduled_one() -
     lock = BusLock()
     await lock.acquire()
     order: list[str] = []
+    spawned: list[asyncio.Future[None]] = []  # the loop keeps only weak references to tasks
 
     async def user(tag: str, priority: bool) -> None:
         await lock.acquire(priority)
         order.append(tag)
         if priority and len(order) < 50:
             # Every raw request queues the next one before it lets go: the high queue is never empty.
-            asyncio.ensure_future(user(f"raw{len(order)}", True))
+            spawned.append(asyncio.ensure_future(user(f"raw{len(order)}", True)))
             await asyncio.sleep(0)
         lock.release()
 

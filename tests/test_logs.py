@@ -182,7 +182,7 @@ def test_repeated_identical_errors_are_folded_with_a_count():
     h.addFilter(RepeatFilter(300.0, clock=lambda: now[0]))
     lg = make_logger("pollerd.test.repeat", h)
     lg.warning("m1: poll failed: %s", "no answer")
-    for i in range(57):
+    for _ in range(57):
         now[0] += 5
         lg.warning("m1: poll failed: %s", "no answer")
         lg.info("m1: info is never folded")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -99,7 +100,7 @@ async def test_profile_backfills_resumes_and_leaves_no_holes(tmp_path):
         assert sorted(profile_of(third)) == [max(new) + 1800, max(new) + 3600]
         rows, total = await rig.store.query_readings(archive="profile", channel="A+", per_page=1000)
         stamps = sorted(r.ts for r in rows)
-        assert total == 54 and all(b - a == 1800 for a, b in zip(stamps, stamps[1:]))
+        assert total == 54 and all(b - a == 1800 for a, b in itertools.pairwise(stamps))
 
 
 async def test_energy_archives_once_per_completed_period(tmp_path):
@@ -364,7 +365,7 @@ async def test_profile_records_of_the_repeated_hour_keep_both_hours(tmp_path, ho
         want = {start: a for start, a, *_ in rig.meter.expected_profile(BERLIN_FALL_BACK - 7200,
                                                                         BERLIN_FALL_BACK + 3 * 3600)}
         assert {r.ts: r.value for r in rows if r.ts in want} == pytest.approx(want)
-        assert all(b - a == 1800 for a, b in zip(stamps, stamps[1:])), stamps
+        assert all(b - a == 1800 for a, b in itertools.pairwise(stamps)), stamps
 
 
 MSK_MONTH_TURN = dt.datetime(2026, 10, 1, 0, 0, 20, tzinfo=MSK).timestamp()

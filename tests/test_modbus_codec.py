@@ -265,8 +265,8 @@ def test_rtu_round_trip_with_leading_noise(unit, fc, addr, regs, noise):
 
 
 def test_decode_cli_prints_registers_and_exceptions():
-    cmd = [sys.executable, "-c", "import sys; from pollerd.decode import modbus as d; import argparse; "
-           "p = argparse.ArgumentParser(); d.configure_parser(p); sys.exit(d.run(p.parse_args()))"]
+    cmd = [sys.executable, "-c", ("import sys; from pollerd.decode import modbus as d; import argparse; "
+                                  "p = argparse.ArgumentParser(); d.configure_parser(p); sys.exit(d.run(p.parse_args()))")]
     ok = subprocess.run(cmd + ["--request", "11 03 00 6B 00 03 76 87", "--response", "11 03 06 AE 41 56 52 43 40 49 AD"],
                         capture_output=True, text=True, timeout=20)
     assert ok.returncode == 0, ok.stderr

@@ -18,7 +18,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from pollerd.config import LineConfig, MeterConfig, load_config
 from pollerd.daemon import Daemon
-from pollerd.drivers.base import DriverContext
+from pollerd.drivers.base import BusDriverContext
 from pollerd.drivers.modbus import ModbusDriver
 from pollerd.drivers.modbus_options import parse_options
 from pollerd.line import Line
@@ -101,7 +101,7 @@ def make_driver(line_cfg: LineConfig, unit: int, raw_options: dict, *, package_s
     mc = MeterConfig(name=name, protocol="modbus", line=line_cfg.name, connection_address=unit,
                      waiting_time=waiting_time, pause_time=0.002, package_size=package_size, retries=retries,
                      read=("registers",), options=parse_options(raw_options, "/nonexistent"))
-    ctx = DriverContext(mc, line, MeterState(name, "modbus", line_cfg.name, unit, 60.0), reg)
+    ctx = BusDriverContext(mc, line, MeterState(name, "modbus", line_cfg.name, unit, 60.0), reg)
     return ModbusDriver(ctx), line, reg
 
 
@@ -190,7 +190,7 @@ async def test_rtu_on_a_pty_with_pymodbus_serial_server():
     await srv.serve_forever(background=True)
     cfg = LineConfig(name="rs485", type="serial", device=bridge.device_a, baudrate=9600)
     d1, line, _ = make_driver(cfg, 1, {"template": "eastron-sdm630"})
-    d3 = ModbusDriver(DriverContext(
+    d3 = ModbusDriver(BusDriverContext(
         MeterConfig(name="m3", protocol="modbus", line="rs485", connection_address=3, waiting_time=0.5,
                     pause_time=0.005, package_size=80, options=parse_options({"template": "eastron-sdm630"}, "/x")),
         line, MeterState("m3", "modbus", "rs485", 3, 60.0), Registry()))

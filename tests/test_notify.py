@@ -62,6 +62,8 @@ def test_watchdog_interval_honours_usec_and_pid():
 
 @dataclass
 class FakeStore:
+    writer_running: bool = True
+
     async def flush(self) -> None:
         return None
 

@@ -203,8 +203,8 @@ async def test_health_shows_a_failing_sink_then_fails_after_the_budget(store):
     assert await api.health_report() == ([], [])
     st.failing_since, st.last_error = 990.0, "sink 'up': cannot connect: Connection refused"
     reasons, warnings = await api.health_report()
-    assert reasons == [] and warnings == ["sink up failing for 10 s (not connected): sink 'up': cannot connect: "
-                                          "Connection refused"]
+    assert reasons == [] and warnings == [("sink up failing for 10 s (not connected): sink 'up': cannot connect: "
+                                           "Connection refused")]
     now[0] = 1400.0
     reasons, warnings = await api.health_report()
     assert len(reasons) == 1 and "sink up failing for 410 s" in reasons[0] and warnings == []

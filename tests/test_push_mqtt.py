@@ -442,7 +442,8 @@ async def test_a_failed_batch_leaves_no_unretrieved_future_behind(how):
             loop.call_later(0.05, lambda: stuck._disconnected.set_exception(OSError("peer gone")))
         with pytest.raises(TransientSinkError, match="PUBACK" if how == "timeout" else "connection lost"):
             await client.send(mixed(5))
-        del client, stuck
+        # Drop both (the closures above share these cells) so that gc finalises the batch's futures now.
+        client = stuck = None
         for _ in range(5):
             await asyncio.sleep(0.01)
             gc.collect()

@@ -100,9 +100,8 @@ class Running:
         return self.daemon.metrics.counter("pollerd_reloads_total", "", ("outcome",)).get(outcome=outcome)
 
     async def health(self) -> tuple[int, dict]:  # type: ignore[type-arg]
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{self.daemon.api_port}/health") as r:
-                return r.status, await r.json()
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{self.daemon.api_port}/health") as r:
+            return r.status, await r.json()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import pytest
 from pollerd.commands import cli
 from pollerd.config import load_config
 from pollerd.daemon import Daemon
-from pollerd.drivers.base import DriverContext
+from pollerd.drivers.base import CloudDriverContext
 from pollerd.drivers.rstech import RstechDriver, RstechSession, normalise_unit, parse_page
 from pollerd.errors import CloudError
 from pollerd.metrics import Registry
@@ -72,7 +72,7 @@ def make_driver(tmp_path: Path, url: str, *, store: Store | None = None, clock: 
     p.write_text(meter_toml("acct", url, **kw))
     mc = load_config(p, environ={}).meters[0]
     st = MeterState(mc.name, mc.protocol, mc.line, 0, mc.interval_time)
-    return RstechDriver(DriverContext(mc, None, st, Registry(), lambda: clock, logging.getLogger("t"), store))
+    return RstechDriver(CloudDriverContext(mc, st, Registry(), lambda: clock, logging.getLogger("t"), store))
 
 
 ALL = 'read = ["hourly", "daily", "monthly", "yearly", "nesht", "settings"]\nper_page = 2\n'

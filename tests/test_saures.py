@@ -14,7 +14,7 @@ from fakes_saures import EMAIL, PASSWORD, FakeSaures, sample
 
 from pollerd.config import load_config
 from pollerd.drivers import saures as sa
-from pollerd.drivers.base import DriverContext
+from pollerd.drivers.base import CloudDriverContext
 from pollerd.errors import CloudError, ConfigError
 from pollerd.metrics import Registry
 from pollerd.state import MeterState
@@ -54,7 +54,7 @@ timezone = "Europe/Moscow"
 {extra}''', encoding="utf-8")
     mc = load_config(p, environ={}).meters[0]
     st = MeterState(mc.name, mc.protocol, mc.line, 0, 3600.0)
-    return sa.SauresDriver(DriverContext(mc, None, st, Registry(), log=logging.getLogger("test")))
+    return sa.SauresDriver(CloudDriverContext(mc, st, Registry(), log=logging.getLogger("test")))
 
 
 def table(readings) -> dict[tuple[str, str], tuple[float, str, str, int]]:  # type: ignore[no-untyped-def]

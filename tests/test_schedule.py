@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 import subprocess
 import sys
@@ -33,9 +34,12 @@ def local(t: float, tz: ZoneInfo) -> dt.datetime:
     return dt.datetime.fromtimestamp(t, tz)
 
 
+UTC = ZoneInfo("UTC")
+
+
 def sched(period: str = "daily", *, interval: float = 900.0, at: dt.time = dt.time(0, 0),
           dow: set[int] = frozenset(), dom: set[int] = frozenset(), last: bool = False,
-          tz: ZoneInfo = ZoneInfo("UTC"), offset: float = 0.0) -> Schedule:
+          tz: ZoneInfo = UTC, offset: float = 0.0) -> Schedule:
     return Schedule(period, interval, at, frozenset(dow), frozenset(dom), last, tz, offset)
 
 
@@ -96,7 +100,7 @@ def test_interval_ignores_dst() -> None:
     for _ in range(5):
         t = next_run(s, t)
         runs.append(t)
-    assert [b - a for a, b in zip(runs, runs[1:])] == [3600.0] * 4
+    assert [b - a for a, b in itertools.pairwise(runs)] == [3600.0] * 4
 
 
 def test_interval_with_weekend_filter_in_meter_zone() -> None:
@@ -174,7 +178,7 @@ def test_daily_midnight_across_berlin_dst_keeps_wall_time() -> None:
         runs.append(t)
     assert all(local(r, BERLIN).time() == dt.time(0, 0) for r in runs)
     # Mar 30 -> Mar 31 -> Apr 1 -> Apr 2: the night of Mar 31 is an hour short.
-    assert [b - a for a, b in zip(runs, runs[1:])] == [86400.0, 82800.0, 86400.0]
+    assert [b - a for a, b in itertools.pairwise(runs)] == [86400.0, 82800.0, 86400.0]
 
 
 def test_new_york_gap_and_overlap() -> None:

@@ -16,7 +16,7 @@ from fakes_webmeters import KEY, PHONE, SMS, FakeWebmeters, sample
 
 from pollerd.config import load_config
 from pollerd.drivers import webmeters as wm
-from pollerd.drivers.base import DriverContext
+from pollerd.drivers.base import CloudDriverContext
 from pollerd.errors import CloudError
 from pollerd.metrics import Registry
 from pollerd.state import MeterState
@@ -48,8 +48,8 @@ timezone = "Europe/Moscow"
 ''', encoding="utf-8")
     mc = load_config(p, environ={}).meters[0]
     st = MeterState(mc.name, mc.protocol, mc.line, 0, 3600.0)
-    return wm.WebmetersDriver(DriverContext(mc, None, st, Registry(), log=logging.getLogger("test"),
-                                            state_dir=tmp_path / "state"))
+    return wm.WebmetersDriver(CloudDriverContext(mc, st, Registry(), log=logging.getLogger("test"),
+                                                 state_dir=tmp_path / "state"))
 
 
 def table(readings) -> dict[tuple[str, str], tuple[float, str]]:  # type: ignore[no-untyped-def]

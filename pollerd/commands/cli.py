@@ -57,7 +57,7 @@ class _Parser(argparse.ArgumentParser):
     """A command's parser refuses an option it does not know itself, with its own usage line: argparse would
     hand the leftover to the top-level parser, whose usage says nothing about the command that was typed."""
 
-    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]  # typeshed overloads it
                          namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
         ns, extra = super().parse_known_args(args, namespace)
         if extra:

@@ -131,7 +131,7 @@ class Receiver:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port: int = runner.addresses[0][1]  # the free port the system picked
         return runner, port
 
 

@@ -79,6 +79,7 @@ def configure_raw(p: argparse.ArgumentParser) -> None:
 
 def run_raw(args: argparse.Namespace) -> int:
     from ..daemon import build_driver, build_lines
+    from ..drivers.base import RawDriver
     from ..metrics import Registry
     from ..state import Runtime
     cfg = load(args.config)
@@ -95,12 +96,11 @@ def run_raw(args: argparse.Namespace) -> int:
         runtime, metrics = Runtime(cfg.gateway.name), Registry()
         line = build_lines(cfg, runtime, metrics, one_shot=True)[mc.line]
         drv = build_driver(mc, line, runtime, metrics)
-        raw = getattr(drv, "raw", None)
-        if raw is None:
+        if not isinstance(drv, RawDriver):
             print(f"pollerd: {mc.protocol} meters do not take raw frames", file=sys.stderr)
             return 1
         try:
-            result = await raw(" ".join(args.hex))
+            result = await drv.raw(" ".join(args.hex))
             await drv.close()
         finally:
             await line.close()

@@ -129,7 +129,7 @@ def _bool(value: object, ctx: _Ctx) -> bool:
     return value
 
 
-def _str(value: object, ctx: _Ctx) -> str:
+def _str(value: object, ctx: _Ctx | None) -> str:
     if not isinstance(value, str):
         raise _got("a string", value)
     if not value.strip():
@@ -164,7 +164,9 @@ def _host(value: object, ctx: _Ctx) -> str:
     return s
 
 
-def _timezone(value: object, ctx: _Ctx) -> str:
+# _timezone and _at (and _str under them) need no loader context: the sioi sink options call them with None
+# so that "at" and "timezone" mean and fail the same way there.
+def _timezone(value: object, ctx: _Ctx | None) -> str:
     s = _str(value, ctx)
     try:
         _zoneinfo.ZoneInfo(s)
@@ -177,7 +179,7 @@ def _timezone(value: object, ctx: _Ctx) -> str:
 _AT = _re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?")
 
 
-def _at(value: object, ctx: _Ctx) -> _dt.time:
+def _at(value: object, ctx: _Ctx | None) -> _dt.time:
     if isinstance(value, _dt.time):  # a TOML local time: at = 06:30:00
         return value.replace(microsecond=0)
     if not isinstance(value, str):

@@ -68,6 +68,11 @@ class StoreProbe(Protocol):
 
     async def last_seq(self) -> int: ...
 
+    @property
+    def writer_running(self) -> bool:
+        """False once the store's writer task has ended (nothing can commit until a restart)."""
+        ...
+
 
 class Watched(Protocol):
     """What notifications need of the daemon, and all they may touch: its runtime state (read), its store
@@ -204,7 +209,7 @@ class Watchdog:
             await store.flush()
             await store.last_seq()
         except PollerdError as exc:
-            if getattr(store, "writer_running", True) is False:
+            if not store.writer_running:
                 # Not an answer: with its writer task gone nothing can ever commit again; a restart reopens it.
                 log.debug("watchdog store probe: the writer is gone: %s", exc)
                 return

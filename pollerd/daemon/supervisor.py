@@ -16,7 +16,7 @@ from typing import Any
 from ..compat import TaskGroup, timeout
 from ..config import Config, MeterConfig, SinkConfig, load_config
 from ..config.source import store_path_problem
-from ..drivers.base import Driver
+from ..drivers.base import Driver, RawDriver
 from ..errors import ConfigError, MeterBusy, PollerdError, StoreError
 from ..line import Line, line_priority
 from ..metrics import Registry
@@ -438,12 +438,12 @@ class Daemon:
         """The meter's current configuration (after reloads), for the status pages."""
         return next((mc for mc in self.config.meters if mc.name == name), None)
 
-    async def _raw(self, name: str, command: str) -> dict:  # type: ignore[type-arg]
+    async def _raw(self, name: str, command: str) -> dict[str, object]:
         run = self.meters.get(name)
         drv = run.driver if run is not None else None
-        if drv is None or not hasattr(drv, "raw"):
+        if not isinstance(drv, RawDriver):  # None too: an unknown meter
             raise ValueError(f"meter {name} does not take raw frames")
-        return await drv.raw(command)  # type: ignore[no-any-return]
+        return await drv.raw(command)
 
     async def _drain_sinks(self) -> None:
         """Give sinks a short moment to deliver the last cycle's readings; whatever is left is sent after

@@ -9,9 +9,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..catalog import CATALOG
 from ..config import Config, MeterConfig
-from ..drivers.base import Driver, DriverContext
+from ..drivers.base import BusDriverContext, CloudDriverContext, Driver, DriverContext
 from ..drivers.registry import make_driver
+from ..errors import ConfigError
 from ..line import Line
 from ..metrics import Registry
 from ..push.plugins import load_entry_points
@@ -59,5 +61,12 @@ def build_driver(mc: MeterConfig, line: Line | None, runtime: Runtime, metrics: 
                  clock: Callable[[], float] = time.time, store: Store | None = None,
                  state_dir: Path | None = None) -> Driver:
     st = runtime.meters.setdefault(mc.name, meter_state(mc))
-    return make_driver(DriverContext(mc, line, st, metrics, clock, logging.getLogger("pollerd.driver"),
-                                     store, state_dir))
+    log = logging.getLogger("pollerd.driver")
+    ctx: DriverContext
+    if CATALOG[mc.protocol].is_cloud:  # a cloud source reaches its account's url, never a line
+        ctx = CloudDriverContext(mc, st, metrics, clock, log, store, state_dir)
+    elif line is None:  # the loader makes sure every bus meter names a line (or gets an implicit one)
+        raise ConfigError(f"meter {mc.name!r}: no line {mc.line!r} for a {mc.protocol} meter")
+    else:
+        ctx = BusDriverContext(mc, line, st, metrics, clock, log, store, state_dir)
+    return make_driver(ctx)

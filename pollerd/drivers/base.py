@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol, runtime_checkable
 
 from ..config.model import MeterConfig
 from ..line import Line
@@ -36,18 +36,50 @@ class PollResult:
         return self.answered and self.error is None
 
 
+class StateReader(Protocol):
+    """The store as a driver sees it: it reads back its own committed state (archive positions, last clock
+    correction) and never writes; what it wants saved goes out in :attr:`PollResult.state`, which the daemon
+    writes after the readings. :class:`pollerd.store.Store` is one."""
+
+    async def get_state(self, key: str) -> object | None:
+        """The JSON value stored under ``key``, or None."""
+        ...
+
+
+# Two context types rather than one with ``line: Line | None``: a bus driver can then use its line without a
+# None check on every exchange, and the catalog (ProtocolSpec.is_cloud) decides which one a driver gets.
+
+
 @dataclass(eq=False)
-class DriverContext:
-    """Everything a driver may use; passed explicitly (no module-level state)."""
+class BusDriverContext:
+    """Everything a bus driver (a meter on a serial or TCP line) may use; passed explicitly (no module-level
+    state)."""
 
     meter: MeterConfig
-    line: Line | None              # None for cloud sources (catalog: ProtocolSpec.cloud_keys), which reach their own url
+    line: Line
     state: MeterState
     metrics: Registry
     clock: Callable[[], float] = time.time
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("pollerd.driver"))
-    store: Any = None              # pollerd.store.Store when the driver runs in the daemon; None one-shot
-    state_dir: Path | None = None  # the daemon's state directory (files a driver saves); None one-shot
+    store: StateReader | None = None  # the daemon's store; None one-shot (`pollerd poll`)
+    state_dir: Path | None = None     # the daemon's state directory (files a driver saves); None one-shot
+
+
+@dataclass(eq=False)
+class CloudDriverContext:
+    """Everything a cloud source driver may use. It has no line: it reaches its own ``url``
+    (catalog: ProtocolSpec.cloud_keys)."""
+
+    meter: MeterConfig
+    state: MeterState
+    metrics: Registry
+    clock: Callable[[], float] = time.time
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("pollerd.driver"))
+    store: StateReader | None = None
+    state_dir: Path | None = None
+
+
+DriverContext = BusDriverContext | CloudDriverContext
 
 
 class Driver(Protocol):
@@ -62,4 +94,13 @@ class Driver(Protocol):
 
     async def close(self) -> None:
         """Close the meter session (best effort, on shutdown)."""
+        ...
+
+
+@runtime_checkable
+class RawDriver(Driver, Protocol):
+    """A driver that also passes one operator frame through its line (``POST /api/meters/{name}/raw``)."""
+
+    async def raw(self, command: str) -> dict[str, object]:
+        """Send one HEX command ahead of scheduled polls; the reply as HEX (and decoded, where known)."""
         ...

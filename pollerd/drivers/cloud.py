@@ -1,7 +1,7 @@
 """Shared HTTP plumbing of cloud sources (catalog: ProtocolSpec.cloud_keys): rstech, webmeters, saures.
 
 A cloud source is one ``[[meters]]`` entry for a vendor account that holds many devices. Its driver gets
-``DriverContext.line = None`` and talks HTTP(S) to the entry's ``url`` through a session made here:
+no line (a :class:`~pollerd.drivers.base.CloudDriverContext`) and talks HTTP(S) to the entry's ``url`` through a session made here:
 
 * :func:`make_session` — an aiohttp ClientSession whose per-request timeout is the entry's ``waiting_time``
   (30 s by default for cloud entries) and whose TLS checking follows the ``verify_tls``/``ca_file`` keys;
@@ -140,20 +140,20 @@ async def fetch(session: aiohttp.ClientSession, method: str, url: str, *, what: 
     ``auth_status``, :class:`CloudError` for any other status (with a snippet of the body), and
     :class:`CloudUnreachable` when there was no reply. ``what`` names the request in messages ("stations
     page 3"); the url is not repeated in messages because query strings may hold secrets."""
-    secrets = [s for s in secrets if s]
+    hidden = [s for s in secrets if s]
     try:
         async with session.request(method, url, params=params, json=json, data=data, headers=headers,
                                    allow_redirects=False) as resp:
-            body = await _read_capped(resp, what, secrets)
+            body = await _read_capped(resp, what, hidden)
             reply = Reply(resp.status, resp.headers, body, resp.content_type or "")
     except CloudError:
         raise
     except (asyncio.TimeoutError, TimeoutError):
         raise CloudUnreachable(f"{what}: no reply within {session.timeout.total:g} s") from None
     except aiohttp.ClientError as exc:
-        raise CloudUnreachable(f"{what}: {scrub(_describe(exc), secrets)}") from None
+        raise CloudUnreachable(f"{what}: {scrub(_describe(exc), hidden)}") from None
     if reply.status not in ok:
-        raise_for(reply, what=what, secrets=secrets, auth_status=auth_status)
+        raise_for(reply, what=what, secrets=hidden, auth_status=auth_status)
     return reply
 
 

@@ -23,7 +23,7 @@ from ..protocols.dlms.errors import AssociationRejected, DataAccessError, DataEr
 from ..protocols.dlms.hdlc import LinkParams, ServerAddress
 from ..protocols.dlms.session import ClientSession, SessionConfig
 from ..protocols.dlms.xdlms import Attr, DataAccessFailure, obis_bytes, obis_text, range_access
-from .base import DriverContext, PollResult
+from .base import BusDriverContext, PollResult
 from .dlms_client import DlmsClient
 from .dlms_options import DlmsOptions, physical_from_serial
 
@@ -74,8 +74,7 @@ class _Cycle:
 
 
 class DlmsDriver:
-    def __init__(self, ctx: DriverContext) -> None:
-        assert ctx.line is not None
+    def __init__(self, ctx: BusDriverContext) -> None:
         self.ctx = ctx
         self.line = ctx.line
         mc = ctx.meter

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import OptionError
 
@@ -54,7 +55,7 @@ def _int(key: str, value: object, lo: int, hi: int) -> int:
 
 
 def parse_options(raw: Mapping[str, object], base_dir: str) -> DlmsOptions:
-    kw: dict[str, object] = {}
+    kw: dict[str, Any] = {}  # each value is checked where it is set; DlmsOptions(**kw) checks the names
     for key in _CIPHER_KEYS:
         if key in raw:
             raise OptionError("ciphering and high-level security (HLS) are not supported by pollerd's DLMS "
@@ -93,7 +94,7 @@ def parse_options(raw: Mapping[str, object], base_dir: str) -> DlmsOptions:
     if auth == "none" and kw.get("client_sap") not in (None, 16):
         raise OptionError("a client other than public (16) needs a password (authentication = \"low\")",
                           ("authentication",))
-    return DlmsOptions(**kw)  # type: ignore[arg-type]
+    return DlmsOptions(**kw)
 
 
 def parse_address(value: object) -> int | str:

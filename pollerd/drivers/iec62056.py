@@ -20,6 +20,7 @@ import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..errors import (
     FrameError,
@@ -31,14 +32,17 @@ from ..errors import (
     ReplyTimeout,
     TransportError,
 )
+from ..line import Framer
 from ..model import Archive, Event, Reading
 from ..protocols import iec62056 as iec
 from ..protocols import obis
 from ..quality import Dropped
-from .base import DriverContext, PollResult
+from .base import BusDriverContext, PollResult
 
 __all__ = ["Decoded", "IecOptions", "Iec62056Driver", "PROFILES", "Profile", "decode_sets", "parse_address",
            "parse_options"]
+
+R = TypeVar("R")
 
 MODES = ("readout", "program", "direct")
 PARITY_BITS = ("keep", "strip")
@@ -132,10 +136,13 @@ def parse_options(raw: Mapping[str, object], base_dir: str) -> IecOptions:
     parity = raw.get("iec_parity_bit", "keep")
     if parity not in PARITY_BITS:
         raise OptionError(f"expected \"keep\" or \"strip\", got {parity!r}", ("iec_parity_bit",))
-    baud = raw.get("iec_baud")
-    if baud is not None and (isinstance(baud, bool) or baud not in iec.BAUD_CHARS.values()):
-        raise OptionError(f"expected one of {', '.join(str(b) for b in iec.BAUD_CHARS.values())}, got {baud!r}",
-                          ("iec_baud",))
+    given = raw.get("iec_baud")
+    baud: int | None = None
+    if given is not None:
+        if isinstance(given, bool) or not isinstance(given, (int, float)) or given not in iec.BAUD_CHARS.values():
+            raise OptionError(f"expected one of {', '.join(str(b) for b in iec.BAUD_CHARS.values())}, "
+                              f"got {given!r}", ("iec_baud",))
+        baud = int(given)
     entries: list[tuple[str, str]] = []
     addresses = raw.get("iec_addresses", [])
     if not isinstance(addresses, list):
@@ -152,7 +159,7 @@ def parse_options(raw: Mapping[str, object], base_dir: str) -> IecOptions:
         raise OptionError(f"iec_mode {effective!r} with profile {profile!r} needs iec_addresses (what to read)",
                           ("iec_addresses",))
     return IecOptions(str(profile), mode if mode is None else str(mode), switch, tuple(entries), str(parity),
-                      baud if baud is None else int(baud))  # type: ignore[arg-type]
+                      baud)
 
 
 # ------------------------------------------------------------------------------------------------- values
@@ -250,7 +257,7 @@ _RETRYABLE = (ReplyTimeout, FrameError)
 
 
 class Iec62056Driver:
-    def __init__(self, ctx: DriverContext) -> None:
+    def __init__(self, ctx: BusDriverContext) -> None:
         self.ctx = ctx
         mc = ctx.meter
         opts = mc.options if isinstance(mc.options, IecOptions) else IecOptions()
@@ -277,10 +284,10 @@ class Iec62056Driver:
         return iec.MessageFramer(self.profile.checksum, request=self._wire(request), strip=self._strip,
                                  single_byte=single_byte)
 
-    async def _x(self, request: bytes, framer: object, *, waiting: float | None = None, shown: str | None = None,
-                 after_write: Callable[[], Awaitable[None]] | None = None) -> object:
+    async def _x(self, request: bytes, framer: Framer[R], *, waiting: float | None = None, shown: str | None = None,
+                 after_write: Callable[[], Awaitable[None]] | None = None) -> R:
         mc = self.ctx.meter
-        return await self.ctx.line.exchange(self._wire(request), framer,  # type: ignore[arg-type]
+        return await self.ctx.line.exchange(self._wire(request), framer,
                                             waiting_time=waiting or mc.waiting_time, pause=mc.pause_time,
                                             meter=mc.name, shown=shown, after_write=after_write)
 
@@ -309,7 +316,7 @@ class Iec62056Driver:
         last: PollerdError | None = None
         for _ in range(attempts):
             try:
-                return await self._x(req, iec.IdentFramer(self._wire(req), self._strip))  # type: ignore[return-value]
+                return await self._x(req, iec.IdentFramer(self._wire(req), self._strip))
             except _RETRYABLE as exc:
                 last = exc
                 # A meter left half inside a session ignores sign-ons; a break puts it back to idle.
@@ -388,7 +395,7 @@ class Iec62056Driver:
         naks = 0
         while True:
             try:
-                msg: iec.Message = await self._x(req, self._framer(req), waiting=waiting,  # type: ignore[assignment]
+                msg: iec.Message = await self._x(req, self._framer(req), waiting=waiting,
                                                  after_write=after)
             except FrameError:
                 # A bad BCC or noise: NAK asks the meter to repeat the message (IEC 62056-21 6.3.2).
@@ -411,7 +418,7 @@ class Iec62056Driver:
         mc = self.ctx.meter
         req = iec.option_select(z, 1)
         try:
-            msg: iec.Message = await self._x(req, self._framer(req),  # type: ignore[assignment]
+            msg: iec.Message = await self._x(req, self._framer(req),
                                              after_write=self._switcher(baud))
         except _RETRYABLE:
             await self._break()
@@ -441,7 +448,7 @@ class Iec62056Driver:
         mc = self.ctx.meter
         assert self._password is not None
         req = iec.password_command(self._password, self.profile.checksum)
-        reply: iec.Message = await self._x(req, self._framer(req, single_byte=True),  # type: ignore[assignment]
+        reply: iec.Message = await self._x(req, self._framer(req, single_byte=True),
                                            shown="SOH P1 STX (***) ETX BCC")
         if reply.kind != "ack":
             what = {"nak": "NAK"}.get(reply.kind, f"[{reply.raw.hex(' ')}]")
@@ -458,11 +465,11 @@ class Iec62056Driver:
                 # The framer refuses a reply for another address: a late reply to an earlier read.
                 framer = iec.MessageFramer(self.profile.checksum, request=self._wire(req), strip=self._strip,
                                            address=address, hex_obis=self.profile.hex_obis)
-                msg: iec.Message = await self._x(req, framer)  # type: ignore[assignment]
+                msg: iec.Message = await self._x(req, framer)
                 while msg.kind == "data" and msg.partial:
                     body += msg.body
                     ack = bytes((iec.ACK,))
-                    msg = await self._x(ack, self._framer(ack))  # type: ignore[assignment]
+                    msg = await self._x(ack, self._framer(ack))
             except _RETRYABLE as exc:
                 last, body = exc, bytearray()
                 continue
@@ -491,7 +498,7 @@ class Iec62056Driver:
         last: PollerdError | None = None
         for _ in range(attempts):
             try:
-                msg: iec.Message = await self._x(req, self._framer(req))  # type: ignore[assignment]
+                msg: iec.Message = await self._x(req, self._framer(req))
             except _RETRYABLE as exc:
                 last = exc
                 continue

@@ -31,11 +31,13 @@ plain-text VIF) with the same suffixes. Units are normalised: J -> Wh, J/h -> W,
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import math
 import statistics
 import zoneinfo
 from collections.abc import Iterable
 
+from ..config.model import LineConfig
 from ..errors import (
     FrameError,
     IdentityMismatch,
@@ -49,7 +51,7 @@ from ..errors import (
 from ..model import Archive, Event, Reading
 from ..protocols import mbus as m
 from ..quality import Dropped
-from .base import DriverContext, PollResult
+from .base import BusDriverContext, PollResult
 
 MAX_TELEGRAMS = 32          # a multi-telegram readout longer than this is a slave stuck on DIF 1F
 _RETRYABLE = (ReplyTimeout, FrameError)
@@ -112,19 +114,19 @@ def response_timeout(baudrate: int, waiting_time: float) -> float:
     return max(waiting_time, 330.0 / baudrate + 0.05)
 
 
-def line_problem(line_cfg: object) -> str | None:
+def line_problem(line_cfg: LineConfig) -> str | None:
     """M-Bus is 8E1 on the wire; a serial line set otherwise fails every parity check of every byte."""
-    if getattr(line_cfg, "type", None) != "serial":
+    if line_cfg.type != "serial":
         return None  # a TCP converter sets the framing on its own serial side
-    parity, bytesize, stopbits = (getattr(line_cfg, k, None) for k in ("parity", "bytesize", "stopbits"))
-    if (str(parity).upper(), bytesize, stopbits) != ("E", 8, 1):
-        return (f"line {getattr(line_cfg, 'name', '?')} is {bytesize}{parity}{stopbits:g} but M-Bus needs 8E1: "
+    parity, bytesize, stopbits = line_cfg.parity, line_cfg.bytesize, line_cfg.stopbits
+    if (parity.upper(), bytesize, stopbits) != ("E", 8, 1):
+        return (f"line {line_cfg.name} is {bytesize}{parity}{stopbits:g} but M-Bus needs 8E1: "
                 f'set parity = "E", bytesize = 8, stopbits = 1 on the line')
     return None
 
 
 class MbusDriver:
-    def __init__(self, ctx: DriverContext) -> None:
+    def __init__(self, ctx: BusDriverContext) -> None:
         self.ctx = ctx
         mc = ctx.meter
         addr = mc.connection_address
@@ -264,7 +266,8 @@ class MbusDriver:
             for r in t.records:
                 if r.quantity in _METADATA and r.storage == 0 and r.value is not None:
                     key = "fabrication" if r.quantity == "fabrication number" else r.quantity.replace(" ", "_")
-                    st.identity[key] = r.display() if not r.is_number else str(int(r.value))
+                    n = r.number
+                    st.identity[key] = r.display() if n is None else str(int(n))
         if mc.number_meter is not None and _digits(header.id or "") != _digits(mc.number_meter):
             where = f"secondary address {self.secondary}" if self.secondary else f"address {self.primary}"
             raise IdentityMismatch(
@@ -290,31 +293,32 @@ class MbusDriver:
         out: list[Reading] = []
         seen: set[tuple[str, str, int]] = set()
         for r in records:
+            number = r.number
             non_finite = r.error == m.NON_FINITE
-            if not (r.is_number or non_finite) or r.quantity in _METADATA:
+            if (number is None and not non_finite) or r.quantity in _METADATA:
                 continue
             if r.storage == 0 and "current" not in mc.read:
                 continue
             if r.storage and ("archive" not in mc.read or partial):
                 continue
-            channel, unit, value = _channel(r, medium)
-            kind, when = Archive.CURRENT.value, ts
+            channel, unit, value = _channel(r, math.nan if number is None else number, medium)
+            kind, stamp = Archive.CURRENT.value, ts
             if r.storage:
                 at = dates.get((r.storage, r.subunit))
                 if at is None:
                     channel += f".S{r.storage}"
                 else:
-                    kind, when = archive, at
+                    kind, stamp = archive, at
             if non_finite:  # no value to store; pollerd.quality counts it with the other drops
                 if dropped is not None:
-                    dropped.append(Dropped(Reading(mc.name, channel, kind, when, math.nan, unit), "non_finite",
+                    dropped.append(Dropped(Reading(mc.name, channel, kind, stamp, math.nan, unit), "non_finite",
                                            f"the meter sent a NaN or infinite real [{r.raw.hex(' ')}]"))
                 continue
-            key = (channel, kind, when)
+            key = (channel, kind, stamp)
             if key in seen:
                 continue  # a second record with the same meaning (another scaling): the first one stands
             seen.add(key)
-            out.append(Reading(mc.name, channel, kind, when, value, unit))
+            out.append(Reading(mc.name, channel, kind, stamp, value, unit))
         return out
 
     async def probe(self) -> bool:
@@ -330,8 +334,8 @@ class MbusDriver:
         return None  # M-Bus has no session to close; a selection ends with the next one
 
 
-def _channel(r: m.Record, medium: int | None) -> tuple[str, str, float]:
-    value = float(r.value) if r.is_number else math.nan  # type: ignore[arg-type]
+def _channel(r: m.Record, number: float, medium: int | None) -> tuple[str, str, float]:
+    value = float(number)
     unit = r.unit
     if unit in _CONVERT:
         unit, factor = _CONVERT[unit]
@@ -356,7 +360,7 @@ def _channel(r: m.Record, medium: int | None) -> tuple[str, str, float]:
 def _archive_kind(stamps: list[int]) -> str:
     if len(stamps) < 2:
         return Archive.MONTHLY.value
-    gap = statistics.median(b - a for a, b in zip(stamps, stamps[1:])) / 86400
+    gap = statistics.median(b - a for a, b in itertools.pairwise(stamps)) / 86400
     if gap < 2:
         return Archive.DAILY.value
     if gap > 300:

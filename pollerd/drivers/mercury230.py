@@ -24,12 +24,11 @@ from ..errors import (
     StoreError,
     TransportError,
 )
-from ..line import Line
 from ..model import Event, Reading
 from ..protocols import mercury230 as m
 from ..protocols.crc import append_crc, check_crc
 from ..text import parse_hex
-from .base import DriverContext, PollResult
+from .base import BusDriverContext, PollResult
 from .mercury230_clock import ClockMixin
 from .mercury230_options import MercuryOptions
 
@@ -49,7 +48,7 @@ _STATEFUL = frozenset({"clock", "profile", "daily", "monthly", "yearly"})
 
 
 class Mercury230Driver(ClockMixin):
-    def __init__(self, ctx: DriverContext) -> None:
+    def __init__(self, ctx: BusDriverContext) -> None:
         self.ctx = ctx
         mc = ctx.meter
         self.address = int(mc.connection_address)  # ADDRESS_PARSERS gives a Mercury meter an int
@@ -70,14 +69,6 @@ class Mercury230Driver(ClockMixin):
         self._m_echo = ctx.metrics.counter(
             "pollerd_echoes_total", "Requests echoed back by a half-duplex adapter and skipped", ("meter",))
 
-    @property
-    def _line(self) -> Line:
-        # A bus driver is always built with its line; DriverContext types it optional for the cloud drivers.
-        line = self.ctx.line
-        if line is None:
-            raise PollerdError(f"{self.ctx.meter.name}: a Mercury 230 meter needs a line")
-        return line
-
     # -- exchanges -------------------------------------------------------------------------------------
 
     async def _ask(self, req: m.Request, *, retries: int | None = None) -> m.Reply:
@@ -88,7 +79,7 @@ class Mercury230Driver(ClockMixin):
         for _ in range(attempts):
             framer = m.ReplyFramer(req)
             try:
-                reply = await self._line.exchange(req.encode(), framer, waiting_time=mc.waiting_time,
+                reply = await self.ctx.line.exchange(req.encode(), framer, waiting_time=mc.waiting_time,
                                                      pause=mc.pause_time, meter=mc.name, shown=m.redacted(req))
             except _RETRYABLE as exc:
                 last = exc
@@ -224,8 +215,10 @@ class Mercury230Driver(ClockMixin):
         ku = (mc.tn1 / mc.tn2) if (mc.tn1 and mc.tn2) else None
         ki = mc.tt
         if self.options.use_meter_ratios:
-            ku = ku if ku is not None else ident.get("ku")  # type: ignore[assignment]
-            ki = ki if ki is not None else ident.get("ki")  # type: ignore[assignment]
+            # _identity stores the meter's 08 02 ratios as ints (absent if the meter refused the request)
+            meter_ku, meter_ki = ident.get("ku"), ident.get("ki")
+            ku = ku if ku is not None or not isinstance(meter_ku, int) else meter_ku
+            ki = ki if ki is not None or not isinstance(meter_ki, int) else meter_ki
         ku, ki = float(ku or 1), float(ki or 1)
         base = channel.split(".", 1)[0]
         if base == "U":
@@ -391,11 +384,11 @@ class Mercury230Driver(ClockMixin):
         if self.ctx.store is None:
             wanted = min(wanted, 3)  # a one-shot poll shows the newest intervals, it does not backfill
         pending = _records_between(saved, last.address) if isinstance(saved, int) else None
-        if pending is None or pending > wanted:
+        if isinstance(saved, int) and pending is not None and pending <= wanted:
+            first = m.next_profile_address(saved)
+        else:
             first = (last.address - (wanted - 1) * m.PROFILE_STEP) & 0xFFFF
             pending = wanted
-        else:
-            first = m.next_profile_address(saved)  # type: ignore[arg-type]
         address = first
         prev_ts = self._loaded_state.get("profile_ts")
         prev_ts = prev_ts if isinstance(prev_ts, int) else None
@@ -542,7 +535,7 @@ class Mercury230Driver(ClockMixin):
         mc = self.ctx.meter
         framer: m.ReplyFramer | m.AnyReplyFramer = (m.ReplyFramer(req) if name != "unknown"
                                                     else m.AnyReplyFramer(frame[0]))
-        reply = await self._line.exchange(frame, framer, waiting_time=mc.waiting_time,
+        reply = await self.ctx.line.exchange(frame, framer, waiting_time=mc.waiting_time,
                                              pause=mc.pause_time, meter=mc.name, shown=m.redacted(req),
                                              priority=True)
         wire = append_crc(bytes((reply.address,)) + reply.data)

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from ..errors import FrameError, MeterError, ReplyTimeout
 from ..model import Event
 from ..protocols import mercury230 as m
-from .base import DriverContext
+from .base import BusDriverContext
 from .mercury230_options import MercuryOptions
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 class _Host(Protocol):
-    ctx: DriverContext
+    ctx: BusDriverContext
     address: int
     options: MercuryOptions
     tz: ZoneInfo

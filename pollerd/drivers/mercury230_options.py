@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import OptionError
 from ..units import parse_duration
@@ -33,7 +34,7 @@ class MercuryOptions:
 
 
 def parse_options(raw: Mapping[str, object], base_dir: str) -> MercuryOptions:
-    kw: dict[str, object] = {}
+    kw: dict[str, Any] = {}  # each value is checked where it is set; MercuryOptions(**kw) checks the names
     for key, value in raw.items():
         if key in ("clock_correction", "use_meter_ratios"):
             if not isinstance(value, bool):
@@ -41,16 +42,16 @@ def parse_options(raw: Mapping[str, object], base_dir: str) -> MercuryOptions:
             kw[key] = value
         elif key in ("max_clock_correction", "journal_interval"):
             try:
-                kw[key] = parse_duration(value)
+                seconds = kw[key] = parse_duration(value)
             except ValueError as exc:
                 raise OptionError(str(exc), (key,)) from None
             if key == "max_clock_correction":
                 from ..protocols.mercury230 import CORRECTION_LIMIT
-                if kw[key] > CORRECTION_LIMIT:
+                if seconds > CORRECTION_LIMIT:
                     raise OptionError(f"at most {CORRECTION_LIMIT} s: the meter corrects its clock by at most "
                                       f"4 minutes a day; a larger error needs a person to set the clock", (key,))
         elif key == "profile_records_per_cycle":
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
                 raise OptionError(f"expected an integer 1..100000, got {value!r}", (key,))
             kw[key] = value
-    return MercuryOptions(**kw)  # type: ignore[arg-type]
+    return MercuryOptions(**kw)

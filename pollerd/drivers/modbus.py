@@ -13,7 +13,7 @@ from ..errors import FrameError, LineStopping, MeterError, PollerdError, ReplyTi
 from ..model import Archive, Reading
 from ..protocols import modbus as mb
 from ..protocols.modbus_map import Block, ModbusOptions, plan_reads, split_block
-from .base import DriverContext, PollResult
+from .base import BusDriverContext, PollResult
 
 _RETRYABLE = (ReplyTimeout, FrameError)
 # Exception codes on which a merged read is split: 02 is the standard answer to a read over an unmapped
@@ -24,7 +24,7 @@ _GATEWAY_NO_ANSWER = frozenset((0x0A, 0x0B))
 
 
 class ModbusDriver:
-    def __init__(self, ctx: DriverContext) -> None:
+    def __init__(self, ctx: BusDriverContext) -> None:
         self.ctx = ctx
         mc = ctx.meter
         opts = mc.options if isinstance(mc.options, ModbusOptions) else ModbusOptions()
@@ -33,8 +33,7 @@ class ModbusDriver:
         self.blocks: list[Block] = plan_reads(opts.registers, mc.package_size, opts.max_gap)
         self.dropped: list[str] = []       # values the device refused one by one (channel @ reference)
         self._tid = 0
-        line_type = getattr(getattr(ctx.line, "cfg", None), "type", None)
-        if opts.mode == "tcp" and line_type == "serial":
+        if opts.mode == "tcp" and ctx.line.cfg.type == "serial":
             ctx.log.warning("%s: modbus_mode \"tcp\" on serial line %s: MBAP frames on a serial bus will not "
                             "be understood; use \"rtu\"", mc.name, mc.line)
         if opts.mode != "tcp" and self.unit > 247:

@@ -46,7 +46,7 @@ from ..errors import CloudAuthError, CloudError, CloudUnreachable, OptionError, 
 from ..model import Event, Reading
 from ..units import parse_duration
 from . import cloud
-from .base import DriverContext, PollResult
+from .base import CloudDriverContext, PollResult
 from .rstech_api import Page as Page
 from .rstech_api import Record as Record
 from .rstech_api import Station as Station
@@ -245,7 +245,7 @@ class _Dictionaries:
 
 
 class RstechDriver:
-    def __init__(self, ctx: DriverContext) -> None:
+    def __init__(self, ctx: CloudDriverContext) -> None:
         self.ctx = ctx
         m = ctx.meter
         self.opts: RstechOptions = m.options if isinstance(m.options, RstechOptions) else RstechOptions()

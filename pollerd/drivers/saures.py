@@ -36,7 +36,7 @@ from ..errors import CloudAuthError, CloudError, CloudUnreachable, OptionError, 
 from ..model import Archive, Reading
 from ..text import scrub as scrub_text
 from . import cloud
-from .base import DriverContext, PollResult
+from .base import CloudDriverContext, PollResult
 
 DEFAULT_URL = "https://lk.saures.ru"
 LOGIN = "/api/auth/login"
@@ -251,7 +251,7 @@ def parse_meters(entry: str, flat: object, data: dict[str, Any], *, ts: int, tz:
 # -- driver --------------------------------------------------------------------------------------------
 
 class SauresDriver:
-    def __init__(self, ctx: DriverContext) -> None:
+    def __init__(self, ctx: CloudDriverContext) -> None:
         self.ctx = ctx
         self.mc = ctx.meter
         self.base = (self.mc.url or DEFAULT_URL).rstrip("/")

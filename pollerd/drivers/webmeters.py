@@ -40,7 +40,7 @@ from ..errors import CloudAuthError, CloudError, CloudUnreachable
 from ..model import Archive, Reading
 from ..text import scrub as scrub_text
 from . import cloud
-from .base import DriverContext, PollResult
+from .base import CloudDriverContext, PollResult
 
 DEFAULT_URL = "http://api.webmeters.ru/1.0/"
 
@@ -84,7 +84,11 @@ def normalise_unit(units: str) -> tuple[str, float]:
 
 # -- codec (sans-I/O) ----------------------------------------------------------------------------------
 
-def encode_call(method: str, *params: object) -> bytes:
+# What pollerd sends as XML-RPC parameters: the api key, phone, codes and ids (no structs or arrays).
+Param = str | int
+
+
+def encode_call(method: str, *params: Param) -> bytes:
     return xmlrpc.client.dumps(tuple(params), methodname=method, encoding="utf-8", allow_none=False).encode()
 
 
@@ -188,10 +192,7 @@ def device_readings(meter: str, dev: dict[str, Any], ts: int) -> list[Reading]:
         unit, factor = normalise_unit(units)
         name = name.strip()
         m = _TARIFF.fullmatch(name)
-        if m and _unit_key(units) in _ENERGY_UNITS:
-            channel = f"A+.T{int(m.group(1))}"
-        else:
-            channel = name
+        channel = f"A+.T{int(m.group(1))}" if m and _unit_key(units) in _ENERGY_UNITS else name
         out.append(Reading(meter, channel, Archive.CURRENT.value, ts, number * factor, unit))
     return out
 
@@ -218,7 +219,7 @@ _XML = {"Content-Type": "text/xml"}
 
 
 class WebmetersDriver:
-    def __init__(self, ctx: DriverContext) -> None:
+    def __init__(self, ctx: CloudDriverContext) -> None:
         self.ctx = ctx
         self.mc = ctx.meter
         self.url = self.mc.url or DEFAULT_URL
@@ -237,7 +238,7 @@ class WebmetersDriver:
         return await cloud.fetch(self._http(), "POST", self.url, what=method, data=body, headers=_XML,
                                  secrets=(self._key,))
 
-    async def _call(self, method: str, *params: object) -> Any:
+    async def _call(self, method: str, *params: Param) -> Any:
         reply = await self._post(method, encode_call(method, self._key, *params))
         _expect_xml(method, reply, (self._key,))
         return _value(method, decode_reply(reply.body, what=method, scrub=(self._key,)))
@@ -393,7 +394,7 @@ async def request_key(url: str, phone: str, ask_code: Callable[[], Awaitable[str
     mc = MeterConfig(name="webmeters-key", protocol="webmeters", line="", connection_address=0, url=url,
                      waiting_time=waiting_time)
     async with cloud.make_session(mc) as session:
-        async def call(method: str, *params: object, secrets: tuple[str, ...] = ()) -> str:
+        async def call(method: str, *params: Param, secrets: tuple[str, ...] = ()) -> str:
             reply = await cloud.fetch(session, "POST", url, what=method, data=encode_call(method, *params),
                                       headers=_XML, secrets=secrets)
             _expect_xml(method, reply, secrets)

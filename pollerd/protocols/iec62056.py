@@ -306,7 +306,7 @@ class MessageFramer(_Base):
             return None
         buf = self._buf
         first = buf[0]
-        if first == ACK or first == NAK:
+        if first in (ACK, NAK):
             del buf[:1]
             return Message("ack" if first == ACK else "nak", raw=bytes((first,)))
         if first != STX and first != SOH:

@@ -230,7 +230,7 @@ class Reply:
         fmt = _REGS.get(n)
         if fmt is None:  # only a hand-made Reply can be longer than a read reply
             return struct.unpack_from(f">{n}H", self.data)
-        return fmt.unpack_from(self.data)  # type: ignore[no-any-return]
+        return fmt.unpack_from(self.data)
 
     def bits(self, count: int | None = None) -> tuple[bool, ...]:
         n = len(self.data) * 8 if count is None else count

@@ -137,7 +137,8 @@ class RegisterSpec:
                 value = value * 100 + hi * 10 + lo
             return value
         assert t.struct is not None
-        return t.struct.unpack(chunk)[0]  # type: ignore[no-any-return]
+        number: int | float = t.struct.unpack(chunk)[0]  # the types' formats are all numeric
+        return number
 
     def value(self, data: bytes | memoryview, offset: int) -> float | None:
         """Scaled, normalised value; None when invalid or not a finite number."""

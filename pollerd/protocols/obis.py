@@ -49,11 +49,11 @@ def parse(address: str) -> Obis | None:
     m = _OBIS.fullmatch(address.strip())
     if m is None:
         return None
-    a, b, c, d, e, f = m.groups()
-    vals = [None if x is None else _group(x) for x in (a, b, c, d, e, f)]
-    if any(v is not None and v > 255 for v in vals):
+    a, b, e, f = (None if x is None else _group(x) for x in m.group(1, 2, 5, 6))
+    c, d = _group(m.group(3)), _group(m.group(4))  # the pattern requires C and D
+    if any(v is not None and v > 255 for v in (a, b, c, d, e, f)):
         return None
-    return Obis(*vals)  # type: ignore[arg-type]
+    return Obis(a, b, c, d, e, f)
 
 
 @functools.lru_cache(maxsize=4096)

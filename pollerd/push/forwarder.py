@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import random
 import time
@@ -184,7 +185,7 @@ class Forwarder:
         if status == self._status_sent:
             return
         try:
-            await self._client.send_status(status)  # type: ignore[attr-defined]
+            await self._client.send_status(status)  # type: ignore[attr-defined]  # optional; checked in __init__
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # a status is re-sent next turn; readings go on meanwhile
@@ -247,7 +248,7 @@ class Forwarder:
         what = "" if kind == "readings" else "event "
         # send_events is optional in the client interface; _events says this client has it.
         send: Callable[[list[Any]], Awaitable[None]] = (
-            self._client.send if kind == "readings" else self._client.send_events)  # type: ignore[attr-defined]
+            self._client.send if kind == "readings" else self._client.send_events)  # type: ignore[attr-defined]  # optional, see above
         while True:
             try:
                 await send(items)
@@ -257,7 +258,7 @@ class Forwarder:
                 await self._on_transient(exc, first, last, what=what)
                 if kind == "readings":
                     try:
-                        await self._update_lag(cursor, batch)  # type: ignore[arg-type]
+                        await self._update_lag(cursor, batch)  # type: ignore[arg-type]  # kind == readings: Reading rows
                     except StoreError:
                         pass  # only the gauges; the outbox read in run() reports a store that stays broken
                 continue
@@ -265,8 +266,8 @@ class Forwarder:
                 reason = str(exc)
                 # One transaction: a crash between a separate park and advance would park the batch twice.
                 await self._store_retry(f"park {what}seq {first}..{last}",
-                                        lambda: self._store.park(self._name, first, last, reason, advance=True,
-                                                                 kind=kind))
+                                        functools.partial(self._store.park, self._name, first, last, reason,
+                                                          advance=True, kind=kind))
                 self._state.parked += 1
                 self._state.failures += 1
                 self._state.last_error = reason

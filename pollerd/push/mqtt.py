@@ -48,6 +48,7 @@ import math
 import socket
 import ssl
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiomqtt
 import orjson
@@ -59,6 +60,12 @@ from pollerd.config.model import SinkConfig
 from pollerd.model import Event, Reading
 from pollerd.push import TransientSinkError
 from pollerd.push.mqtt_options import MqttOptions, parse_options
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import Client as PahoClient
+    from paho.mqtt.client import SocketLike
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -216,11 +223,16 @@ class MqttPushClient:
         paho = client._client
         on_close = paho.on_socket_close
 
-        def closed_too(c: object, userdata: object, sock: object) -> None:
-            on_close(c, userdata, sock)    # aiomqtt's own: unregisters the reader
+        def settle() -> None:
+            if not closed.done():
+                closed.set_result(None)
+
+        def closed_too(c: PahoClient, userdata: Any, sock: SocketLike) -> None:
+            if on_close is not None:
+                on_close(c, userdata, sock)    # aiomqtt's own: unregisters the reader
             # paho closes the socket without telling aiomqtt when the peer hangs up before CONNACK;
             # may run in aiomqtt's connect thread, hence threadsafe.
-            loop.call_soon_threadsafe(lambda: closed.done() or closed.set_result(None))
+            loop.call_soon_threadsafe(settle)
 
         paho.on_socket_close = closed_too
         enter = asyncio.ensure_future(client.__aenter__())
@@ -358,7 +370,7 @@ class MqttPushClient:
                 acked.cancel()      # cancels the publishes still waiting; gather marks their outcome read
 
 
-def _retrieve(fut: asyncio.Future[object]) -> None:
+def _retrieve(fut: asyncio.Future[_T]) -> None:
     if not fut.cancelled():
         fut.exception()
 

@@ -38,7 +38,7 @@ class SimMeter:
     medium: int
     version: int = 1
     telegrams: list[bytes] = field(default_factory=list)
-    values: dict[tuple[str, str, object], float] = field(default_factory=dict)
+    values: dict[tuple[str, str, dt.date | None], float] = field(default_factory=dict)
     status: int = 0
     selected: bool = False
     access_no: int = 0
@@ -77,7 +77,7 @@ class SimMeter:
     def expected(self, tz: dt.tzinfo = dt.timezone.utc) -> dict[tuple[str, str, int | None], float]:
         out: dict[tuple[str, str, int | None], float] = {}
         for (channel, archive, when), value in self.values.items():
-            ts = None if when is None else int(dt.datetime.combine(when, dt.time(), tz).timestamp())  # type: ignore[arg-type]
+            ts = None if when is None else int(dt.datetime.combine(when, dt.time(), tz).timestamp())
             out[(channel, archive, ts)] = value
         return out
 
@@ -103,7 +103,7 @@ def heat_meter(primary: int = 1, ident: str = "12345678", *, split: bool = True)
           + b"\x2f\x2f")
     telegrams = [t1 + b"\x1f", t2] if split else [t1 + t2]
     cur = "current"
-    values: dict[tuple[str, str, object], float] = {
+    values: dict[tuple[str, str, dt.date | None], float] = {
         ("E.heat", cur, None): 12_345_000.0, ("V", cur, None): 4567.89, ("P", cur, None): 12300.0,
         ("flow", cur, None): 1.234, ("T.flow", cur, None): 70.5, ("T.return", cur, None): 45.2,
         ("dT", cur, None): 25.3, ("E.heat.T1", cur, None): 2_345_000.0,
@@ -122,7 +122,7 @@ def water_meter(primary: int = 2, ident: str = "87654321") -> SimMeter:
          + m.storage_dib(0xC, storage=1) + b"\x13" + m.encode_bcd(100000, 4)
          + m.storage_dib(0x2) + b"\xFD\x17" + (0).to_bytes(2, "little"))             # error flags
     cur = "current"
-    values: dict[tuple[str, str, object], float] = {
+    values: dict[tuple[str, str, dt.date | None], float] = {
         ("V.cold", cur, None): 123.456, ("flow", cur, None): 0.5, ("mbus.FD17", cur, None): 0.0,
         ("V.cold", "monthly", dt.date(2024, 12, 31)): 100.0,
     }

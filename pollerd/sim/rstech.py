@@ -24,7 +24,7 @@ import collections
 import datetime as _dt
 import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,7 +115,7 @@ class RstechServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        real = site._server.sockets[0].getsockname()  # type: ignore[union-attr]
+        real = self._runner.addresses[0]  # the bound (host, port) when port 0 asked for a free one
         self.url = f"http://{real[0]}:{real[1]}{b}"
         return self.url
 
@@ -185,7 +185,7 @@ class RstechServer:
                 return f.kind
         return None
 
-    def _handler(self, name: str):  # type: ignore[no-untyped-def]
+    def _handler(self, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
             self.requests[name] += 1
             self.log.append((name, dict(request.query)))
@@ -213,9 +213,9 @@ class RstechServer:
             # a proxy error page that echoes the request, token and all
             echo = f"access-token={request.headers.get('access-token')} password={self.password} " \
                    f"{request.path_qs}"
-            page = f"<html><head><title>Internal Server Error</title></head><body><h1>We're sorry, but " \
+            html = f"<html><head><title>Internal Server Error</title></head><body><h1>We're sorry, but " \
                    f"something went wrong.</h1><pre>{echo}</pre></body></html>"
-            return web.Response(status=500 if fault == "html500" else 200, text=page, content_type="text/html",
+            return web.Response(status=500 if fault == "html500" else 200, text=html, content_type="text/html",
                                 headers=headers)
         try:
             page = int(q.get("page", "1"))

@@ -4,6 +4,7 @@ the single-pass reads of the status pages (pollerd/web).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,13 @@ def _where(conds: list[tuple[str, Any]]) -> tuple[str, list[Any]]:
     if not used:
         return "", []
     return " WHERE " + " AND ".join(sql for sql, _ in used), [v for _, v in used]
+
+
+def _count(row: sqlite3.Row | None) -> int:
+    """The one value of a ``SELECT count(*)`` row (which always returns one row)."""
+    if row is None:
+        raise StoreError("count(*) returned no row")
+    return int(row[0])
 
 
 def _page_args(page: int, per_page: int) -> int:
@@ -67,7 +75,7 @@ class Reads(StoreBase):
                               ("ts >= ?", ts_from), ("ts < ?", ts_to)])
         with sql_errors("query readings"):
             async with self._rc.execute(f"SELECT count(*) FROM readings{where}", args) as cur:
-                total = int((await cur.fetchone())[0])  # type: ignore[index]
+                total = _count(await cur.fetchone())
             async with self._rc.execute(
                     f"SELECT {_READING_COLS} FROM readings{where} "
                     f"ORDER BY ts, meter, channel, archive LIMIT ? OFFSET ?",
@@ -205,7 +213,7 @@ class Reads(StoreBase):
         order = "ts_start DESC, meter, code" if newest_first else "ts_start, meter, code"
         with sql_errors("query events"):
             async with self._rc.execute(f"SELECT count(*) FROM events{where}", args) as cur:
-                total = int((await cur.fetchone())[0])  # type: ignore[index]
+                total = _count(await cur.fetchone())
             async with self._rc.execute(
                     f"SELECT meter, code, ts_start, ts_end, text FROM events{where} "
                     f"ORDER BY {order} LIMIT ? OFFSET ?",

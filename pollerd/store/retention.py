@@ -15,6 +15,7 @@ from typing import Any
 
 import aiosqlite
 
+from ..errors import StoreError
 from ..text import utc_text
 from .base import StoreBase, sql_errors
 
@@ -148,7 +149,10 @@ class Retention(StoreBase):
             async with self._rc.execute(
                     "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM events), "
                     "(SELECT count(*) FROM parked), (SELECT min(ts) FROM readings)") as cur:
-                rows, events, parked, oldest = await cur.fetchone()  # type: ignore[misc]
+                row = await cur.fetchone()
+        if row is None:  # an aggregate SELECT always returns one row
+            raise StoreError("store stats returned no row")
+        rows, events, parked, oldest = row
         size = 0
         for suffix in ("", "-wal"):
             with contextlib.suppress(OSError):

@@ -204,12 +204,12 @@ async def _build_zone(store: Store, query: ReportQuery, tz: ZoneInfo, meters: li
             if not values:
                 values, span = await counters.difference(meter, k)
                 source = "counters" if values else "missing"
-            tariffs = tuple(values.get(f"{energy}.T{n}") for n in TARIFFS)
+            t1, t2, t3, t4 = (values.get(f"{energy}.T{n}") for n in TARIFFS)
+            tariffs = (t1, t2, t3, t4)
             total = values.get(energy)
             if total is None and values and all(v is not None for v in tariffs):
                 total = sum(v for v in tariffs if v is not None)
-            rows.append(ReportRow(meter, label, starts[k], starts[k + 1], tariffs,  # type: ignore[arg-type]
-                                  total, unit, source, span))
+            rows.append(ReportRow(meter, label, starts[k], starts[k + 1], tariffs, total, unit, source, span))
     return out
 
 

@@ -185,11 +185,11 @@ class CosemDateTime:
 
     def wall(self) -> datetime | None:
         """The naive wall-clock time, or None when a field it needs is unspecified (a wildcard)."""
-        if None in (self.year, self.month, self.day, self.hour, self.minute):
+        y, mo, d, h, mi = self.year, self.month, self.day, self.hour, self.minute
+        if y is None or mo is None or d is None or h is None or mi is None:
             return None
         try:
-            return datetime(self.year, self.month, self.day, self.hour, self.minute,  # type: ignore[arg-type]
-                            self.second or 0, (self.hundredths or 0) * 10000)
+            return datetime(y, mo, d, h, mi, self.second or 0, (self.hundredths or 0) * 10000)
         except ValueError:
             return None
 

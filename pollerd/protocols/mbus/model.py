@@ -199,6 +199,12 @@ class Record(NamedTuple):
     def is_number(self) -> bool:
         return isinstance(self.value, (int, float)) and not isinstance(self.value, bool)
 
+    @property
+    def number(self) -> int | float | None:
+        """The value when it is a number (not a date, text or bytes), typed as one; None otherwise."""
+        v = self.value
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
     def display(self) -> str:
         v = self.value
         if isinstance(v, bytes):

@@ -9,12 +9,14 @@ The template file is read once, here, at config load.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pollerd.config import fields as _cfg
 from pollerd.errors import OptionError
@@ -108,7 +110,8 @@ def _dur(raw: Mapping[str, object], key: str, lo: float) -> float:
 
 def parse_options(raw: Mapping[str, object], base_dir: str) -> SioiOptions:
     """The sioi SinkSpec's option parser (push/registry.py): everything a document needs is checked here, at load."""
-    kw: dict[str, object] = {}
+    # Each value is checked where it is set; SioiOptions(**kw) checks the names.
+    kw: dict[str, Any] = {}
     if "form_code" not in raw:
         raise OptionError("missing required key 'form_code' (the collection form's code from АС СиОИ)")
     kw["form_code"] = _str(raw, "form_code")
@@ -138,11 +141,11 @@ def parse_options(raw: Mapping[str, object], base_dir: str) -> SioiOptions:
         raise OptionError(f"expected one of {', '.join(PERIODS)}, got {kind!r}", ("period",))
     # The meters' own converters, so "at" and "timezone" mean and fail the same way everywhere.
     try:
-        at = _cfg._at(raw["at"], None) if "at" in raw else _dt.time(1, 0)  # type: ignore[arg-type]
+        at = _cfg._at(raw["at"], None) if "at" in raw else _dt.time(1, 0)
     except _cfg._Invalid as exc:
         raise OptionError(exc.message, ("at",)) from None
     try:
-        tz = _cfg._timezone(raw["timezone"], None) if "timezone" in raw else "UTC"  # type: ignore[arg-type]
+        tz = _cfg._timezone(raw["timezone"], None) if "timezone" in raw else "UTC"
     except _cfg._Invalid as exc:
         raise OptionError(exc.message, ("timezone",)) from None
     kw["period"] = Periods(kind, tz, at)
@@ -154,12 +157,13 @@ def parse_options(raw: Mapping[str, object], base_dir: str) -> SioiOptions:
         kw["catch_up"] = n
     if "data_wait" in raw:
         kw["data_wait"] = _dur(raw, "data_wait", 0.0)
-    for key in ("meters", "channels", "archives"):
+    for key in ("meters", "channels"):
         if key in raw:
             kw[key] = _strings(raw, key)
     from pollerd.model import Archive
     archives = tuple(a.value for a in Archive)
-    for i, name in enumerate(kw.get("archives", ())):  # type: ignore[arg-type]
+    wanted = kw["archives"] = _strings(raw, "archives") if "archives" in raw else ()
+    for i, name in enumerate(wanted):
         if name not in archives:
             # A name no reading carries would leave every document empty, silently.
             raise OptionError(f"{name!r} is not an archive{_cfg._did_you_mean(name, archives)}; "
@@ -206,12 +210,14 @@ def parse_options(raw: Mapping[str, object], base_dir: str) -> SioiOptions:
         kw["token_header"] = h
     if "token_prefix" in raw:
         kw["token_prefix"] = _str(raw, "token_prefix", empty=True)
+    statuses: dict[str, tuple[str, ...]] = {f.name: f.default for f in dataclasses.fields(SioiOptions)
+                                            if f.name in _STATUS_KEYS and isinstance(f.default, tuple)}
     for key in _STATUS_KEYS:
         if key in raw:
-            kw[key] = _strings(raw, key)
+            statuses[key] = kw[key] = _strings(raw, key)
     seen: dict[str, str] = {}
     for key in _STATUS_KEYS:
-        for value in kw.get(key, SioiOptions.__dataclass_fields__[key].default):  # type: ignore[attr-defined]
+        for value in statuses[key]:
             other = seen.get(value.lower())
             if other is not None and other != key:
                 blame = other if other in raw and key not in raw else key  # the key the user wrote
@@ -226,4 +232,4 @@ def parse_options(raw: Mapping[str, object], base_dir: str) -> SioiOptions:
         kw["job_timeout"] = t
     if "status_poll" in raw:
         kw["status_poll"] = _dur(raw, "status_poll", 0.05)
-    return SioiOptions(**kw)  # type: ignore[arg-type]
+    return SioiOptions(**kw)

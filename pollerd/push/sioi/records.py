@@ -50,7 +50,9 @@ async def operator_set(store: Store, sink: SinkConfig, period: str, action: str,
                        force: bool = False) -> dict[str, Any]:
     """``retry``: send the period's document again on the next look (even a hash sent before: the operator
     checked АС СиОИ has none); ``accept``: mark it loaded (the operator found it there)."""
-    opts: SioiOptions = sink.options  # type: ignore[assignment]
+    opts = sink.options
+    if not isinstance(opts, SioiOptions):
+        raise SinkError(f"sink {sink.name!r}: no АС СиОИ options (type {sink.type!r})")
     try:
         canonical = opts.period.key_of(opts.period.start_date(period))
     except (ValueError, TypeError):

@@ -275,17 +275,18 @@ class SioiSink:
         self._seen[period] = _copy(rec)
 
     async def _handle(self, period: str, rec: dict[str, Any] | None, now: float) -> float | None:
-        status = (rec or {}).get("status")
-        if status in FINAL_OK or status in HELD:
-            return None
-        if status == "uploading":  # another sink instance cannot exist; treat like a crash mid-upload
-            rec.update(status="ambiguous", reason="an upload was in progress with no job id recorded")  # type: ignore[union-attr]
-            await self._save(period, rec)  # type: ignore[arg-type]
-            return None
-        if status == "queued":
-            return await self._follow(period, rec, now)  # type: ignore[arg-type]
-        if status in ("failed", "rejected", "empty") and now < float(rec.get("checked", 0)) + RECHECK:  # type: ignore[union-attr]
-            return float(rec["checked"]) + RECHECK  # type: ignore[index]
+        if rec is not None:
+            status = rec.get("status")
+            if status in FINAL_OK or status in HELD:
+                return None
+            if status == "uploading":  # another sink instance cannot exist; treat like a crash mid-upload
+                rec.update(status="ambiguous", reason="an upload was in progress with no job id recorded")
+                await self._save(period, rec)
+                return None
+            if status == "queued":
+                return await self._follow(period, rec, now)
+            if status in ("failed", "rejected", "empty") and now < float(rec.get("checked", 0)) + RECHECK:
+                return float(rec["checked"]) + RECHECK
         return await self._build_and_upload(period, rec, now)
 
     async def _build_and_upload(self, period: str, rec: dict[str, Any] | None, now: float) -> float | None:

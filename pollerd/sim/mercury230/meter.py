@@ -27,12 +27,19 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from pollerd.errors import FrameError
 from pollerd.protocols import mercury230 as m
 from pollerd.protocols.crc import append_crc, check_crc
+
+
+def _quad(values: Iterable[int]) -> tuple[int, int, int, int]:
+    """(A+, A-, R+, R-) from four computed counters; unpacking checks there are exactly four."""
+    a_plus, a_minus, r_plus, r_minus = values
+    return a_plus, a_minus, r_plus, r_minus
+
 
 _ANGLE_NAMES = ("L1-L2", "L1-L3", "L2-L3")
 _ANGLES = (120.0, 240.0, 120.0)  # a healthy three-phase network, direct phase sequence
@@ -177,7 +184,7 @@ class SimMeter:
         now = self.clock() if now is None else now
         if tariff == 0:
             per = [self._counters(t, now) for t in (1, 2, 3, 4)]
-            return self._mask(tuple(sum(v[i] for v in per) for i in range(4)))  # type: ignore[arg-type]
+            return self._mask(_quad(sum(v[i] for v in per) for i in range(4)))
         if not 1 <= tariff <= 4:
             raise ValueError(f"tariff must be 0..4, got {tariff}")
         return self._mask(self._counters(tariff, now))
@@ -185,7 +192,7 @@ class SimMeter:
     def _counters(self, tariff: int, now: float) -> tuple[int, int, int, int]:
         hours = self._hours(now)
         rates = self._rates() if tariff == self.active_tariff else (0.0, 0.0, 0.0, 0.0)
-        return tuple(math.floor(e + r * hours) for e, r in zip(self._energy0[tariff], rates))  # type: ignore[return-value]
+        return _quad(math.floor(e + r * hours) for e, r in zip(self._energy0[tariff], rates))
 
     def _mask(self, values: tuple[int, int, int, int]) -> tuple[int | None, int | None, int | None, int | None]:
         if self.bidirectional:
@@ -195,8 +202,8 @@ class SimMeter:
     def expected_phase_energy(self, now: float | None = None) -> tuple[int, int, int]:
         now = self.clock() if now is None else now
         hours = self._hours(now)
-        return tuple(  # type: ignore[return-value]
-            math.floor(e + max(ph.power, 0.0) * hours) for e, ph in zip(self._phase_energy0, self.phases))
+        l1, l2, l3 = (math.floor(e + max(ph.power, 0.0) * hours) for e, ph in zip(self._phase_energy0, self.phases))
+        return l1, l2, l3
 
     def _raw_instant(self) -> dict[str, float]:
         v: dict[str, float] = {}
@@ -261,8 +268,8 @@ class SimMeter:
     def _counter_at(self, tariff: int, t: float) -> tuple[int, int, int, int]:
         if tariff == 0:
             per = [self._counter_at(x, t) for x in (1, 2, 3, 4)]
-            return tuple(sum(v[i] for v in per) for i in range(4))  # type: ignore[return-value]
-        return tuple(math.floor(v) for v in self._cum(tariff, t))  # type: ignore[return-value]
+            return _quad(sum(v[i] for v in per) for i in range(4))
+        return _quad(math.floor(v) for v in self._cum(tariff, t))
 
     def _local(self, gateway_t: float) -> dt.datetime:
         """Meter-local wall time (aware if a timezone is set, naive system-local otherwise)."""
@@ -303,7 +310,7 @@ class SimMeter:
         if array >= 9:
             return self._mask(self._counter_at(tariff, start))
         a, b = self._counter_at(tariff, start), self._counter_at(tariff, end)
-        return self._mask(tuple(max(0, y - x) for x, y in zip(a, b)))  # type: ignore[arg-type]
+        return self._mask(_quad(max(0, y - x) for x, y in zip(a, b)))
 
     # -- load profile (memory 3) ----------------------------------------------------------------------
 
@@ -348,14 +355,15 @@ class SimMeter:
         status), values exactly as decoded (impulses / (2A) kWh)."""
         now = self.clock() if now is None else now
         step = self.profile_period * 60
-        out = []
+        out: list[tuple[int, float | None, float | None, float | None, float | None, int]] = []
         for k in range(max(self._profile_k0, math.ceil(start_utc / step)), self._interval(now) + 1):
             if k * step >= end_utc:
                 break
             rec = self._interval_record(k, now)
-            out.append((k * step, *(None if n is None else m.profile_energy_wh(n, self.constant)
-                                    for n in (rec.a_plus, rec.a_minus, rec.r_plus, rec.r_minus)), rec.status))
-        return out  # type: ignore[return-value]
+            ap, am, rp, rm = (None if n is None else m.profile_energy_wh(n, self.constant)
+                              for n in (rec.a_plus, rec.a_minus, rec.r_plus, rec.r_minus))
+            out.append((k * step, ap, am, rp, rm, rec.status))
+        return out
 
     def profile_address_of(self, start_utc: float) -> int:
         """Memory address of the record whose interval starts at ``start_utc`` (meter-clock UTC)."""
