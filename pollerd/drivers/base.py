@@ -104,3 +104,19 @@ class RawDriver(Driver, Protocol):
     async def raw(self, command: str) -> dict[str, object]:
         """Send one HEX command ahead of scheduled polls; the reply as HEX (and decoded, where known)."""
         ...
+
+
+_POWER_BASES = frozenset({"P", "Q", "S", "A+", "A-", "R+", "R-"})
+
+
+def ratio_factor(channel: str, ku: float, ki: float) -> float:
+    """Primary-side factor of a channel: ``ku`` (tn1/tn2) for voltages, ``ki`` (tt) for currents, both for
+    powers and energies, 1 for the rest (frequency, power factor, angles, temperature)."""
+    base = channel.split(".", 1)[0]
+    if base == "U":
+        return ku
+    if base == "I":
+        return ki
+    if base in _POWER_BASES:
+        return ku * ki
+    return 1.0

@@ -23,7 +23,7 @@ from ..protocols.dlms.errors import AssociationRejected, DataAccessError, DataEr
 from ..protocols.dlms.hdlc import LinkParams, ServerAddress
 from ..protocols.dlms.session import ClientSession, SessionConfig
 from ..protocols.dlms.xdlms import Attr, DataAccessFailure, obis_bytes, obis_text, range_access
-from .base import BusDriverContext, PollResult
+from .base import BusDriverContext, PollResult, ratio_factor
 from .dlms_client import DlmsClient
 from .dlms_options import DlmsOptions, physical_from_serial
 
@@ -301,14 +301,7 @@ class DlmsDriver:
         mc = self.ctx.meter
         ku = (mc.tn1 / mc.tn2) if (mc.tn1 and mc.tn2) else 1.0
         ki = mc.tt or 1.0
-        base = channel.split(".", 1)[0]
-        if base == "U":
-            return ku
-        if base == "I":
-            return ki
-        if base in ("P", "Q", "S", "A+", "A-", "R+", "R-"):
-            return ku * ki
-        return 1.0
+        return ratio_factor(channel, ku, ki)
 
     async def _get_many(self, attrs: list[Attr]) -> list[Any]:
         """Values (or DataAccessFailure) of ``attrs``: GET-with-list where the meter has it, else one by one."""

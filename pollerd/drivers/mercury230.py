@@ -28,7 +28,7 @@ from ..model import Event, Reading
 from ..protocols import mercury230 as m
 from ..protocols.crc import append_crc, check_crc
 from ..text import parse_hex
-from .base import BusDriverContext, PollResult
+from .base import BusDriverContext, PollResult, ratio_factor
 from .mercury230_clock import ClockMixin
 from .mercury230_options import MercuryOptions
 
@@ -220,14 +220,7 @@ class Mercury230Driver(ClockMixin):
             ku = ku if ku is not None or not isinstance(meter_ku, int) else meter_ku
             ki = ki if ki is not None or not isinstance(meter_ki, int) else meter_ki
         ku, ki = float(ku or 1), float(ki or 1)
-        base = channel.split(".", 1)[0]
-        if base == "U":
-            return ku
-        if base == "I":
-            return ki
-        if base in ("P", "Q", "S", "A+", "A-", "R+", "R-"):
-            return ku * ki
-        return 1.0
+        return ratio_factor(channel, ku, ki)
 
     async def _load_state(self) -> dict[str, object]:
         store = self.ctx.store
