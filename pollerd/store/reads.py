@@ -5,7 +5,7 @@ the single-pass reads of the status pages (pollerd/web).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..errors import StoreError
@@ -73,15 +73,20 @@ class Reads(StoreBase):
         where, args = _where([("meter = ?", meter), ("channel = ?", channel),
                               ("archive = ?", None if archive is None else str(archive)),
                               ("ts >= ?", ts_from), ("ts < ?", ts_to)])
-        with sql_errors("query readings"):
-            async with self._rc.execute(f"SELECT count(*) FROM readings{where}", args) as cur:
-                total = _count(await cur.fetchone())
-            async with self._rc.execute(
-                    f"SELECT {_READING_COLS} FROM readings{where} "
-                    f"ORDER BY ts, meter, channel, archive LIMIT ? OFFSET ?",
-                    [*args, per_page, offset]) as cur:
-                rows = await cur.fetchall()
+        rows, total = await self._page("readings", _READING_COLS, where, args, "ts, meter, channel, archive",
+                                       per_page, offset)
         return [Reading(*r) for r in rows], total
+
+    async def _page(self, table: str, cols: str, where: str, args: list[Any], order: str, per_page: int,
+                    offset: int) -> tuple[Iterable[sqlite3.Row], int]:
+        """One page of ``table`` (the API's and the status page's paging) and the total count matching ``where``."""
+        with sql_errors(f"query {table}"):
+            async with self._rc.execute(f"SELECT count(*) FROM {table}{where}", args) as cur:
+                total = _count(await cur.fetchone())
+            async with self._rc.execute(f"SELECT {cols} FROM {table}{where} ORDER BY {order} LIMIT ? OFFSET ?",
+                                        [*args, per_page, offset]) as cur:
+                rows = await cur.fetchall()
+        return rows, total
 
     async def readings_after(self, after: tuple[int, str, str, str] | None = None, *, meter: str | None = None,
                              channel: str | None = None, archive: str | None = None, limit: int = 1000,
@@ -211,12 +216,6 @@ class Reads(StoreBase):
         where, args = _where([("meter = ?", meter), ("code = ?", code), ("ts_start >= ?", ts_from),
                               ("ts_start < ?", ts_to)])
         order = "ts_start DESC, meter, code" if newest_first else "ts_start, meter, code"
-        with sql_errors("query events"):
-            async with self._rc.execute(f"SELECT count(*) FROM events{where}", args) as cur:
-                total = _count(await cur.fetchone())
-            async with self._rc.execute(
-                    f"SELECT meter, code, ts_start, ts_end, text FROM events{where} "
-                    f"ORDER BY {order} LIMIT ? OFFSET ?",
-                    [*args, per_page, offset]) as cur:
-                rows = await cur.fetchall()
+        rows, total = await self._page("events", "meter, code, ts_start, ts_end, text", where, args, order,
+                                       per_page, offset)
         return [Event(*r) for r in rows], total
