@@ -73,7 +73,8 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._gc = GcPolicy()
         self.runner = MeterRunner(self.runtime, self.metrics, self.clock, self.stopping, self.lateness,
-                                  line_of=lambda name: self.lines.get(name))
+                                  line_of=lambda name: self.lines.get(name),
+                                  flags=lambda: [run.stop for run in self.meters.values()])
         self._m_reloads = self.metrics.counter("pollerd_reloads_total", "Config reloads by outcome (ok, failed, refused)",
                                     ("outcome",))
 
@@ -132,6 +133,7 @@ class Daemon:
                 for s in cfg.sinks:
                     self.start_sink(s)
                 housekeeping = tg.create_task(self._housekeeping(), name="housekeeping")
+                clock_watch = tg.create_task(self.runner.watch_clock(), name="clock-watch")
                 # Always running (idle without limits), so a reload can switch max_size/max_age on. Document
                 # sinks (sioi) keep no outbox cursor, so evictions are not losses counted against them.
                 self._quota = StoreQuota(store, cfg.store, cursor_sinks(cfg, self.sinks), self.metrics,
@@ -157,6 +159,7 @@ class Daemon:
                 await self._supervise()
                 await self._shutdown()
                 housekeeping.cancel()
+                clock_watch.cancel()
                 if notify_task is not None:
                     notify_task.cancel()
                 quota_task.cancel()
