@@ -13,10 +13,14 @@ and runs; absolute CPU moves with the machine and with whatever else it runs.
 
     python scripts/bench_daemon.py [--meters 1000] [--per-line 20] [--interval 60] [--warmup INTERVAL+10]
                                    [--duration 120] [--commit-interval 1] [--no-floor]
+                                   [--diag DIR [--tracemalloc FRAMES]] [--cprofile FILE]
     python scripts/bench_daemon.py --meters 10000 --per-line 50 --interval 300
 
 Prints CPU % of one core, the floor's CPU and the ratio, peak RSS (VmHWM), the scheduler lateness p50/p99 the
 daemon reports and the bytes written to the disk per stored reading.
+With --diag, also the RSS 10 s after start and every cyclic-GC collection's duration by generation (count, total,
+max, p99) with the number of objects the collector still tracks and how many are frozen (DIR/diag.K.json keep
+the collections over 5 ms; with --tracemalloc, DIR/heap.K.snap are tracemalloc snapshots, slow at 10 000 meters).
 """
 
 from __future__ import annotations
