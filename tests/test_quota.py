@@ -108,13 +108,14 @@ async def test_quota_evicts_oldest_first_and_counts_what_each_sink_lost(store):
     await fill(store, 60_000)
     await store.advance("a", 20_000)
     await store.advance("b", 60_000)
-    assert await used(store) > 5 * MiB   # ~92 bytes a reading (schema 3)
+    assert await used(store) > 2 * MiB   # ~43 bytes a reading (schema 6)
     metrics, runtime = Registry(), Runtime("gw")
-    q = StoreQuota(store, StoreConfig(max_size=3 * MiB), ["a", "b", "c"], metrics, runtime,
+    q = StoreQuota(store, StoreConfig(max_size=3 * MiB // 2), ["a", "b", "c"], metrics, runtime,
                    clock=lambda: T0 + 100)
     done = await q.check()
     n = done["quota"]
-    assert await used(store) <= 3 * MiB
+    assert n > 20_000
+    assert await used(store) <= 3 * MiB // 2
     left = await seqs(store)
     assert left == list(range(n + 1, 60_001))               # the oldest went, nothing else
     assert metrics.counter("pollerd_store_evicted_total", "", ("reason",)).get(reason="quota") == n
@@ -122,7 +123,7 @@ async def test_quota_evicts_oldest_first_and_counts_what_each_sink_lost(store):
     assert lost.get(sink="a") == n - 20_000                 # a had confirmed up to 20000
     assert lost.get(sink="b") == 0                          # b had everything
     assert lost.get(sink="c") == n                          # c never confirmed anything
-    assert metrics.gauge("pollerd_store_used_bytes", "").get() <= 3 * MiB
+    assert metrics.gauge("pollerd_store_used_bytes", "").get() <= 3 * MiB // 2
     # Cursors are untouched; fetch_after simply starts at the first row still there.
     assert await store.cursor("a") == 20_000
     assert (await store.fetch_after(20_000, 1))[0][0] == n + 1
@@ -255,7 +256,7 @@ async def test_forwarder_skips_evicted_rows_and_its_lag_memory_stays_bounded(sto
             await asyncio.sleep(0.002)
         assert len(f._seen) <= 65
         await StoreQuota(store, StoreConfig(max_size=1 * MiB), ["up"], Registry()).check()
-        await fill(store, 20_000, 3000)
+        await fill(store, 40_000, 3000)                # ~43 B a reading (schema 6): well over 1 MiB
         q = StoreQuota(store, StoreConfig(max_size=1 * MiB), ["up"], Registry())
         await q.check()
         first = (await seqs(store))[0]
@@ -263,7 +264,7 @@ async def test_forwarder_skips_evicted_rows_and_its_lag_memory_stays_bounded(sto
         # The batch in hand (retried as it is) plus the rows still stored: evicted rows are not lag.
         in_hand = client.last_size
         assert 10 <= in_hand <= sink.batch_size and in_hand % 10 == 0
-        expected = in_hand + 23_000 - first + 1
+        expected = in_hand + 43_000 - first + 1
         for _ in range(200):
             if state.lag_rows == expected:
                 break
@@ -271,13 +272,13 @@ async def test_forwarder_skips_evicted_rows_and_its_lag_memory_stays_bounded(sto
         assert state.lag_rows == expected
         client.up = True
         for _ in range(2000):
-            if client.got and client.got[-1].value == 22_999.0:
+            if client.got and client.got[-1].value == 42_999.0:
                 break
             await asyncio.sleep(0.01)
         sent = [int(r.value) for r in client.got]
         # The batch in flight when the quota struck may still go out; after it, only stored rows, in order.
         tail = [v for v in sent if v >= first - 1]
-        assert tail == list(range(first - 1, 23_000))
+        assert tail == list(range(first - 1, 43_000))
         assert len(sent) - len(tail) <= sink.batch_size
     finally:
         task.cancel()
@@ -290,7 +291,7 @@ async def test_forwarder_skips_evicted_rows_and_its_lag_memory_stays_bounded(sto
 async def test_daemon_enforces_the_quota_and_reports_it(tmp_path):
     db = tmp_path / "state" / "pollerd.db"
     s = await Store.open(db, commit_interval=0)
-    await fill(s, 40_000)
+    await fill(s, 80_000)                                      # ~3.5 MB at ~43 B a reading (schema 6)
     await s.close()
     cfg_path = tmp_path / "pollerd.toml"
     cfg_path.write_text('[gateway]\nname = "gw"\n\n[store]\nmax_size = "2MiB"\n\n'
@@ -363,12 +364,12 @@ async def test_migration_to_the_ts_led_key_keeps_seqs_cursors_and_the_high_water
 
 
 async def test_a_reload_switches_the_limits_on(store):
-    await fill(store, 40_000)
+    await fill(store, 80_000)                                # ~3.5 MB at ~43 B a reading (schema 6)
     q = StoreQuota(store, StoreConfig(), ["up"], Registry(), check_every=0.01)
     task = asyncio.create_task(q.run())
     try:
         await asyncio.sleep(0.05)
-        assert len(await seqs(store)) == 40_000              # no limits: nothing goes
+        assert len(await seqs(store)) == 80_000              # no limits: nothing goes
         q.reconfigure(StoreConfig(max_size=2 * MiB), ["up"])
         for _ in range(500):
             if q.history:

@@ -123,7 +123,8 @@ async def test_failed_commit_fails_every_writer_of_the_batch(tmp_path):
     s = await Store.open(path, commit_interval=0.2)
     try:
         with raw(path) as c:
-            c.execute("CREATE TRIGGER refuse BEFORE INSERT ON readings WHEN NEW.meter = 'bad' "
+            c.execute("CREATE TRIGGER refuse BEFORE INSERT ON samples "
+                      "WHEN (SELECT meter FROM series WHERE id = NEW.series) = 'bad' "
                       "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END")
         results = await asyncio.gather(s.write([rd(1)]), s.write([rd(2, meter="bad")]),
                                        s.write([rd(3)]), return_exceptions=True)
@@ -419,7 +420,8 @@ async def test_migrates_an_empty_file(tmp_path):
         assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 1
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"readings", "events", "sink_cursors", "state", "parked"} <= tables
+        views = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='view'")}
+    assert {"samples", "series", "events", "sink_cursors", "state", "parked"} <= tables and views == {"readings"}
 
 
 async def test_no_per_meter_index_yet_meter_queries_use_the_ts_key(tmp_path):
@@ -432,11 +434,12 @@ async def test_no_per_meter_index_yet_meter_queries_use_the_ts_key(tmp_path):
     assert total == 50 and [r.ts for r in rows] == list(range(1020, 1040)) and {r.meter for r in rows} == {"m3"}
     await s.close()
     with raw(path) as c:
-        indexes = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='readings'")}
+        indexes = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='samples'")}
         plan = " ".join(str(r) for r in c.execute(
             "EXPLAIN QUERY PLAN SELECT * FROM readings WHERE meter='m3' ORDER BY ts, meter, channel, archive"))
     assert "readings_meter_ts" not in indexes
-    assert "USING INDEX sqlite_autoindex_readings" in plan  # ts order from the key, no sort of the whole table
+    assert "USING INDEX sqlite_autoindex_samples" in plan  # ts order from the key, no sort of the whole table
+    assert "SCAN s USING INDEX" in plan and "RIGHT PART OF ORDER BY" in plan
 
 
 async def test_refuses_a_newer_schema(tmp_path):
@@ -465,7 +468,7 @@ async def test_later_migration_step_applies_and_a_failing_one_rolls_back(tmp_pat
         assert c.execute("SELECT count(*) FROM sqlite_master WHERE name='half_done'"
                          ).fetchone()[0] == 0
 
-    good = [*store_schema.MIGRATIONS[:-1], ("ALTER TABLE readings ADD COLUMN note TEXT",)]
+    good = [*store_schema.MIGRATIONS[:-1], ("ALTER TABLE samples ADD COLUMN note TEXT",)]
     monkeypatch.setattr(store_schema, "MIGRATIONS", good)
     s = await Store.open(path)
     try:
@@ -475,7 +478,7 @@ async def test_later_migration_step_applies_and_a_failing_one_rolls_back(tmp_pat
         await s.close()
     with raw(path) as c:
         assert c.execute("PRAGMA user_version").fetchone()[0] == len(good)
-        cols = {r[1] for r in c.execute("PRAGMA table_info(readings)")}
+        cols = {r[1] for r in c.execute("PRAGMA table_info(samples)")}
     assert "note" in cols
 
 
