@@ -69,7 +69,8 @@ async def test_migration_from_schema_5_keeps_rows_seqs_cursors_marks_and_parked_
     assert after[7][:8] == (9, "m3", "U", "current", 220, 229.0, "V", "good")
     with contextlib.closing(sqlite3.connect(path)) as c:
         assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
-        series = c.execute("SELECT meter, channel, archive, unit FROM series ORDER BY id").fetchall()
+        series = c.execute("SELECT meter, channel, archive, unit FROM series ORDER BY meter, channel, archive"
+                           ).fetchall()
         names = [r[0] for r in c.execute("SELECT name FROM sqlite_sequence")]
         stored = c.execute("SELECT quality, unit FROM samples WHERE seq IN (1, 3, 4) ORDER BY seq").fetchall()
         assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -118,5 +119,16 @@ async def test_meter_queries_walk_the_ts_key_and_join_the_series(tmp_path):
         assert [(r.ts, r.channel) for r in nxt] == [(1001, "A+"), (1001, "A-"), (1002, "A+")]
         newest = await s.newest_readings(2, meter="m2")
         assert [(r.ts, r.channel) for r in newest] == [(1029, "A+"), (1029, "A-")]
+    finally:
+        await s.close()
+
+
+async def test_the_writer_does_not_blank_freed_pages(tmp_path):
+    # Debian's SQLite zeroes and writes every page a DELETE or DROP frees (SECURE_DELETE): SD wear for nothing.
+    s = await Store.open(tmp_path / "pollerd.db", commit_interval=0)
+    try:
+        assert s._w is not None
+        async with s._w.execute("PRAGMA secure_delete") as cur:
+            assert (await cur.fetchone())[0] == 2        # FAST
     finally:
         await s.close()
