@@ -41,8 +41,9 @@ log = logging.getLogger("pollerd.store")
 # One multi-row statement per write (up to _CHUNK rows), not executemany: sqlite3's executemany releases and
 # re-takes the GIL around every row's step, and while the event loop thread is busy each hand-over costs a
 # futex round trip: 94 us of CPU per row in the 1000-meter daemon bench against 5-11 us for the same rows as
-# one statement (issue 18). Rows repeated within one statement all pass the NOT EXISTS guards (the VALUES are
-# read before the first insert); OR IGNORE then drops the later ones, at the price of a seq gap.
+# one statement (issue 18). Rows repeated within one statement would all pass the NOT EXISTS guards (the VALUES
+# are read before the first insert); _reading_rows drops such repeats, and OR IGNORE would drop any left over, at
+# the price of a seq gap.
 _ReadingRow = tuple[str, str, str, int, float, str, str, int]
 _READING_COLS = 8
 _CHUNK = 100  # 800 bound parameters: under the 999 of older SQLite builds
@@ -103,8 +104,6 @@ _UPSERT_EVENTS = (
 @functools.lru_cache(maxsize=_CHUNK)
 def _upsert_events(n: int) -> str:
     return _UPSERT_EVENTS.format(values=",".join(["(?,?,?,?,?,?)"] * n))
-
-
 
 
 # SQLite's INTEGER is 64-bit; sqlite3 refuses a larger Python int with OverflowError at bind time.
