@@ -109,7 +109,9 @@ class Mercury230Driver(ClockMixin):
 
     async def _call(self, req: m.Request, *, retries: int | None = None) -> m.Reply:
         """A request inside the session: status 5 (channel not open) reopens the session and retries once."""
-        await self._ensure_session()
+        at = self._session_at
+        if at is None or self.ctx.clock() - at >= SESSION_IDLE:  # _ensure_session's own test, without a coroutine
+            await self._ensure_session()
         try:
             return await self._ask(req, retries=retries)
         except SessionClosed:
