@@ -337,7 +337,8 @@ class Line:
             raise LineStopping(f"line {self.name} is stopping")
         if meter in self.refused:
             raise LineStopping(f"meter {meter} is stopping")
-        await self._ensure_connected()
+        if not self.link.connected:
+            await self._ensure_connected()
         # The stale check comes after the pause, right before the write: a late reply to a timed-out request
         # that lands during the pause would otherwise be fed to this request's framer. Bytes found there
         # mean the line was not silent, so the pause starts again from when they were seen (pause_time
