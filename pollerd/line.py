@@ -26,7 +26,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Protocol, TypeVar
 
-from .compat import timeout as _timeout
 from .config.model import LineConfig
 from .errors import FrameError, LineStopping, PollerdError, ReplyTimeout, TransportError
 from .metrics import Registry
@@ -108,9 +107,15 @@ class BusLock:
         self._high: collections.deque[asyncio.Future[None]] = collections.deque()
         self._low: collections.deque[asyncio.Future[None]] = collections.deque()
 
+    def try_acquire(self) -> bool:
+        """Take the bus if it is free and nobody waits for it; never suspends."""
+        if self._busy or self._high or self._low:
+            return False
+        self._busy = True
+        return True
+
     async def acquire(self, priority: bool = False) -> None:
-        if not self._busy and not self._high and not self._low:
-            self._busy = True
+        if self.try_acquire():
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         queue = self._high if priority else self._low
@@ -260,11 +265,20 @@ class Line:
         rate there, after the option select has left the UART)."""
         if shown is None:
             shown = request.hex(" ")
-        # session() inlined: an async context manager costs an async generator and two extra awaits on every
-        # exchange, the daemon's hottest path (issue 18).
-        held = await self._hold(priority)
+        # session() inlined, and the free bus taken without a coroutine: this is the daemon's hottest path
+        # (issue 18), and every await layer here is walked again on each resumption of the exchange.
+        me = asyncio.current_task()
+        if self._owner is not None and self._owner is me:
+            held = False
+        elif self._lock.try_acquire():
+            self._owner, held = me, True
+        else:
+            held = await self._hold(priority)
         try:
-            return await self._exchange(request, framer, waiting_time, pause, meter, shown, after_write)
+            shape = _shape(framer)
+            if shape is not None and shape in self._doubt:
+                await self._fence(framer, shape, waiting_time, pause, meter, shown)
+            return await self._transact(request, framer, waiting_time, pause, meter, shown, after_write)
         finally:
             if held:
                 self._let_go()
@@ -323,7 +337,8 @@ class Line:
             raise LineStopping(f"line {self.name} is stopping")
         if meter in self.refused:
             raise LineStopping(f"meter {meter} is stopping")
-        await self._ensure_connected()
+        if not self.link.connected:
+            await self._ensure_connected()
         # The stale check comes after the pause, right before the write: a late reply to a timed-out request
         # that lands during the pause would otherwise be fed to this request's framer. Bytes found there
         # mean the line was not silent, so the pause starts again from when they were seen (pause_time
@@ -376,13 +391,6 @@ class Line:
         log.warning("line %s: %s", self.name, exc, extra={"line": self.name})
         await self._close_link()
 
-    async def _exchange(self, request: bytes, framer: Framer[R], waiting_time: float, pause: float, meter: str,
-                        shown: str, after_write: Callable[[], Awaitable[None]] | None = None) -> R:
-        shape = _shape(framer)
-        if shape is not None and shape in self._doubt:
-            await self._fence(framer, shape, waiting_time, pause, meter, shown)
-        return await self._transact(request, framer, waiting_time, pause, meter, shown, after_write)
-
     async def _fence(self, framer: object, shape: Hashable, waiting_time: float, pause: float, meter: str,
                      shown: str) -> None:
         """Make sure no late reply of ``shape`` can still arrive before the request goes out (module
@@ -431,26 +439,27 @@ class Line:
             self.link.write(request)
             if after_write is not None:
                 await after_write()
-            async with _timeout(waiting_time):
-                while True:
-                    chunk = await self.link.read_chunk()
+            # A deadline, not asyncio.timeout(): the link keeps one lazy timer for it (Link.read_chunk).
+            deadline = asyncio.get_running_loop().time() + waiting_time
+            while True:
+                chunk = await self.link.read_chunk(deadline)
+                if rx is not None:
+                    rx += chunk
+                reply = framer.feed(chunk)
+                if reply is not None:
+                    self._healthy()
+                    self._answered()
                     if rx is not None:
-                        rx += chunk
-                    reply = framer.feed(chunk)
-                    if reply is not None:
-                        self._healthy()
-                        self._answered()
-                        if rx is not None:
-                            wire.log(trace, "%s %s RX %s (%.0f ms)", self.name, meter, rx.hex(" "),
-                                     (self._clock() - t0) * 1000, extra={"line": self.name, "meter": meter})
-                        if shape is not None:
-                            got = getattr(framer, "reply_shape", shape)
-                            self._settled(got, leftover=bool(framer.pending))
-                            if got != shape:
-                                # A reply of another form (a status where data was asked): the one asked
-                                # for may still come.
-                                self._doubt.add(shape)
-                        return reply
+                        wire.log(trace, "%s %s RX %s (%.0f ms)", self.name, meter, rx.hex(" "),
+                                 (self._clock() - t0) * 1000, extra={"line": self.name, "meter": meter})
+                    if shape is not None:
+                        got = getattr(framer, "reply_shape", shape)
+                        self._settled(got, leftover=bool(framer.pending))
+                        if got != shape:
+                            # A reply of another form (a status where data was asked): the one asked
+                            # for may still come.
+                            self._doubt.add(shape)
+                    return reply
         except (TimeoutError, asyncio.TimeoutError):
             if rx is not None:
                 wire.log(trace, "%s %s RX %s (no complete reply within %gs)", self.name, meter,
@@ -522,8 +531,7 @@ class Line:
         dropped = bytearray()
         while loop.time() < give_up:
             try:
-                async with _timeout(quiet):
-                    dropped += await self.link.read_chunk()
+                dropped += await self.link.read_chunk(loop.time() + quiet)
             except (TimeoutError, asyncio.TimeoutError):
                 break
             except TransportError:

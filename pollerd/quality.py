@@ -71,7 +71,15 @@ def check_value(channel: str, value: object) -> tuple[str, str] | None:
 
 
 def _check(r: Reading) -> tuple[str, str] | None:
-    bad = check_value(r.channel, r.value)
+    v, ts = r.value, r.ts
+    # The common case in one expression (issue 18: this runs for every value the daemon stores): a float within
+    # the power-factor bound fits every channel; a larger one fits every channel but PF. NaN fails every
+    # comparison and takes the full path below, which also gives the reason.
+    if (type(v) is float and type(ts) is int and 0 <= ts <= TS_MAX
+            and (-_PF_LIMIT <= v <= _PF_LIMIT
+                 or (-MAX_MAGNITUDE <= v <= MAX_MAGNITUDE and _channel_limit(r.channel) == MAX_MAGNITUDE))):
+        return None
+    bad = check_value(r.channel, v)
     if bad is not None:
         return bad
     if isinstance(r.ts, bool) or not isinstance(r.ts, int) or not 0 <= r.ts <= TS_MAX:

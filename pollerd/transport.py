@@ -42,6 +42,9 @@ class _Pipe(asyncio.Protocol):
         self.lost: BaseException | None = None
         self.overflowed = 0
         self._waiter: asyncio.Future[None] | None = None
+        # The reply deadline of the wait in progress, and one lazy timer for it (see wait_data).
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # TCP and serial transports are both read-write asyncio.Transports; open() also sets it, at once.
@@ -72,14 +75,49 @@ class _Pipe(asyncio.Protocol):
         if w is not None and not w.done():
             w.set_result(None)
 
-    async def wait_data(self) -> None:
+    async def wait_data(self, deadline: float | None = None) -> None:
+        """Wait until bytes are buffered, the connection is lost, or the loop clock reaches ``deadline``.
+
+        The deadline needs no timer of its own per wait (issue 18: a reply timeout per exchange put a timer
+        into asyncio's heap and cancelled it again, hundreds of times a second). One lazy timer per pipe is
+        armed for the earliest deadline; when it fires and the wait in progress has a later deadline (a
+        newer exchange), it is re-armed for that one. A line makes ~40 exchanges a second and its
+        deadlines only move forward, so the timer fires about once per waiting_time instead of being
+        created and cancelled per exchange."""
         if self.buf or self.lost is not None:
             return
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if deadline is not None:
+            if loop.time() >= deadline:
+                return
+            timer = self._timer
+            if timer is None or timer.when() > deadline:
+                if timer is not None:
+                    timer.cancel()
+                self._timer = loop.call_at(deadline, self._expire)
+        self._deadline = deadline
+        self._waiter = loop.create_future()
         try:
             await self._waiter
         finally:
             self._waiter = None
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None or self._waiter is None:
+            return  # the wait it was armed for is over; the next wait arms a new one
+        loop = asyncio.get_running_loop()
+        if loop.time() >= deadline:
+            self._wake()
+        else:
+            self._timer = loop.call_at(deadline, self._expire)
+
+    def stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def _keepalive(sock: socket.socket | None) -> None:
@@ -223,22 +261,27 @@ class Link:
         p.buf.clear()
         return stale
 
-    async def read_chunk(self) -> bytes:
-        """Wait for bytes and return everything buffered. Raises TransportError once the pipe is lost and
-        its buffer is empty: bytes that arrived before the peer closed (the tail of a reply, then FIN) are
-        still handed out first."""
+    async def read_chunk(self, deadline: float | None = None) -> bytes:
+        """Wait for bytes and return everything buffered. Raises TimeoutError when nothing came by
+        ``deadline`` (the event loop's clock), TransportError once the pipe is lost and its buffer is empty:
+        bytes that arrived before the peer closed (the tail of a reply, then FIN) are still handed out
+        first."""
         p = self._pipe
         if p is None:
             raise TransportError(f"{self.describe} is not open")
-        await p.wait_data()
+        await p.wait_data(deadline)
         if p.buf:
             chunk = bytes(p.buf)
             p.buf.clear()
             return chunk
-        raise TransportError(f"{self.describe} lost: {p.lost}")
+        if p.lost is not None:
+            raise TransportError(f"{self.describe} lost: {p.lost}")
+        raise TimeoutError
 
     async def close(self) -> None:
         p, self._pipe = self._pipe, None
+        if p is not None:
+            p.stop_timer()
         if p is not None and p.transport is not None:
             p.transport.close()
             await asyncio.sleep(0)  # let the transport finish closing its fd

@@ -75,6 +75,25 @@ async def quota_pass(path: Path, total: int) -> None:
           f"({done.get('quota', 0) / dt:,.0f} readings/s)")
 
 
+async def delete_pass(path: Path, total: int) -> None:
+    """Bytes written to delete readings (prune and the quota delete the same way): with SQLite's secure_delete
+    on (Debian's build) every freed page was zeroed and written again."""
+    for suffix in ("", "-wal", "-shm"):
+        (path.parent / (path.name + suffix)).unlink(missing_ok=True)
+    store = await Store.open(path, commit_interval=0.0)
+    for i in range(0, total, 5000):
+        await store.write(readings(min(5000, total - i), i))
+    await store.close()  # the final checkpoint, so the deletes' bytes are counted alone
+    store = await Store.open(path, commit_interval=0.0)
+    w0 = io_written()
+    n = 0
+    while n < total // 2:
+        n += (await store.evict(sinks=[], limit=20_000))[0]
+    await store.close()
+    print(f"delete: {(io_written() - w0) / n:.1f} B written per deleted reading ({n} oldest in transactions of "
+          f"20 000, incl. the checkpoint at close)")
+
+
 async def main(args: argparse.Namespace) -> None:
     d = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="pollerd-bench-"))
     path = d / "bench.db"
@@ -82,6 +101,7 @@ async def main(args: argparse.Namespace) -> None:
     for b in [int(x) for x in args.batches.split(",")]:
         await one(path, args.readings // 20 if b == 1 else args.readings, b)
     await quota_pass(path, args.readings)
+    await delete_pass(path, args.readings)
     for suffix in ("", "-wal", "-shm"):
         (d / ("bench.db" + suffix)).unlink(missing_ok=True)
 

@@ -240,7 +240,7 @@ def cursor_and_last(state_dir: Path) -> tuple[int, int]:
     conn = sqlite3.connect(f"file:{db_file(state_dir)}?mode=ro", uri=True)
     try:
         cur = conn.execute("SELECT seq FROM sink_cursors WHERE sink = 'up'").fetchone()
-        last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
+        last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'samples'").fetchone()
     finally:
         conn.close()
     return (cur[0] if cur else 0), (last[0] if last else 0)

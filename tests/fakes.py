@@ -70,12 +70,24 @@ class FakeLink:
         self._buf.clear()
         return stale
 
-    async def read_chunk(self) -> bytes:
+    async def read_chunk(self, deadline: float | None = None) -> bytes:
+        """Like Link.read_chunk: TimeoutError once the loop clock reaches ``deadline`` with nothing read."""
+        loop = asyncio.get_running_loop()
         while not self._buf:
             if not self._open:
                 raise TransportError("fake: lost")
             self._event.clear()
-            await self._event.wait()
+            if deadline is None:
+                await self._event.wait()
+                continue
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError
+            try:
+                await asyncio.wait_for(self._event.wait(), left)
+            except asyncio.TimeoutError:
+                if not self._buf:
+                    raise TimeoutError from None
         chunk = bytes(self._buf)
         self._buf.clear()
         return chunk

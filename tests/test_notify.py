@@ -288,3 +288,40 @@ async def test_a_dead_store_writer_stops_the_pings(tmp_path):
     finally:
         del store._w.execute  # type: ignore[union-attr]
         await store.close()
+
+
+async def test_a_long_store_open_asks_systemd_for_more_start_time(tmp_path, monkeypatch):
+    # A migration of a large store can outlast TimeoutStartSec; killed, it would roll back and start over for ever.
+    from pollerd.daemon import supervisor
+    from pollerd.store import Store
+    listener = NotifyListener(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", listener.address)
+    monkeypatch.setattr(supervisor, "OPEN_EXTEND_EVERY", 0.05)
+    real_open = Store.open
+
+    async def slow_open(*args, **kwargs):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.5)  # as a migration would
+        return await real_open(*args, **kwargs)
+
+    monkeypatch.setattr(Store, "open", slow_open)
+    daemon = Daemon(load_config(write_config(tmp_path / "p.toml", meters=1)), tmp_path / "state")
+    task = asyncio.ensure_future(daemon.run())
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), 30)
+        for _ in range(100):
+            listener.drain()
+            if "READY=1" in listener.lines():
+                break
+            await asyncio.sleep(0.05)
+        lines = listener.lines()
+        extends = [i for i, ln in enumerate(lines) if ln.startswith("EXTEND_TIMEOUT_USEC=")]
+        assert len(extends) >= 3, lines                          # every 0.05 s during the 0.5 s open
+        assert max(extends) < lines.index("READY=1")             # and none after it opened
+        n = len(extends)
+        await asyncio.sleep(0.3)
+        listener.drain()
+        assert sum(ln.startswith("EXTEND_TIMEOUT_USEC=") for ln in listener.lines()) == n
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 30) == 0
+        listener.close()

@@ -121,3 +121,22 @@ async def test_a_nan_costs_only_its_value_and_never_blames_the_store(tmp_path: P
     await store.close()
     assert rows and {x.channel for x in rows} == {"V"}      # the volume of the same cycle is stored
     assert all(x.value == pytest.approx(123.456) for x in rows)
+
+
+def test_the_fast_path_agrees_with_the_full_check() -> None:
+    # quality._check takes a shortcut for the common case (a float in range, an int ts); for every kind of
+    # value and channel it must keep exactly what check_value and the ts rule keep.
+    from pollerd.quality import TS_MAX, _check, check_value
+    values: list[object] = [0.0, -0.0, 1.0, 1.0005, 1.001, 1.0011, -1.0011, 2.0, -2.0, 1e15, 1e15 * 1.0000001, -1e16,
+                            float("nan"), float("inf"), float("-inf"), 5, True, False, "1.0", None, 10**400]
+    for channel in ("PF", "PF.L1", "P", "A+.T1", "U.L1", "PFX", "I"):
+        for value in values:
+            for ts in (0, 1_700_000_000, TS_MAX, TS_MAX + 1, -1, True, 1.5):
+                r = Reading("m", channel, "current", ts, value, "u")  # type: ignore[arg-type]
+                full = check_value(channel, value)
+                if full is None and (isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= TS_MAX):
+                    full = ("bad_timestamp", "")
+                got = _check(r)
+                assert (got is None) == (full is None), (channel, value, ts, got, full)
+                if got is not None:
+                    assert full is not None and got[0] == full[0], (channel, value, ts, got, full)

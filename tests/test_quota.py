@@ -5,6 +5,7 @@ the forwarder skipping evicted rows, and the daemon wiring."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from pathlib import Path
 
@@ -107,13 +108,14 @@ async def test_quota_evicts_oldest_first_and_counts_what_each_sink_lost(store):
     await fill(store, 60_000)
     await store.advance("a", 20_000)
     await store.advance("b", 60_000)
-    assert await used(store) > 5 * MiB   # ~92 bytes a reading (schema 3)
+    assert await used(store) > 2 * MiB   # ~43 bytes a reading (schema 6)
     metrics, runtime = Registry(), Runtime("gw")
-    q = StoreQuota(store, StoreConfig(max_size=3 * MiB), ["a", "b", "c"], metrics, runtime,
+    q = StoreQuota(store, StoreConfig(max_size=3 * MiB // 2), ["a", "b", "c"], metrics, runtime,
                    clock=lambda: T0 + 100)
     done = await q.check()
     n = done["quota"]
-    assert await used(store) <= 3 * MiB
+    assert n > 20_000
+    assert await used(store) <= 3 * MiB // 2
     left = await seqs(store)
     assert left == list(range(n + 1, 60_001))               # the oldest went, nothing else
     assert metrics.counter("pollerd_store_evicted_total", "", ("reason",)).get(reason="quota") == n
@@ -121,7 +123,7 @@ async def test_quota_evicts_oldest_first_and_counts_what_each_sink_lost(store):
     assert lost.get(sink="a") == n - 20_000                 # a had confirmed up to 20000
     assert lost.get(sink="b") == 0                          # b had everything
     assert lost.get(sink="c") == n                          # c never confirmed anything
-    assert metrics.gauge("pollerd_store_used_bytes", "").get() <= 3 * MiB
+    assert metrics.gauge("pollerd_store_used_bytes", "").get() <= 3 * MiB // 2
     # Cursors are untouched; fetch_after simply starts at the first row still there.
     assert await store.cursor("a") == 20_000
     assert (await store.fetch_after(20_000, 1))[0][0] == n + 1
@@ -254,7 +256,7 @@ async def test_forwarder_skips_evicted_rows_and_its_lag_memory_stays_bounded(sto
             await asyncio.sleep(0.002)
         assert len(f._seen) <= 65
         await StoreQuota(store, StoreConfig(max_size=1 * MiB), ["up"], Registry()).check()
-        await fill(store, 20_000, 3000)
+        await fill(store, 40_000, 3000)                # ~43 B a reading (schema 6): well over 1 MiB
         q = StoreQuota(store, StoreConfig(max_size=1 * MiB), ["up"], Registry())
         await q.check()
         first = (await seqs(store))[0]
@@ -262,7 +264,7 @@ async def test_forwarder_skips_evicted_rows_and_its_lag_memory_stays_bounded(sto
         # The batch in hand (retried as it is) plus the rows still stored: evicted rows are not lag.
         in_hand = client.last_size
         assert 10 <= in_hand <= sink.batch_size and in_hand % 10 == 0
-        expected = in_hand + 23_000 - first + 1
+        expected = in_hand + 43_000 - first + 1
         for _ in range(200):
             if state.lag_rows == expected:
                 break
@@ -270,13 +272,13 @@ async def test_forwarder_skips_evicted_rows_and_its_lag_memory_stays_bounded(sto
         assert state.lag_rows == expected
         client.up = True
         for _ in range(2000):
-            if client.got and client.got[-1].value == 22_999.0:
+            if client.got and client.got[-1].value == 42_999.0:
                 break
             await asyncio.sleep(0.01)
         sent = [int(r.value) for r in client.got]
         # The batch in flight when the quota struck may still go out; after it, only stored rows, in order.
         tail = [v for v in sent if v >= first - 1]
-        assert tail == list(range(first - 1, 23_000))
+        assert tail == list(range(first - 1, 43_000))
         assert len(sent) - len(tail) <= sink.batch_size
     finally:
         task.cancel()
@@ -289,7 +291,7 @@ async def test_forwarder_skips_evicted_rows_and_its_lag_memory_stays_bounded(sto
 async def test_daemon_enforces_the_quota_and_reports_it(tmp_path):
     db = tmp_path / "state" / "pollerd.db"
     s = await Store.open(db, commit_interval=0)
-    await fill(s, 40_000)
+    await fill(s, 80_000)                                      # ~3.5 MB at ~43 B a reading (schema 6)
     await s.close()
     cfg_path = tmp_path / "pollerd.toml"
     cfg_path.write_text('[gateway]\nname = "gw"\n\n[store]\nmax_size = "2MiB"\n\n'
@@ -327,35 +329,23 @@ async def test_daemon_enforces_the_quota_and_reports_it(tmp_path):
 
 # ----------------------------------------------------------------------------- schema 2 (ts-led key)
 
-async def test_migration_to_the_ts_led_key_keeps_seqs_cursors_and_the_high_water_mark(tmp_path, monkeypatch):
+async def test_migration_to_the_ts_led_key_keeps_seqs_cursors_and_the_high_water_mark(tmp_path):
     import sqlite3
 
-    from pollerd.store import schema as store_mod
+    from store_helpers import insert_old, old_store
     path = tmp_path / "v1.db"
-    full = list(store_mod.MIGRATIONS)
-    monkeypatch.setattr(store_mod, "MIGRATIONS", full[:1])
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 1)
-    # The pollerd of schema 1 knew no pruned marks (schema 4): its writer and prune did without them.
-    from pollerd.store import retention as store_retention
-    from pollerd.store import writer as store_writer
-    v4_insert = store_writer._INSERT_READING
-    monkeypatch.setattr(store_writer, "_INSERT_READING", v4_insert[:v4_insert.index(" AND NOT EXISTS (SELECT 1 FROM pruned")])
-    monkeypatch.setattr(store_retention, "_MARK_PRUNED", "SELECT count(*) FROM readings WHERE seq IN ({pick})")
-    s = await Store.open(path, commit_interval=0)
-    await s.write(rows(30))
-    await s.advance("up", 30)
-    await s.close()
-    # Every row pruned, so max(seq) is gone. By SQL: today's prune knows the schema-5 parked table (its kind column) only.
-    with sqlite3.connect(path) as c:
+
+    def old(rs: list[Reading]) -> list[tuple[str, str, str, int, float, str, str, int]]:
+        return [(r.meter, r.channel, str(r.archive), r.ts, r.value, r.unit, "good", 0) for r in rs]
+
+    # A schema-1 file as that pollerd left it: 30 rows delivered and pruned, 5 more of which the newest was
+    # pruned as well, so max(seq) is not the high-water mark.
+    with contextlib.closing(old_store(path, 1)) as c:
+        insert_old(c, old(rows(30)))                                 # seq 1..30
+        c.execute("INSERT INTO sink_cursors (sink, seq, updated) VALUES ('up', 30, 0)")
         c.execute("DELETE FROM readings WHERE seq <= 30")
-    s = await Store.open(path, commit_interval=0)
-    await s.write(rows(5, 100))                              # seq 31..35
-    await s.close()
-    with sqlite3.connect(path) as c:
-        c.execute("DELETE FROM readings WHERE seq = 35")     # the newest row gone as well
-    monkeypatch.setattr(store_mod, "MIGRATIONS", full)
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", len(full))
-    monkeypatch.undo()
+        insert_old(c, old(rows(5, 100)))                             # seq 31..35
+        c.execute("DELETE FROM readings WHERE seq = 35")
     s = await Store.open(path, commit_interval=0)
     try:
         assert await s.last_seq() == 35
@@ -369,19 +359,17 @@ async def test_migration_to_the_ts_led_key_keeps_seqs_cursors_and_the_high_water
     with sqlite3.connect(path) as c:
         idx = {r[0]: r[1] for r in c.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'")}
         seq_names = [r[0] for r in c.execute("SELECT name FROM sqlite_sequence")]
-        cols = [r[2] for r in c.execute("PRAGMA index_info('sqlite_autoindex_readings_1')")]
-    assert cols == ["ts", "meter", "channel", "archive"]
     assert "readings_ts" not in idx and "readings_meter_ts" not in idx  # schema 3 drops the per-meter one
-    assert seq_names.count("readings") == 1 and "readings_v2" not in seq_names
+    assert len(seq_names) == len(set(seq_names)) and "readings_v2" not in seq_names
 
 
 async def test_a_reload_switches_the_limits_on(store):
-    await fill(store, 40_000)
+    await fill(store, 80_000)                                # ~3.5 MB at ~43 B a reading (schema 6)
     q = StoreQuota(store, StoreConfig(), ["up"], Registry(), check_every=0.01)
     task = asyncio.create_task(q.run())
     try:
         await asyncio.sleep(0.05)
-        assert len(await seqs(store)) == 40_000              # no limits: nothing goes
+        assert len(await seqs(store)) == 80_000              # no limits: nothing goes
         q.reconfigure(StoreConfig(max_size=2 * MiB), ["up"])
         for _ in range(500):
             if q.history:

@@ -123,7 +123,8 @@ async def test_failed_commit_fails_every_writer_of_the_batch(tmp_path):
     s = await Store.open(path, commit_interval=0.2)
     try:
         with raw(path) as c:
-            c.execute("CREATE TRIGGER refuse BEFORE INSERT ON readings WHEN NEW.meter = 'bad' "
+            c.execute("CREATE TRIGGER refuse BEFORE INSERT ON samples "
+                      "WHEN (SELECT meter FROM series WHERE id = NEW.series) = 'bad' "
                       "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END")
         results = await asyncio.gather(s.write([rd(1)]), s.write([rd(2, meter="bad")]),
                                        s.write([rd(3)]), return_exceptions=True)
@@ -283,6 +284,55 @@ async def test_walking_all_readings_by_key_survives_pruning_and_backfill_meanwhi
     assert [r.ts for r in by_page] == [35, 40]
 
 
+async def test_multi_row_statements_count_new_rows_per_write_across_chunks(store):
+    """A write goes to SQLite as multi-row statements of up to _CHUNK rows (not executemany row by row): the count
+    of new rows, the seqs and the duplicate guards must come out as they did row by row."""
+    n = 2 * store_writer._CHUNK + 50
+    assert await store.write([rd(t, float(t)) for t in range(0, 20, 2)]) == 10      # seqs 1..10
+    mixed = [rd(t, -1.0) for t in range(n)]                                          # 10 of them stored already
+    assert await store.write(mixed) == n - 10
+    assert await store.last_seq() == n                                               # no seq burnt by a duplicate
+    got = await store.fetch_after(0, 10 * n)
+    assert [s for s, _ in got] == list(range(1, n + 1))
+    assert {r.ts: r.value for _, r in got} == {t: float(t) if t < 20 and t % 2 == 0 else -1.0 for t in range(n)}
+    assert [r.ts for _, r in got[10:]] == [t for t in range(n) if not (t < 20 and t % 2 == 0)]  # in write order
+
+
+async def test_duplicates_within_one_batch_go_to_the_first_writer(tmp_path):
+    s = await Store.open(tmp_path / "p.db", commit_interval=60)
+    try:
+        first = asyncio.ensure_future(s.write([rd(1, 1.0), rd(2, 1.0)]))
+        second = asyncio.ensure_future(s.write([rd(2, 2.0), rd(3, 2.0), rd(3, 3.0)]))
+        await asyncio.sleep(0)
+        await s.flush()
+        assert (await first, await second, s.commits) == (2, 1, 1)   # one transaction, counted per writer
+        got = await s.fetch_after(0, 10)
+        assert [(q, r.ts, r.value) for q, r in got] == [(1, 1, 1.0), (2, 2, 1.0), (3, 3, 2.0)]
+    finally:
+        await s.close()
+
+
+async def test_a_key_twice_in_one_statement_is_dropped_by_or_ignore(store, monkeypatch):
+    # The writer drops a key repeated within one write before SQL; should one reach a statement anyway, both rows
+    # pass the NOT EXISTS guards (the VALUES are read first) and OR IGNORE keeps the first: only a seq is lost.
+    monkeypatch.setattr(store_writer, "_reading_rows",
+                        lambda rs, received: [(r.meter, r.channel, str(r.archive), r.ts, r.value, r.unit, "good",
+                                               received) for r in rs])
+    assert await store.write([rd(5, 1.0), rd(5, 2.0), rd(6, 3.0)]) == 2
+    got = await store.fetch_after(0, 10)
+    assert [(r.ts, r.value) for _, r in got] == [(5, 1.0), (6, 3.0)]
+    assert await store.write([rd(5, 9.0)]) == 0
+
+
+async def test_many_events_in_one_write_upsert_like_one_by_one(store):
+    n = store_writer._CHUNK + 30
+    evs = [Event("m1", "c", t) for t in range(n)] + [Event("m1", "c", 7, 8, "closed"), Event("m1", "c", 7)]
+    await store.write([], evs)
+    got, total = await store.query_events(per_page=10 * n)
+    assert total == n and got[7] == Event("m1", "c", 7, 8, "closed")
+    assert await store.last_event_seq() == n + 1      # n inserts and one change
+
+
 async def test_events_are_unique_and_closed_by_a_later_read(store):
     ev = Event("m1", "power_off", 1000)
     await store.write([], [ev, ev])
@@ -370,7 +420,8 @@ async def test_migrates_an_empty_file(tmp_path):
         assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 1
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"readings", "events", "sink_cursors", "state", "parked"} <= tables
+        views = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='view'")}
+    assert {"samples", "series", "events", "sink_cursors", "state", "parked"} <= tables and views == {"readings"}
 
 
 async def test_no_per_meter_index_yet_meter_queries_use_the_ts_key(tmp_path):
@@ -383,11 +434,12 @@ async def test_no_per_meter_index_yet_meter_queries_use_the_ts_key(tmp_path):
     assert total == 50 and [r.ts for r in rows] == list(range(1020, 1040)) and {r.meter for r in rows} == {"m3"}
     await s.close()
     with raw(path) as c:
-        indexes = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='readings'")}
+        indexes = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='samples'")}
         plan = " ".join(str(r) for r in c.execute(
             "EXPLAIN QUERY PLAN SELECT * FROM readings WHERE meter='m3' ORDER BY ts, meter, channel, archive"))
     assert "readings_meter_ts" not in indexes
-    assert "USING INDEX sqlite_autoindex_readings" in plan  # ts order from the key, no sort of the whole table
+    assert "USING INDEX sqlite_autoindex_samples" in plan  # ts order from the key, no sort of the whole table
+    assert "SCAN s USING INDEX" in plan and "RIGHT PART OF ORDER BY" in plan
 
 
 async def test_refuses_a_newer_schema(tmp_path):
@@ -416,7 +468,7 @@ async def test_later_migration_step_applies_and_a_failing_one_rolls_back(tmp_pat
         assert c.execute("SELECT count(*) FROM sqlite_master WHERE name='half_done'"
                          ).fetchone()[0] == 0
 
-    good = [*store_schema.MIGRATIONS[:-1], ("ALTER TABLE readings ADD COLUMN note TEXT",)]
+    good = [*store_schema.MIGRATIONS[:-1], ("ALTER TABLE samples ADD COLUMN note TEXT",)]
     monkeypatch.setattr(store_schema, "MIGRATIONS", good)
     s = await Store.open(path)
     try:
@@ -426,7 +478,7 @@ async def test_later_migration_step_applies_and_a_failing_one_rolls_back(tmp_pat
         await s.close()
     with raw(path) as c:
         assert c.execute("PRAGMA user_version").fetchone()[0] == len(good)
-        cols = {r[1] for r in c.execute("PRAGMA table_info(readings)")}
+        cols = {r[1] for r in c.execute("PRAGMA table_info(samples)")}
     assert "note" in cols
 
 

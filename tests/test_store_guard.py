@@ -44,7 +44,7 @@ def damage_middle(path: Path) -> None:
 
 async def test_a_store_corrupt_in_the_middle_is_moved_aside_at_start_and_an_empty_one_starts(tmp_path, caplog):
     path = tmp_path / "pollerd.db"
-    await make_store(path, 20_000)
+    await make_store(path, 40_000)
     damage_middle(path)
     s = await Store.open(path, commit_interval=0.0, check_seconds=30.0)
     try:
@@ -87,7 +87,7 @@ async def test_without_the_check_nothing_is_moved(tmp_path):
     # One-shot commands (pollerd parked --retry) open the store for writing too; they must never move the
     # store of a running daemon aside.
     path = tmp_path / "pollerd.db"
-    await make_store(path, 20_000)
+    await make_store(path, 40_000)
     damage_middle(path)
     try:
         s = await Store.open(path, commit_interval=0.0)
@@ -99,12 +99,12 @@ async def test_without_the_check_nothing_is_moved(tmp_path):
 
 async def test_the_check_at_start_is_bounded_in_time(tmp_path):
     path = tmp_path / "pollerd.db"
-    await make_store(path, 20_000)
+    await make_store(path, 40_000)
     res = store_guard.quick_check(path, 0.0)
     assert res.ok is None and "stopped after" in res.detail  # unfinished is not corrupt
     s = await Store.open(path, commit_interval=0.0, check_seconds=0.0)
     try:
-        assert await s.last_seq() == 20_000 and s.notices == []
+        assert await s.last_seq() == 40_000 and s.notices == []
     finally:
         await s.close()
     assert store_guard.quick_check(path, 30.0).ok is True

@@ -74,3 +74,47 @@ async def test_tcp_links_use_keepalive() -> None:
     finally:
         await link.close()
         srv.close()
+
+
+async def test_reply_deadlines_share_one_lazy_timer_and_still_fire_on_time() -> None:
+    # Issue 18: a read with a deadline must not put a timer into asyncio's heap per exchange. Many quick
+    # exchanges with later and later deadlines keep one pending timer between them; a read that gets no
+    # reply still ends at its own deadline (not at an earlier exchange's, not later).
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            req = await r.read(1)
+            if not req:
+                return
+            if req != b"s":  # "s": stay silent
+                w.write(req)
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    link = Link(LineConfig(name="t", type="tcp", host="127.0.0.1", port=port))
+    loop = asyncio.get_running_loop()
+    try:
+        await link.open()
+        timers = []
+        for _ in range(50):
+            link.write(b"q")
+            assert await link.read_chunk(loop.time() + 0.5) == b"q"
+            timers.append(len([h for h in loop._scheduled if not h.cancelled()]))  # type: ignore[attr-defined]
+        assert max(timers) <= 2, timers  # the pipe's one timer (plus none per exchange)
+        t0 = loop.time()
+        link.write(b"s")
+        with pytest.raises(TimeoutError):
+            await link.read_chunk(t0 + 0.2)
+        took = loop.time() - t0
+        assert 0.2 <= took < 0.4, took
+        # A timer armed for a far deadline (a slow meter's waiting_time) does not delay a nearer one.
+        link.write(b"q")
+        assert await link.read_chunk(loop.time() + 5.0) == b"q"
+        t0 = loop.time()
+        link.write(b"s")
+        with pytest.raises(TimeoutError):
+            await link.read_chunk(t0 + 0.05)
+        assert loop.time() - t0 < 1.0
+    finally:
+        await link.close()
+        srv.close()
+        await srv.wait_closed()

@@ -34,6 +34,21 @@ from .wiring import build_driver, build_lines, cursor_sinks, db_path, meter_stat
 
 log = logging.getLogger("pollerd.daemon")
 
+# Opening the store may migrate it, and a migration that rebuilds the readings (schema 6) takes seconds per million
+# readings on the dev machine, minutes on a slow SD card: longer than the unit's TimeoutStartSec (120 s). systemd
+# would kill the start, the transaction would roll back, and every restart would begin the migration again. While
+# the open runs, pollerd asks systemd for more time (EXTEND_TIMEOUT_USEC: a window from now in which the next word
+# must come; it never shortens TimeoutStartSec).
+OPEN_EXTEND_EVERY = 20.0
+_OPEN_EXTEND_USEC = 60_000_000
+
+
+async def _extend_start_while_opening(notifier: Notifier) -> None:
+    while True:
+        await asyncio.sleep(OPEN_EXTEND_EVERY)
+        notifier.send(f"EXTEND_TIMEOUT_USEC={_OPEN_EXTEND_USEC}",
+                      "STATUS=opening the store (a schema migration can take minutes)")
+
 # How long shutdown waits for exchanges in flight before cancelling them.
 STOP_GRACE = 10.0
 DRAIN_GRACE = 3.0
@@ -105,6 +120,9 @@ class Daemon:
         if problem:
             raise ConfigError(problem, key="store.path")
         lock = StateLock.acquire(self.state_dir, db)  # before the store opens: a second daemon touches nothing
+        opening = Notifier.from_env()
+        extend = (asyncio.get_running_loop().create_task(_extend_start_while_opening(opening), name="notify:open")
+                  if opening is not None else None)
         try:
             # The daemon's store checks itself at start (a corrupt one is moved aside) and watches its file.
             self.store = self.runner.store = store = await Store.open(
@@ -112,6 +130,12 @@ class Daemon:
         except BaseException:
             lock.release()
             raise
+        finally:
+            if extend is not None:
+                extend.cancel()
+                await asyncio.wait([extend])
+            if opening is not None:
+                opening.close()
         self.lines = build_lines(cfg, self.runtime, self.metrics)
         self._serving_api = (cfg.api.enabled, cfg.api.host, cfg.api.port)
         api_runner = None

@@ -109,7 +109,9 @@ class Mercury230Driver(ClockMixin):
 
     async def _call(self, req: m.Request, *, retries: int | None = None) -> m.Reply:
         """A request inside the session: status 5 (channel not open) reopens the session and retries once."""
-        await self._ensure_session()
+        at = self._session_at
+        if at is None or self.ctx.clock() - at >= SESSION_IDLE:  # _ensure_session's own test, without a coroutine
+            await self._ensure_session()
         try:
             return await self._ask(req, retries=retries)
         except SessionClosed:
@@ -205,12 +207,15 @@ class Mercury230Driver(ClockMixin):
 
     def _reading(self, cy: _Cycle, channel: str, value: float, unit: str, archive: str = "current",
                  ts: int | None = None, quality: str = "good") -> None:
+        ku_ki = cy.ku_ki
+        if ku_ki is None:  # once per cycle: the identity (the meter's own ratios) is read inside the cycle
+            ku_ki = cy.ku_ki = self._ku_ki()
         cy.out.append(Reading(self.ctx.meter.name, channel, archive, cy.ts if ts is None else ts,
-                              value * self._ratio(channel), unit, quality))
+                              value * ratio_factor(channel, *ku_ki), unit, quality))
 
-    def _ratio(self, channel: str) -> float:
-        """Primary-side factor for a channel: tn1/tn2 for voltages, tt for currents, both for powers and
-        energies (from the config; or the meter's own KU/KI with use_meter_ratios)."""
+    def _ku_ki(self) -> tuple[float, float]:
+        """The primary-side factors (ku, ki) that ratio_factor applies per channel: tn1/tn2 and tt from the
+        config, or the meter's own KU/KI with use_meter_ratios."""
         mc, ident = self.ctx.meter, self.ctx.state.identity
         ku = (mc.tn1 / mc.tn2) if (mc.tn1 and mc.tn2) else None
         ki = mc.tt
@@ -219,8 +224,7 @@ class Mercury230Driver(ClockMixin):
             meter_ku, meter_ki = ident.get("ku"), ident.get("ki")
             ku = ku if ku is not None or not isinstance(meter_ku, int) else meter_ku
             ki = ki if ki is not None or not isinstance(meter_ki, int) else meter_ki
-        ku, ki = float(ku or 1), float(ki or 1)
-        return ratio_factor(channel, ku, ki)
+        return float(ku or 1), float(ki or 1)
 
     async def _load_state(self) -> dict[str, object]:
         store = self.ctx.store
@@ -570,6 +574,7 @@ class _Cycle:
     events: list[Event] = field(default_factory=list)
     state: tuple[tuple[str, object], ...] = ()
     meter_date: dt.date | None = None  # the meter's date by its clock (04 00), once read this cycle
+    ku_ki: tuple[float, float] | None = None  # the ratios of _reading, worked out once per cycle
 
     def result(self, answered: bool, error: str | None) -> PollResult:
         return PollResult(tuple(self.out), tuple(self.events), answered or bool(self.out), error, self.state)

@@ -91,7 +91,7 @@ class StoreBase:
     async def _last_seq(conn: aiosqlite.Connection) -> int:
         with sql_errors("read last seq"):
             async with conn.execute(
-                    "SELECT seq FROM sqlite_sequence WHERE name = 'readings'") as cur:
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'samples'") as cur:
                 row = await cur.fetchone()
         return int(row[0]) if row else 0
 

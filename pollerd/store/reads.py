@@ -12,7 +12,33 @@ from ..errors import StoreError
 from ..model import Event, Reading
 from .base import StoreBase, sql_errors
 
-_READING_COLS = "meter, channel, archive, ts, value, unit, quality"
+# Schema 6 keeps a reading as a `samples` row referring to its `series`; the `readings` view joins them for
+# everyone else. The queries here use the tables: `samples` always the outer loop (its ts key gives the order),
+# the series found by id, and a filter on meter, channel or archive turned into the set of series ids it names,
+# so a count or a scan reads only the ts key and looks up no series for the rows it skips.
+_FROM = "samples s CROSS JOIN series x ON x.id = s.series"
+_COLS = "x.meter, x.channel, x.archive, s.ts, s.value, coalesce(s.unit, x.unit), coalesce(s.quality, 'good')"
+_ORDER = "s.ts, x.meter, x.channel, x.archive"
+
+
+def _reading_conds(meter: str | None, channel: str | None, archive: str | None, ts_from: int | None,
+                   ts_to: int | None) -> list[tuple[str, Any]]:
+    named = [(sql, v) for sql, v in (("meter = ?", meter), ("channel = ?", channel),
+                                     ("archive = ?", None if archive is None else str(archive))) if v is not None]
+    conds: list[tuple[str, Any]] = [("s.ts >= ?", ts_from), ("s.ts < ?", ts_to)]
+    if named:
+        sub = " AND ".join(sql for sql, _ in named)
+        conds.append((f"s.series IN (SELECT id FROM series WHERE {sub})", [v for _, v in named]))
+    return conds
+
+
+def _where_flat(conds: list[tuple[str, Any]]) -> tuple[str, list[Any]]:
+    """Like _where, where a condition may bind a list of values."""
+    where, values = _where(conds)
+    args: list[Any] = []
+    for v in values:
+        args.extend(v if isinstance(v, list) else [v])
+    return where, args
 
 
 def _where(conds: list[tuple[str, Any]]) -> tuple[str, list[Any]]:
@@ -45,8 +71,8 @@ class Reads(StoreBase):
         forwarder's lag skips what pruning or the quota removed."""
         with sql_errors("read the seq range"):
             async with self._rc.execute(
-                    "SELECT (SELECT min(seq) FROM readings), "
-                    "(SELECT seq FROM sqlite_sequence WHERE name = 'readings')") as cur:
+                    "SELECT (SELECT min(seq) FROM samples), "
+                    "(SELECT seq FROM sqlite_sequence WHERE name = 'samples')") as cur:
                 row = await cur.fetchone()
         assert row is not None
         return int(row[0] or 0), int(row[1] or 0)
@@ -57,7 +83,7 @@ class Reads(StoreBase):
             return []
         with sql_errors(f"fetch readings after seq {seq}"):
             async with self._rc.execute(
-                    f"SELECT seq, {_READING_COLS} FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
+                    f"SELECT s.seq, {_COLS} FROM {_FROM} WHERE s.seq > ? ORDER BY s.seq LIMIT ?",
                     (seq, limit)) as cur:
                 rows = await cur.fetchall()
         return [(r[0], Reading(*r[1:])) for r in rows]
@@ -70,11 +96,13 @@ class Reads(StoreBase):
 
         ``ts_from`` is inclusive, ``ts_to`` exclusive, so consecutive ranges never overlap."""
         offset = _page_args(page, per_page)
-        where, args = _where([("meter = ?", meter), ("channel = ?", channel),
-                              ("archive = ?", None if archive is None else str(archive)),
-                              ("ts >= ?", ts_from), ("ts < ?", ts_to)])
-        rows, total = await self._page("readings", _READING_COLS, where, args, "ts, meter, channel, archive",
-                                       per_page, offset)
+        where, args = _where_flat(_reading_conds(meter, channel, archive, ts_from, ts_to))
+        with sql_errors("query readings"):
+            async with self._rc.execute(f"SELECT count(*) FROM samples s{where}", args) as cur:
+                total = _count(await cur.fetchone())
+            async with self._rc.execute(f"SELECT {_COLS} FROM {_FROM}{where} ORDER BY {_ORDER} LIMIT ? OFFSET ?",
+                                        [*args, per_page, offset]) as cur:
+                rows = await cur.fetchall()
         return [Reading(*r) for r in rows], total
 
     async def _page(self, table: str, cols: str, where: str, args: list[Any], order: str, per_page: int,
@@ -99,17 +127,15 @@ class Reads(StoreBase):
         skipped or printed twice; a key stays put."""
         if limit < 1:
             return []
-        conds: list[tuple[str, Any]] = [("meter = ?", meter), ("channel = ?", channel),
-                                        ("archive = ?", None if archive is None else str(archive)),
-                                        ("ts >= ?", ts_from), ("ts < ?", ts_to)]
-        where, args = _where(conds)
+        where, args = _where_flat(_reading_conds(meter, channel, archive, ts_from, ts_to))
         if after is not None:
-            where += (" AND " if where else " WHERE ") + "(ts, meter, channel, archive) > (?, ?, ?, ?)"
-            args += [int(after[0]), after[1], after[2], str(after[3])]
+            # s.ts >= first: the order within one ts is by the names, from the series table; the plain bound lets
+            # the ts key of `samples` start at the right place.
+            where += (" AND " if where else " WHERE ") + "s.ts >= ? AND (s.ts, x.meter, x.channel, x.archive) > (?, ?, ?, ?)"
+            args += [int(after[0]), int(after[0]), after[1], after[2], str(after[3])]
         with sql_errors("query readings"):
             async with self._rc.execute(
-                    f"SELECT {_READING_COLS} FROM readings{where} "
-                    f"ORDER BY ts, meter, channel, archive LIMIT ?", [*args, limit]) as cur:
+                    f"SELECT {_COLS} FROM {_FROM}{where} ORDER BY {_ORDER} LIMIT ?", [*args, limit]) as cur:
                 rows = await cur.fetchall()
         return [Reading(*r) for r in rows]
 
@@ -137,20 +163,20 @@ class Reads(StoreBase):
         backwards, so the newest rows are found without reading the rest of the table."""
         if limit < 1:
             return []
-        where, args = _where([("meter = ?", meter), ("channel = ?", channel),
-                              ("archive = ?", None if archive is None else str(archive)),
-                              ("ts >= ?", ts_from), ("ts < ?", ts_to)])
+        where, args = _where_flat(_reading_conds(meter, channel, archive, ts_from, ts_to))
         with sql_errors("query readings"):
             async with self._rc.execute(
-                    f"SELECT {_READING_COLS} FROM readings{where} "
-                    f"ORDER BY ts DESC, meter DESC, channel DESC, archive DESC LIMIT ?", [*args, limit]) as cur:
+                    f"SELECT {_COLS} FROM {_FROM}{where} "
+                    f"ORDER BY s.ts DESC, x.meter DESC, x.channel DESC, x.archive DESC LIMIT ?", [*args, limit]) as cur:
                 rows = await cur.fetchall()
         return [Reading(*r) for r in list(rows)[::-1]]
 
     async def meters_with_readings(self) -> list[str]:
         """Every meter name in the readings table (a full scan: for a message when a name matches nothing)."""
         with sql_errors("query readings"):
-            async with self._rc.execute("SELECT DISTINCT meter FROM readings ORDER BY meter") as cur:
+            # One pass over the series ids of the ts key, then the names of those series.
+            async with self._rc.execute("SELECT DISTINCT meter FROM series WHERE id IN (SELECT series FROM samples) "
+                                        "ORDER BY meter") as cur:
                 return [str(r[0]) for r in await cur.fetchall()]
 
     async def latest_readings(self, meter: str, archive: str, *, since: int, limit: int = 2000) -> list[Reading]:
@@ -159,8 +185,9 @@ class Reads(StoreBase):
         reads only what was stored after ``since``, not the meter's whole history."""
         with sql_errors("query latest readings"):
             async with self._rc.execute(
-                    f"SELECT {_READING_COLS} FROM readings WHERE ts >= ? AND meter = ? AND archive = ? "
-                    f"ORDER BY ts DESC LIMIT ?", (int(since), meter, str(archive), max(1, limit))) as cur:
+                    f"SELECT {_COLS} FROM {_FROM} WHERE s.ts >= ? AND s.series IN "
+                    f"(SELECT id FROM series WHERE meter = ? AND archive = ?) "
+                    f"ORDER BY s.ts DESC LIMIT ?", (int(since), meter, str(archive), max(1, limit))) as cur:
                 rows = await cur.fetchall()
         return [Reading(*r) for r in rows]
 
@@ -174,8 +201,9 @@ class Reads(StoreBase):
         marks_m, marks_c = ",".join("?" * len(meters)), ",".join("?" * len(channels))
         with sql_errors("query readings"):
             async with self._rc.execute(
-                    f"SELECT {_READING_COLS} FROM readings WHERE ts >= ? AND ts < ? AND meter IN ({marks_m}) "
-                    f"AND channel IN ({marks_c}) AND archive = ? ORDER BY ts LIMIT ?",
+                    f"SELECT {_COLS} FROM {_FROM} WHERE s.ts >= ? AND s.ts < ? AND s.series IN (SELECT id FROM "
+                    f"series WHERE meter IN ({marks_m}) AND channel IN ({marks_c}) AND archive = ?) "
+                    f"ORDER BY s.ts LIMIT ?",
                     (int(ts_from), int(ts_to), *meters, *channels, str(archive), max(1, limit))) as cur:
                 rows = await cur.fetchall()
         return [Reading(*r) for r in rows]
@@ -190,9 +218,10 @@ class Reads(StoreBase):
         marks_m, marks_c = ",".join("?" * len(meters)), ",".join("?" * len(channels))
         with sql_errors("query first readings"):
             async with self._rc.execute(
-                    f"SELECT meter, channel, archive, min(ts), value, unit, quality FROM readings "
-                    f"WHERE ts >= ? AND ts < ? AND meter IN ({marks_m}) AND channel IN ({marks_c}) AND archive = ? "
-                    f"GROUP BY meter, channel ORDER BY meter, channel",
+                    f"SELECT x.meter, x.channel, x.archive, min(s.ts), s.value, coalesce(s.unit, x.unit), "
+                    f"coalesce(s.quality, 'good') FROM {_FROM} WHERE s.ts >= ? AND s.ts < ? AND s.series IN "
+                    f"(SELECT id FROM series WHERE meter IN ({marks_m}) AND channel IN ({marks_c}) AND archive = ?) "
+                    f"GROUP BY s.series ORDER BY x.meter, x.channel",
                     (int(ts_from), int(ts_to), *meters, *channels, str(archive))) as cur:
                 rows = await cur.fetchall()
         return [Reading(*r) for r in rows]

@@ -30,8 +30,9 @@ _PRUNE_BATCH = 5000
 # bringing it back is a second chance, not a duplicate.
 _MARK_PRUNED = (
     "INSERT INTO pruned_marks (meter, channel, archive, ts) "
-    "SELECT meter, channel, archive, max(ts) FROM readings WHERE seq IN ({pick}) AND archive != 'current' "
-    "GROUP BY meter, channel, archive "
+    "SELECT x.meter, x.channel, x.archive, max(s.ts) FROM samples s JOIN series x ON x.id = s.series "
+    "WHERE s.seq IN ({pick}) AND x.archive != 'current' "
+    "GROUP BY s.series "
     "ON CONFLICT (meter, channel, archive) DO UPDATE SET ts = max(ts, excluded.ts)"
 )
 
@@ -56,7 +57,7 @@ class Retention(StoreBase):
             return 0
         deleted = 0
 
-        pick = ("SELECT seq FROM readings r WHERE r.seq <= ? AND r.ts < ? AND NOT EXISTS ("
+        pick = ("SELECT seq FROM samples r WHERE r.seq <= ? AND r.ts < ? AND NOT EXISTS ("
                 " SELECT 1 FROM parked p WHERE p.kind = 'readings' AND r.seq BETWEEN p.first_seq AND p.last_seq)"
                 " ORDER BY seq LIMIT ?")
         args = (upto, cutoff, _PRUNE_BATCH)
@@ -64,7 +65,7 @@ class Retention(StoreBase):
         async def body(w: aiosqlite.Connection) -> int:
             # The same pick in the same write transaction selects the same rows for the marks and the delete.
             await (await w.execute(_MARK_PRUNED.format(pick=pick), args)).close()
-            async with w.execute(f"DELETE FROM readings WHERE seq IN ({pick})", args) as cur:
+            async with w.execute(f"DELETE FROM samples WHERE seq IN ({pick})", args) as cur:
                 return cur.rowcount
 
         while True:
@@ -102,11 +103,11 @@ class Retention(StoreBase):
         if limit < 1:
             return 0, {}
         if ts_before is None:
-            pick = "SELECT seq FROM readings ORDER BY seq LIMIT ?"
+            pick = "SELECT seq FROM samples ORDER BY seq LIMIT ?"
             args: tuple[Any, ...] = (limit,)
         else:
             # The ts-led unique index gives the rows in ts order without sorting the table.
-            pick = "SELECT seq FROM readings WHERE ts < ? ORDER BY ts LIMIT ?"
+            pick = "SELECT seq FROM samples WHERE ts < ? ORDER BY ts LIMIT ?"
             args = (math.ceil(ts_before), limit)
 
         async def body(w: aiosqlite.Connection) -> tuple[int, dict[str, int]]:
@@ -121,7 +122,7 @@ class Retention(StoreBase):
                 c = int(row[0]) if row else 0
                 lost[sink] = sum(1 for q in seqs if q > c)
             # The same query in the same write transaction selects the same rows again.
-            async with w.execute(f"DELETE FROM readings WHERE seq IN ({pick})", args) as cur:
+            async with w.execute(f"DELETE FROM samples WHERE seq IN ({pick})", args) as cur:
                 n = cur.rowcount
             return n, lost
 
@@ -147,8 +148,8 @@ class Retention(StoreBase):
         """rows, events, parked, oldest_ts, last_seq, db_bytes (main file + WAL), pending rows."""
         with sql_errors("read store stats"):
             async with self._rc.execute(
-                    "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM events), "
-                    "(SELECT count(*) FROM parked), (SELECT min(ts) FROM readings)") as cur:
+                    "SELECT (SELECT count(*) FROM samples), (SELECT count(*) FROM events), "
+                    "(SELECT count(*) FROM parked), (SELECT min(ts) FROM samples)") as cur:
                 row = await cur.fetchone()
         if row is None:  # an aggregate SELECT always returns one row
             raise StoreError("store stats returned no row")
