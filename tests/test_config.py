@@ -183,7 +183,7 @@ def test_defaults(tmp_path: Path) -> None:
                                   'connection_address = 5\n')
     assert cfg.gateway.name == socket.gethostname()
     assert cfg.gateway.spread == 300.0
-    assert (cfg.store.path, cfg.store.keep, cfg.store.commit_interval) == (None, 7 * 86400.0, 1.0)
+    assert (cfg.store.path, cfg.store.keep, cfg.store.commit_interval) == (None, 7 * 86400.0, 2.0)
     assert (cfg.api.host, cfg.api.port, cfg.api.enabled) == ("127.0.0.1", 8780, True)
     line = cfg.line("rs485-1")
     assert (line.baudrate, line.bytesize, line.parity, line.stopbits, line.implicit) == (9600, 8, "N", 1, False)
