@@ -13,10 +13,14 @@ and runs; absolute CPU moves with the machine and with whatever else it runs.
 
     python scripts/bench_daemon.py [--meters 1000] [--per-line 20] [--interval 60] [--warmup INTERVAL+10]
                                    [--duration 120] [--commit-interval 1] [--no-floor]
+                                   [--diag DIR [--tracemalloc FRAMES]] [--cprofile FILE]
     python scripts/bench_daemon.py --meters 10000 --per-line 50 --interval 300
 
 Prints CPU % of one core, the floor's CPU and the ratio, peak RSS (VmHWM), the scheduler lateness p50/p99 the
 daemon reports and the bytes written to the disk per stored reading.
+With --diag, also the RSS 10 s after start and every cyclic-GC collection's duration by generation (count, total,
+max, p99) with the number of objects the collector still tracks and how many are frozen (DIR/diag.K.json keep
+the collections over 5 ms; with --tracemalloc, DIR/heap.K.snap are tracemalloc snapshots, slow at 10 000 meters).
 """
 
 from __future__ import annotations
@@ -82,6 +86,57 @@ finally:
     prof.disable()
     prof.dump_stats(out)
 """
+
+# --diag: the cyclic GC's pauses (gc.callbacks, every collection timed) and, with --tracemalloc N, snapshots of
+# the Python heap; written on SIGUSR2 (the benchmark sends one a few seconds after start, one at the start of the
+# window and one at its end) as DIR/diag.K.json and DIR/heap.K.snap.
+DIAG = r"""
+import gc, json, runpy, signal, sys, time
+out, frames = sys.argv[1], int(sys.argv[2])
+sys.argv = ["pollerd", *sys.argv[3:]]
+pauses = []
+t0 = [0.0]
+def timed(phase, info):
+    if phase == "start":
+        t0[0] = time.perf_counter()
+    else:
+        pauses.append((time.monotonic(), info["generation"], time.perf_counter() - t0[0], info["collected"]))
+gc.callbacks.append(timed)
+if frames:
+    import tracemalloc
+    tracemalloc.start(frames)
+k = [0]
+def dump(*_):
+    k[0] += 1
+    gens = {}
+    for _t, g, d, _c in pauses:
+        s = gens.setdefault(g, [])
+        s.append(d)
+    summary = {str(g): {"n": len(d), "total_s": sum(d), "max_ms": 1e3 * max(d),
+                        "p99_ms": 1e3 * sorted(d)[int(0.99 * (len(d) - 1))]} for g, d in gens.items()}
+    with open(f"{out}/diag.{k[0]}.json", "w") as f:
+        json.dump({"gc": summary, "gc_counts": gc.get_count(), "objects": len(gc.get_objects()),
+                   "frozen": gc.get_freeze_count(),
+                   "slow": [p for p in pauses if p[2] > 0.005][-50:]}, f)
+    if frames:
+        tracemalloc.take_snapshot().dump(f"{out}/heap.{k[0]}.snap")
+signal.signal(signal.SIGUSR2, dump)
+runpy.run_module("pollerd", run_name="__main__", alter_sys=True)
+"""
+
+
+def diag_dump(pid: int, out: str, k: int) -> dict[str, object]:
+    """Ask the --diag wrapper for dump ``k`` and return its GC summary once it is written."""
+    os.kill(pid, signal.SIGUSR2)
+    path = Path(out) / f"diag.{k}.json"
+    for _ in range(600):
+        if path.exists():
+            try:
+                return dict(json.loads(path.read_text()))
+            except ValueError:  # still being written
+                pass
+        time.sleep(0.1)
+    return {}
 
 
 def free_port() -> int:
@@ -149,6 +204,10 @@ def main() -> None:
                     help="run the daemon under cProfile timed by the main thread's CPU time (pstats to FILE)")
     ap.add_argument("--profile", metavar="FILE",
                     help="also record the daemon with py-spy during the window (collapsed stacks to FILE)")
+    ap.add_argument("--diag", metavar="DIR",
+                    help="time every cyclic-GC collection in the daemon and write summaries to DIR (on SIGUSR2)")
+    ap.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES",
+                    help="with --diag: also trace allocations (FRAMES deep) and dump heap snapshots to DIR")
     a = ap.parse_args()
     if a.warmup is None:
         a.warmup = a.interval + 10.0
@@ -180,11 +239,24 @@ def main() -> None:
         cfg = tmp / "pollerd.toml"
         cfg.write_text("\n".join(parts))
         prefix = ["-c", CPU_PROFILE, a.cprofile] if a.cprofile else []
+        if a.diag:
+            if a.cprofile:
+                raise SystemExit("--diag and --cprofile do not combine")
+            Path(a.diag).mkdir(parents=True, exist_ok=True)
+            prefix = ["-c", DIAG, a.diag, str(a.tracemalloc)]
         daemon = subprocess.Popen([sys.executable, *(prefix or ["-m", "pollerd"]), "--log-level", "WARNING", "run",
                                    "--config", str(cfg), "--state-dir", str(tmp)])
         print(f"{a.meters} meters on {lines} TCP lines, every {a.interval} s; warm-up {a.warmup:g} s, "
               f"window {a.window:g} s ...", flush=True)
-        time.sleep(a.warmup)
+        if a.diag:
+            time.sleep(10.0)
+            d = diag_dump(daemon.pid, a.diag, 1)
+            print(f"diag 1 (10 s after start): RSS {status_kb(daemon.pid, 'VmRSS') / 1024:.1f} MB, "
+                  f"{d.get('objects')} GC-tracked objects", flush=True)
+            time.sleep(max(0.0, a.warmup - 10.0))
+            diag_dump(daemon.pid, a.diag, 2)
+        else:
+            time.sleep(a.warmup)
         m0, c0, t0 = scrape(api_port), cpu_seconds(daemon.pid), time.monotonic()
         th0 = thread_cpu(daemon.pid)
         w0 = write_bytes(daemon.pid)
@@ -201,6 +273,10 @@ def main() -> None:
         th1 = thread_cpu(daemon.pid)
         w1 = write_bytes(daemon.pid)
         hwm, rss = status_kb(daemon.pid, "VmHWM"), status_kb(daemon.pid, "VmRSS")
+        if a.diag:
+            d = diag_dump(daemon.pid, a.diag, 3)
+            print(f"GC since start: {json.dumps(d.get('gc'))}; {d.get('objects')} tracked objects "
+                  f"({d.get('frozen')} frozen)")
         received = json.loads(urllib.request.urlopen(
             f"http://127.0.0.1:{info['receiver']}/count", timeout=10).read())["received"]
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 
 from pollerd.config import load_config
 from pollerd.daemon import Daemon, MeterRun
+from pollerd.daemon import runner as runner_mod
 from pollerd.drivers.base import PollResult
 from pollerd.schedule import Schedule
 from pollerd.state import MeterState
@@ -138,3 +140,64 @@ async def test_a_steady_clock_runs_every_slot_once_across_both_dst_changes(tmp_p
     days = [dt.datetime.fromtimestamp(p, sched.tz).date().isoformat() for p in drv2.polls]
     assert days == ["2026-10-25", "2026-10-26", "2026-10-27"]
     assert "clock went back" not in caplog.text
+
+
+class RecordingDriver:
+    def __init__(self) -> None:
+        self.polls: list[float] = []
+
+    async def poll(self, ts: int) -> PollResult:
+        self.polls.append(ts)
+        return PollResult(())
+
+    async def probe(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        pass
+
+
+async def _until(cond, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_sleeping_meter_follows_a_wall_clock_step_in_either_direction(tmp_path, monkeypatch):
+    # A meter sleeps on one timer until its slot; the runner's clock watch wakes it when the wall clock moves
+    # against the monotonic one, and it plans its sleep again from the clock as it is now.
+    monkeypatch.setattr(runner_mod, "CLOCK_RECHECK", 0.02)
+    offset = [86400.0]  # a gateway whose clock is a day ahead
+
+    def clock() -> float:
+        return time.time() + offset[0]
+
+    path = tmp_path / "pollerd.toml"
+    path.write_text('[[lines]]\nname = "A"\ntype = "tcp"\nhost = "127.0.0.1"\nport = 1\n\n'
+                    '[[meters]]\nname = "m"\nprotocol = "mercury230"\nline = "A"\nconnection_address = 1\n'
+                    'interval_time = "15m"\n')
+    daemon = Daemon(load_config(path), tmp_path / "state", clock=clock)
+    mc = daemon.config.meter("m")
+    drv = RecordingDriver()
+    st = MeterState(mc.name, mc.protocol, mc.line, mc.connection_address, 900.0)
+    run = MeterRun(mc, drv, state=st)  # type: ignore[arg-type]
+    daemon.meters["m"] = run
+    loop_task = asyncio.create_task(daemon.runner.loop(run, daemon.config.gateway.spread))
+    watch = asyncio.create_task(daemon.runner.watch_clock())
+    try:
+        await _until(lambda: st.next_run is not None)
+        assert st.next_run is not None and st.next_run > time.time() + 86400 - 1
+        offset[0] = 0.0  # NTP steps the clock back a day: the meter must not sleep that day away
+        await _until(lambda: st.next_run is not None and st.next_run <= time.time() + 900)
+        assert drv.polls == []
+        due = st.next_run
+        assert due is not None
+        offset[0] = due - time.time() + 1.0  # and now forward past the slot: it runs at once
+        await _until(lambda: len(drv.polls) == 1)
+        assert drv.polls[0] >= int(due)
+    finally:
+        run.stop.set()
+        await asyncio.wait_for(loop_task, 5)
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)

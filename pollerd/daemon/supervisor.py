@@ -25,6 +25,7 @@ from ..state import LineState, MeterState, Runtime, SinkState
 from ..store import Store
 from ..store.guard import START_CHECK_SECONDS
 from ..store.quota import StoreQuota
+from .gcpolicy import GcPolicy
 from .lock import StateLock
 from .notify import Notifier, run_notifier, status_line
 from .reload import ReloadRefused, plan_reload
@@ -85,8 +86,10 @@ class Daemon:
         self._app: Any = None   # the aiohttp application while the API serves
         self._reload_wanted = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        self._gc = GcPolicy()
         self.runner = MeterRunner(self.runtime, self.metrics, self.clock, self.stopping, self.lateness,
-                                  line_of=lambda name: self.lines.get(name))
+                                  line_of=lambda name: self.lines.get(name),
+                                  flags=lambda: [run.stop for run in self.meters.values()])
         self._m_reloads = self.metrics.counter("pollerd_reloads_total", "Config reloads by outcome (ok, failed, refused)",
                                     ("outcome",))
 
@@ -154,6 +157,7 @@ class Daemon:
                 for s in cfg.sinks:
                     self.start_sink(s)
                 housekeeping = tg.create_task(self._housekeeping(), name="housekeeping")
+                clock_watch = tg.create_task(self.runner.watch_clock(), name="clock-watch")
                 # Always running (idle without limits), so a reload can switch max_size/max_age on. Document
                 # sinks (sioi) keep no outbox cursor, so evictions are not losses counted against them.
                 self._quota = StoreQuota(store, cfg.store, cursor_sinks(cfg, self.sinks), self.metrics,
@@ -173,10 +177,13 @@ class Daemon:
                           for name in sorted({m.line for m in cfg.meters if m.enabled and m.line} & self.lines.keys())]
                 log.info("pollerd started: %d meters on %d lines, %d sinks", len(self.meters),
                          len(self.lines), len(cfg.sinks))
+                # Everything built so far lives as long as the daemon: out of the cyclic GC's sight.
+                self._gc.full()
                 self.ready.set()
                 await self._supervise()
                 await self._shutdown()
                 housekeeping.cancel()
+                clock_watch.cancel()
                 if notify_task is not None:
                     notify_task.cancel()
                 quota_task.cancel()
@@ -321,6 +328,7 @@ class Daemon:
                 raise ConfigError("the daemon was not started from a file; nothing to re-read")
             new = await asyncio.to_thread(load_config, path, sinks=self.sinks)
             summary = await self.apply(new)
+            self._gc.full()  # stopped meters' drivers and sessions may be frozen cycles now
         except ReloadRefused as exc:
             return self._reload_failed("refused", str(exc))
         except ConfigError as exc:
@@ -530,6 +538,7 @@ class Daemon:
         while True:
             await asyncio.sleep(HOUSEKEEPING_EVERY)
             self.runner.publish_lateness()
+            self._gc.tick()
             if self.clock() - last_prune >= PRUNE_EVERY:
                 last_prune = self.clock()
                 try:
