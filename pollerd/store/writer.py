@@ -12,7 +12,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import aiosqlite
@@ -45,7 +45,6 @@ log = logging.getLogger("pollerd.store")
 # are read before the first insert); _reading_rows drops such repeats, and OR IGNORE would drop any left over, at
 # the price of a seq gap.
 _ReadingRow = tuple[str, str, str, int, float, str, str, int]
-_READING_COLS = 8
 _CHUNK = 100  # 800 bound parameters: under the 999 of older SQLite builds
 _INSERT_READINGS = (
     "INSERT OR IGNORE INTO samples (series, ts, value, quality, delay, unit) "
@@ -61,11 +60,6 @@ _SERIES_CHUNK = 200  # 4 parameters each
 _INSERT_SERIES = "INSERT OR IGNORE INTO series (meter, channel, archive, unit) VALUES {values}"
 
 
-@functools.lru_cache(maxsize=_SERIES_CHUNK)
-def _insert_series(n: int) -> str:
-    return _INSERT_SERIES.format(values=",".join(["(?,?,?,?)"] * n))
-
-
 def _series_rows(batch: Sequence[_Pending]) -> list[_SeriesRow]:
     """The distinct series of a batch's readings, each with the unit of its first reading."""
     seen: dict[tuple[str, str, str], str] = {}
@@ -75,18 +69,20 @@ def _series_rows(batch: Sequence[_Pending]) -> list[_SeriesRow]:
     return [(*key, unit) for key, unit in seen.items()]
 
 
-@functools.lru_cache(maxsize=_CHUNK)
-def _insert_readings(n: int) -> str:
-    """The insert statement for n rows; at most _CHUNK texts exist, each prepared once by sqlite3's cache."""
-    one = "(" + ",".join("?" * _READING_COLS) + ")"
-    return _INSERT_READINGS.format(values=",".join([one] * n))
+@functools.lru_cache(maxsize=2 * _CHUNK + _SERIES_CHUNK)
+def _statement(template: str, width: int, n: int) -> str:
+    """``template`` with its ``{values}`` as n row placeholders of ``width`` values each: one text per statement
+    and row count, built once here and prepared once by sqlite3's statement cache."""
+    one = "(" + ",".join("?" * width) + ")"
+    return template.format(values=",".join([one] * n))
 
 
-def _chunks(rows: Sequence[tuple[object, ...]], statement: Callable[[int], str], size: int = _CHUNK,
+def _chunks(rows: Sequence[tuple[object, ...]], template: str, size: int = _CHUNK,
             ) -> Iterator[tuple[str, list[object]]]:
+    """``template`` as multi-row statements of at most ``size`` rows each, with their flattened arguments."""
     for i in range(0, len(rows), size):
         part = rows[i:i + size]
-        yield statement(len(part)), list(itertools.chain.from_iterable(part))
+        yield _statement(template, len(part[0]), len(part)), list(itertools.chain.from_iterable(part))
 
 
 # An event is often first seen open (no end yet) and later closed: the re-read fills in the end and
@@ -99,11 +95,6 @@ _UPSERT_EVENTS = (
     "ts_end = COALESCE(excluded.ts_end, events.ts_end), "
     "text = CASE WHEN excluded.text != '' THEN excluded.text ELSE events.text END"
 )
-
-
-@functools.lru_cache(maxsize=_CHUNK)
-def _upsert_events(n: int) -> str:
-    return _UPSERT_EVENTS.format(values=",".join(["(?,?,?,?,?,?)"] * n))
 
 
 # SQLite's INTEGER is 64-bit; sqlite3 refuses a larger Python int with OverflowError at bind time.
@@ -312,15 +303,15 @@ class GroupCommitWriter(StoreBase):
                         # Events are re-read every cycle and mostly unchanged; the event counter says whether
                         # one was new or changed, i.e. whether the sinks have events to send.
                         before = await _event_counter(w) if has_events else 0
-                        for sql, args in _chunks(_series_rows(batch), _insert_series, _SERIES_CHUNK):
+                        for sql, args in _chunks(_series_rows(batch), _INSERT_SERIES, _SERIES_CHUNK):
                             await w.execute(sql, args)
                         for item in batch:
                             added = 0
-                            for sql, args in _chunks(item.rows, _insert_readings):
+                            for sql, args in _chunks(item.rows, _INSERT_READINGS):
                                 # Not closed: an INSERT has run to its end in execute(), and a close()
                                 # would be one more round trip to aiosqlite's thread.
                                 added += (await w.execute(sql, args)).rowcount
-                            for sql, args in _chunks(item.events, _upsert_events):
+                            for sql, args in _chunks(item.events, _UPSERT_EVENTS):
                                 await w.execute(sql, args)
                             counts.append(added)
                         if has_events:
