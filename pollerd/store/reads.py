@@ -32,6 +32,15 @@ def _reading_conds(meter: str | None, channel: str | None, archive: str | None, 
     return conds
 
 
+def _series_of(meters: Sequence[str], channels: Sequence[str], archive: str) -> tuple[str, list[Any]]:
+    """The condition "a sample of one of these meters' channels in ``archive``" as a set of series ids, and its
+    arguments (a chart's or a report's selection)."""
+    marks_m, marks_c = ",".join("?" * len(meters)), ",".join("?" * len(channels))
+    sql = (f"s.series IN (SELECT id FROM series WHERE meter IN ({marks_m}) AND channel IN ({marks_c}) "
+           f"AND archive = ?)")
+    return sql, [*meters, *channels, str(archive)]
+
+
 def _where_flat(conds: list[tuple[str, Any]]) -> tuple[str, list[Any]]:
     """Like _where, where a condition may bind a list of values."""
     where, values = _where(conds)
@@ -198,13 +207,11 @@ class Reads(StoreBase):
         paging per meter and channel would walk the same range again for each, and count it too."""
         if not meters or not channels:
             return []
-        marks_m, marks_c = ",".join("?" * len(meters)), ",".join("?" * len(channels))
+        in_series, args = _series_of(meters, channels, archive)
         with sql_errors("query readings"):
             async with self._rc.execute(
-                    f"SELECT {_COLS} FROM {_FROM} WHERE s.ts >= ? AND s.ts < ? AND s.series IN (SELECT id FROM "
-                    f"series WHERE meter IN ({marks_m}) AND channel IN ({marks_c}) AND archive = ?) "
-                    f"ORDER BY s.ts LIMIT ?",
-                    (int(ts_from), int(ts_to), *meters, *channels, str(archive), max(1, limit))) as cur:
+                    f"SELECT {_COLS} FROM {_FROM} WHERE s.ts >= ? AND s.ts < ? AND {in_series} ORDER BY s.ts LIMIT ?",
+                    (int(ts_from), int(ts_to), *args, max(1, limit))) as cur:
                 rows = await cur.fetchall()
         return [Reading(*r) for r in rows]
 
@@ -215,14 +222,13 @@ class Reads(StoreBase):
         from the row that gave min(), so only one row per series leaves the database."""
         if not meters or not channels:
             return []
-        marks_m, marks_c = ",".join("?" * len(meters)), ",".join("?" * len(channels))
+        in_series, args = _series_of(meters, channels, archive)
         with sql_errors("query first readings"):
             async with self._rc.execute(
                     f"SELECT x.meter, x.channel, x.archive, min(s.ts), s.value, coalesce(s.unit, x.unit), "
-                    f"coalesce(s.quality, 'good') FROM {_FROM} WHERE s.ts >= ? AND s.ts < ? AND s.series IN "
-                    f"(SELECT id FROM series WHERE meter IN ({marks_m}) AND channel IN ({marks_c}) AND archive = ?) "
+                    f"coalesce(s.quality, 'good') FROM {_FROM} WHERE s.ts >= ? AND s.ts < ? AND {in_series} "
                     f"GROUP BY s.series ORDER BY x.meter, x.channel",
-                    (int(ts_from), int(ts_to), *meters, *channels, str(archive))) as cur:
+                    (int(ts_from), int(ts_to), *args)) as cur:
                 rows = await cur.fetchall()
         return [Reading(*r) for r in rows]
 
