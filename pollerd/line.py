@@ -267,12 +267,8 @@ class Line:
             shown = request.hex(" ")
         # session() inlined, and the free bus taken without a coroutine: this is the daemon's hottest path
         # (issue 18), and every await layer here is walked again on each resumption of the exchange.
-        me = asyncio.current_task()
-        if self._owner is not None and self._owner is me:
-            held = False
-        elif self._lock.try_acquire():
-            self._owner, held = me, True
-        else:
+        held = self._try_hold()
+        if held is None:
             held = await self._hold(priority)
         try:
             shape = _shape(framer)
@@ -295,13 +291,24 @@ class Line:
             if held:
                 self._let_go()
 
-    async def _hold(self, priority: bool) -> bool:
-        """Take the bus for the current task; False when it already holds it (nothing to release then)."""
+    def _try_hold(self) -> bool | None:
+        """Without suspending: False when the current task already holds the bus (nothing to release then),
+        True when it was free and is now taken, None when the task has to wait for it (:meth:`_hold`)."""
         me = asyncio.current_task()
         if self._owner is not None and self._owner is me:
             return False
+        if self._lock.try_acquire():
+            self._owner = me
+            return True
+        return None
+
+    async def _hold(self, priority: bool) -> bool:
+        """Take the bus for the current task; False when it already holds it (nothing to release then)."""
+        held = self._try_hold()
+        if held is not None:
+            return held
         await self._lock.acquire(priority or line_priority.get())
-        self._owner = me
+        self._owner = asyncio.current_task()
         return True
 
     def _let_go(self) -> None:
