@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -16,6 +17,7 @@ from .common import add_config, add_state_dir, load, state_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Config, SinkConfig
+    from ..push import PushClient
     from ..store import Store
 
 
@@ -62,8 +64,24 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+async def _send_once(client: PushClient, send: Callable[[list[Any]], Awaitable[None]], items: list[Any],
+                     park_id: int) -> bool:
+    """Connect, send one parked batch and close: True when the sink took it, False (said why) when not."""
+    from ..push import PermanentSinkError, TransientSinkError
+
+    try:
+        await client.connect()
+        await send(items)
+    except (TransientSinkError, PermanentSinkError) as exc:
+        print(f"batch {park_id} not delivered, still parked: {exc}")
+        return False
+    finally:
+        await client.close()
+    return True
+
+
 async def _retry(store: Store, cfg: Config, park_id: int) -> int:
-    from ..push import PermanentSinkError, TransientSinkError, make_client
+    from ..push import make_client
 
     batch = next((b for b in await store.parked() if b["id"] == park_id), None)
     if batch is None:
@@ -80,14 +98,8 @@ async def _retry(store: Store, cfg: Config, park_id: int) -> int:
         raise SinkError(f"batch {park_id}: its readings are gone from the store (removed by the disk quota); "
                         f"release it with --release {park_id}")
     client = make_client(sink, cfg.gateway.name)
-    try:
-        await client.connect()
-        await client.send(rows)
-    except (TransientSinkError, PermanentSinkError) as exc:
-        print(f"batch {park_id} not delivered, still parked: {exc}")
+    if not await _send_once(client, client.send, rows, park_id):
         return 1
-    finally:
-        await client.close()
     await store.unpark(park_id)
     missing = last - first + 1 - len(rows)
     print(f"batch {park_id}: {len(rows)} readings delivered to {sink.name}"
@@ -96,7 +108,7 @@ async def _retry(store: Store, cfg: Config, park_id: int) -> int:
 
 
 async def _retry_events(store: Store, cfg: Config, park_id: int, sink: SinkConfig, first: int, last: int) -> int:
-    from ..push import PermanentSinkError, TransientSinkError, make_client
+    from ..push import make_client
 
     # An event changed since has a later seq (and was sent on its own): what is left in the range is due.
     events = [e for seq, e in await store.fetch_events_after(first - 1, last - first + 1) if seq <= last]
@@ -109,14 +121,8 @@ async def _retry_events(store: Store, cfg: Config, park_id: int, sink: SinkConfi
     if send is None or not getattr(client, "accepts_events", True):
         raise SinkError(f"batch {park_id}: sink {sink.name!r} no longer takes events; release it with "
                         f"--release {park_id}")
-    try:
-        await client.connect()
-        await send(events)
-    except (TransientSinkError, PermanentSinkError) as exc:
-        print(f"batch {park_id} not delivered, still parked: {exc}")
+    if not await _send_once(client, send, events, park_id):
         return 1
-    finally:
-        await client.close()
     await store.unpark(park_id)
     print(f"batch {park_id}: {len(events)} events delivered to {sink.name}; no longer parked")
     return 0
