@@ -33,11 +33,22 @@ class SerialPort(Protocol):
     def flush(self) -> None: ...
 
 
-class _Pipe(asyncio.Protocol):
-    """asyncio protocol shared by TCP and serial: a bytearray buffer plus one waiter."""
+# What one read from a TCP socket may bring: far more than a reply, and small enough to stay in glibc's heap.
+RECV_SIZE = 4096
+
+
+class _Pipe(asyncio.BufferedProtocol):
+    """asyncio protocol shared by TCP and serial: a bytearray buffer plus one waiter.
+
+    A buffered protocol for TCP: the transport reads into one buffer of RECV_SIZE kept for the pipe's life. A
+    plain protocol gets a fresh bytes object per read, allocated at the transport's 256 KiB maximum and then
+    shrunk; with the mmap threshold tune_malloc() fixes at 64 KiB, that was an mmap, an mremap and a munmap
+    per reply (issue 18: a third of the daemon's system time against the floor's). Serial transports
+    (pyserial-asyncio) call data_received() whatever the protocol is, so the pipe keeps that too."""
 
     def __init__(self) -> None:
         self.buf = bytearray()
+        self._rx = memoryview(bytearray(RECV_SIZE))
         self.transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
         self.overflowed = 0
@@ -51,11 +62,17 @@ class _Pipe(asyncio.Protocol):
         if isinstance(transport, asyncio.Transport):
             self.transport = transport
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._rx
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._rx[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         if len(self.buf) + len(data) > MAX_BUFFER:
             self.overflowed += len(self.buf)
             self.buf.clear()
-            if len(data) > MAX_BUFFER:  # one TCP read can bring up to 256 KiB: keep only the newest bytes
+            if len(data) > MAX_BUFFER:  # a serial read of a babbling line: keep only the newest bytes
                 self.overflowed += len(data) - MAX_BUFFER
                 data = data[-MAX_BUFFER:]
         self.buf += data

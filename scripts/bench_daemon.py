@@ -146,8 +146,14 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of the process (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tck = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tck, int(fields[12]) / tck
 
 
 def thread_cpu(pid: int) -> dict[int, float]:
@@ -258,6 +264,7 @@ def main() -> None:
         else:
             time.sleep(a.warmup)
         m0, c0, t0 = scrape(api_port), cpu_seconds(daemon.pid), time.monotonic()
+        u0 = cpu_split(daemon.pid)
         th0 = thread_cpu(daemon.pid)
         w0 = write_bytes(daemon.pid)
         if a.profile:
@@ -270,6 +277,7 @@ def main() -> None:
         else:
             time.sleep(a.window)
         m1, c1, t1 = scrape(api_port), cpu_seconds(daemon.pid), time.monotonic()
+        u1 = cpu_split(daemon.pid)
         th1 = thread_cpu(daemon.pid)
         w1 = write_bytes(daemon.pid)
         hwm, rss = status_kb(daemon.pid, "VmHWM"), status_kb(daemon.pid, "VmRSS")
@@ -298,6 +306,7 @@ def main() -> None:
         loop_s = th1.get(daemon.pid, 0.0) - th0.get(daemon.pid, 0.0)
         print(f"  of which the event loop's thread {100 * loop_s / (t1 - t0):.2f} %, other threads (aiosqlite, "
               f"executor) {100 * ((c1 - c0) - loop_s) / (t1 - t0):.2f} %")
+        print(f"  user {100 * (u1[0] - u0[0]) / (t1 - t0):.2f} %, system {100 * (u1[1] - u0[1]) / (t1 - t0):.2f} %")
         print(f"RSS: peak {hwm / 1024:.1f} MB, now {rss / 1024:.1f} MB")
         if readings:
             print(f"disk writes: {(w1 - w0) / readings:.0f} bytes per stored reading "
@@ -376,12 +385,13 @@ def run_floor(a: argparse.Namespace, ports: list[int]) -> tuple[float, tuple[flo
         time.sleep(5.0)
         floor.send_signal(signal.SIGUSR1)
         s0 = json.loads(floor.stdout.readline())
-        c0, t0 = cpu_seconds(floor.pid), time.monotonic()
+        c0, t0, u0 = cpu_seconds(floor.pid), time.monotonic(), cpu_split(floor.pid)
         time.sleep(a.window)
         floor.send_signal(signal.SIGUSR1)
         s1 = json.loads(floor.stdout.readline())
-        c1, t1 = cpu_seconds(floor.pid), time.monotonic()
+        c1, t1, u1 = cpu_seconds(floor.pid), time.monotonic(), cpu_split(floor.pid)
         ex = s1["exchanges"] - s0["exchanges"]
+        print(f"floor: user {100 * (u1[0] - u0[0]) / (t1 - t0):.2f} %, system {100 * (u1[1] - u0[1]) / (t1 - t0):.2f} %")
         if s1["errors"]:
             print(f"floor: {s1['errors']} replies timed out")
         if s1["late_p99"] is not None:

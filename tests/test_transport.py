@@ -48,6 +48,41 @@ async def test_bytes_received_before_the_peer_closed_are_read_before_the_loss() 
         await srv.wait_closed()
 
 
+async def test_tcp_reads_go_into_one_kept_buffer_and_arrive_whole() -> None:
+    # Issue 18: a TCP read must not allocate the transport's 256 KiB maximum per reply (above the fixed mmap
+    # threshold, that was an mmap + mremap + munmap each time); the pipe is read into one buffer of its own.
+    # A peer sending more than that buffer holds, in pieces, must still arrive complete and in order.
+    from pollerd.transport import RECV_SIZE
+    payload = bytes(range(256)) * (3 * RECV_SIZE // 256) + b"tail"
+
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readexactly(1)
+        for i in range(0, len(payload), 1000):
+            w.write(payload[i:i + 1000])
+            await w.drain()
+        await r.read()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    link = Link(LineConfig(name="t", type="tcp", host="127.0.0.1", port=srv.sockets[0].getsockname()[1]))
+    try:
+        await link.open()
+        pipe = link._live()
+        buffers = []
+        get_buffer = pipe.get_buffer
+        pipe.get_buffer = lambda hint: buffers.append(b := get_buffer(hint)) or b  # type: ignore[method-assign]
+        link.write(b"q")
+        got = bytearray()
+        async with timeout(5):
+            while len(got) < len(payload):
+                got += await link.read_chunk()
+        assert bytes(got) == payload
+        assert buffers and all(b.obj is buffers[0].obj and len(b) == RECV_SIZE for b in buffers)
+    finally:
+        await link.close()
+        srv.close()
+        await srv.wait_closed()
+
+
 def test_receive_buffer_is_capped_even_for_one_huge_read() -> None:
     # A babbling converter at the wrong speed: one socket read may be larger than the cap by itself.
     from pollerd.transport import MAX_BUFFER, _Pipe
