@@ -56,17 +56,16 @@ def make_daemon(tmp_path, clock: FakeClock, schedule: str = 'interval_time = "15
                     f'{schedule}\n')
     daemon = Daemon(load_config(path), tmp_path / "state", clock=clock)
     waits: list[float] = []
+    real_sleep = daemon.runner.sleep
 
-    async def fake_wait(event: asyncio.Event, timeout: float) -> bool:
-        assert len(waits) < 20_000, "the loop keeps sleeping: it stalls"
-        waits.append(timeout)
-        await asyncio.sleep(0)
-        if event.is_set():
-            return True
-        clock.t += timeout
-        return False
+    def fake_sleep(run: MeterRun, delay: float) -> None:
+        # The schedule's one sleep, on the fake clock: time passes at once.
+        assert len(waits) < 20_000, "the schedule keeps sleeping: it stalls"
+        waits.append(delay)
+        clock.t += delay
+        real_sleep(run, 0)
 
-    daemon.runner.wait = fake_wait  # type: ignore[method-assign]
+    daemon.runner.sleep = fake_sleep  # type: ignore[method-assign]
     daemon.waits = waits  # type: ignore[attr-defined]
     return daemon
 
@@ -75,7 +74,8 @@ async def run_loop(daemon: Daemon, drv: FakeDriver, runs: list[MeterRun]) -> Non
     mc = daemon.config.meter("m")
     run = MeterRun(mc, drv, state=MeterState(mc.name, mc.protocol, mc.line, mc.connection_address, 900.0))  # type: ignore[arg-type]
     runs.append(run)
-    await asyncio.wait_for(daemon.runner.loop(run, daemon.config.gateway.spread), 10)
+    daemon.runner.start(run, daemon.config.gateway.spread)
+    await _until(lambda: not run.scheduled, timeout=10)
 
 
 async def test_a_clock_stepped_back_does_not_stall_the_meter_until_it_catches_up(tmp_path):
@@ -183,10 +183,10 @@ async def test_a_sleeping_meter_follows_a_wall_clock_step_in_either_direction(tm
     st = MeterState(mc.name, mc.protocol, mc.line, mc.connection_address, 900.0)
     run = MeterRun(mc, drv, state=st)  # type: ignore[arg-type]
     daemon.meters["m"] = run
-    loop_task = asyncio.create_task(daemon.runner.loop(run, daemon.config.gateway.spread))
+    daemon.runner.start(run, daemon.config.gateway.spread)
     watch = asyncio.create_task(daemon.runner.watch_clock())
     try:
-        await _until(lambda: st.next_run is not None)
+        await asyncio.sleep(0.05)  # the watch takes the clocks' offset it compares against
         assert st.next_run is not None and st.next_run > time.time() + 86400 - 1
         offset[0] = 0.0  # NTP steps the clock back a day: the meter must not sleep that day away
         await _until(lambda: st.next_run is not None and st.next_run <= time.time() + 900)
@@ -198,6 +198,42 @@ async def test_a_sleeping_meter_follows_a_wall_clock_step_in_either_direction(tm
         assert drv.polls[0] >= int(due)
     finally:
         run.stop.set()
-        await asyncio.wait_for(loop_task, 5)
+        await _until(lambda: not run.scheduled)
         watch.cancel()
         await asyncio.gather(watch, return_exceptions=True)
+
+
+async def test_a_sleeping_meter_holds_a_timer_and_no_task_and_stopping_it_ends_the_sleep(tmp_path) -> None:
+    # Issue 18: a task and its coroutine per sleeping meter were 1.4 KB each (14 MB at 10 000 meters). Between
+    # turns a meter holds only its timer; the turn runs in a task of its own, and a stop ends the sleep.
+    clock = FakeClock(time.time())
+    daemon = make_daemon(tmp_path, clock)
+    del daemon.runner.sleep  # the real timer, not make_daemon's fake clock
+    mc = daemon.config.meter("m")
+    run = MeterRun(mc, RecordingDriver(), state=MeterState(mc.name, mc.protocol, mc.line,  # type: ignore[arg-type]
+                                                            mc.connection_address, 900.0))
+    before = asyncio.all_tasks()
+    daemon.runner.start(run, daemon.config.gateway.spread)
+    assert run.scheduled and run.stop.sleeping and run.task is None
+    assert asyncio.all_tasks() == before
+    assert run.state is not None and run.state.next_run == run.due > clock.t
+    run.stop.set()
+    assert not run.scheduled and not run.stop.sleeping
+
+
+async def test_a_stop_flag_sleep_rings_once_unless_woken_or_set() -> None:
+    from pollerd.daemon.runner import StopFlag
+    loop = asyncio.get_running_loop()
+    rang: list[object] = []
+    flag = StopFlag()
+    t0 = loop.time()
+    flag.sleep(0.05, rang.append, "a")  # type: ignore[arg-type]
+    assert flag.sleeping
+    await _until(lambda: rang == ["a"])
+    assert loop.time() - t0 >= 0.04 and not flag.sleeping
+    flag.sleep(0.01, rang.append, "b")  # type: ignore[arg-type]
+    assert flag.wake() and not flag.sleeping and not flag.wake()
+    flag.sleep(0.01, rang.append, "c")  # type: ignore[arg-type]
+    flag.set()
+    await asyncio.sleep(0.05)
+    assert rang == ["a"] and flag.is_set() and not flag.sleeping

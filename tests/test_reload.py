@@ -135,7 +135,7 @@ async def test_reload_applies_the_difference(tmp_path, sims, receivers, start):
     rt = d.runtime
     await until(lambda: all(rt.meters[n].polls >= 2 for n in ("a1", "a2", "b5")), what="first polls")
     await until(lambda: any(r["meter"] == "b5" for r in up1.readings), what="readings upstream")
-    keep_driver, keep_task, keep_state = d.meters["a1"].driver, d.meters["a1"].task, rt.meters["a1"]
+    keep_driver, keep_run, keep_state = d.meters["a1"].driver, d.meters["a1"], rt.meters["a1"]
     old_b5_driver, old_line_b = d.meters["b5"].driver, d.lines["B"]
     opens_a1, opens_b5 = by_addr[1].opens, by_addr[5].opens
     assert opens_a1 == 1 and opens_b5 == 1  # one session each, kept between cycles
@@ -156,8 +156,8 @@ async def test_reload_applies_the_difference(tmp_path, sims, receivers, start):
             loop.remove_signal_handler(sig)
 
     assert d.store.commit_interval == 0.2  # applied live, from the next group commit on
-    # Unchanged meter: same driver, task and state; no new session.
-    assert d.meters["a1"].driver is keep_driver and d.meters["a1"].task is keep_task
+    # Unchanged meter: same driver, schedule and state; no new session.
+    assert d.meters["a1"] is keep_run and keep_run.driver is keep_driver and keep_run.scheduled
     assert rt.meters["a1"] is keep_state
     polls = keep_state.polls
     # Added meter polls; changed line restarted with its meter (a new session on the new link).

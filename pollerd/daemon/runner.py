@@ -1,4 +1,4 @@
-"""The per-meter side of the daemon: a meter's schedule loop, one cycle (probe while degraded, poll, store
+"""The per-meter side of the daemon: a meter's schedule (a timer between turns), one cycle (probe while degraded, poll, store
 the result), and what a cycle leaves in the meter's state and metrics."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ..config import MeterConfig
 from ..drivers.base import Driver, PollResult
@@ -35,59 +36,54 @@ CLOCK_TOLERANCE = 0.5
 
 
 class StopFlag:
-    """A meter's stop request, and the one thing its schedule sleeps on.
+    """A meter's stop request; it also holds the timer its schedule sleeps on, so that setting it ends the
+    sleep (a meter stopped while sleeping has nothing left to run)."""
 
-    Like :class:`asyncio.Event` for ``set``/``is_set``, at a twentieth of its memory (no deque and no instance
-    dict: 10 000 meters each hold one), and :meth:`sleep` waits at most ``timeout`` seconds on one future and
-    one timer (asyncio.timeout around Event.wait() adds a Timeout object and a coroutine frame per sleep).
-    :meth:`nudge` ends a sleep without stopping (the clock moved: plan again)."""
-
-    __slots__ = ("_set", "_waiter")
+    __slots__ = ("_set", "_timer")
 
     def __init__(self) -> None:
         self._set = False
-        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def is_set(self) -> bool:
         return self._set
 
     def set(self) -> None:
         self._set = True
-        self.nudge()
+        self.wake()
 
-    def nudge(self) -> None:
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+    @property
+    def sleeping(self) -> bool:
+        return self._timer is not None
 
-    async def sleep(self, timeout: float | None) -> bool:
-        """Sleep until set, nudged or ``timeout`` seconds passed; True when set. One sleeper at a time
-        (the meter's schedule task)."""
-        if self._set:
-            return True
-        assert self._waiter is None, "a StopFlag has one sleeper"
-        loop = asyncio.get_running_loop()
-        w = self._waiter = loop.create_future()
-        timer = loop.call_later(timeout, _wake, w) if timeout is not None else None
-        try:
-            await w
-        finally:
-            self._waiter = None
-            if timer is not None:
-                timer.cancel()
-        return self._set
+    def sleep(self, delay: float, then: Callable[[MeterRun], None], run: MeterRun) -> None:
+        """Call ``then(run)`` in ``delay`` seconds, unless set or woken first."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(delay, self._ring, then, run)
 
+    def _ring(self, then: Callable[[MeterRun], None], run: MeterRun) -> None:
+        self._timer = None
+        then(run)
 
-def _wake(w: asyncio.Future[None]) -> None:
-    if not w.done():
-        w.set_result(None)
+    def wake(self) -> bool:
+        """End the sleep in progress without its callback; True when there was one."""
+        t, self._timer = self._timer, None
+        if t is None:
+            return False
+        t.cancel()
+        return True
 
 
 @dataclass(eq=False, slots=True)
 class MeterRun:
-    """One running meter: its driver (which holds the protocol session), its schedule task, the event that
-    asks that task to stop after the cycle in flight, and the lock that keeps one cycle at a time (a
-    scheduled cycle and a poll-now request never interleave on one meter)."""
+    """One running meter: its driver (which holds the protocol session), its schedule, the flag that stops
+    the schedule after the cycle in flight, and the lock that keeps one cycle at a time (a scheduled cycle
+    and a poll-now request never interleave on one meter).
+
+    A sleeping meter holds no task (issue 18: a task and its coroutine per meter were 1.4 KB each, 14 MB at
+    10 000 meters): only the timer in ``stop``. When it rings, a task runs one turn (the cycle, or a skip
+    while degraded) and plans the next sleep; ``task`` is that turn's task while it runs."""
 
     cfg: MeterConfig
     driver: Driver
@@ -95,6 +91,18 @@ class MeterRun:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task[None] | None = None
     state: MeterState | None = None
+    # The schedule (MeterRunner.start), the slot it sleeps until, the cycles still to skip while degraded,
+    # and the line's recovery count at the last turn (a recovery ends the skipping).
+    sched: Schedule | None = None
+    due: float = 0.0
+    skip: int = 0
+    recoveries: int = 0
+
+    @property
+    def scheduled(self) -> bool:
+        """Its schedule is alive: sleeping until its next slot, or in a turn (which may be its last one, when
+        ``stop`` is set)."""
+        return self.stop.sleeping or self.task is not None
 
 
 class MeterRunner:
@@ -104,10 +112,14 @@ class MeterRunner:
     def __init__(self, runtime: Runtime, metrics: Registry, clock: Callable[[], float],
                  stopping: asyncio.Event, lateness: collections.deque[float],
                  line_of: Callable[[str], Line | None] = lambda _name: None,
-                 flags: Callable[[], Iterable[StopFlag]] = tuple) -> None:
+                 runs: Callable[[], Iterable[MeterRun]] = tuple,
+                 spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]] | None = None) -> None:
         self.runtime = runtime
-        # The running meters' stop flags, which their schedules sleep on (watch_clock nudges them).
-        self.flags = flags
+        # How a turn's task is made: the daemon's TaskGroup (a bug in a turn then stops the daemon as any
+        # other task's would, instead of being lost); a bare task by default.
+        self._spawn = spawn or (lambda coro, name: asyncio.get_running_loop().create_task(coro, name=name))
+        # The running meters (watch_clock wakes the sleeping ones to plan again).
+        self.runs = runs
         # The line a meter is on, looked up each cycle: a reload may replace it.
         self.line_of = line_of
         self.clock = clock
@@ -140,12 +152,6 @@ class MeterRunner:
         self.runtime.meters.pop(name, None)
         self._m_degraded.set(0, meter=name)
 
-    def wait(self, flag: StopFlag, timeout: float) -> Awaitable[bool]:
-        """Wait at most ``timeout`` seconds for ``flag``; True when it is set. The one place the schedule
-        sleeps, so tests can run the loop on a fake clock. A nudge (the clock moved) ends it early, unset.
-        Not a coroutine itself: 10 000 sleeping meters would each hold one more frame."""
-        return flag.sleep(timeout)
-
     async def watch_clock(self) -> None:
         """Wake every sleeping meter when the wall clock moved against the monotonic one (a step or a slew
         beyond CLOCK_TOLERANCE): each then plans its sleep from the wall clock as it is now. The daemon runs
@@ -157,8 +163,9 @@ class MeterRunner:
             off = self.clock() - loop.time()
             if abs(off - base) > CLOCK_TOLERANCE:
                 base = off
-                for flag in self.flags():
-                    flag.nudge()
+                for run in list(self.runs()):
+                    if run.stop.wake():
+                        self._due(run)
 
     def plan(self, sched: Schedule, t: float, st: MeterState) -> tuple[float, float]:
         """The run to sleep until, planned at ``t``, and how long until it (<= 0: due now).
@@ -166,9 +173,8 @@ class MeterRunner:
         When the wall clock was stepped back meanwhile, ``t`` was planned by a clock that was ahead: waiting
         for it would leave the meter silent for as long as the step (a year for a gateway that booted with a
         bad RTC). The first slot after the clock as it is now comes first then. Without a step this is
-        ``t`` itself: no slot lies between the one ``t`` was planned from and ``t``. The loop sleeps on one
-        timer until then; watch_clock() ends the sleep early when the wall clock moves, and it plans again.
-        (A plain method, not a coroutine the loop awaits: one frame less per sleeping meter.)"""
+        ``t`` itself: no slot lies between the one ``t`` was planned from and ``t``. The meter sleeps on one
+        timer until then; watch_clock() ends the sleep early when the wall clock moves, and it plans again."""
         now = self.clock()
         earlier = next_run(sched, now)
         if earlier < t:
@@ -177,56 +183,85 @@ class MeterRunner:
             t = st.next_run = earlier
         return t, t - now
 
-    async def loop(self, run: MeterRun, spread: float) -> None:
-        """The meter's schedule task: sleep until its next slot, run a cycle under its lock, repeat until
-        ``run.stop`` is set."""
-        mc, drv = run.cfg, run.driver
-        sched = Schedule.from_meter(mc, spread)
-        st = run.state or self.runtime.meters[mc.name]
-        t = next_run(sched, self.clock())
-        skip = 0  # cycles still to skip while degraded
+    def start(self, run: MeterRun, spread: float) -> None:
+        """Start the meter's schedule: sleep until its first slot; at each slot a task runs one turn, which
+        plans the next sleep."""
+        mc = run.cfg
+        run.sched = Schedule.from_meter(mc, spread)
+        run.due = next_run(run.sched, self.clock())
+        run.skip = 0
         line = self.line_of(mc.line)
-        recoveries = line.recoveries if line is not None else 0
-        while True:
-            st.next_run = t
-            while True:  # sleep until the slot t (re-planned when the clock moves)
-                t, delay = self.plan(sched, t, st)
-                if delay <= 0 or await self.wait(run.stop, delay):
-                    break
-            if run.stop.is_set():
-                return
-            self.lateness.append(self.clock() - t)
-            line = self.line_of(mc.line)
-            if st.degraded and skip > 0 and line is not None and (line.dark or line.recoveries != recoveries):
-                # Recovery is measured in time, not in skipped cycles (issue 14): while nothing on the line
-                # answers, probes are what find it healthy again and cost no other meter anything; once the
-                # line carries replies again after an outage, every degraded meter on it tries at once.
-                skip = 0
-            if line is not None:
-                recoveries = line.recoveries
-            if st.degraded and skip > 0:
-                skip -= 1
-            else:
-                async with run.lock:
-                    await self.cycle(mc, drv, st)
-                if st.degraded:
-                    skip = min(DEGRADED_MAX_SKIP, 2 ** max(0, st.consecutive_failures - DEGRADED_AFTER)) - 1
-            end = self.clock()
-            nxt = next_run(sched, t)
-            missed = 0
-            while nxt <= end and missed < 100_000:
-                missed += 1
-                nxt = next_run(sched, nxt)
-            if nxt <= end:
-                # The clock jumped far ahead (an RTC-less gateway booting in 1970, then NTP): go on from now
-                # rather than running cycle after cycle for slots that are all in the past.
-                nxt = next_run(sched, end)
-            if missed:
-                st.skipped += missed
-                self._m_skipped.inc(missed, meter=mc.name)
-                log.warning("%s: cycle overran its period; %d scheduled cycle(s) skipped", mc.name, missed,
-                            extra={"meter": mc.name, "line": mc.line})
-            t = nxt
+        run.recoveries = line.recoveries if line is not None else 0
+        self._sleep_until_due(run)
+
+    def _sleep_until_due(self, run: MeterRun) -> None:
+        st = run.state or self.runtime.meters[run.cfg.name]
+        st.next_run = run.due
+        self._due(run)
+
+    def _due(self, run: MeterRun) -> None:
+        """The meter's timer rang (or the clock moved): plan again; run a turn when the slot has come."""
+        if run.stop.is_set():
+            return
+        assert run.sched is not None, "MeterRunner.start() plans the schedule"
+        st = run.state or self.runtime.meters[run.cfg.name]
+        run.due, delay = self.plan(run.sched, run.due, st)
+        if delay > 0:
+            self.sleep(run, delay)
+        else:
+            run.task = self._spawn(self._turn(run), f"meter:{run.cfg.name}")
+
+    def sleep(self, run: MeterRun, delay: float) -> None:
+        """Sleep ``delay`` seconds, then plan again: the one place a schedule waits, so tests can run the
+        schedule on a fake clock."""
+        run.stop.sleep(delay, self._due, run)
+
+    async def _turn(self, run: MeterRun) -> None:
+        try:
+            await self.turn(run)
+        finally:
+            run.task = None
+        if not run.stop.is_set():
+            self._sleep_until_due(run)
+
+    async def turn(self, run: MeterRun) -> None:
+        """One slot of the meter's schedule: a cycle under its lock (or a skip while degraded), then the next
+        slot in ``run.due``."""
+        mc, drv, t = run.cfg, run.driver, run.due
+        assert run.sched is not None, "MeterRunner.start() plans the schedule"
+        st = run.state or self.runtime.meters[mc.name]
+        self.lateness.append(self.clock() - t)
+        line = self.line_of(mc.line)
+        if st.degraded and run.skip > 0 and line is not None and (line.dark or line.recoveries != run.recoveries):
+            # Recovery is measured in time, not in skipped cycles (issue 14): while nothing on the line
+            # answers, probes are what find it healthy again and cost no other meter anything; once the
+            # line carries replies again after an outage, every degraded meter on it tries at once.
+            run.skip = 0
+        if line is not None:
+            run.recoveries = line.recoveries
+        if st.degraded and run.skip > 0:
+            run.skip -= 1
+        else:
+            async with run.lock:
+                await self.cycle(mc, drv, st)
+            if st.degraded:
+                run.skip = min(DEGRADED_MAX_SKIP, 2 ** max(0, st.consecutive_failures - DEGRADED_AFTER)) - 1
+        end = self.clock()
+        nxt = next_run(run.sched, t)
+        missed = 0
+        while nxt <= end and missed < 100_000:
+            missed += 1
+            nxt = next_run(run.sched, nxt)
+        if nxt <= end:
+            # The clock jumped far ahead (an RTC-less gateway booting in 1970, then NTP): go on from now
+            # rather than running cycle after cycle for slots that are all in the past.
+            nxt = next_run(run.sched, end)
+        if missed:
+            st.skipped += missed
+            self._m_skipped.inc(missed, meter=mc.name)
+            log.warning("%s: cycle overran its period; %d scheduled cycle(s) skipped", mc.name, missed,
+                        extra={"meter": mc.name, "line": mc.line})
+        run.due = nxt
 
     async def cycle(self, mc: MeterConfig, drv: Driver, st: MeterState) -> PollResult | None:
         """One cycle; None when the meter is degraded and its probe went unanswered."""
