@@ -157,5 +157,8 @@ class Runtime:
     store_reasons: list[str] = field(default_factory=list)
     store_warnings: list[str] = field(default_factory=list)
     last_stored: float | None = None  # last time a cycle's readings were written to the store
+    # Bumped whenever a meter's online/offline state changed or a meter left: the sinks' meter status is
+    # rebuilt only then (a dict over every meter per forwarder turn was ~1.5 % of a core at 10 000 meters).
+    status_changes: int = 0
     # Shown under /health "warnings" while they last (a failed reload, an API change awaiting a restart).
     warnings: dict[str, str] = field(default_factory=dict)

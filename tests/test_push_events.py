@@ -338,3 +338,32 @@ def test_the_daemon_reports_polled_meters_only(tmp_path) -> None:  # type: ignor
     d.runtime.meters["b"] = MeterState("b", "mercury230", "l", 2, 60.0, last_poll=70.0, last_ok=10.0)
     d.runtime.meters["c"] = MeterState("c", "mercury230", "l", 3, 60.0)      # not polled yet: not reported
     assert d._meter_status() == {"a": "online", "b": "offline"}
+
+
+def test_the_daemon_rebuilds_meter_status_only_when_a_meter_changes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Issue 18: the sinks' status map was rebuilt over every meter on each forwarder turn. It is now the same
+    # object until a cycle flips a meter online/offline or a meter leaves; the forwarder skips it by identity.
+    from pollerd.config import load_config
+    from pollerd.daemon import Daemon
+    from pollerd.drivers.base import PollResult
+    from pollerd.state import MeterState
+    p = tmp_path / "p.toml"
+    p.write_text('[api]\nenabled = false\n')
+    d = Daemon(load_config(p), tmp_path / "state")
+    mc = type("Mc", (), {"name": "a", "line": "l", "protocol": "mercury230"})()
+    st = d.runtime.meters["a"] = MeterState("a", "mercury230", "l", 1, 60.0)
+    ok, failed = PollResult(()), PollResult((), answered=False, error="no answer")
+    first = d._meter_status()
+    assert first == {}
+    d.runner._record(mc, st, ok, 100.0)  # type: ignore[arg-type]
+    online = d._meter_status()
+    assert online == {"a": "online"} and online is not first
+    d.runner._record(mc, st, ok, 160.0)  # type: ignore[arg-type]
+    assert d._meter_status() is online  # still online: nothing rebuilt
+    d.runner._record(mc, st, failed, 220.0)  # type: ignore[arg-type]
+    offline = d._meter_status()
+    assert offline == {"a": "offline"}
+    d.runner._record(mc, st, failed, 280.0)  # type: ignore[arg-type]
+    assert d._meter_status() is offline
+    d.runner.forget("a")
+    assert d._meter_status() == {}

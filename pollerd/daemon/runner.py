@@ -150,6 +150,7 @@ class MeterRunner:
     def forget(self, name: str) -> None:
         """Drop a meter that left the config: its state, and its degraded flag in /metrics."""
         self.runtime.meters.pop(name, None)
+        self.runtime.status_changes += 1
         self._m_degraded.set(0, meter=name)
 
     async def watch_clock(self) -> None:
@@ -322,14 +323,18 @@ class MeterRunner:
             await store.set_state(key, value)
 
     def _record(self, mc: MeterConfig, st: MeterState, result: PollResult, started: float) -> None:
+        was = st.online
         st.polls += 1
         st.last_poll = started
+        if result.ok or (result.answered and result.readings):
+            st.last_ok = started
+        if st.online is not was:  # the sinks publish it (Daemon._meter_status)
+            self.runtime.status_changes += 1
         st.readings += len(result.readings)
         if result.readings:
             self._m_readings.inc(len(result.readings), meter=mc.name)
         if result.ok:
             self._m_polls.inc(meter=mc.name, outcome="ok")
-            st.last_ok = started
             if st.degraded:
                 log.info("%s: answering again; leaving degraded mode", mc.name,
                          extra={"meter": mc.name, "line": mc.line})
@@ -337,8 +342,6 @@ class MeterRunner:
             self._m_degraded.set(0, meter=mc.name)
             return
         self._m_polls.inc(meter=mc.name, outcome="partial" if result.answered else "failed")
-        if result.answered and result.readings:
-            st.last_ok = started
         st.failures += 1
         st.consecutive_failures += 1
         if self.stopping.is_set():

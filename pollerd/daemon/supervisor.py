@@ -8,9 +8,10 @@ import collections
 import logging
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from ..compat import TaskGroup, timeout
@@ -87,6 +88,7 @@ class Daemon:
         self._reload_wanted = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._gc = GcPolicy()
+        self._status: tuple[tuple[int, int], Mapping[str, str]] = ((-1, -1), MappingProxyType({}))
         self.runner = MeterRunner(self.runtime, self.metrics, self.clock, self.stopping, self.lateness,
                                   line_of=lambda name: self.lines.get(name),
                                   runs=lambda: self.meters.values(), spawn=self._spawn_turn)
@@ -244,7 +246,7 @@ class Daemon:
     # -- one meter, one sink ---------------------------------------------------------------------------
 
     def start_meter(self, mc: MeterConfig, state: MeterState | None = None) -> MeterRun:
-        """Build the meter's driver on its (existing) line and start its schedule task."""
+        """Build the meter's driver on its (existing) line and start its schedule."""
         assert self._tg is not None, "start_meter needs a running daemon"
         if state is not None:
             self.runtime.meters[mc.name] = state
@@ -527,14 +529,20 @@ class Daemon:
         finally:
             await client.close()
 
-    def _meter_status(self) -> dict[str, str]:
-        """Each polled meter's online/offline state as the sinks publish it (meters not polled yet: none)."""
-        out: dict[str, str] = {}
-        for name, ms in self.runtime.meters.items():
-            online = ms.online
-            if online is not None:
-                out[name] = "online" if online else "offline"
-        return out
+    def _meter_status(self) -> Mapping[str, str]:
+        """Each polled meter's online/offline state as the sinks publish it (meters not polled yet: none).
+        The same object until a meter's state changes (Runtime.status_changes), so a forwarder that already
+        sent it knows by identity, without comparing every meter's entry on each of its turns."""
+        rt = self.runtime
+        key = (rt.status_changes, len(rt.meters))
+        if self._status[0] != key:
+            out: dict[str, str] = {}
+            for name, ms in rt.meters.items():
+                online = ms.online
+                if online is not None:
+                    out[name] = "online" if online else "offline"
+            self._status = (key, MappingProxyType(out))
+        return self._status[1]
 
     async def _housekeeping(self) -> None:
         last_prune = 0.0

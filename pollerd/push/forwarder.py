@@ -121,6 +121,7 @@ class Forwarder:
         # what the client last took is kept and only a change is handed over.
         self._meter_status = meter_status if callable(getattr(client, "send_status", None)) else None
         self._status_sent: dict[str, str] = {}
+        self._status_seen: Mapping[str, str] | None = None  # the last mapping meter_status() returned and was sent
         self._m_events_sent = metrics.counter(
             "pollerd_sink_events_sent_total", "Events confirmed by the sink.", ("sink",))
         if self._events:
@@ -181,8 +182,12 @@ class Forwarder:
         next loop turn (at least every idle_wait), never in the way of readings."""
         if self._meter_status is None:
             return
-        status = dict(self._meter_status())
+        current = self._meter_status()
+        if current is self._status_seen:  # the daemon hands out the same mapping until a meter's state changes
+            return
+        status = dict(current)
         if status == self._status_sent:
+            self._status_seen = current
             return
         try:
             await self._client.send_status(status)  # type: ignore[attr-defined]  # optional; checked in __init__
@@ -191,7 +196,7 @@ class Forwarder:
         except Exception as exc:  # a status is re-sent next turn; readings go on meanwhile
             log.debug("sink %s: meter status not delivered: %s", self._name, exc, extra={"sink": self._name})
             return
-        self._status_sent = status
+        self._status_sent, self._status_seen = status, current
 
     async def _connect(self) -> None:
         """Connect the client, retrying with backoff until it works (or the task is cancelled)."""
