@@ -33,8 +33,9 @@ class SerialPort(Protocol):
     def flush(self) -> None: ...
 
 
-# What one read from a TCP socket may bring: far more than a reply, and small enough to stay in glibc's heap.
-RECV_SIZE = 4096
+# What one read from a TCP socket may bring: more than most replies (a longer one takes two reads); kept per
+# pipe, so small (200 converters hold 200 of them).
+RECV_SIZE = 1024
 
 
 class _Pipe(asyncio.BufferedProtocol):

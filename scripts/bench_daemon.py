@@ -89,9 +89,9 @@ finally:
 
 # --diag: the cyclic GC's pauses (gc.callbacks, every collection timed) and, with --tracemalloc N, snapshots of
 # the Python heap; written on SIGUSR2 (the benchmark sends one a few seconds after start, one at the start of the
-# window and one at its end) as DIR/diag.K.json and DIR/heap.K.snap.
+# window and one at its end) as DIR/diag.K.json, DIR/pymalloc.K.txt (sys._debugmallocstats) and DIR/heap.K.snap.
 DIAG = r"""
-import gc, json, runpy, signal, sys, time
+import gc, json, os, runpy, signal, sys, time
 out, frames = sys.argv[1], int(sys.argv[2])
 sys.argv = ["pollerd", *sys.argv[3:]]
 pauses = []
@@ -120,6 +120,16 @@ def dump(*_):
                    "slow": [p for p in pauses if p[2] > 0.005][-50:]}, f)
     if frames:
         tracemalloc.take_snapshot().dump(f"{out}/heap.{k[0]}.snap")
+    # pymalloc's own account (arenas in use and their high-water mark, bytes in blocks, free pools), cheap
+    # enough to take from a daemon at full load, unlike tracemalloc.
+    err = os.dup(2)
+    with open(f"{out}/pymalloc.{k[0]}.txt", "w") as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(err, 2)
+            os.close(err)
 signal.signal(signal.SIGUSR2, dump)
 runpy.run_module("pollerd", run_name="__main__", alter_sys=True)
 """
