@@ -7,7 +7,11 @@ of 21 fields cost more than the fields themselves.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+
+_NO_DEVICES: Mapping[str, dict[str, object]] = MappingProxyType({})
 
 # What MeterState.status can say; /metrics reports a count for each.
 METER_STATES = ("pending", "ok", "partial", "failing", "degraded")
@@ -38,7 +42,9 @@ class MeterState:
     alarms: dict[str, str] = field(default_factory=dict)
     added: float | None = None      # when a reload added (or restarted) it: its silence counts from here
     # Cloud sources (line == ""): the account's devices, device id -> metadata (name, model, settings...).
-    devices: dict[str, dict[str, object]] = field(default_factory=dict)
+    # Replaced as a whole when an account's list comes in; read-only and shared until then (one empty dict per
+    # bus meter was 0.6 MB at 10 000 meters).
+    devices: Mapping[str, dict[str, object]] = field(default_factory=lambda: _NO_DEVICES)
 
     @property
     def status(self) -> str:
@@ -82,7 +88,7 @@ class MeterState:
             "last_dropped": self.last_dropped,
             "identity": self.identity,
             "alarms": dict(self.alarms),
-            **({"devices": self.devices} if self.line == "" else {}),
+            **({"devices": dict(self.devices)} if self.line == "" else {}),
         }
 
 

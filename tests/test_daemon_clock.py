@@ -226,14 +226,19 @@ async def test_a_stop_flag_sleep_rings_once_unless_woken_or_set() -> None:
     loop = asyncio.get_running_loop()
     rang: list[object] = []
     flag = StopFlag()
+
+    def ring(what: object) -> None:
+        flag.rang()
+        rang.append(what)
+
     t0 = loop.time()
-    flag.sleep(0.05, rang.append, "a")  # type: ignore[arg-type]
+    flag.sleep(0.05, ring, "a")  # type: ignore[arg-type]
     assert flag.sleeping
     await _until(lambda: rang == ["a"])
     assert loop.time() - t0 >= 0.04 and not flag.sleeping
-    flag.sleep(0.01, rang.append, "b")  # type: ignore[arg-type]
+    flag.sleep(0.01, ring, "b")  # type: ignore[arg-type]
     assert flag.wake() and not flag.sleeping and not flag.wake()
-    flag.sleep(0.01, rang.append, "c")  # type: ignore[arg-type]
+    flag.sleep(0.01, ring, "c")  # type: ignore[arg-type]
     flag.set()
     await asyncio.sleep(0.05)
     assert rang == ["a"] and flag.is_set() and not flag.sleeping

@@ -135,3 +135,28 @@ async def test_a_missing_serial_device_shows_at_start_not_at_the_first_daily_cyc
     finally:
         d.request_stop()
         assert await asyncio.wait_for(task, 30) == 0
+
+
+def test_the_degraded_gauge_exists_only_for_meters_that_were_degraded(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Issue 18: a 0 per healthy meter was 1.5 MB of labels and floats at 10,000 meters. A meter gets the gauge
+    # when it degrades (1), keeps it at 0 once it recovers, and loses it when it leaves the config.
+    from pollerd.config import load_config
+    from pollerd.daemon import Daemon
+    from pollerd.daemon.runner import DEGRADED_AFTER
+    from pollerd.drivers.base import PollResult
+    from pollerd.state import MeterState
+    p = tmp_path / "p.toml"
+    p.write_text('[api]\nenabled = false\n')
+    d = Daemon(load_config(p), tmp_path / "state")
+    mc = type("Mc", (), {"name": "a", "line": "l", "protocol": "mercury230"})()
+    st = d.runtime.meters["a"] = MeterState("a", "mercury230", "l", 1, 60.0)
+    gauge = 'pollerd_meter_degraded{meter="a"}'
+    d.runner._record(mc, st, PollResult(()), 100.0)  # type: ignore[arg-type]
+    assert gauge not in d.metrics.render()
+    for i in range(DEGRADED_AFTER):
+        d.runner._record(mc, st, PollResult((), answered=False, error="no answer"), 160.0 + i)  # type: ignore[arg-type]
+    assert st.degraded and f"{gauge} 1" in d.metrics.render()
+    d.runner._record(mc, st, PollResult(()), 300.0)  # type: ignore[arg-type]
+    assert not st.degraded and f"{gauge} 0" in d.metrics.render()
+    d.runner.forget("a")
+    assert gauge not in d.metrics.render()

@@ -57,14 +57,16 @@ class StopFlag:
         return self._timer is not None
 
     def sleep(self, delay: float, then: Callable[[MeterRun], None], run: MeterRun) -> None:
-        """Call ``then(run)`` in ``delay`` seconds, unless set or woken first."""
+        """Call ``then(run)`` in ``delay`` seconds, unless set or woken first; ``then`` calls :meth:`rang`
+        first. (The timer calls it directly: a wrapper would add a bound method and a longer argument tuple
+        to every sleeping meter.)"""
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(delay, self._ring, then, run)
+        self._timer = asyncio.get_running_loop().call_later(delay, then, run)
 
-    def _ring(self, then: Callable[[MeterRun], None], run: MeterRun) -> None:
+    def rang(self) -> None:
+        """The sleep's timer fired: nothing to cancel any more."""
         self._timer = None
-        then(run)
 
     def wake(self) -> bool:
         """End the sleep in progress without its callback; True when there was one."""
@@ -115,6 +117,7 @@ class MeterRunner:
                  runs: Callable[[], Iterable[MeterRun]] = tuple,
                  spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]] | None = None) -> None:
         self.runtime = runtime
+        self._due_cb = self._due  # one bound method for every meter's timer, not one per sleep
         # How a turn's task is made: the daemon's TaskGroup (a bug in a turn then stops the daemon as any
         # other task's would, instead of being lost); a bare task by default.
         self._spawn = spawn or (lambda coro, name: asyncio.get_running_loop().create_task(coro, name=name))
@@ -134,7 +137,9 @@ class MeterRunner:
                                     "Scheduled cycles skipped because the previous one overran", ("meter",))
         self._m_late = m.gauge("pollerd_schedule_lateness_seconds",
                                "Lateness of cycle starts against their schedule (recent window)", ("quantile",))
-        self._m_degraded = m.gauge("pollerd_meter_degraded", "1 while a meter is degraded", ("meter",))
+        self._m_degraded = m.gauge("pollerd_meter_degraded",
+                                   "1 while a meter is degraded, 0 once it recovered (absent: never degraded)",
+                                   ("meter",))
         self._m_store_err = m.counter("pollerd_store_write_errors_total", "Failed store writes")
         self._m_dropped = m.counter("pollerd_values_dropped_total",
                                     "Readings dropped before the store (not finite, not a number, implausible)",
@@ -148,10 +153,10 @@ class MeterRunner:
                 self._m_late.set(s[min(len(s) - 1, int(q * len(s)))], quantile=q)
 
     def forget(self, name: str) -> None:
-        """Drop a meter that left the config: its state, and its degraded flag in /metrics."""
+        """Drop a meter that left the config: its state, and its degraded gauge in /metrics."""
         self.runtime.meters.pop(name, None)
         self.runtime.status_changes += 1
-        self._m_degraded.set(0, meter=name)
+        self._m_degraded.remove(meter=name)
 
     async def watch_clock(self) -> None:
         """Wake every sleeping meter when the wall clock moved against the monotonic one (a step or a slew
@@ -202,6 +207,7 @@ class MeterRunner:
 
     def _due(self, run: MeterRun) -> None:
         """The meter's timer rang (or the clock moved): plan again; run a turn when the slot has come."""
+        run.stop.rang()
         if run.stop.is_set():
             return
         assert run.sched is not None, "MeterRunner.start() plans the schedule"
@@ -215,7 +221,7 @@ class MeterRunner:
     def sleep(self, run: MeterRun, delay: float) -> None:
         """Sleep ``delay`` seconds, then plan again: the one place a schedule waits, so tests can run the
         schedule on a fake clock."""
-        run.stop.sleep(delay, self._due, run)
+        run.stop.sleep(delay, self._due_cb, run)
 
     async def _turn(self, run: MeterRun) -> None:
         try:
@@ -338,8 +344,9 @@ class MeterRunner:
             if st.degraded:
                 log.info("%s: answering again; leaving degraded mode", mc.name,
                          extra={"meter": mc.name, "line": mc.line})
+                # Only a meter that was degraded has the gauge (10 000 zeros were 1.5 MB of labels and floats).
+                self._m_degraded.set(0, meter=mc.name)
             st.consecutive_failures, st.degraded, st.degraded_reason, st.last_error = 0, False, None, None
-            self._m_degraded.set(0, meter=mc.name)
             return
         self._m_polls.inc(meter=mc.name, outcome="partial" if result.answered else "failed")
         st.failures += 1

@@ -50,7 +50,7 @@ class StateReader(Protocol):
 # None check on every exchange, and the catalog (ProtocolSpec.is_cloud) decides which one a driver gets.
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class BusDriverContext:
     """Everything a bus driver (a meter on a serial or TCP line) may use; passed explicitly (no module-level
     state)."""
@@ -65,7 +65,7 @@ class BusDriverContext:
     state_dir: Path | None = None     # the daemon's state directory (files a driver saves); None one-shot
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class CloudDriverContext:
     """Everything a cloud source driver may use. It has no line: it reaches its own ``url``
     (catalog: ProtocolSpec.cloud_keys)."""
