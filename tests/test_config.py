@@ -556,3 +556,22 @@ def test_sink_type_of_the_wrong_toml_type_is_a_config_error(tmp_path: Path, valu
 def test_wrong_type_message_names_an_array_or_table_once(tmp_path: Path) -> None:
     err = error_of(tmp_path, '[[meters]]\nname = "m"\nprotocol = ["modbus"]\n')
     assert err.problem == "expected a string, got array"
+
+
+def test_the_locator_finds_keys_tables_inline_keys_and_falls_back_to_the_longest_known_prefix() -> None:
+    # Issue 18 made its index a tree (a dict of every key path and its prefixes was 16.7 MB at 10,000 meters);
+    # the answers must not change.
+    from pollerd.config.locate import Locator
+    text = ('[gateway]\nname = "gw"\n\n[[meters]]\nname = "a"\noptions = { clock_correction = true,\n'
+            '  max_clock_correction = 30 }\n\n[[meters]]\nname = "b"\nread = ["energy",\n "instant"]\n'
+            '[meters.options]\nx = 1\n')
+    loc = Locator(text)
+    assert loc.find(("gateway",)) == 1 and loc.find(("gateway", "name")) == 2
+    assert loc.find(("meters", 0)) == 4 and loc.find(("meters", 0, "name")) == 5
+    assert loc.find(("meters", 0, "options")) == 6
+    assert loc.find(("meters", 0, "options", "max_clock_correction")) == 7
+    assert loc.find(("meters", 1, "read", 1)) == 11  # inside an array: the array's line
+    assert loc.find(("meters", 1, "options", "x")) == 14 and loc.find(("meters", 1, "options")) == 13
+    assert loc.find(("meters", 1, "missing")) == 9  # unknown key: its table's header
+    assert loc.find(("nowhere",)) is None
+    assert loc.line_of_pos(text.index("instant")) == 12

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import bisect as _bisect
 import re as _re
+from array import array
 
 __all__ = ["BARE_KEY", "KeyPath", "Locator", "format_path"]
 
 KeyPath = tuple[str | int, ...]
 
 BARE_KEY = _re.compile(r"[A-Za-z0-9_-]+")
+
+
+# A table's keys: a key's line, or a sub-table (its own line under None).
+_Node = dict["str | int | None", "int | _Node"]
+
+
+def _own_line(node: _Node) -> int | None:
+    line = node.get(None)
+    return line if isinstance(line, int) else None
 
 
 class Locator:
@@ -23,8 +33,12 @@ class Locator:
 
     def __init__(self, text: str) -> None:
         self._text = text
-        self._newlines = [i for i, c in enumerate(text) if c == "\n"]
-        self._lines: dict[KeyPath, int] = {}
+        # Compact, because a 10 000-meter config has ~100 000 keys and all of it is alive while the config
+        # loads, which set the daemon's peak memory (issue 18): the newline offsets as machine integers, and
+        # the lines as a tree with one dict per table, a key's line as a plain int and None keying the table's
+        # own line (a dict of every key path and each of its prefixes was 16.7 MB).
+        self._newlines = array("q", [i for i, c in enumerate(text) if c == "\n"])
+        self._tree: _Node = {}
         self._arrays: dict[KeyPath, int] = {}
         try:
             self._scan()
@@ -34,11 +48,17 @@ class Locator:
             pass
 
     def find(self, path: KeyPath) -> int | None:
-        for n in range(len(path), 0, -1):
-            line = self._lines.get(path[:n])
-            if line is not None:
-                return line
-        return None
+        node: _Node = self._tree
+        line: int | None = None
+        for part in path:
+            child = node.get(part)
+            if child is None:
+                break
+            if isinstance(child, int):  # a key: nothing is defined below it
+                return child
+            node = child
+            line = _own_line(node)
+        return line
 
     def line_of_pos(self, pos: int) -> int:
         return _bisect.bisect_left(self._newlines, pos) + 1
@@ -46,8 +66,21 @@ class Locator:
     # scanning ------------------------------------------------------------------------------------------------
 
     def _record(self, path: KeyPath, line: int) -> None:
-        for n in range(1, len(path) + 1):
-            self._lines.setdefault(path[:n], line)
+        """The line of ``path`` and of each prefix not seen before (the first definition wins)."""
+        node = self._tree
+        last = len(path) - 1
+        for i, part in enumerate(path):
+            child = node.get(part)
+            if child is None:
+                if i == last:
+                    node[part] = line
+                    return
+                child = node[part] = {None: line}
+            elif isinstance(child, int):
+                if i == last:
+                    return
+                child = node[part] = {None: child}  # a key that turns out to hold keys (an inline table)
+            node = child
 
     def _resolve(self, parts: list[str]) -> KeyPath:
         out: KeyPath = ()
