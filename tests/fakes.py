@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from pollerd.errors import TransportError
 
@@ -101,3 +103,17 @@ class FakeLink:
 def bytewise(reply: bytes, gap: float = 0.001) -> list[tuple[float, bytes]]:
     """Deliver a reply one byte at a time with a small gap between bytes."""
     return [(gap, reply[i:i + 1]) for i in range(len(reply))]
+
+
+def idle_daemon_with_meter(tmp_path: Path) -> tuple[Any, Any, Any]:
+    """A daemon that is not running (no API, no lines) and one meter's state ``a`` in its runtime, with a
+    stand-in for the meter's config: enough to drive ``daemon.runner._record`` cycle by cycle."""
+    from pollerd.config import load_config
+    from pollerd.daemon import Daemon
+    from pollerd.state import MeterState
+    p = tmp_path / "p.toml"
+    p.write_text('[api]\nenabled = false\n')
+    d = Daemon(load_config(p), tmp_path / "state")
+    mc = type("Mc", (), {"name": "a", "line": "l", "protocol": "mercury230"})()
+    st = d.runtime.meters["a"] = MeterState("a", "mercury230", "l", 1, 60.0)
+    return d, mc, st

@@ -140,16 +140,11 @@ async def test_a_missing_serial_device_shows_at_start_not_at_the_first_daily_cyc
 def test_the_degraded_gauge_exists_only_for_meters_that_were_degraded(tmp_path) -> None:  # type: ignore[no-untyped-def]
     # Issue 18: a 0 per healthy meter was 1.5 MB of labels and floats at 10,000 meters. A meter gets the gauge
     # when it degrades (1), keeps it at 0 once it recovers, and loses it when it leaves the config.
-    from pollerd.config import load_config
-    from pollerd.daemon import Daemon
+    from fakes import idle_daemon_with_meter
+
     from pollerd.daemon.runner import DEGRADED_AFTER
     from pollerd.drivers.base import PollResult
-    from pollerd.state import MeterState
-    p = tmp_path / "p.toml"
-    p.write_text('[api]\nenabled = false\n')
-    d = Daemon(load_config(p), tmp_path / "state")
-    mc = type("Mc", (), {"name": "a", "line": "l", "protocol": "mercury230"})()
-    st = d.runtime.meters["a"] = MeterState("a", "mercury230", "l", 1, 60.0)
+    d, mc, st = idle_daemon_with_meter(tmp_path)
     gauge = 'pollerd_meter_degraded{meter="a"}'
     d.runner._record(mc, st, PollResult(()), 100.0)  # type: ignore[arg-type]
     assert gauge not in d.metrics.render()

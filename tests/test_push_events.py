@@ -343,15 +343,10 @@ def test_the_daemon_reports_polled_meters_only(tmp_path) -> None:  # type: ignor
 def test_the_daemon_rebuilds_meter_status_only_when_a_meter_changes(tmp_path) -> None:  # type: ignore[no-untyped-def]
     # Issue 18: the sinks' status map was rebuilt over every meter on each forwarder turn. It is now the same
     # object until a cycle flips a meter online/offline or a meter leaves; the forwarder skips it by identity.
-    from pollerd.config import load_config
-    from pollerd.daemon import Daemon
+    from fakes import idle_daemon_with_meter
+
     from pollerd.drivers.base import PollResult
-    from pollerd.state import MeterState
-    p = tmp_path / "p.toml"
-    p.write_text('[api]\nenabled = false\n')
-    d = Daemon(load_config(p), tmp_path / "state")
-    mc = type("Mc", (), {"name": "a", "line": "l", "protocol": "mercury230"})()
-    st = d.runtime.meters["a"] = MeterState("a", "mercury230", "l", 1, 60.0)
+    d, mc, st = idle_daemon_with_meter(tmp_path)
     ok, failed = PollResult(()), PollResult((), answered=False, error="no answer")
     first = d._meter_status()
     assert first == {}
