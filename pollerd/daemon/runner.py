@@ -115,11 +115,12 @@ class MeterRunner:
                  stopping: asyncio.Event, lateness: collections.deque[float],
                  line_of: Callable[[str], Line | None] = lambda _name: None,
                  runs: Callable[[], Iterable[MeterRun]] = tuple,
-                 spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]] | None = None) -> None:
+                 spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None] | None] | None = None,
+                 ) -> None:
         self.runtime = runtime
         self._due_cb = self._due  # one bound method for every meter's timer, not one per sleep
         # How a turn's task is made: the daemon's TaskGroup (a bug in a turn then stops the daemon as any
-        # other task's would, instead of being lost); a bare task by default.
+        # other task's would, instead of being lost; None once it is being torn down); a bare task by default.
         self._spawn = spawn or (lambda coro, name: asyncio.get_running_loop().create_task(coro, name=name))
         # The running meters (watch_clock wakes the sleeping ones to plan again).
         self.runs = runs

@@ -257,12 +257,16 @@ class Daemon:
         self.runner.start(run, self.config.gateway.spread)
         return run
 
-    def _spawn_turn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    def _spawn_turn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
         """A meter's turn runs in the daemon's TaskGroup: a bug there stops the daemon, never silently. (Outside
         a running daemon, where tests drive the runner, a bare task.)"""
         if self._tg is None:
             return asyncio.get_running_loop().create_task(coro, name=name)
-        return self._tg.create_task(coro, name=name)
+        try:
+            return self._tg.create_task(coro, name=name)
+        except RuntimeError:  # the TaskGroup is being torn down by another task's error: the daemon is ending
+            coro.close()
+            return None
 
     async def stop_meter(self, name: str, *, forget: bool = True) -> None:
         """Stop one meter gracefully: the exchange in flight finishes, the next one of this meter is refused
