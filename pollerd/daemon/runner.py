@@ -121,7 +121,7 @@ class MeterRunner:
         self._due_cb = self._due  # one bound method for every meter's timer, not one per sleep
         # How a turn's task is made: the daemon's TaskGroup (a bug in a turn then stops the daemon as any
         # other task's would, instead of being lost; None once it is being torn down); a bare task by default.
-        self._spawn = spawn or (lambda coro, name: asyncio.get_running_loop().create_task(coro, name=name))
+        self._spawn = spawn or bare_task
         # The running meters (watch_clock wakes the sleeping ones to plan again).
         self.runs = runs
         # The line a meter is on, looked up each cycle: a reload may replace it.
@@ -202,9 +202,11 @@ class MeterRunner:
         self._sleep_until_due(run)
 
     def _sleep_until_due(self, run: MeterRun) -> None:
-        st = run.state or self.runtime.meters[run.cfg.name]
-        st.next_run = run.due
+        self._state(run).next_run = run.due
         self._due(run)
+
+    def _state(self, run: MeterRun) -> MeterState:
+        return run.state or self.runtime.meters[run.cfg.name]
 
     def _due(self, run: MeterRun) -> None:
         """The meter's timer rang (or the clock moved): plan again; run a turn when the slot has come."""
@@ -212,8 +214,7 @@ class MeterRunner:
         if run.stop.is_set():
             return
         assert run.sched is not None, "MeterRunner.start() plans the schedule"
-        st = run.state or self.runtime.meters[run.cfg.name]
-        run.due, delay = self.plan(run.sched, run.due, st)
+        run.due, delay = self.plan(run.sched, run.due, self._state(run))
         if delay > 0:
             self.sleep(run, delay)
         else:
@@ -237,7 +238,7 @@ class MeterRunner:
         slot in ``run.due``."""
         mc, drv, t = run.cfg, run.driver, run.due
         assert run.sched is not None, "MeterRunner.start() plans the schedule"
-        st = run.state or self.runtime.meters[mc.name]
+        st = self._state(run)
         self.lateness.append(self.clock() - t)
         line = self.line_of(mc.line)
         if st.degraded and run.skip > 0 and line is not None and (line.dark or line.recoveries != run.recoveries):
@@ -365,6 +366,11 @@ class MeterRunner:
             self._m_degraded.set(1, meter=mc.name)
             log.warning("%s: degraded after %d failed cycles; probing with backoff", mc.name,
                         st.consecutive_failures, extra={"meter": mc.name, "line": mc.line})
+
+
+def bare_task(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    """A turn's task outside a running daemon (tests, tools): not in any TaskGroup."""
+    return asyncio.get_running_loop().create_task(coro, name=name)
 
 
 def _iso(ts: float) -> str:

@@ -30,7 +30,7 @@ from .gcpolicy import GcPolicy
 from .lock import StateLock
 from .notify import Notifier, run_notifier, status_line
 from .reload import ReloadRefused, plan_reload
-from .runner import MeterRun, MeterRunner
+from .runner import MeterRun, MeterRunner, bare_task
 from .wiring import build_driver, build_lines, cursor_sinks, db_path, meter_state, sink_spec
 
 log = logging.getLogger("pollerd.daemon")
@@ -261,7 +261,7 @@ class Daemon:
         """A meter's turn runs in the daemon's TaskGroup: a bug there stops the daemon, never silently. (Outside
         a running daemon, where tests drive the runner, a bare task.)"""
         if self._tg is None:
-            return asyncio.get_running_loop().create_task(coro, name=name)
+            return bare_task(coro, name)
         try:
             return self._tg.create_task(coro, name=name)
         except RuntimeError:  # the TaskGroup is being torn down by another task's error: the daemon is ending
